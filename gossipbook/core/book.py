@@ -1,0 +1,223 @@
+"""A deterministic limit order book for one instrument.
+
+Theory of operation: two sorted maps of price level -> ``{order_id: remaining_lots}``; a Python
+dict keeps insertion order, which *is* time priority within a level. The book is a pure function of
+the sequence of calls made on it: no clock, no counters, ids come from the caller's ops, so every
+replica that folds the same ops in the same order holds the same book and makes the same trades.
+
+Rules that hold:
+- Price-time priority: better price first, then earlier arrival at that price.
+- ``GTC`` rests what it does not fill; ``IOC`` and ``MARKET`` drop the remainder; ``FOK`` fills
+  completely or not at all (it trades nothing when the book cannot fill it).
+- Amend: a quantity decrease at the same price keeps priority; a price change or a quantity increase
+  re-enters the order at the back (and may trade, as a taker, if the new price crosses).
+- ``digest()`` depends only on the resting state (orders, prices, quantities, priority), never on
+  how the book got there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+from sortedcontainers import SortedDict
+
+BUY, SELL = 0, 1
+GTC, IOC, FOK, MARKET = 0, 1, 2, 3
+SIDES = {"buy": BUY, "sell": SELL}
+SIDE_NAMES = ("buy", "sell")
+TIFS = {"gtc": GTC, "ioc": IOC, "fok": FOK, "market": MARKET}
+TIF_NAMES = ("gtc", "ioc", "fok", "market")
+
+
+class Trade(NamedTuple):
+    """One fill. ``trade_id`` is ``"<cause op id>/<n>"``: stable for as long as the fold is."""
+
+    trade_id: str
+    symbol: str
+    price: int
+    qty: int
+    maker: str
+    taker: str
+    taker_side: int
+
+
+class Level(NamedTuple):
+    price: int
+    qty: int
+    orders: int
+
+
+class Depth(NamedTuple):
+    bids: list[Level]
+    asks: list[Level]
+
+
+class Book:
+    """One instrument's book. Not thread-safe, not clock-aware: a pure fold target."""
+
+    __slots__ = ("symbol", "_bids", "_asks", "_where")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        # bids keyed by -price so index 0 is always the best level on both sides
+        self._bids: SortedDict = SortedDict()
+        self._asks: SortedDict = SortedDict()
+        self._where: dict[str, tuple[int, int]] = {}  # order_id -> (side, price)
+
+    # --- queries -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, order_id: str) -> bool:
+        return order_id in self._where
+
+    def order(self, order_id: str) -> tuple[int, int, int] | None:
+        """``(side, price, remaining)`` of a resting order, or None."""
+        w = self._where.get(order_id)
+        if w is None:
+            return None
+        side, price = w
+        lvl = (self._bids[-price] if side == BUY else self._asks[price])
+        return side, price, lvl[order_id]
+
+    def best_bid(self) -> int | None:
+        return -self._bids.peekitem(0)[0] if self._bids else None
+
+    def best_ask(self) -> int | None:
+        return self._asks.peekitem(0)[0] if self._asks else None
+
+    def depth(self, n: int = 10) -> Depth:
+        """Top ``n`` levels per side: price, total lots, order count."""
+        bids = [Level(-k, sum(v.values()), len(v)) for k, v in self._bids.items()[:n]]
+        asks = [Level(k, sum(v.values()), len(v)) for k, v in self._asks.items()[:n]]
+        return Depth(bids, asks)
+
+    def resting(self) -> list[tuple[int, int, str, int]]:
+        """Every resting order in priority order: ``(side, price, order_id, remaining)``."""
+        out = [(BUY, -k, oid, q) for k, lvl in self._bids.items() for oid, q in lvl.items()]
+        out += [(SELL, k, oid, q) for k, lvl in self._asks.items() for oid, q in lvl.items()]
+        return out
+
+    def digest(self) -> bytes:
+        """16-byte hash of the resting state in canonical (priority) order."""
+        h = hashlib.blake2b(self.symbol.encode(), digest_size=16)
+        for side, price, oid, qty in self.resting():
+            h.update(f"|{side},{price},{oid},{qty}".encode())
+        return h.digest()
+
+    def clone(self) -> Book:
+        """An independent copy (levels hold immutable ints, so copying the dicts suffices)."""
+        b = Book(self.symbol)
+        b._bids = SortedDict({k: dict(v) for k, v in self._bids.items()})
+        b._asks = SortedDict({k: dict(v) for k, v in self._asks.items()})
+        b._where = dict(self._where)
+        return b
+
+    # --- commands ------------------------------------------------------------------------------
+    def submit(self, order_id: str, side: int, price: int, qty: int, tif: int = GTC,
+               cause: str | None = None) -> list[Trade]:
+        """Enter a new order; returns the trades it made as taker, in fill order.
+
+        ``price`` is ignored for ``MARKET``. The caller guarantees ``order_id`` is fresh and
+        ``qty > 0`` (the replica validates before stamping).
+        """
+        if order_id in self._where:
+            return []  # a replayed NEW for a live order changes nothing
+        trades: list[Trade] = []
+        cause = cause or order_id
+        if tif == FOK and self._available(side, price) < qty:
+            return trades
+        left = self._match(order_id, side, price, qty, tif == MARKET, cause, trades)
+        if left and tif == GTC:
+            self._rest(order_id, side, price, left)
+        return trades
+
+    def cancel(self, order_id: str) -> int:
+        """Remove a resting order; returns the lots removed (0 if it was not resting)."""
+        w = self._where.pop(order_id, None)
+        if w is None:
+            return 0
+        side, price = w
+        levels, key = (self._bids, -price) if side == BUY else (self._asks, price)
+        lvl = levels[key]
+        qty = lvl.pop(order_id)
+        if not lvl:
+            del levels[key]
+        return qty
+
+    def amend(self, order_id: str, price: int, qty: int, cause: str) -> list[Trade] | None:
+        """Change a resting order's price and/or remaining quantity.
+
+        Returns None when the order is not resting (already filled or cancelled: a no-op), else
+        the trades the re-entered order made. ``qty == 0`` cancels.
+        """
+        w = self._where.get(order_id)
+        if w is None:
+            return None
+        side, old_price = w
+        levels, key = (self._bids, -old_price) if side == BUY else (self._asks, old_price)
+        lvl = levels[key]
+        if qty <= 0:
+            self.cancel(order_id)
+            return []
+        if price == old_price and qty <= lvl[order_id]:
+            lvl[order_id] = qty  # in place: keeps its queue position
+            return []
+        self.cancel(order_id)
+        trades: list[Trade] = []
+        left = self._match(order_id, side, price, qty, False, cause, trades)
+        if left:
+            self._rest(order_id, side, price, left)
+        return trades
+
+    # --- internals -----------------------------------------------------------------------------
+    def _rest(self, order_id: str, side: int, price: int, qty: int) -> None:
+        levels, key = (self._bids, -price) if side == BUY else (self._asks, price)
+        lvl = levels.get(key)
+        if lvl is None:
+            levels[key] = {order_id: qty}
+        else:
+            lvl[order_id] = qty
+        self._where[order_id] = (side, price)
+
+    def _available(self, side: int, limit: int) -> int:
+        total = 0
+        if side == BUY:
+            for p, lvl in self._asks.items():
+                if p > limit:
+                    break
+                total += sum(lvl.values())
+        else:
+            for k, lvl in self._bids.items():
+                if -k < limit:
+                    break
+                total += sum(lvl.values())
+        return total
+
+    def _match(self, taker: str, side: int, limit: int, qty: int, market: bool, cause: str,
+               trades: list[Trade]) -> int:
+        opp = self._asks if side == BUY else self._bids
+        where = self._where
+        n = len(trades)
+        while qty and opp:
+            key, lvl = opp.peekitem(0)
+            price = key if side == BUY else -key
+            if not market and (price > limit if side == BUY else price < limit):
+                break
+            for maker in list(lvl):
+                mq = lvl[maker]
+                fill = mq if mq < qty else qty
+                trades.append(Trade(f"{cause}/{n}", self.symbol, price, fill, maker, taker, side))
+                n += 1
+                qty -= fill
+                if fill == mq:
+                    del lvl[maker]
+                    del where[maker]
+                else:
+                    lvl[maker] = mq - fill
+                if not qty:
+                    break
+            if not lvl:
+                del opp[key]
+        return qty

@@ -1,0 +1,142 @@
+"""Instruments and venues: the grid that turns user decimals into the core's integers.
+
+Rules that hold: inside the core a price is an integer count of ticks and a quantity an integer
+count of lots; floats never enter. Conversion happens once, at the edge, with ``Decimal`` and an
+exact-grid check, so ``100.25`` on a 0.01 tick is 10025 ticks and ``100.255`` is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from .errors import InvalidOrder, UnknownInstrument
+
+
+def _dec(value: object, what: str) -> Decimal:
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise InvalidOrder(f"{what} {value!r} is not a number") from None
+    if not d.is_finite():
+        raise InvalidOrder(f"{what} {value!r} is not a finite number")
+    return d
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One tradable symbol: tick and lot sizes, a price band, a size cap."""
+
+    symbol: str
+    tick_size: Decimal = Decimal("0.01")
+    lot_size: Decimal = Decimal("1")
+    min_price: Decimal = Decimal("0.01")
+    max_price: Decimal = Decimal("1000000")
+    max_qty_lots: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("tick_size", "lot_size", "min_price", "max_price"):
+            object.__setattr__(self, name, _dec(getattr(self, name), name))
+        if not self.symbol or len(self.symbol) > 32:
+            raise ValueError(f"instrument symbol {self.symbol!r} must be 1-32 characters")
+        if self.tick_size <= 0 or self.lot_size <= 0:
+            raise ValueError(f"{self.symbol}: tick_size and lot_size must be positive")
+        if not (0 < self.min_price <= self.max_price):
+            raise ValueError(f"{self.symbol}: need 0 < min_price <= max_price")
+        if self.max_qty_lots <= 0:
+            raise ValueError(f"{self.symbol}: max_qty_lots must be positive")
+
+    @property
+    def min_ticks(self) -> int:
+        return int(self.min_price / self.tick_size)
+
+    @property
+    def max_ticks(self) -> int:
+        return int(self.max_price / self.tick_size)
+
+    def price_to_ticks(self, price: object) -> int:
+        """A user price (str, Decimal, int) to ticks; off the grid or the band is an error."""
+        d = _dec(price, "price")
+        ticks = d / self.tick_size
+        if ticks != ticks.to_integral_value():
+            raise InvalidOrder(f"price {d} is not a multiple of {self.symbol}'s tick size {self.tick_size}")
+        t = int(ticks)
+        self.check_ticks(t)
+        return t
+
+    def qty_to_lots(self, qty: object) -> int:
+        """A user quantity to lots; off the lot grid, zero, negative or too large is an error."""
+        d = _dec(qty, "quantity")
+        lots = d / self.lot_size
+        if lots != lots.to_integral_value():
+            raise InvalidOrder(f"quantity {d} is not a multiple of {self.symbol}'s lot size {self.lot_size}")
+        n = int(lots)
+        self.check_lots(n)
+        return n
+
+    def check_ticks(self, ticks: int) -> None:
+        if not (self.min_ticks <= ticks <= self.max_ticks):
+            raise InvalidOrder(
+                f"price {self.ticks_to_price(ticks)} is outside {self.symbol}'s band "
+                f"[{self.min_price}, {self.max_price}]")
+
+    def check_lots(self, lots: int) -> None:
+        if lots <= 0:
+            raise InvalidOrder("quantity must be positive")
+        if lots > self.max_qty_lots:
+            raise InvalidOrder(f"quantity {lots} lots exceeds {self.symbol}'s cap of {self.max_qty_lots} lots")
+
+    def ticks_to_price(self, ticks: int) -> Decimal:
+        return ticks * self.tick_size
+
+    def lots_to_qty(self, lots: int) -> Decimal:
+        return lots * self.lot_size
+
+    def to_config(self) -> dict[str, object]:
+        return {"symbol": self.symbol, "tick_size": str(self.tick_size), "lot_size": str(self.lot_size),
+                "min_price": str(self.min_price), "max_price": str(self.max_price),
+                "max_qty_lots": self.max_qty_lots}
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, object]) -> Instrument:
+        known = {"symbol", "tick_size", "lot_size", "min_price", "max_price", "max_qty_lots"}
+        extra = set(raw) - known
+        if extra:
+            raise ValueError(f"unknown instrument keys: {', '.join(sorted(extra))}")
+        if "symbol" not in raw:
+            raise ValueError("an instrument needs a symbol")
+        return cls(**raw)  # type: ignore[arg-type]
+
+
+DEFAULT_INSTRUMENT = Instrument("GBX")
+
+#: A venue-defined check run on every client order before it is stamped (raise ``InvalidOrder``).
+OrderHook = Callable[["Instrument", int, int, int], None]
+
+
+@dataclass(slots=True)
+class Venue:
+    """The instruments a cluster trades, plus optional venue hooks.
+
+    ``validate`` is called as ``validate(instrument, side, price_ticks, qty_lots)`` on every new order
+    at the node that accepts it, so venue rules (say, a max notional) reject bad input before it is
+    replicated. Replicas never re-run it: the op-set, not the hook, is the source of truth.
+    """
+
+    instruments: dict[str, Instrument] = field(default_factory=lambda: {DEFAULT_INSTRUMENT.symbol: DEFAULT_INSTRUMENT})
+    validate: OrderHook | None = None
+
+    @classmethod
+    def of(cls, instruments: Iterable[Instrument], validate: OrderHook | None = None) -> Venue:
+        inst = {i.symbol: i for i in instruments}
+        if not inst:
+            raise ValueError("a venue needs at least one instrument")
+        return cls(inst, validate)
+
+    def get(self, symbol: str) -> Instrument:
+        try:
+            return self.instruments[symbol]
+        except KeyError:
+            raise UnknownInstrument(
+                f"unknown instrument {symbol!r}; this venue trades {', '.join(sorted(self.instruments))}") from None

@@ -1,0 +1,598 @@
+"""The replicated book: a grow-only op-set CRDT with a deterministic fold.
+
+Theory of operation
+-------------------
+State is the set of ops this replica holds plus, per origin, the contiguous seq held (the version
+vector). Merge is set union, so it is commutative, associative and idempotent. The books are a
+*fold* of the op-set in op order ``(wall, logical, origin)``; the same op-set gives the same books,
+trades and digest on every replica, whatever order the ops arrived in.
+
+- An op arriving above everything applied is folded straight on (the common case).
+- An op arriving below something applied triggers *rollback and replay*: the fold restarts from
+  the nearest checkpoint at or below it, and every trade that changed is reported as a
+  ``TradeRevised`` event; trades that came out identical are not reported again.
+- An op after a gap in its origin's seq waits until the gap fills (so the version vector stays exact).
+- An op stamped more than ``max_offset`` ahead of local physical time is *held back*, not rejected
+  for good, and retried on ``tick``: every replica eventually applies the same ops.
+- Finality: member m can never again send an op at or below ``L_m``, the HLC of m's latest
+  announcement, once we hold m's ops up to the seq it announced with it. The stable watermark is
+  ``min_m L_m``; ops (and their trades) at or below it are final and are never rolled back.
+- Compaction folds a prefix of final ops that every member holds into a ``Snapshot``. A peer behind
+  the compaction point is sent the snapshot and then the ops above it.
+- A removed member is *fenced at a seq*: its ops above ``fence_seq`` are refused on every replica.
+  (DESIGN.md fences at the watermark; replicas' watermarks differ at any instant, so a fence by
+  watermark could let one replica accept an op another refuses. A seq is the same everywhere.)
+
+Everything here is pure: time comes in as ``now`` (ns), nothing is read from the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .book import BUY, FOK, GTC, MARKET, SELL, Book, Trade
+from .errors import ClockOutOfSync, InvalidOrder, UnknownOrder
+from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, ZERO, Timestamp
+from .instrument import Venue
+from .ops import AMEND, CANCEL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised, parse_order_id
+
+CHAIN0 = b"\0" * 16
+_INF = Timestamp(1 << 63, 0)
+MIN_CHECKPOINT_INTERVAL = 64
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The fold of a compacted prefix of the op-set: enough to continue folding above it."""
+
+    base_vv: dict[str, int]  # per origin, the highest seq folded into this snapshot
+    books: dict[str, list[tuple[int, int, str, int]]]  # symbol -> resting orders, priority order
+    trades: int  # trades made by the compacted ops
+    chain: bytes  # trade hash chain after the compacted ops
+    last_key: tuple[int, int, str]  # the greatest op key in the snapshot
+    reqs: dict[str, str] = field(default_factory=dict)  # client request id -> first NEW's op id
+
+    def to_books(self) -> dict[str, Book]:
+        out: dict[str, Book] = {}
+        for sym, rows in self.books.items():
+            b = Book(sym)
+            for side, price, oid, qty in rows:
+                b._rest(oid, side, price, qty)
+            out[sym] = b
+        return out
+
+
+@dataclass(slots=True)
+class _Checkpoint:
+    pos: int  # number of (non-compacted) applied ops folded into ``books``
+    books: dict[str, Book]
+
+
+def _chain(prev: bytes, trades: list[Trade]) -> bytes:
+    h = hashlib.blake2b(prev, digest_size=16)
+    for t in trades:
+        h.update(f"|{t.trade_id},{t.price},{t.qty},{t.maker},{t.taker}".encode())
+    return h.digest()
+
+
+class Replica:
+    """One node's replica of every book of a venue."""
+
+    def __init__(self, node_id: str, venue: Venue | None = None, members: Iterable[str] = (),
+                 max_offset_ns: int = DEFAULT_MAX_OFFSET_NS, hlc_last: Timestamp = ZERO,
+                 checkpoint_interval: int = MIN_CHECKPOINT_INTERVAL) -> None:
+        self.node_id = node_id
+        self.venue = venue or Venue()
+        self.hlc = HLC(node_id, max_offset_ns, hlc_last)
+        self.members: set[str] = set(members) | {node_id}
+        self.fenced: dict[str, int] = {}
+        self.clock_in_sync = True
+        self.checkpoint_interval = max(1, checkpoint_interval)
+        self.counters: dict[str, int] = {
+            "ops_applied": 0, "duplicates": 0, "held_back_clock": 0, "waiting_gap": 0,
+            "replays": 0, "replayed_ops": 0, "revised_trades": 0, "fenced": 0, "snapshots_installed": 0,
+            "compactions": 0, "invalid_ops": 0, "finality_violations": 0,
+        }
+        # op-set
+        self.vv: dict[str, int] = {}  # contiguous seq held per origin (compacted included)
+        self._base: dict[str, int] = {}  # per origin, seq folded into the snapshot
+        self._log: dict[str, list[Op]] = {}  # per origin, held ops above _base, by seq
+        self._pending: dict[str, dict[int, Op]] = {}  # beyond a gap or held back by the clock
+        self._reqs: dict[str, Op | str] = {}  # client req -> the lowest-key NEW (op or compacted id)
+        # fold
+        self._snap_books: dict[str, Book] = {s: Book(s) for s in self.venue.instruments}
+        self._snap_trades = 0
+        self._snap_chain = CHAIN0
+        self._snap_key: tuple[int, int, str] = (0, 0, "")
+        self.books: dict[str, Book] = {s: b.clone() for s, b in self._snap_books.items()}
+        self._applied: list[Op] = []  # fold order, above the snapshot
+        self._op_trades: list[list[Trade]] = []
+        self._cum: list[int] = []  # cumulative trade count through each applied op
+        self._chain: list[bytes] = []
+        self._ckpts: list[_Checkpoint] = [_Checkpoint(0, self._clone_books(self._snap_books))]
+        # finality
+        self._announced: dict[str, tuple[Timestamp, int]] = {}  # member -> (hlc, max seq)
+        self._peer_vv: dict[str, dict[str, int]] = {}
+
+    # ==== queries ===================================================================================
+    @property
+    def op_count(self) -> int:
+        """Ops folded in total, compacted ones included."""
+        return sum(self._base.values()) + len(self._applied)
+
+    @property
+    def trade_count(self) -> int:
+        return self._cum[-1] if self._cum else self._snap_trades
+
+    def digest(self) -> str:
+        """Hex digest over every book's resting state and the hash chain of all trades."""
+        h = hashlib.blake2b(digest_size=16)
+        for sym in sorted(self.books):
+            h.update(self.books[sym].digest())
+        h.update(self._chain[-1] if self._chain else self._snap_chain)
+        h.update(self.trade_count.to_bytes(8, "big"))
+        return h.hexdigest()
+
+    def trades(self) -> list[Trade]:
+        """Trades of the ops above the snapshot, in fold order (compacted ones are final and gone)."""
+        return [t for ts in self._op_trades for t in ts]
+
+    def ops(self) -> list[Op]:
+        """Held ops above the snapshot, in fold order."""
+        return list(self._applied)
+
+    def holds(self, origin: str, seq: int) -> bool:
+        return seq <= self.vv.get(origin, 0)
+
+    def watermark(self) -> Timestamp:
+        """The stable watermark: no op at or below it can still arrive."""
+        w = _INF
+        for m in self.members:
+            if m in self.fenced:
+                continue
+            lm = self._member_bound(m)
+            if lm < w:
+                w = lm
+        for m, fence in self.fenced.items():
+            if self.vv.get(m, 0) < fence:  # still waiting for ops the fence admits
+                a = self._announced.get(m)
+                lm = a[0] if a and self.vv.get(m, 0) >= a[1] else ZERO
+                w = min(w, lm)
+        return w if w is not _INF else self.hlc.last
+
+    def _member_bound(self, m: str) -> Timestamp:
+        if m == self.node_id:
+            return self.hlc.last
+        a = self._announced.get(m)
+        if a is None:
+            return ZERO
+        ts, seq = a
+        return ts if self.vv.get(m, 0) >= seq else ZERO
+
+    def final_count(self) -> int:
+        """Number of applied (non-compacted) ops at or below the watermark."""
+        w = self.watermark()
+        return bisect_left(self._applied, (w.wall, w.logical + 1))
+
+    def trades_final(self) -> int:
+        n = self.final_count()
+        return self._cum[n - 1] if n else self._snap_trades
+
+    def is_final(self, op: Op) -> bool:
+        w = self.watermark()
+        return (op.wall, op.logical) <= (w.wall, w.logical)
+
+    def replicated(self, op: Op) -> bool:
+        """Held by a majority of members, as far as their last reported version vectors say."""
+        holders = 1 if self.holds(op.origin, op.seq) else 0
+        for m in self.members:
+            if m != self.node_id and self._peer_vv.get(m, {}).get(op.origin, 0) >= op.seq:
+                holders += 1
+        return holders * 2 > len(self.members)
+
+    def order_status(self, order_id: str) -> tuple[int, int, int] | None:
+        """``(side, price, remaining)`` if resting in some book now, else None."""
+        for b in self.books.values():
+            o = b.order(order_id)
+            if o is not None:
+                return o
+        return None
+
+    def version_vector(self) -> dict[str, int]:
+        return dict(self.vv)
+
+    # ==== local client ops ==========================================================================
+    def submit_new(self, symbol: str, side: int, price: int, qty: int, tif: int, now: int,
+                   req: str = "") -> tuple[Op, list[Event]]:
+        """Validate, stamp and fold a new order from a client of this node."""
+        self._check_clock()
+        inst = self.venue.get(symbol)
+        if side not in (BUY, SELL):
+            raise InvalidOrder("side must be buy or sell")
+        if tif not in (GTC, 1, FOK, MARKET):
+            raise InvalidOrder("time in force must be gtc, ioc, fok or market")
+        if tif == MARKET:
+            price = 0
+        else:
+            inst.check_ticks(price)
+        inst.check_lots(qty)
+        if self.venue.validate is not None:
+            self.venue.validate(inst, side, price, qty)
+        if req and req in self._reqs:
+            prior = self._reqs[req]
+            if isinstance(prior, Op) and prior.origin == self.node_id:
+                return prior, []  # a retried request: the order already exists
+        return self._stamp(NEW, symbol, "", side, price, qty, tif, req, now)
+
+    def submit_cancel(self, order_id: str, now: int) -> tuple[Op, list[Event]]:
+        self._check_clock()
+        sym, side, _price, _qty = self._open_order(order_id)
+        return self._stamp(CANCEL, sym, order_id, side, 0, 0, GTC, "", now)
+
+    def submit_amend(self, order_id: str, price: int, qty: int, now: int) -> tuple[Op, list[Event]]:
+        self._check_clock()
+        sym, side, _p, _q = self._open_order(order_id)
+        inst = self.venue.get(sym)
+        inst.check_ticks(price)
+        if qty != 0:
+            inst.check_lots(qty)
+        return self._stamp(AMEND, sym, order_id, side, price, qty, GTC, "", now)
+
+    def _check_clock(self) -> None:
+        if not self.clock_in_sync:
+            raise ClockOutOfSync("clock out of sync: this node is not taking orders until its clock is back "
+                                 "within max_offset/2 of its peers")
+
+    def _open_order(self, order_id: str) -> tuple[str, int, int, int]:
+        parsed = parse_order_id(order_id)
+        if parsed is None:
+            raise UnknownOrder(f"order id {order_id!r} is not of the form NODE:SEQ")
+        origin, seq = parsed
+        if not self.holds(origin, seq):
+            raise UnknownOrder(f"unknown order {order_id} here (not yet replicated to {self.node_id}); retry "
+                               f"later or send it to {origin}")
+        for sym, b in self.books.items():
+            o = b.order(order_id)
+            if o is not None:
+                return sym, o[0], o[1], o[2]
+        raise UnknownOrder(f"order {order_id} is not open (filled, cancelled or never rested)")
+
+    def _stamp(self, kind: int, symbol: str, order_id: str, side: int, price: int, qty: int, tif: int,
+               req: str, now: int) -> tuple[Op, list[Event]]:
+        ts = self.hlc.now(now)
+        seq = self.vv.get(self.node_id, 0) + 1
+        op = Op(ts.wall, ts.logical, self.node_id, seq, kind, symbol, order_id, side, price, qty, tif, req)
+        return op, self._admit([op])
+
+    # ==== replication ===============================================================================
+    def receive(self, ops: Iterable[Op], now: int) -> list[Event]:
+        """Merge ops from a peer (any order, duplicates allowed). Returns the fold's events.
+
+        Ops too far ahead of ``now`` are held back (counted) and retried by ``tick``; ops from a
+        fenced member past its fence are refused with an ``OpFenced`` event.
+        """
+        ready: list[Op] = []
+        events: list[Event] = []
+        limit = now + self.hlc.max_offset_ns
+        for op in ops:
+            o = op.origin
+            if op.seq <= self.vv.get(o, 0):
+                self.counters["duplicates"] += 1
+                continue
+            fence = self.fenced.get(o)
+            if fence is not None and op.seq > fence:
+                self.counters["fenced"] += 1
+                events.append(OpFenced(op))
+                continue
+            if op.symbol not in self.books or op.kind not in (NEW, CANCEL, AMEND):
+                self.counters["invalid_ops"] += 1  # a venue mismatch or a bad peer: drop, count
+                continue
+            if op.wall > limit:
+                self.hlc.rejected += 1
+                self.counters["held_back_clock"] += 1
+                self._pending.setdefault(o, {})[op.seq] = op
+                continue
+            ready.append(op)
+        if ready:
+            events += self._admit(ready)
+        return events
+
+    def tick(self, now: int) -> list[Event]:
+        """Retry ops held back by the clock bound; call it periodically with physical time."""
+        limit = now + self.hlc.max_offset_ns
+        due: list[Op] = []
+        for o, waiting in self._pending.items():
+            nxt = self.vv.get(o, 0) + 1
+            op = waiting.get(nxt)
+            if op is not None and op.wall <= limit:
+                due.append(op)
+        return self._admit(due) if due else []
+
+    def _admit(self, ops: list[Op]) -> list[Event]:
+        """Add ops to the op-set; fold the ones that are now contiguous."""
+        fresh: list[Op] = []
+        for op in sorted(ops, key=lambda x: (x.origin, x.seq)):
+            o = op.origin
+            have = self.vv.get(o, 0)
+            if op.seq <= have:
+                self.counters["duplicates"] += 1
+                continue
+            if op.seq > have + 1:
+                self._pending.setdefault(o, {})[op.seq] = op
+                self.counters["waiting_gap"] += 1
+                continue
+            log = self._log.setdefault(o, [])
+            prev = log[-1] if log else None
+            if prev is not None and (op.wall, op.logical) <= (prev.wall, prev.logical):
+                self.counters["invalid_ops"] += 1  # breaks the origin's HLC monotonicity
+                continue
+            log.append(op)
+            self.vv[o] = op.seq
+            fresh.append(op)
+            # drain ops that were waiting on this gap (unless still too far ahead: tick retries)
+            waiting = self._pending.get(o)
+            while waiting:
+                nxt = waiting.pop(op.seq + 1, None)
+                if nxt is None:
+                    break
+                log.append(nxt)
+                self.vv[o] = nxt.seq
+                fresh.append(nxt)
+                op = nxt
+            if waiting is not None and not waiting:
+                del self._pending[o]
+        if not fresh:
+            return []
+        newest = max(fresh)
+        if (newest.wall, newest.logical) > tuple(self.hlc.last):
+            self.hlc.wall, self.hlc.logical = newest.wall, newest.logical  # receive rule, bound checked above
+        for op in fresh:
+            if op.kind == NEW and op.req:
+                prior = self._reqs.get(op.req)
+                if prior is None or (isinstance(prior, Op) and op < prior):
+                    self._reqs[op.req] = op
+        self.counters["ops_applied"] += len(fresh)
+        return self._fold_in(fresh)
+
+    def _fold_in(self, fresh: list[Op]) -> list[Event]:
+        fresh.sort()
+        applied = self._applied
+        if not applied or fresh[0] > applied[-1]:
+            events: list[Event] = []
+            for op in fresh:
+                applied.append(op)
+                for t in self._apply(op):
+                    events.append(TradeExecuted(t))
+            return events
+        # a late op: rollback to the nearest checkpoint at or below it, replay, report revisions
+        first = bisect_left(applied, fresh[0])
+        if first < self.final_count():
+            # finality says this cannot happen (a member lost its persisted HLC?); converge anyway
+            # and count it, so the checker and the operator see the broken promise
+            self.counters["finality_violations"] += 1
+        merged = sorted(applied[first:] + fresh)
+        del applied[first:]
+        applied.extend(merged)
+        return self._replay_from(first)
+
+    def _replay_from(self, pos: int) -> list[Event]:
+        ci = bisect_right([c.pos for c in self._ckpts], pos) - 1
+        ck = self._ckpts[ci]
+        del self._ckpts[ci + 1:]
+        start = ck.pos
+        old = [t for ts in self._op_trades[start:] for t in ts]
+        del self._op_trades[start:]
+        del self._cum[start:]
+        del self._chain[start:]
+        self.books = self._clone_books(ck.books)
+        self.counters["replays"] += 1
+        self.counters["replayed_ops"] += len(self._applied) - start
+        new: list[Trade] = []
+        for i in range(start, len(self._applied)):
+            new += self._apply(self._applied[i])
+        return self._diff(old, new)
+
+    def _diff(self, old: list[Trade], new: list[Trade]) -> list[Event]:
+        events: list[Event] = []
+        before = {t.trade_id: t for t in old}
+        after = {t.trade_id: t for t in new}
+        for tid, t in before.items():
+            n = after.get(tid)
+            if n != t:
+                events.append(TradeRevised(t, n))
+        for t in new:
+            if t.trade_id not in before:
+                events.append(TradeExecuted(t))
+        self.counters["revised_trades"] += sum(isinstance(e, TradeRevised) for e in events)
+        return events
+
+    def _fold_op(self, books: Mapping[str, Book], op: Op) -> list[Trade]:
+        """The fold's step function: one op into ``books``; returns the trades it made."""
+        book = books[op.symbol]
+        if op.kind == NEW:
+            oid = f"{op.origin}:{op.seq}"
+            if op.req:
+                first = self._reqs.get(op.req)
+                if first is not None and (first if isinstance(first, str) else first.op_id) != oid:
+                    return []  # a retry of a request already placed: a no-op on every replica
+            return book.submit(oid, op.side, op.price, op.qty, op.tif, oid)
+        if op.kind == CANCEL:
+            book.cancel(op.order_id)
+            return []
+        return book.amend(op.order_id, op.price, op.qty, f"{op.origin}:{op.seq}") or []
+
+    def _apply(self, op: Op) -> list[Trade]:
+        """Fold one op (already appended to ``_applied``) and record its trades and chain."""
+        trades = self._fold_op(self.books, op)
+        prev_cum = self._cum[-1] if self._cum else self._snap_trades
+        prev_chain = self._chain[-1] if self._chain else self._snap_chain
+        self._op_trades.append(trades)
+        self._cum.append(prev_cum + len(trades))
+        self._chain.append(_chain(prev_chain, trades) if trades else prev_chain)
+        n = len(self._op_trades)
+        if n - self._ckpts[-1].pos >= max(self.checkpoint_interval, self._resting()):
+            self._ckpts.append(_Checkpoint(n, self._clone_books(self.books)))
+        return trades
+
+    def _resting(self) -> int:
+        return sum(len(b) for b in self.books.values())
+
+    @staticmethod
+    def _clone_books(books: Mapping[str, Book]) -> dict[str, Book]:
+        return {s: b.clone() for s, b in books.items()}
+
+    # ==== finality, membership ======================================================================
+    def observe(self, member: str, ts: Timestamp, max_seq: int, now: int) -> None:
+        """Record a member's announcement: its HLC at send time and the highest seq it had stamped.
+
+        A timestamp too far ahead of ``now`` is ignored (counted), never adopted.
+        """
+        if member == self.node_id:
+            return
+        if ts.wall - now > self.hlc.max_offset_ns:
+            self.hlc.rejected += 1
+            return
+        prev = self._announced.get(member)
+        if prev is None or ts > prev[0]:
+            self._announced[member] = (Timestamp(*ts), max_seq)
+        self._prune_checkpoints()
+
+    def observe_vv(self, member: str, vv: Mapping[str, int]) -> None:
+        """Record what a member holds (from anti-entropy); used for compaction and ack levels."""
+        if member != self.node_id:
+            cur = self._peer_vv.setdefault(member, {})
+            for o, s in vv.items():
+                if s > cur.get(o, 0):
+                    cur[o] = s
+
+    def add_member(self, member: str) -> None:
+        self.members.add(member)
+
+    def remove_member(self, member: str, fence_seq: int) -> None:
+        """Fence a member gone for good: its ops above ``fence_seq`` are refused from now on.
+
+        Every replica must be given the same ``fence_seq`` (the operator command carries it).
+        """
+        if member == self.node_id:
+            raise InvalidOrder("a node cannot remove itself")
+        self.members.discard(member)
+        self.fenced[member] = fence_seq
+        self._peer_vv.pop(member, None)
+        waiting = self._pending.get(member)
+        if waiting:
+            for s in [s for s in waiting if s > fence_seq]:
+                del waiting[s]
+
+    def _prune_checkpoints(self) -> None:
+        """Drop checkpoints below the final prefix: nothing can roll back past it."""
+        fc = self.final_count()
+        ck = self._ckpts
+        i = bisect_right([c.pos for c in ck], fc) - 1
+        if i > 0:
+            del ck[:i]
+
+    # ==== compaction and catch-up ===================================================================
+    def compact(self) -> int:
+        """Fold the longest final prefix that every member holds into the snapshot.
+
+        Returns the number of ops compacted. Peer holdings come from ``observe_vv``.
+        """
+        fc = self.final_count()
+        if fc == 0:
+            return 0
+        held_by_all: dict[str, int] = {}
+        others = [m for m in self.members if m != self.node_id]
+        for o in self._log:
+            held_by_all[o] = min([self.vv.get(o, 0)] + [self._peer_vv.get(m, {}).get(o, 0) for m in others])
+        k = 0
+        applied = self._applied
+        while k < fc and applied[k].seq <= held_by_all.get(applied[k].origin, 0):
+            k += 1
+        if k == 0:
+            return 0
+        # the books at position k: replay from the nearest checkpoint on a copy
+        ci = bisect_right([c.pos for c in self._ckpts], k) - 1
+        ck = self._ckpts[ci]
+        snap_books = self._clone_books(ck.books)
+        for i in range(ck.pos, k):
+            self._fold_op(snap_books, applied[i])
+        snap_trades = self._cum[k - 1]
+        snap_chain = self._chain[k - 1]
+        # move the prefix into the snapshot
+        for op in applied[:k]:
+            self._base[op.origin] = op.seq
+        for o, base in self._base.items():
+            log = self._log.get(o)
+            if log and log[0].seq <= base:
+                del log[:base - log[0].seq + 1]
+        last = applied[k - 1]
+        self._snap_key = (last.wall, last.logical, last.origin)
+        for op in applied[:k]:
+            if op.kind == NEW and op.req and self._reqs.get(op.req) is op:
+                self._reqs[op.req] = op.op_id
+        self._snap_books, self._snap_trades, self._snap_chain = snap_books, snap_trades, snap_chain
+        del applied[:k]
+        del self._op_trades[:k]
+        del self._cum[:k]
+        del self._chain[:k]
+        ckpts = [_Checkpoint(c.pos - k, c.books) for c in self._ckpts if c.pos > k]
+        self._ckpts = [_Checkpoint(0, self._clone_books(snap_books))] + ckpts
+        self.counters["compactions"] += 1
+        return k
+
+    def snapshot(self) -> Snapshot:
+        """The current compaction snapshot, to send to a peer behind it."""
+        return Snapshot(
+            base_vv=dict(self._base),
+            books={s: b.resting() for s, b in self._snap_books.items()},
+            trades=self._snap_trades, chain=self._snap_chain, last_key=self._snap_key,
+            reqs={r: v for r, v in self._reqs.items() if isinstance(v, str)})
+
+    def needs_snapshot(self, peer_vv: Mapping[str, int]) -> bool:
+        """True if the peer lacks ops that were compacted away here."""
+        return any(peer_vv.get(o, 0) < b for o, b in self._base.items())
+
+    def ops_missing(self, peer_vv: Mapping[str, int], limit: int | None = None) -> list[Op]:
+        """Held ops the peer lacks (above the snapshot), per origin in seq order, oldest origins first."""
+        out: list[Op] = []
+        for o, log in self._log.items():
+            have = max(peer_vv.get(o, 0), self._base.get(o, 0))
+            if not log or log[-1].seq <= have:
+                continue
+            start = have - log[0].seq + 1
+            out.extend(log[max(start, 0):])
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
+
+    def install_snapshot(self, snap: Snapshot, now: int) -> list[Event]:
+        """Adopt a peer's snapshot if it covers ops we lack; keep and refold our ops above it."""
+        if not any(self.vv.get(o, 0) < s for o, s in snap.base_vv.items()):
+            return []
+        if any(self._base.get(o, 0) > s for o, s in snap.base_vv.items()):
+            return []  # ours is ahead for some origin: snapshots are not comparable, refuse
+        keep = [op for log in self._log.values() for op in log if op.seq > snap.base_vv.get(op.origin, 0)]
+        pend = [op for w in self._pending.values() for op in w.values()]
+        old_trades = self.trades()
+        self._base = dict(snap.base_vv)
+        self.vv = dict(snap.base_vv)
+        self._log = {o: [] for o in snap.base_vv}
+        self._pending = {}
+        self._snap_books = snap.to_books()
+        for s in self.venue.instruments:
+            self._snap_books.setdefault(s, Book(s))
+        self._snap_trades, self._snap_chain, self._snap_key = snap.trades, snap.chain, tuple(snap.last_key)
+        for r, oid in snap.reqs.items():
+            self._reqs.setdefault(r, oid)
+        self.books = self._clone_books(self._snap_books)
+        self._applied, self._op_trades, self._cum, self._chain = [], [], [], []
+        self._ckpts = [_Checkpoint(0, self._clone_books(self._snap_books))]
+        self.counters["snapshots_installed"] += 1
+        known = set(old_trades)
+        ev = self._admit(keep) + self.receive(pend, now)
+        # the snapshot's own trades are final and were reported where they happened; of the rest,
+        # report only trades this replica had not reported already
+        return [e for e in ev if not (isinstance(e, TradeExecuted) and e.trade in known)]
