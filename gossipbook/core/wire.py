@@ -1,0 +1,368 @@
+"""The wire format: versioned, authenticated msgpack frames with strict validation.
+
+Theory of operation
+-------------------
+A frame is ``MAGIC (2) | VERSION (1) | body | tag (16)``. ``body`` is a msgpack array
+``[type, sender, counter, *fields]``; ``tag`` is keyed BLAKE2b-128 of everything before it under the
+cluster key (BLAKE2b's keyed mode is a MAC by design and ~1.5x faster than HMAC-SHA256 here; see
+floors/REPORT.md). Message bodies are positional arrays, not maps: smaller and faster.
+
+Rules that hold:
+- ``decode`` either returns a fully validated ``Frame`` or raises ``WireError``; nothing else
+  escapes, whatever the bytes. The tag is checked (constant time) before anything is unpacked.
+- Type numbers are append-only; a new field goes at the end of a message with a default, so an
+  older reader ignores nothing silently: extra trailing fields are rejected by length.
+- ``counter`` grows per sender; ``ReplayGuard`` drops a frame seen before (sliding window), so a
+  captured datagram replayed later changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .errors import WireError
+from .ops import Op
+
+MAGIC = b"GB"
+VERSION = 1
+TAG_LEN = 16
+HEADER = MAGIC + bytes([VERSION])
+MAX_DATAGRAM = 65_507  # the largest UDP payload; gossip batches stay under ``mtu``
+DEFAULT_MTU = 1400
+KEY_LEN = 32
+U64 = (1 << 64) - 1
+MAX_INT = (1 << 53)  # prices, quantities: exact in JSON doubles too
+
+
+# ---- validators ------------------------------------------------------------------------------------
+Check = Callable[[Any], Any]
+
+
+def _fail(what: str, value: Any) -> WireError:
+    text = repr(value)
+    return WireError(f"bad {what}: {text[:60]}")
+
+
+def uint(hi: int = U64) -> Check:
+    def check(v: Any) -> int:
+        if type(v) is not int or not 0 <= v <= hi:
+            raise _fail("unsigned int", v)
+        return v
+    return check
+
+
+def string(max_len: int, min_len: int = 0) -> Check:
+    def check(v: Any) -> str:
+        if type(v) is not str or not min_len <= len(v) <= max_len:
+            raise _fail(f"string (length {min_len}..{max_len})", v)
+        return v
+    return check
+
+
+def binary(max_len: int) -> Check:
+    def check(v: Any) -> bytes:
+        if type(v) is not bytes or len(v) > max_len:
+            raise _fail("bytes", v)
+        return v
+    return check
+
+
+def boolean(v: Any) -> bool:
+    if type(v) is not bool:
+        raise _fail("bool", v)
+    return v
+
+
+def one_of(*allowed: Any) -> Check:
+    def check(v: Any) -> Any:
+        if type(v) is not int or v not in allowed:
+            raise _fail(f"value (one of {allowed})", v)
+        return v
+    return check
+
+
+def list_of(item: Check, max_len: int) -> Check:
+    def check(v: Any) -> list[Any]:
+        if type(v) is not list or len(v) > max_len:
+            raise _fail("list", v)
+        return [item(x) for x in v]
+    return check
+
+
+def map_of(key: Check, value: Check, max_len: int) -> Check:
+    def check(v: Any) -> dict[Any, Any]:
+        if type(v) is not dict or len(v) > max_len:
+            raise _fail("map", v)
+        return {key(k): value(x) for k, x in v.items()}
+    return check
+
+
+def record(cls: Callable[..., Any], fields: Sequence[Check]) -> Check:
+    """A positional array validated field by field and built into ``cls``."""
+    n = len(fields)
+
+    def check(v: Any) -> Any:
+        if type(v) is not list or len(v) != n:
+            raise _fail(f"{getattr(cls, '__name__', 'record')} ({n} fields)", v)
+        return cls(*[f(x) for f, x in zip(fields, v, strict=True)])
+    return check
+
+
+def plain(depth: int = 6) -> Check:
+    """Any msgpack value of plain types (for query replies), nesting bounded."""
+    def check(v: Any, d: int = 0) -> Any:
+        if d > depth:
+            raise _fail("nesting", "...")
+        t = type(v)
+        if v is None or t in (bool, int, float, str, bytes):
+            return v
+        if t is list:
+            return [check(x, d + 1) for x in v]
+        if t is dict:
+            return {string(256)(k): check(x, d + 1) for k, x in v.items()}
+        raise _fail("value", v)
+    return check
+
+
+NODE_ID = string(64, 1)
+ORDER_ID = string(96)
+SYMBOL = string(32, 1)
+OP_CHECK = record(Op, [uint(), uint(1 << 32), NODE_ID, uint(U64 >> 1), one_of(1, 2, 3), SYMBOL, ORDER_ID,
+                       one_of(0, 1), uint(MAX_INT), uint(MAX_INT), one_of(0, 1, 2, 3), string(64)])
+VV = map_of(NODE_ID, uint(U64 >> 1), 1024)
+
+
+# ---- messages --------------------------------------------------------------------------------------
+class OpBatch(NamedTuple):
+    """Ops pushed eagerly or sent in answer to a summary; many per datagram."""
+
+    ops: list[Op]
+
+
+class Summary(NamedTuple):
+    """Anti-entropy: "this is what I hold". The peer sends what we lack and, when ``reply`` is
+    set, answers with its own summary so we can send what it lacks (push-pull)."""
+
+    vv: dict[str, int]
+    reply: bool
+
+
+class Pull(NamedTuple):
+    """Ask for specific ops: per origin, the seq range ``[from, to]`` wanted."""
+
+    ranges: list[tuple[str, int, int]]
+
+
+class Heartbeat(NamedTuple):
+    """Finality announcement: the sender's HLC at send time and the highest seq it has stamped."""
+
+    wall: int
+    logical: int
+    max_seq: int
+    vv: dict[str, int]
+
+
+class ClientSubmit(NamedTuple):
+    """A client's order action; ``req`` makes retries idempotent."""
+
+    req: str
+    kind: int  # 1 new, 2 cancel, 3 amend
+    symbol: str
+    order_id: str
+    side: int
+    price: int
+    qty: int
+    tif: int
+    wait: int  # 0 accepted, 1 replicated, 2 final
+    timeout_ms: int
+
+
+class ClientReply(NamedTuple):
+    """The node's answer to a submit: ``code`` 0 ok, else an error class (see ``REPLY_CODES``)."""
+
+    req: str
+    code: int
+    message: str
+    order_id: str
+    level: int
+    trades: list[list[Any]]
+
+
+class ClientQuery(NamedTuple):
+    """A read: ``what`` is "book" or "status"."""
+
+    req: str
+    what: str
+    symbol: str
+    depth: int
+
+
+class QueryReply(NamedTuple):
+    req: str
+    code: int
+    message: str
+    payload: Any
+
+
+class SnapshotChunk(NamedTuple):
+    """One piece of a msgpack-encoded ``Snapshot``; ``snap_id`` ties the pieces together."""
+
+    snap_id: int
+    index: int
+    total: int
+    data: bytes
+
+
+TRADE = list_of(plain(1), 8)
+
+#: type number -> (class, validator). Append only; never reuse a number.
+MESSAGES: dict[int, tuple[type, Check]] = {}
+
+
+def register(type_no: int, cls: type, fields: Sequence[Check]) -> None:
+    if type_no in MESSAGES:
+        raise ValueError(f"message type {type_no} already registered")
+    MESSAGES[type_no] = (cls, record(cls, fields))
+    _TYPE_OF[cls] = type_no
+
+
+_TYPE_OF: dict[type, int] = {}
+
+register(1, OpBatch, [list_of(OP_CHECK, 4096)])
+register(2, Summary, [VV, boolean])
+register(3, Pull, [list_of(record(lambda *f: tuple(f), [NODE_ID, uint(), uint()]), 1024)])
+register(4, Heartbeat, [uint(), uint(1 << 32), uint(), VV])
+register(5, ClientSubmit, [string(64, 1), one_of(1, 2, 3), SYMBOL, ORDER_ID, one_of(0, 1), uint(MAX_INT),
+                           uint(MAX_INT), one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)])
+register(6, ClientReply, [string(64), uint(255), string(1024), ORDER_ID, uint(2), list_of(TRADE, 1024)])
+register(7, ClientQuery, [string(64, 1), string(16, 1), string(32), uint(1000)])
+register(8, QueryReply, [string(64), uint(255), string(1024), plain()])
+register(9, SnapshotChunk, [uint(), uint(1 << 20), uint(1 << 20), binary(MAX_DATAGRAM)])
+
+
+class Frame(NamedTuple):
+    sender: str
+    counter: int
+    msg: Any
+
+
+# ---- codec -----------------------------------------------------------------------------------------
+def check_key(key: bytes) -> bytes:
+    if not isinstance(key, bytes | bytearray) or not 16 <= len(key) <= 64:
+        raise ValueError("the cluster key must be 16 to 64 bytes")
+    return bytes(key)
+
+
+def _tag(key: bytes, data: bytes | memoryview) -> bytes:
+    return hashlib.blake2b(data, key=key, digest_size=TAG_LEN).digest()
+
+
+def encode(msg: Any, sender: str, counter: int, key: bytes) -> bytes:
+    """One authenticated frame for ``msg``."""
+    body = msgpack.packb([_TYPE_OF[type(msg)], sender, counter, *msg], use_bin_type=True)
+    head = HEADER + body
+    return head + _tag(key, head)
+
+
+def decode(data: bytes, key: bytes, max_size: int = MAX_DATAGRAM) -> Frame:
+    """Authenticate, unpack and validate one frame; ``WireError`` on anything wrong."""
+    n = len(data)
+    if n > max_size:
+        raise WireError(f"frame of {n} bytes exceeds {max_size}", reason="oversized")
+    if n < len(HEADER) + 1 + TAG_LEN:
+        raise WireError(f"frame of {n} bytes is too short", reason="malformed")
+    if data[:2] != MAGIC:
+        raise WireError("not a gossipbook frame (bad magic)", reason="malformed")
+    if data[2] != VERSION:
+        raise WireError(f"wire version {data[2]} (this node speaks {VERSION})", reason="version")
+    mv = memoryview(data)
+    if not hmac.compare_digest(_tag(key, mv[:-TAG_LEN]), mv[-TAG_LEN:]):
+        raise WireError("authentication failed (wrong cluster key or tampered frame)", reason="auth")
+    try:
+        body = msgpack.unpackb(mv[len(HEADER):-TAG_LEN], raw=False, use_list=True, strict_map_key=True,
+                               max_str_len=65_536, max_bin_len=MAX_DATAGRAM, max_array_len=65_536,
+                               max_map_len=65_536, max_ext_len=0)
+    except Exception as e:  # msgpack raises several types for bad input; all mean the same here
+        raise WireError(f"undecodable body: {type(e).__name__}", reason="malformed") from None
+    if type(body) is not list or len(body) < 3:
+        raise WireError("body is not [type, sender, counter, ...]", reason="malformed")
+    spec = MESSAGES.get(body[0]) if type(body[0]) is int else None
+    if spec is None:
+        raise WireError(f"unknown message type {body[0]!r}", reason="unknown_type")
+    sender = NODE_ID(body[1])
+    counter = uint()(body[2])
+    try:
+        msg = spec[1](body[3:])
+    except WireError:
+        raise
+    except Exception as e:  # a constructor refusing a value: still the peer's fault
+        raise WireError(f"invalid {spec[0].__name__}: {e}", reason="malformed") from None
+    return Frame(sender, counter, msg)
+
+
+def encode_ops(ops: Sequence[Op], sender: str, counter: int, key: bytes, mtu: int = DEFAULT_MTU) -> list[bytes]:
+    """Pack ops into as few ``OpBatch`` frames as fit under ``mtu`` bytes each (in order)."""
+    frames: list[bytes] = []
+    overhead = len(encode(OpBatch([]), sender, counter, key)) + 3  # +3: the array header may grow
+    batch: list[Op] = []
+    size = overhead
+    packb = msgpack.packb
+    for op in ops:
+        s = len(packb(op, use_bin_type=True))
+        if batch and size + s > mtu:
+            frames.append(encode(OpBatch(batch), sender, counter + len(frames), key))
+            batch, size = [], overhead
+        batch.append(op)
+        size += s
+    if batch:
+        frames.append(encode(OpBatch(batch), sender, counter + len(frames), key))
+    return frames
+
+
+class ReplayGuard:
+    """Per-sender sliding window over frame counters (RFC 4303's anti-replay idea).
+
+    ``accept`` is True exactly once per ``(sender, counter)`` within the window; counters more than
+    ``window`` below the highest seen are refused as too old.
+    """
+
+    __slots__ = ("window", "_top", "_seen")
+
+    def __init__(self, window: int = 1024) -> None:
+        self.window = window
+        self._top: dict[str, int] = {}
+        self._seen: dict[str, int] = {}  # bitmap: bit i set = counter (top - i) seen
+
+    def accept(self, sender: str, counter: int) -> bool:
+        top = self._top.get(sender)
+        if top is None:
+            self._top[sender], self._seen[sender] = counter, 1
+            return True
+        if counter > top:
+            shift = counter - top
+            self._seen[sender] = ((self._seen[sender] << shift) | 1) & ((1 << self.window) - 1) if shift < self.window else 1
+            self._top[sender] = counter
+            return True
+        back = top - counter
+        if back >= self.window:
+            return False
+        bit = 1 << back
+        if self._seen[sender] & bit:
+            return False
+        self._seen[sender] |= bit
+        return True
+
+    def forget(self, sender: str) -> None:
+        """Drop a sender's window (a restarted peer with a fresh counter base)."""
+        self._top.pop(sender, None)
+        self._seen.pop(sender, None)
+
+
+REPLY_CODES = {0: "ok", 1: "invalid order", 2: "unknown order", 3: "clock out of sync", 4: "no quorum",
+               5: "timeout", 6: "unknown instrument", 7: "storage unavailable", 8: "bad request"}
+LEVELS = ("accepted", "replicated", "final")
