@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from ..core.errors import UsageError
-from . import bench
+from . import bench, cluster, load, node, orders, status
 
-COMMANDS = [bench]
+COMMANDS = [cluster, node, orders, status, load, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -116,6 +116,8 @@ class Replica:
         # finality
         self._announced: dict[str, tuple[Timestamp, int]] = {}  # member -> (hlc, max seq)
         self._peer_vv: dict[str, dict[str, int]] = {}
+        #: ops added to the op-set since the shell last drained it (what storage must persist)
+        self.new_ops: list[Op] = []
 
     # ==== queries ===================================================================================
     @property
@@ -332,6 +334,7 @@ class Replica:
             log.append(op)
             self.vv[o] = op.seq
             fresh.append(op)
+            self.new_ops.append(op)
             # drain ops that were waiting on this gap (unless still too far ahead: tick retries)
             waiting = self._pending.get(o)
             while waiting:
@@ -341,6 +344,7 @@ class Replica:
                 log.append(nxt)
                 self.vv[o] = nxt.seq
                 fresh.append(nxt)
+                self.new_ops.append(nxt)
                 op = nxt
             if waiting is not None and not waiting:
                 del self._pending[o]

@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 import msgpack
 
 from .errors import WireError
+from .membership import Ack, IndirectAck, PingReq, Probe, Update
+from .membership import Gossip as MemberGossip
 from .ops import Op
 
 MAGIC = b"GB"
@@ -244,6 +246,20 @@ register(7, ClientQuery, [string(64, 1), string(16, 1), string(32), uint(1000)])
 register(8, QueryReply, [string(64), uint(255), string(1024), plain()])
 register(9, SnapshotChunk, [uint(), uint(1 << 20), uint(1 << 20), binary(MAX_DATAGRAM)])
 
+# membership (SWIM) messages: updates are (member, incarnation, state, origin) tuples
+_UPDATES = list_of(record(Update, [NODE_ID, uint(), string(16, 1), NODE_ID]), 256)
+
+
+def _tuple(check: Check) -> Check:
+    return lambda v: tuple(check(v))
+
+
+register(10, Probe, [uint(), uint(), uint(), _tuple(_UPDATES)])
+register(11, Ack, [uint(), uint(), uint(), uint(), uint(), _tuple(_UPDATES)])
+register(12, PingReq, [uint(), NODE_ID, uint(), _tuple(_UPDATES)])
+register(13, IndirectAck, [uint(), NODE_ID, uint(), uint(), _tuple(_UPDATES)])
+register(14, MemberGossip, [uint(), _tuple(_UPDATES)])
+
 
 class Frame(NamedTuple):
     sender: str
@@ -264,7 +280,8 @@ def _tag(key: bytes, data: bytes | memoryview) -> bytes:
 
 def encode(msg: Any, sender: str, counter: int, key: bytes) -> bytes:
     """One authenticated frame for ``msg``."""
-    body = msgpack.packb([_TYPE_OF[type(msg)], sender, counter, *msg], use_bin_type=True)
+    fields = msg if isinstance(msg, tuple) else [getattr(msg, f) for f in msg.__slots__]
+    body = msgpack.packb([_TYPE_OF[type(msg)], sender, counter, *fields], use_bin_type=True)
     head = HEADER + body
     return head + _tag(key, head)
 
@@ -366,3 +383,28 @@ class ReplayGuard:
 REPLY_CODES = {0: "ok", 1: "invalid order", 2: "unknown order", 3: "clock out of sync", 4: "no quorum",
                5: "timeout", 6: "unknown instrument", 7: "storage unavailable", 8: "bad request"}
 LEVELS = ("accepted", "replicated", "final")
+
+
+# ---- snapshots ----------------------------------------------------------------------------------------
+_RESTING = record(lambda *f: tuple(f), [one_of(0, 1), uint(MAX_INT), ORDER_ID, uint(MAX_INT)])
+_SNAPSHOT = record(lambda *f: f, [VV, map_of(SYMBOL, list_of(_RESTING, 10_000_000), 4096), uint(),
+                                  binary(64), record(lambda *f: tuple(f), [uint(), uint(1 << 32), string(64)]),
+                                  map_of(string(64), ORDER_ID, 10_000_000)])
+
+
+def snapshot_to_bytes(snap: Any) -> bytes:
+    """A ``replica.Snapshot`` as msgpack (sent in ``SnapshotChunk`` pieces, persisted by storage)."""
+    return msgpack.packb([snap.base_vv, snap.books, snap.trades, snap.chain, list(snap.last_key), snap.reqs],
+                         use_bin_type=True)
+
+
+def snapshot_from_bytes(data: bytes) -> Any:
+    """Parse and validate a snapshot; ``WireError`` on anything wrong."""
+    from .replica import Snapshot
+
+    try:
+        raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, max_ext_len=0)
+    except Exception as e:
+        raise WireError(f"undecodable snapshot: {type(e).__name__}", reason="bad_snapshot") from None
+    vv, books, trades, chain, last_key, reqs = _SNAPSHOT(raw)
+    return Snapshot(vv, books, trades, chain, last_key, reqs)

@@ -1,0 +1,71 @@
+"""``gossipbook status``: every node's view of the cluster, side by side."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from ..config import ClusterConfig
+from ..core.errors import UsageError
+from ..core.wire import ClientQuery
+from .common import add_config, config, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="show every node's state (digest, ops, members, clocks)",
+                       description="Ask every node of the cluster for its state. Unreachable nodes are "
+                                   "listed as such after --timeout.")
+    add_config(p)
+    p.add_argument("--timeout", type=float, default=1.5, help="seconds to wait for each node (default 1.5)")
+    p.add_argument("--json", action="store_true", help="print JSON (keys documented in docs/operations.md)")
+    p.set_defaults(func=run)
+
+
+async def gather_status(cfg: ClusterConfig, timeout: float) -> list[dict[str, Any]]:
+    """Query every node concurrently; an unreachable node yields ``{"id", "reachable": False}``."""
+    from ..node.client import Client, Unreachable
+
+    results: dict[str, dict[str, Any]] = {}
+    async with Client(cfg) as c:
+        async def one(nid: str) -> None:
+            req = c.new_req()
+            try:
+                rep = await c.request(nid, ClientQuery(req, "status", "", 0), req, timeout)
+                results[nid] = {**rep.payload, "id": nid, "reachable": True}
+            except Unreachable:
+                results[nid] = {"id": nid, "reachable": False}
+        async with trio.open_nursery() as n:
+            for nid in cfg.ids:
+                n.start_soon(one, nid)
+    return [{"id": r["id"], "reachable": r["reachable"], **{k: v for k, v in r.items() if k not in ("id", "reachable")}}
+            for r in (results[i] for i in cfg.ids)]
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config(args)
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    nodes = trio.run(gather_status, cfg, args.timeout)
+    if args.json:
+        print_json({"nodes": nodes})
+        return 0 if all(n["reachable"] for n in nodes) else 3
+    t = Table(title=f"cluster {cfg.path}")
+    for col in ("node", "digest", "ops", "trades final/prov", "watermark", "members", "peer offset / rtt (µs)", "dropped"):
+        t.add_column(col)
+    digests = [n.get("digest") for n in nodes if n["reachable"]]
+    for n in nodes:
+        if not n["reachable"]:
+            t.add_row(n["id"], "[red]unreachable[/]", "", "", "", "", "", "")
+            continue
+        same = digests.count(n["digest"]) == len(digests)
+        members = " ".join(f"{m}:{s[0]}" for m, s in sorted(n["members"].items()))
+        peers = " ".join(f"{p}:{e['offset_us']:+.0f}/{e['rtt_us']:.0f}" for p, e in sorted(n["peers"].items()) if e)
+        dropped = sum(n["counters"].get("dropped", {}).values())
+        t.add_row(n["id"], f"[{'green' if same else 'yellow'}]{n['digest'][:12]}[/]", str(n["ops"]),
+                  f"{n['trades_final']}/{n['trades_provisional']}", str(n["watermark"][0]), members, peers, str(dropped))
+    Console().print(t)
+    return 0 if all(n["reachable"] for n in nodes) else 3

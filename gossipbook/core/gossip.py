@@ -1,0 +1,196 @@
+"""Dissemination and anti-entropy: how ops reach every replica.
+
+Theory of operation
+-------------------
+- **Eager push.** An op stamped here is queued with ``local(op)`` and sent, batched, to every live
+  peer at the next ``flush`` (the shell flushes after each burst of input): lowest latency.
+- **Push-pull anti-entropy** (Scuttlebutt-style). Every ``interval_ns`` this node sends its version
+  vector in a ``Summary(reply=True)`` to one random live peer. The peer answers with exactly the ops
+  we lack and, if our vector shows ops it lacks, its own ``Summary(reply=False)``, which we answer in
+  kind. This repairs loss, reordering and partitions; nothing else is needed for convergence.
+- **Heartbeats** every ``heartbeat_ns`` to every live peer carry our HLC, our max seq and our
+  version vector: finality (the stable watermark) and ack levels are computed from them.
+- **Rate bound.** Repair answers draw from a token bucket of ``repair_ops_per_s``; what does not
+  fit waits for the next round, so a heal after a long partition cannot flood a node.
+- **Snapshots.** A peer whose vector is behind our compaction point gets the snapshot in chunks
+  first; the deltas follow through the normal summary exchange.
+
+Pure: time is passed in, randomness comes from the ``random.Random`` given.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import WireError
+from .hlc import Timestamp
+from .ops import Event, Op
+from .replica import Replica
+from .wire import Heartbeat, OpBatch, SnapshotChunk, Summary, snapshot_from_bytes, snapshot_to_bytes
+
+MS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    interval_ns: int = 100 * MS  # one anti-entropy round
+    heartbeat_ns: int = 50 * MS
+    repair_ops_per_s: int = 200_000  # token bucket refill for repair traffic
+    repair_burst: int = 20_000
+    compact_every_ns: int = 1_000 * MS
+    snapshot_chunk: int = 1_100  # bytes of snapshot per datagram
+    push: bool = True  # eager push (False leaves convergence to anti-entropy alone)
+    anti_entropy: bool = True
+
+
+class Gossip:
+    """The gossip state machine of one node; membership tells it who is live (``live``)."""
+
+    def __init__(self, replica: Replica, peers: Iterable[str], rng: random.Random,
+                 config: GossipConfig | None = None) -> None:
+        self.replica = replica
+        self.node_id = replica.node_id
+        self.peers = sorted(set(peers) - {self.node_id})
+        self.live: set[str] = set(self.peers)
+        self.rng = rng
+        self.config = config or GossipConfig()
+        self._out: list[tuple[str, Any]] = []
+        self._push: list[Op] = []
+        self._next_round = 0
+        self._next_heartbeat = 0
+        self._next_compact = 0
+        self._tokens = float(self.config.repair_burst)
+        self._last_refill: int | None = None
+        self._snap_in: dict[tuple[str, int], dict[int, bytes]] = {}
+        self._snap_seq = 0
+        self.counters = {"pushed_ops": 0, "repair_ops": 0, "rate_limited": 0, "rounds": 0,
+                         "snapshots_sent": 0, "bad_snapshots": 0}
+
+    # ---- inputs ------------------------------------------------------------------------------------
+    def local(self, op: Op) -> None:
+        """Queue an op stamped here for eager push."""
+        if self.config.push:
+            self._push.append(op)
+
+    def flush(self) -> None:
+        """Send queued local ops to every live peer (one batch each; the encoder splits by MTU)."""
+        if not self._push:
+            return
+        ops, self._push = self._push, []
+        for p in self.peers:
+            if p in self.live:
+                self._out.append((p, OpBatch(ops)))
+        self.counters["pushed_ops"] += len(ops)
+
+    def receive(self, msg: Any, src: str, now: int) -> list[Event]:
+        """Handle a gossip message from peer ``src`` (already authenticated and validated)."""
+        if type(msg) is OpBatch:
+            return self.replica.receive(msg.ops, now)
+        if type(msg) is Summary:
+            self.replica.observe_vv(src, msg.vv)
+            self._answer(src, msg.vv, now)
+            if msg.reply and self._lacks(msg.vv):
+                self._out.append((src, Summary(self.replica.version_vector(), False)))
+            return []
+        if type(msg) is Heartbeat:
+            self.replica.observe(src, Timestamp(msg.wall, msg.logical), msg.max_seq, now)
+            self.replica.observe_vv(src, msg.vv)
+            return []
+        if type(msg) is SnapshotChunk:
+            return self._snapshot_chunk(msg, src, now)
+        raise TypeError(f"gossip cannot handle {type(msg).__name__}")
+
+    def tick(self, now: int) -> list[Event]:
+        """Timers: anti-entropy round, heartbeats, compaction, held-back ops."""
+        cfg = self.config
+        events = self.replica.tick(now)
+        live = [p for p in self.peers if p in self.live]
+        if now >= self._next_round:
+            self._next_round = now + cfg.interval_ns
+            if live and cfg.anti_entropy:
+                self.counters["rounds"] += 1
+                peer = self.rng.choice(live)
+                self._out.append((peer, Summary(self.replica.version_vector(), True)))
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + cfg.heartbeat_ns
+            hb = self.heartbeat(now)
+            for p in live:
+                self._out.append((p, hb))
+        if now >= self._next_compact:
+            self._next_compact = now + cfg.compact_every_ns
+            self.replica.compact()
+        return events
+
+    def heartbeat(self, now: int) -> Heartbeat:
+        ts = self.replica.hlc.now(now)
+        vv = self.replica.version_vector()
+        return Heartbeat(ts.wall, ts.logical, vv.get(self.node_id, 0), vv)
+
+    # ---- outputs -----------------------------------------------------------------------------------
+    def outbox(self) -> list[tuple[str, Any]]:
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> int:
+        return min(self._next_round, self._next_heartbeat, self._next_compact)
+
+    # ---- internals ---------------------------------------------------------------------------------
+    def _lacks(self, vv: dict[str, int]) -> bool:
+        mine = self.replica.vv
+        return any(s > mine.get(o, 0) for o, s in vv.items())
+
+    def _refill(self, now: int) -> None:
+        if self._last_refill is not None:
+            self._tokens = min(float(self.config.repair_burst),
+                               self._tokens + (now - self._last_refill) * self.config.repair_ops_per_s / 1e9)
+        self._last_refill = now
+
+    def _answer(self, src: str, vv: dict[str, int], now: int) -> None:
+        r = self.replica
+        if r.needs_snapshot(vv):
+            self._send_snapshot(src)
+            return
+        self._refill(now)
+        budget = int(self._tokens)
+        if budget <= 0:
+            self.counters["rate_limited"] += 1
+            return
+        ops = r.ops_missing(vv, limit=budget)
+        if ops:
+            self._tokens -= len(ops)
+            if len(ops) == budget:
+                self.counters["rate_limited"] += 1
+            self.counters["repair_ops"] += len(ops)
+            self._out.append((src, OpBatch(ops)))
+
+    def _send_snapshot(self, dst: str) -> None:
+        data = snapshot_to_bytes(self.replica.snapshot())
+        size = self.config.snapshot_chunk
+        chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+        self._snap_seq += 1
+        for i, c in enumerate(chunks):
+            self._out.append((dst, SnapshotChunk(self._snap_seq, i, len(chunks), c)))
+        self.counters["snapshots_sent"] += 1
+
+    def _snapshot_chunk(self, msg: SnapshotChunk, src: str, now: int) -> list[Event]:
+        if msg.total == 0 or msg.index >= msg.total:
+            self.counters["bad_snapshots"] += 1
+            return []
+        key = (src, msg.snap_id)
+        parts = self._snap_in.setdefault(key, {})
+        parts[msg.index] = msg.data
+        # keep at most a few transfers in flight per peer
+        for k in [k for k in self._snap_in if k[0] == src and k[1] < msg.snap_id - 2]:
+            del self._snap_in[k]
+        if len(parts) < msg.total:
+            return []
+        del self._snap_in[key]
+        try:
+            snap = snapshot_from_bytes(b"".join(parts[i] for i in range(msg.total)))
+        except WireError:
+            self.counters["bad_snapshots"] += 1
+            return []
+        return self.replica.install_snapshot(snap, now)

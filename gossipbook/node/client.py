@@ -1,0 +1,87 @@
+"""Talking to a node as a client: authenticated request/reply over UDP with safe retries.
+
+A request carries a request id; retrying with the same id is idempotent at the node (a retried
+submit gets the first reply back, never a second order), so the client simply resends until it
+hears back or its deadline passes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import trio
+
+from ..config import ClusterConfig
+from ..core.errors import UsageError, WireError
+from ..core.wire import ClientReply, QueryReply, decode, encode
+from .transport import Endpoint
+
+
+class Unreachable(UsageError):
+    exit_code = 3
+
+
+class Client:
+    """One client socket; use as ``async with Client(cfg) as c``."""
+
+    def __init__(self, cfg: ClusterConfig, retry_s: float = 0.25) -> None:
+        self.cfg = cfg
+        self.retry_s = retry_s
+        self.id = "client-" + secrets.token_hex(6)
+        self.counter = time.time_ns()
+        self.ep: Endpoint | None = None
+        self._waiters: dict[str, trio.MemorySendChannel[Any]] = {}
+
+    async def __aenter__(self) -> Client:
+        host = self.cfg.nodes[0].host
+        self.ep = Endpoint.bind(("::" if ":" in host else "127.0.0.1" if host.startswith("127.") else "0.0.0.0", 0))
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._reader)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._nursery.cancel_scope.cancel()
+        await self._nursery_cm.__aexit__(*exc)
+        if self.ep is not None:
+            self.ep.close()
+
+    async def _reader(self) -> None:
+        assert self.ep is not None
+        while True:
+            for data, _addr in await self.ep.recv_burst():
+                try:
+                    frame = decode(data, self.cfg.key)
+                except WireError:
+                    continue
+                msg = frame.msg
+                if isinstance(msg, ClientReply | QueryReply):
+                    ch = self._waiters.get(msg.req)
+                    if ch is not None:
+                        try:
+                            ch.send_nowait(msg)
+                        except (trio.WouldBlock, trio.BrokenResourceError):
+                            pass
+
+    def new_req(self) -> str:
+        return secrets.token_hex(8)
+
+    async def request(self, node_id: str, make: Any, req: str, timeout: float = 3.0) -> Any:
+        """Send ``make`` (a message with ``req``) to ``node_id`` until a reply comes or ``timeout``."""
+        assert self.ep is not None
+        node = self.cfg.node(node_id)
+        send, recv = trio.open_memory_channel[Any](4)
+        self._waiters[req] = send
+        try:
+            with trio.move_on_after(timeout):
+                while True:
+                    self.counter += 1
+                    await self.ep.send_all([(encode(make, self.id, self.counter, self.cfg.key), node.addr)])
+                    with trio.move_on_after(self.retry_s):
+                        return await recv.receive()
+        finally:
+            del self._waiters[req]
+        raise Unreachable(f"node {node_id} at {node.host}:{node.port} did not answer within {timeout:g} s "
+                          f"(is it running? is the cluster key right?)")

@@ -1,0 +1,175 @@
+"""The trio shell around one ``NodeCore``: a socket, a timer, and nothing else to decide.
+
+The loop: wait for datagrams or the core's next deadline; authenticate and validate each datagram
+(``wire.decode``), drop replays, feed the core; tick when the deadline passes; then persist the new
+ops (before any reply leaves) and send the outbox. Shutdown is cancellation: ``serve`` announces a
+graceful leave and closes the socket on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..config import ClusterConfig
+from ..core.errors import WireError
+from ..core.membership import MemberStateChanged
+from ..core.node import Client, NodeCore
+from ..core.ops import OpFenced, TradeRevised
+from ..core.wire import OpBatch, ReplayGuard, decode, encode, encode_ops
+from .transport import Addr, Endpoint, FaultFilter
+
+
+class WallClock:
+    """This node's physical clock: the host's wall clock plus an injected skew and drift (tests,
+    demo), so clock-offset estimation can be measured against a known truth."""
+
+    def __init__(self, skew_ns: int = 0, drift_ppm: float = 0.0) -> None:
+        self.skew_ns = skew_ns
+        self.drift_ppm = drift_ppm
+        self._t0 = time.time_ns()
+
+    def __call__(self) -> int:
+        t = time.time_ns()
+        if self.drift_ppm:
+            t += int((t - self._t0) * self.drift_ppm / 1e6)
+        return t + self.skew_ns
+
+
+class NodeRunner:
+    """One node on a real UDP socket."""
+
+    def __init__(self, cfg: ClusterConfig, node_id: str, *, faults: FaultFilter | None = None,
+                 clock: Callable[[], int] | None = None, log: logging.Logger | None = None,
+                 seed: int | None = None, storage: Any = None, mtu: int = 1400) -> None:
+        self.cfg = cfg
+        self.entry = cfg.node(node_id)
+        self.node_id = node_id
+        self.clock = clock or WallClock()
+        self.faults = faults
+        self.log = log or logging.getLogger(f"gossipbook.{node_id}")
+        self.storage = storage
+        self.mtu = mtu
+        hlc_last, incarnation = (storage.recover_state() if storage else (None, None))
+        kw: dict[str, Any] = {}
+        if hlc_last is not None:
+            kw["hlc_last"] = hlc_last
+        self.core = NodeCore(node_id, cfg.ids, cfg.venue(), random.Random(seed if seed is not None else time.time_ns()),
+                             cfg.node_config(), incarnation=incarnation if incarnation is not None else time.time_ns() // 1_000_000,
+                             **kw)
+        if storage:
+            storage.load_into(self.core)
+        self.peer_addr: dict[str, Addr] = {n.id: n.addr for n in cfg.nodes if n.id != node_id}
+        self.guard = ReplayGuard()
+        self.counter = time.time_ns()  # frame counters only grow, across restarts too
+        self.dropped: dict[str, int] = {}
+        self.endpoint: Endpoint | None = None
+        self.started = trio.Event()
+        self.on_event: Callable[[Any], None] | None = None
+        self.core.status_extra = self._shell_counters
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    async def serve(self, *, task_status: trio.TaskStatus[NodeRunner] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. ``nursery.start(runner.serve)`` returns once the socket is bound."""
+        self.endpoint = Endpoint.bind(self.entry.addr, self.faults)
+        self.log.info("listening on %s:%d (%d peers, mode %s)", *self.entry.addr, len(self.peer_addr), self.cfg.mode)
+        self.started.set()
+        task_status.started(self)
+        try:
+            await self._loop()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    self.core.leave(self.clock())
+                    await self._flush()
+                except Exception:  # pragma: no cover - best effort on the way out
+                    pass
+                self.endpoint.close()
+                if self.storage:
+                    self.storage.close()
+                self.log.info("stopped")
+
+    async def _loop(self) -> None:
+        core, ep = self.core, self.endpoint
+        assert ep is not None
+        core.tick(self.clock())
+        await self._flush()
+        while True:
+            now = self.clock()
+            wait_s = max(0.0, (core.next_deadline() - now) / 1e9)
+            burst: list[tuple[bytes, Addr]] = []
+            with trio.move_on_after(wait_s):
+                burst = await ep.recv_burst()
+            now = self.clock()
+            for data, addr in burst:
+                self._handle(data, addr, now)
+            if now >= core.next_deadline():
+                core.tick(now)
+            await self._flush()
+
+    # ---- input -------------------------------------------------------------------------------------
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def _handle(self, data: bytes, addr: Addr, now: int) -> None:
+        try:
+            frame = decode(data, self.cfg.key)
+        except WireError as e:
+            self._drop(e.reason)
+            return
+        if not self.guard.accept(frame.sender, frame.counter):
+            self._drop("replay")
+            return
+        self.core.receive(frame.msg, frame.sender, addr, now)
+
+    # ---- output ------------------------------------------------------------------------------------
+    async def _flush(self) -> None:
+        core = self.core
+        new_ops = core.take_new_ops()
+        if new_ops and self.storage is not None:
+            self.storage.persist(new_ops, core)  # durable before any reply below is sent
+        frames: list[tuple[bytes, Addr]] = []
+        key = self.cfg.key
+        for dst, msg in core.outbox():
+            addr = dst.addr if isinstance(dst, Client) else self.peer_addr.get(dst)
+            if addr is None:
+                continue
+            if type(msg) is OpBatch:
+                batch = encode_ops(msg.ops, self.node_id, self.counter + 1, key, self.mtu)
+                self.counter += len(batch)
+                frames.extend((f, addr) for f in batch)
+            else:
+                self.counter += 1
+                frames.append((encode(msg, self.node_id, self.counter, key), addr))
+        for ev in core.events():
+            self._log_event(ev)
+        if frames:
+            await self.endpoint.send_all(frames)  # type: ignore[union-attr]
+
+    def _log_event(self, ev: Any) -> None:
+        if isinstance(ev, MemberStateChanged):
+            self.log.info("member %s is %s (incarnation %d)", ev.member, ev.new, ev.incarnation)
+        elif isinstance(ev, TradeRevised):
+            self.log.warning("trade %s revised: %s", ev.old.trade_id,
+                             "undone" if ev.new is None else f"now {ev.new.qty}@{ev.new.price}")
+        elif isinstance(ev, OpFenced):
+            self.log.warning("refused op %s from removed member", ev.op.op_id)
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    # ---- introspection -----------------------------------------------------------------------------
+    def _shell_counters(self) -> dict[str, Any]:
+        c: dict[str, Any] = dict(self.endpoint.counters) if self.endpoint is not None else {}
+        c["dropped"] = dict(self.dropped)
+        return c
+
+    def status(self) -> dict[str, Any]:
+        st = self.core.status()
+        st["addr"] = f"{self.entry.host}:{self.entry.port}"
+        return st
+
