@@ -24,6 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _unwrap(eg: BaseExceptionGroup) -> BaseException:
+    """The user-facing error inside a (nested) exception group, or the group itself."""
+    for kind in (UsageError, KeyboardInterrupt):
+        sub = eg.subgroup(kind)
+        while isinstance(sub, BaseExceptionGroup):
+            sub = sub.exceptions[0]
+        if sub is not None:
+            return sub
+    return eg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -31,7 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except BaseExceptionGroup as eg:  # an error inside a trio nursery arrives wrapped
+            raise _unwrap(eg) from None
     except UsageError as e:
         print(f"gossipbook: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)

@@ -44,7 +44,8 @@ from .wire import (
 )
 
 ACCEPTED, REPLICATED, FINAL = 0, 1, 2
-OK, E_INVALID, E_UNKNOWN_ORDER, E_CLOCK, E_NO_QUORUM, E_TIMEOUT, E_UNKNOWN_INSTRUMENT, E_STORAGE, E_BAD = range(9)
+(OK, E_INVALID, E_UNKNOWN_ORDER, E_CLOCK, E_NO_QUORUM, E_TIMEOUT, E_UNKNOWN_INSTRUMENT, E_STORAGE, E_BAD,
+ E_NOT_READY) = range(10)
 GOSSIP_TYPES = (OpBatch, Summary, Heartbeat, SnapshotChunk)
 
 
@@ -82,7 +83,7 @@ class NodeCore:
 
     def __init__(self, node_id: str, members: Iterable[str], venue: Venue | None = None,
                  rng: random.Random | None = None, config: NodeConfig | None = None,
-                 hlc_last: Timestamp = ZERO, incarnation: int = 0) -> None:
+                 hlc_last: Timestamp = ZERO, incarnation: int = 0, recovered: bool = False) -> None:
         self.node_id = node_id
         self.config = config or NodeConfig()
         members = sorted(set(members) | {node_id})
@@ -98,6 +99,12 @@ class NodeCore:
         self._waiting: list[_Waiting] = []
         self._replies: OrderedDict[str, ClientReply] = OrderedDict()
         self.accepting = True  # cleared by the shell when storage cannot persist
+        # A node that starts without its own persisted ops may be a restart that lost them: it must
+        # not stamp seq 1 again. It takes orders once a majority of its peers told it their version
+        # vectors and it holds every op of its own that they hold.
+        self._synced: set[str] = set()
+        self._own_seq_seen = 0
+        self.ready = recovered or not peers
         #: the shell's own counters (datagrams, bytes, drops by reason), merged into ``status()``
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         self.counters: dict[str, int] = {"client_submits": 0, "client_rejects": 0, "client_queries": 0,
@@ -108,8 +115,10 @@ class NodeCore:
         """One validated message from ``src`` (a node id or a client id) at address ``reply_to``."""
         t = type(msg)
         if t in GOSSIP_TYPES:
-            if src in self.gossip.live or src in self.gossip.peers:
+            if src in self.gossip.peers:
                 self._record(self.gossip.receive(msg, src, now))
+                if not self.ready and t in (Summary, Heartbeat):
+                    self._note_sync(src, msg.vv)
                 self._settle(now)
         elif t is ClientSubmit:
             self._submit(msg, Client(reply_to), now)
@@ -118,6 +127,13 @@ class NodeCore:
         elif src in self.gossip.peers:
             self.membership.receive(msg, src, now)
             self._drain_membership()
+
+    def _note_sync(self, src: str, vv: dict[str, int]) -> None:
+        self._synced.add(src)
+        self._own_seq_seen = max(self._own_seq_seen, vv.get(self.node_id, 0))
+        if (len(self._synced) * 2 >= len(self.gossip.peers)
+                and self.replica.vv.get(self.node_id, 0) >= self._own_seq_seen):
+            self.ready = True
 
     def tick(self, now: int) -> None:
         self.membership.tick(now)
@@ -196,6 +212,8 @@ class NodeCore:
                 return
         r = self.replica
         try:
+            if not self.ready:
+                raise _Refused(E_NOT_READY, "node is catching up with its peers after start; retry shortly")
             if not self.accepting:
                 raise _Refused(E_STORAGE, "storage unavailable: this node cannot persist orders now "
                                           "(disk full or read-only); reads still work")
@@ -299,7 +317,7 @@ class NodeCore:
             "watermark": [w.wall, w.logical], "trades_final": final, "trades_provisional": r.trade_count - final,
             "members": self.membership.states(), "peers": peers, "counters": counters,
             "hlc": list(r.hlc.last), "clock_in_sync": r.clock_in_sync, "accepting": self.accepting,
-            "resting_orders": sum(len(b) for b in r.books.values()),
+            "resting_orders": sum(len(b) for b in r.books.values()), "ready": self.ready,
         }
 
     def describe_op(self, op: Op) -> str:

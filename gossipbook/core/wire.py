@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import reprlib
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -45,8 +46,14 @@ MAX_INT = (1 << 53)  # prices, quantities: exact in JSON doubles too
 Check = Callable[[Any], Any]
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
 def _fail(what: str, value: Any) -> WireError:
-    text = repr(value)
+    # bounded repr: a plain repr() of peer data 1000 lists deep raises RecursionError (and a big one
+    # costs time), and decode must raise nothing but WireError
+    text = _REPR.repr(value)
     return WireError(f"bad {what}: {text[:60]}")
 
 
@@ -311,9 +318,9 @@ def decode(data: bytes, key: bytes, max_size: int = MAX_DATAGRAM) -> Frame:
     spec = MESSAGES.get(body[0]) if type(body[0]) is int else None
     if spec is None:
         raise WireError(f"unknown message type {body[0]!r}", reason="unknown_type")
-    sender = NODE_ID(body[1])
-    counter = uint()(body[2])
     try:
+        sender = NODE_ID(body[1])
+        counter = uint()(body[2])
         msg = spec[1](body[3:])
     except WireError:
         raise
@@ -325,7 +332,9 @@ def decode(data: bytes, key: bytes, max_size: int = MAX_DATAGRAM) -> Frame:
 def encode_ops(ops: Sequence[Op], sender: str, counter: int, key: bytes, mtu: int = DEFAULT_MTU) -> list[bytes]:
     """Pack ops into as few ``OpBatch`` frames as fit under ``mtu`` bytes each (in order)."""
     frames: list[bytes] = []
-    overhead = len(encode(OpBatch([]), sender, counter, key)) + 3  # +3: the array header may grow
+    # sized at the largest counter any frame here can carry (msgpack widens ints at 2**7, 2**8, 2**16,
+    # 2**32, so a later frame's counter may be longer); +3: the ops array header may grow
+    overhead = len(encode(OpBatch([]), sender, counter + len(ops), key)) + 3
     batch: list[Op] = []
     size = overhead
     packb = msgpack.packb
@@ -381,7 +390,8 @@ class ReplayGuard:
 
 
 REPLY_CODES = {0: "ok", 1: "invalid order", 2: "unknown order", 3: "clock out of sync", 4: "no quorum",
-               5: "timeout", 6: "unknown instrument", 7: "storage unavailable", 8: "bad request"}
+               5: "timeout", 6: "unknown instrument", 7: "storage unavailable", 8: "bad request",
+               9: "not ready"}
 LEVELS = ("accepted", "replicated", "final")
 
 
