@@ -537,7 +537,7 @@ class Replica:
         last = applied[k - 1]
         self._snap_key = (last.wall, last.logical, last.origin)
         for op in applied[:k]:
-            if op.kind == NEW and op.req and self._reqs.get(op.req) is op:
+            if op.kind == NEW and op.req and self._reqs.get(op.req) == op:
                 self._reqs[op.req] = op.op_id
         self._snap_books, self._snap_trades, self._snap_chain = snap_books, snap_trades, snap_chain
         del applied[:k]
@@ -592,7 +592,7 @@ class Replica:
             self._snap_books.setdefault(s, Book(s))
         self._snap_trades, self._snap_chain, self._snap_key = snap.trades, snap.chain, tuple(snap.last_key)
         for r, oid in snap.reqs.items():
-            self._reqs.setdefault(r, oid)
+            self._reqs[r] = oid  # a compacted NEW is below every op above the snapshot: it wins
         self.books = self._clone_books(self._snap_books)
         self._applied, self._op_trades, self._cum, self._chain = [], [], [], []
         self._ckpts = [_Checkpoint(0, self._clone_books(self._snap_books))]

@@ -19,9 +19,9 @@ import trio
 from ..config import ClusterConfig
 from ..core.errors import WireError
 from ..core.membership import MemberStateChanged
-from ..core.node import Client, NodeCore
+from ..core.node import E_STORAGE, Client, NodeCore
 from ..core.ops import OpFenced, TradeRevised
-from ..core.wire import OpBatch, ReplayGuard, decode, encode, encode_ops
+from ..core.wire import ClientReply, OpBatch, ReplayGuard, decode, encode, encode_ops
 from .transport import Addr, Endpoint, FaultFilter
 
 
@@ -60,7 +60,7 @@ class NodeRunner:
         if hlc_last is not None:
             kw["hlc_last"] = hlc_last
         self.core = NodeCore(node_id, cfg.ids, cfg.venue(), random.Random(seed if seed is not None else time.time_ns()),
-                             cfg.node_config(), incarnation=incarnation if incarnation is not None else time.time_ns() // 1_000_000,
+                             cfg.node_config(), incarnation=max(incarnation or 0, time.time_ns() // 1_000_000),
                              **kw)
         if storage:
             storage.load_into(self.core)
@@ -72,6 +72,7 @@ class NodeRunner:
         self.started = trio.Event()
         self.on_event: Callable[[Any], None] | None = None
         self.core.status_extra = self._shell_counters
+        self._compactions = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[NodeRunner] = trio.TASK_STATUS_IGNORED) -> None:
@@ -131,11 +132,12 @@ class NodeRunner:
     async def _flush(self) -> None:
         core = self.core
         new_ops = core.take_new_ops()
-        if new_ops and self.storage is not None:
-            self.storage.persist(new_ops, core)  # durable before any reply below is sent
+        outbox = core.outbox()
+        if self.storage is not None:
+            outbox = self._persist(new_ops, outbox)  # durable before any reply below is sent
         frames: list[tuple[bytes, Addr]] = []
         key = self.cfg.key
-        for dst, msg in core.outbox():
+        for dst, msg in outbox:
             addr = dst.addr if isinstance(dst, Client) else self.peer_addr.get(dst)
             if addr is None:
                 continue
@@ -150,6 +152,30 @@ class NodeRunner:
             self._log_event(ev)
         if frames:
             await self.endpoint.send_all(frames)  # type: ignore[union-attr]
+
+    def _persist(self, new_ops: list[Any], outbox: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """Make ``new_ops`` and the HLC bound durable. If the disk refuses, acknowledge nothing:
+        client OK replies become "storage unavailable", the ops are queued to retry, and the node
+        stops taking orders until a write succeeds again."""
+        from .storage import StorageError
+
+        core, st = self.core, self.storage
+        try:
+            st.persist(new_ops, core.replica.hlc.last, core.membership.incarnation, force=not core.accepting)
+            if core.replica.counters["compactions"] != self._compactions:
+                self._compactions = core.replica.counters["compactions"]
+                st.write_snapshot(core.replica.snapshot())
+        except StorageError as e:
+            core.replica.new_ops[:0] = new_ops
+            if core.accepting:
+                self.log.error("%s; not acknowledging orders until it can write again", e)
+            core.accepting = False
+            return [(d, m._replace(code=E_STORAGE, message=f"storage unavailable: {e}"))
+                    if type(m) is ClientReply and m.code == 0 else (d, m) for d, m in outbox]
+        if not core.accepting:
+            self.log.info("storage writable again; taking orders")
+            core.accepting = True
+        return outbox
 
     def _log_event(self, ev: Any) -> None:
         if isinstance(ev, MemberStateChanged):
@@ -166,6 +192,8 @@ class NodeRunner:
     def _shell_counters(self) -> dict[str, Any]:
         c: dict[str, Any] = dict(self.endpoint.counters) if self.endpoint is not None else {}
         c["dropped"] = dict(self.dropped)
+        if self.storage is not None:
+            c["storage"] = dict(self.storage.counters)
         return c
 
     def status(self) -> dict[str, Any]:

@@ -1,0 +1,314 @@
+"""Durable node state: an append-only segment log of checksummed records plus a snapshot file.
+
+Why a log and not sqlite: every write here is an append of a batch of ops the node already holds in
+memory, read back only at start. A log with one ``write`` + one ``fsync`` per batch does exactly
+that, with no B-tree or journal in the way, and it lets recovery say precisely what it found: a torn
+tail record (dropped, counted, logged) or damage in the middle (refuse to start, naming the file and
+offset) — see ``docs/operations.md`` for the numbers behind the choice.
+
+Layout of ``data_dir``::
+
+    seg-000001.log, seg-000002.log, ...   records, appended; a new segment after compaction
+    snapshot.bin                          the compacted prefix (written to a temp file, fsynced, renamed)
+    LOCK                                  held with flock while a node runs
+
+Record: ``b"GR" | u32 length | u32 crc32(payload) | payload``; payload is msgpack
+``[kind, ...]``: ``[1, hlc_wall, hlc_logical, incarnation, ops]``.
+
+Rules that hold:
+- ``persist`` returns only once the batch is as durable as ``fsync`` says (``always``: one fsync per
+  op; ``batch``: one fsync per batch, i.e. group commit; ``never``: left to the OS). The shell calls
+  it before sending any reply for those ops.
+- The HLC bound persisted is at least every timestamp the node has sent, so after a restart (even
+  with the wall clock set back) the node's HLC never goes below what it announced.
+- A write that fails (disk full, read-only) leaves the file as it was (the partial record is cut
+  off) and raises ``StorageError``; the node stops acknowledging and keeps serving reads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from ..core.errors import UsageError, WireError
+from ..core.hlc import Timestamp
+from ..core.ops import Op
+from ..core.wire import OP_CHECK, snapshot_from_bytes, snapshot_to_bytes
+
+MAGIC = b"GR"
+HEAD = struct.Struct("<2sII")
+REC_OPS = 1
+HLC_LEASE_NS = 200_000_000  # persist the HLC bound this far ahead (written ~10 times a second at most;
+# small, because a restarted node starts its HLC there and peers hold back ops beyond max_offset)
+SEGMENT_BYTES = 64 << 20
+
+log = logging.getLogger("gossipbook.storage")
+
+
+class StorageError(UsageError):
+    """The data directory cannot be used (damaged, locked, full, read-only)."""
+
+    exit_code = 4
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    """One node's data directory."""
+
+    def __init__(self, path: Path, node_id: str, fsync: str = "batch") -> None:
+        self.path = path
+        self.node_id = node_id
+        self.fsync = fsync
+        self.counters = {"records": 0, "fsyncs": 0, "bytes": 0, "torn_tail_dropped": 0, "write_errors": 0}
+        self.failed: str | None = None
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._seg_no = 0
+        self._seg_size = 0
+        self._seg_max: dict[int, dict[str, int]] = {}  # segment -> per origin max seq in it
+        self._hlc_bound = Timestamp(0, 0)
+        self._incarnation = 0
+        self._ops: list[Op] = []
+        self._snapshot: Any = None
+        self._snap_base: dict[str, int] = {}
+
+    # ---- open and recover --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], node_id: str, fsync: str = "batch") -> Storage:
+        p = Path(path)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create data dir {p}: {e.strerror}") from None
+        s = cls(p, node_id, fsync)
+        s._lock()
+        s._recover()
+        return s
+
+    def _lock(self) -> None:
+        try:
+            fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StorageError(f"cannot use data dir {self.path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StorageError(f"data dir {self.path} is in use by another node process") from None
+        self._lock_fd = fd
+
+    def _segments(self) -> list[tuple[int, Path]]:
+        out = []
+        for f in self.path.glob("seg-*.log"):
+            try:
+                out.append((int(f.stem[4:]), f))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def _recover(self) -> None:
+        snap_file = self.path / "snapshot.bin"
+        if snap_file.exists():
+            data = snap_file.read_bytes()
+            if len(data) < 4 or zlib.crc32(data[4:]) != struct.unpack("<I", data[:4])[0]:
+                raise StorageError(f"{snap_file}: checksum mismatch; the snapshot is damaged "
+                                   f"(restore it from a peer's data dir or remove the data dir to resync)")
+            try:
+                self._snapshot = snapshot_from_bytes(data[4:])
+            except WireError as e:
+                raise StorageError(f"{snap_file}: {e}") from None
+            self._snap_base = dict(self._snapshot.base_vv)
+        segs = self._segments()
+        for i, (no, f) in enumerate(segs):
+            self._read_segment(no, f, last=i == len(segs) - 1)
+        self._seg_no = segs[-1][0] if segs else 0
+        self._open_segment(new=not segs)
+
+    def _read_segment(self, no: int, f: Path, last: bool) -> None:
+        data = f.read_bytes()
+        off = 0
+        maxes = self._seg_max.setdefault(no, {})
+        while off < len(data):
+            rec = self._parse(data, off)
+            if rec is None:
+                if not last or self._valid_record_after(data, off + 1):
+                    raise StorageError(f"{f}: damaged record at offset {off} with valid records after it; "
+                                       f"refusing to start (the log is corrupt in the middle, not torn at the end)")
+                self.counters["torn_tail_dropped"] += 1
+                log.warning("%s: dropping a torn record at offset %d (%d bytes)", f, off, len(data) - off)
+                with open(f, "r+b") as fh:
+                    fh.truncate(off)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                break
+            payload, end = rec
+            self._apply_record(payload, maxes, f, off)
+            off = end
+
+    @staticmethod
+    def _parse(data: bytes, off: int) -> tuple[bytes, int] | None:
+        if off + HEAD.size > len(data):
+            return None
+        magic, length, crc = HEAD.unpack_from(data, off)
+        end = off + HEAD.size + length
+        if magic != MAGIC or end > len(data):
+            return None
+        payload = data[off + HEAD.size:end]
+        if zlib.crc32(payload) != crc:
+            return None
+        return payload, end
+
+    def _valid_record_after(self, data: bytes, start: int) -> bool:
+        i = data.find(MAGIC, start)
+        while i != -1:
+            if self._parse(data, i) is not None:
+                return True
+            i = data.find(MAGIC, i + 1)
+        return False
+
+    def _apply_record(self, payload: bytes, maxes: dict[str, int], f: Path, off: int) -> None:
+        try:
+            rec = msgpack.unpackb(payload, raw=False, use_list=True)
+            if rec[0] != REC_OPS:
+                raise ValueError(f"unknown record kind {rec[0]!r}")
+            _kind, wall, logical, inc, raw_ops = rec
+            ops = [OP_CHECK(o) for o in raw_ops]
+        except (ValueError, TypeError, IndexError, WireError, msgpack.UnpackException) as e:
+            raise StorageError(f"{f}: record at offset {off} passes its checksum but does not parse ({e}); "
+                               f"written by another version?") from None
+        self._hlc_bound = max(self._hlc_bound, Timestamp(wall, logical))
+        self._incarnation = max(self._incarnation, inc)
+        for op in ops:
+            if op.seq > maxes.get(op.origin, 0):
+                maxes[op.origin] = op.seq
+        self._ops.extend(ops)
+
+    def _open_segment(self, new: bool) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        if new:
+            self._seg_no += 1
+        f = self.path / f"seg-{self._seg_no:06d}.log"
+        self._fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._seg_size = os.fstat(self._fd).st_size
+        self._seg_max.setdefault(self._seg_no, {})
+        if new:
+            _fsync_dir(self.path)
+
+    # ---- what the node starts from -----------------------------------------------------------------
+    def recover_state(self) -> tuple[Timestamp | None, int | None]:
+        """``(hlc_last, incarnation)`` for the node's constructor; None when the dir is new."""
+        own = max((Timestamp(o.wall, o.logical) for o in self._ops if o.origin == self.node_id), default=None)
+        hlc = max(filter(None, [own, self._hlc_bound if self._hlc_bound.wall else None]), default=None)
+        return hlc, (self._incarnation + 1 if self._incarnation else None)
+
+    def load_into(self, core: Any) -> int:
+        """Feed the snapshot and every logged op into a fresh ``NodeCore``; returns ops loaded."""
+        r = core.replica
+        if self._snapshot is not None:
+            r.install_snapshot(self._snapshot, r.hlc.wall)
+        r.receive(self._ops, max(r.hlc.wall, max((o.wall for o in self._ops), default=0)))
+        n = len(self._ops)
+        self._ops = []
+        core.take_new_ops()  # already on disk
+        # ``core.ready`` stays False until a majority of peers confirm we hold all our own ops: a
+        # persist that failed while the node ran could otherwise let it re-stamp a seq peers hold
+        return n
+
+    # ---- writing -----------------------------------------------------------------------------------
+    def persist(self, ops: list[Op], hlc: Timestamp, incarnation: int, force: bool = False) -> None:
+        """Append ``ops`` (and the HLC bound) durably; ``StorageError`` if the disk refuses."""
+        need_bound = hlc > Timestamp(self._hlc_bound.wall - HLC_LEASE_NS // 2, 0)
+        if not ops and not need_bound and not force:
+            return
+        bound = Timestamp(hlc.wall + HLC_LEASE_NS, 0) if need_bound else self._hlc_bound
+        if self.fsync == "always" and len(ops) > 1:
+            for op in ops:  # the slow, honest mode: one durable write per op
+                self._write([op], bound, incarnation)
+        else:
+            self._write(ops, bound, incarnation)
+        self._hlc_bound = max(self._hlc_bound, bound)
+        self._incarnation = max(self._incarnation, incarnation)
+        maxes = self._seg_max[self._seg_no]
+        for op in ops:
+            if op.seq > maxes.get(op.origin, 0):
+                maxes[op.origin] = op.seq
+
+    def _write(self, ops: list[Op], bound: Timestamp, incarnation: int) -> None:
+        payload = msgpack.packb([REC_OPS, bound.wall, bound.logical, incarnation, ops], use_bin_type=True)
+        rec = HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+        assert self._fd is not None
+        try:
+            written = os.write(self._fd, rec)
+            if written != len(rec):
+                raise OSError(28, "short write (disk full?)")
+            if self.fsync != "never":
+                os.fsync(self._fd)
+                self.counters["fsyncs"] += 1
+        except OSError as e:
+            self.counters["write_errors"] += 1
+            try:  # cut off whatever part of the record reached the file
+                os.ftruncate(self._fd, self._seg_size)
+            except OSError:
+                pass  # recovery will drop it as a torn tail
+            self.failed = f"{self.path}: {e.strerror or e}"
+            raise StorageError(f"cannot write to {self.path}: {e.strerror or e}") from None
+        self._seg_size += len(rec)
+        self.failed = None
+        self.counters["records"] += 1
+        self.counters["bytes"] += len(rec)
+        if self._seg_size >= SEGMENT_BYTES:
+            self._open_segment(new=True)
+
+    def write_snapshot(self, snap: Any) -> int:
+        """Persist a compaction snapshot, then delete segments whose ops it covers; returns how many."""
+        data = snapshot_to_bytes(snap)
+        blob = struct.pack("<I", zlib.crc32(data)) + data
+        tmp = self.path / "snapshot.bin.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / "snapshot.bin")
+            _fsync_dir(self.path)
+        except OSError as e:
+            self.counters["write_errors"] += 1
+            raise StorageError(f"cannot write snapshot in {self.path}: {e.strerror or e}") from None
+        self._snap_base = dict(snap.base_vv)
+        self._open_segment(new=True)
+        self._write([], self._hlc_bound, self._incarnation)  # the new segment carries the HLC bound on
+        removed = 0
+        for no, f in self._segments():
+            if no == self._seg_no:
+                continue
+            maxes = self._seg_max.get(no, {})
+            if all(s <= self._snap_base.get(o, 0) for o, s in maxes.items()):
+                f.unlink(missing_ok=True)
+                self._seg_max.pop(no, None)
+                removed += 1
+        if removed:
+            _fsync_dir(self.path)
+        return removed
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
