@@ -1,5 +1,8 @@
 import sys
 
-from .cli.main import main
+try:
+    from .cli.main import main
 
-sys.exit(main())
+    sys.exit(main())
+except KeyboardInterrupt:  # Ctrl-C while still importing: no traceback for that either
+    sys.exit(130)

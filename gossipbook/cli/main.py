@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from ..core.errors import UsageError
-from . import bench, cluster, load, node, orders, status
+from . import bench, cluster, demo, load, node, orders, status
 
-COMMANDS = [cluster, node, orders, status, load, bench]
+COMMANDS = [demo, cluster, node, orders, status, load, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fault-block", default="", help="comma-separated peer ids to which nothing is sent")
     g.add_argument("--clock-skew-ms", type=float, default=0.0, help="inject a clock skew (ms)")
     g.add_argument("--clock-drift-ppm", type=float, default=0.0, help="inject a clock drift (ppm)")
+    g.add_argument("--trace", default=None, metavar="FILE",
+                   help="on exit, write JSON {op id: monotonic ns it entered this node} (benchmarks)")
     p.set_defaults(func=run)
 
 
@@ -59,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
                         clock=WallClock(int(args.clock_skew_ms * 1e6), args.clock_drift_ppm),
                         log=logging.getLogger(f"gossipbook.{args.id}"))
 
+    if args.trace:
+        runner.trace = {}
+
     async def main() -> None:
         async with trio.open_nursery() as n:
             await n.start(runner.serve)
@@ -72,5 +77,11 @@ def run(args: argparse.Namespace) -> int:
                     n.cancel_scope.cancel()
                     break
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    finally:
+        if args.trace and runner.trace is not None:
+            import json
+            with open(args.trace, "w") as fh:
+                json.dump(runner.trace, fh)
     return 0

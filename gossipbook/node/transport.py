@@ -84,6 +84,10 @@ class Endpoint:
     async def recv_burst(self, max_items: int = 256) -> list[tuple[bytes, Addr]]:
         """Wait until readable, then take every queued datagram (up to ``max_items``)."""
         await trio.lowlevel.wait_readable(self.sock)
+        return self.drain(max_items)
+
+    def drain(self, max_items: int = 256) -> list[tuple[bytes, Addr]]:
+        """Every datagram already queued (up to ``max_items``), without waiting."""
         out: list[tuple[bytes, Addr]] = []
         recv = self.sock.recvfrom
         while len(out) < max_items:
