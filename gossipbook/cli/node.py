@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config(args)
     entry = cfg.node(args.id)
+    if cfg.mode == "strong":
+        import importlib.util
+        if importlib.util.find_spec("gossipbook.core.strong") is None:
+            raise UsageError(f"{cfg.path}: mode = \"strong\" is not available in this build yet; use \"eventual\"")
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)-7s {args.id} %(message)s")
     blocked = set()

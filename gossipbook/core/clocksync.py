@@ -119,12 +119,22 @@ class ClockSync:
         return (offs[mid - 1] + offs[mid]) // 2
 
     def in_sync(self, max_offset_ns: int) -> bool:
-        """Whether our clock is within ``max_offset_ns / 2`` of the peers' median (DESIGN: Time).
+        """Whether our clock is within ``max_offset_ns / 2`` of the cluster's median (DESIGN: Time).
 
         A node that is out of sync stops stamping client orders. With no samples yet there is
         nothing to be out of sync with, so a lone node (or one just booted) counts as in sync.
         """
-        med = self.median_offset()
-        if med is None:
-            return True
-        return 2 * abs(med) <= max_offset_ns
+        med = self.cluster_median_offset()
+        return med is None or 2 * abs(med) <= max_offset_ns
+
+    def cluster_median_offset(self) -> int | None:
+        """Median offset of every clock in the cluster relative to ours, ours (0) included.
+
+        With two peers the peers-only median is their mean, and one wild peer would take the
+        healthy nodes out of sync too; counting our own clock lets the majority decide.
+        """
+        if not self._samples:
+            return None
+        offs = sorted([0] + [e.offset_ns for e in self.estimates().values()])
+        mid = len(offs) // 2
+        return offs[mid] if len(offs) % 2 else (offs[mid - 1] + offs[mid]) // 2

@@ -45,6 +45,12 @@ class GossipConfig:
     push: bool = True  # eager push (False leaves convergence to anti-entropy alone)
     anti_entropy: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("interval_ns", "heartbeat_ns", "repair_ops_per_s", "repair_burst", "compact_every_ns",
+                     "snapshot_chunk"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.removesuffix('_ns')} must be positive")
+
 
 class Gossip:
     """The gossip state machine of one node; membership tells it who is live (``live``)."""

@@ -25,10 +25,11 @@ from typing import Any
 
 from .book import SIDE_NAMES, TIF_NAMES, Trade
 from .clocksync import ClockSync
-from .errors import ClockOutOfSync, InvalidOrder, UnknownInstrument, UnknownOrder, UsageError
+from .errors import ClockOutOfSync, InvalidOrder, RemoteError, UnknownInstrument, UnknownOrder, UsageError
 from .gossip import Gossip, GossipConfig
 from .hlc import DEFAULT_MAX_OFFSET_NS, ZERO, Timestamp
 from .instrument import Venue
+from .membership import MESSAGES as MEMBERSHIP_MESSAGES
 from .membership import ClockSample, Membership, MembershipConfig, MemberStateChanged
 from .ops import AMEND, CANCEL, Event, Op, OpFenced, TradeExecuted, TradeRevised
 from .replica import Replica
@@ -47,6 +48,7 @@ ACCEPTED, REPLICATED, FINAL = 0, 1, 2
 (OK, E_INVALID, E_UNKNOWN_ORDER, E_CLOCK, E_NO_QUORUM, E_TIMEOUT, E_UNKNOWN_INSTRUMENT, E_STORAGE, E_BAD,
  E_NOT_READY) = range(10)
 GOSSIP_TYPES = (OpBatch, Summary, Heartbeat, SnapshotChunk)
+MEMBERSHIP_TYPES = frozenset(MEMBERSHIP_MESSAGES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ class NodeCore:
         self.ready = recovered or not peers
         #: the shell's own counters (datagrams, bytes, drops by reason), merged into ``status()``
         self.status_extra: Callable[[], dict[str, Any]] | None = None
+        #: extra top-level status keys from the shell (its address, say)
+        self.status_info: dict[str, Any] = {}
         self.counters: dict[str, int] = {"client_submits": 0, "client_rejects": 0, "client_queries": 0,
                                          "client_retries": 0, "client_timeouts": 0}
 
@@ -124,9 +128,11 @@ class NodeCore:
             self._submit(msg, Client(reply_to), now)
         elif t is ClientQuery:
             self._query(msg, Client(reply_to))
-        elif src in self.gossip.peers:
-            self.membership.receive(msg, src, now)
+        elif t in MEMBERSHIP_TYPES and src in self.gossip.peers:
+            self.membership.receive(msg, src, now)  # RemoteError on a bad update: the shell drops it
             self._drain_membership()
+        else:
+            raise RemoteError(f"unexpected {t.__name__} from {src}", reason="unexpected")
 
     def _note_sync(self, src: str, vv: dict[str, int]) -> None:
         self._synced.add(src)
@@ -236,27 +242,34 @@ class NodeCore:
         trades = [e.trade for e in events if isinstance(e, TradeExecuted) and oid in (e.trade.taker, e.trade.maker)]
         self._events.extend(events)
         w = _Waiting(m.req, op, m.wait, to, now + m.timeout_ms * 1_000_000, trades)
-        if not self._try_settle(w):
+        if not self._try_settle(w, fresh=True):
             self._waiting.append(w)
 
     def _reject(self, to: Client, req: str, code: int, message: str) -> None:
+        """Refusals are not cached: a retry with the same request id is tried afresh (the cause,
+        say "not ready" or "clock out of sync", may have cleared)."""
         self.counters["client_rejects"] += 1
-        self._reply(to, ClientReply(req, code, message, "", 0, []))
+        self._out.append((to, ClientReply(req, code, message, "", 0, [])))
 
     def _level(self, op: Op) -> int:
-        if self.replica.is_final(op):
-            return FINAL
-        if self.replica.replicated(op):
-            return REPLICATED
-        return ACCEPTED
+        """Levels are cumulative: ``final`` is only reported once the op is also replicated (the
+        watermark alone says nothing about who holds *this* op)."""
+        if not self.replica.replicated(op):
+            return ACCEPTED
+        return FINAL if self.replica.is_final(op) else REPLICATED
 
-    def _try_settle(self, w: _Waiting) -> bool:
+    def _try_settle(self, w: _Waiting, fresh: bool = False) -> bool:
         level = self._level(w.op)
         if level >= w.level:
+            trades = w.trades if fresh else self._order_trades(w.op.target)
             self._reply(w.reply_to, ClientReply(w.req, OK, "ok", w.op.target, level,
-                                                [_trade_row(t) for t in w.trades]))
+                                                [_trade_row(t) for t in trades]))
             return True
         return False
+
+    def _order_trades(self, oid: str) -> list[Trade]:
+        """The order's trades as the fold has them now (replays may have revised earlier ones)."""
+        return [t for t in self.replica.trades() if oid in (t.taker, t.maker)]
 
     def _settle(self, now: int) -> None:
         if not self._waiting:
@@ -270,8 +283,9 @@ class NodeCore:
                 level = self._level(w.op)
                 self._reply(w.reply_to, ClientReply(
                     w.req, E_TIMEOUT, f"timeout waiting for {('accepted', 'replicated', 'final')[w.level]}; "
-                    f"the order is {('accepted', 'replicated', 'final')[level]} and will not be lost",
-                    w.op.target, level, [_trade_row(t) for t in w.trades]))
+                    f"the order was accepted here and has reached level "
+                    f"{('accepted', 'replicated', 'final')[level]}",
+                    w.op.target, level, [_trade_row(t) for t in self._order_trades(w.op.target)]))
                 continue
             keep.append(w)
         self._waiting = keep
@@ -318,6 +332,7 @@ class NodeCore:
             "members": self.membership.states(), "peers": peers, "counters": counters,
             "hlc": list(r.hlc.last), "clock_in_sync": r.clock_in_sync, "accepting": self.accepting,
             "resting_orders": sum(len(b) for b in r.books.values()), "ready": self.ready,
+            **self.status_info,
         }
 
     def describe_op(self, op: Op) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from ..config import ClusterConfig
-from ..core.errors import WireError
+from ..core.errors import RemoteError, WireError
 from ..core.membership import MemberStateChanged
 from ..core.node import E_STORAGE, Client, NodeCore
 from ..core.ops import OpFenced, TradeRevised
@@ -75,6 +75,7 @@ class NodeRunner:
         #: op id -> monotonic ns when it entered this node's op-set (benchmarks; None = off)
         self.trace: dict[str, int] | None = None
         self._compactions = 0
+        self.core.status_info["addr"] = f"{self.entry.host}:{self.entry.port}"
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[NodeRunner] = trio.TASK_STATUS_IGNORED) -> None:
@@ -132,7 +133,10 @@ class NodeRunner:
         if not self.guard.accept(frame.sender, frame.counter):
             self._drop("replay")
             return
-        self.core.receive(frame.msg, frame.sender, addr, now)
+        try:
+            self.core.receive(frame.msg, frame.sender, addr, now)
+        except RemoteError as e:  # authenticated but wrong for this node: drop, count, carry on
+            self._drop(e.reason)
 
     # ---- output ------------------------------------------------------------------------------------
     async def _flush(self) -> None:
@@ -207,7 +211,5 @@ class NodeRunner:
         return c
 
     def status(self) -> dict[str, Any]:
-        st = self.core.status()
-        st["addr"] = f"{self.entry.host}:{self.entry.port}"
-        return st
+        return self.core.status()
 

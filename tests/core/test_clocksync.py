@@ -100,10 +100,24 @@ def test_in_sync_flips_exactly_at_half_max_offset(peer_offsets: list[int], max_o
     s = sorted(peer_offsets)
     n = len(s)
     assert med == (s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) // 2)
-    assert cs.in_sync(max_offset) == (2 * abs(med) <= max_offset)
-    assert cs.in_sync(2 * abs(med))
-    if med != 0:
-        assert not cs.in_sync(2 * abs(med) - 1)
+    c = sorted([0, *peer_offsets])  # the cluster's median counts our own clock too
+    cmed = cs.cluster_median_offset()
+    assert cmed == (c[len(c) // 2] if len(c) % 2 else (c[len(c) // 2 - 1] + c[len(c) // 2]) // 2)
+    assert cs.in_sync(max_offset) == (2 * abs(cmed) <= max_offset)
+    assert cs.in_sync(2 * abs(cmed))
+    if cmed != 0:
+        assert not cs.in_sync(2 * abs(cmed) - 1)
+
+
+def test_one_wild_clock_does_not_take_the_healthy_nodes_out() -> None:
+    cs = ClockSync()
+    cs.add_sample("good", *exchange(1 * MS, 0, 0, 0, 0))
+    cs.add_sample("wild", *exchange(700 * MS, 0, 0, 0, 0))
+    assert cs.in_sync(500 * MS)  # peers-only median (their mean, 350 ms) would say no
+    wild = ClockSync()  # the wild node itself: both others are 700 ms behind it
+    wild.add_sample("a", *exchange(-700 * MS, 0, 0, 0, 0))
+    wild.add_sample("b", *exchange(-699 * MS, 0, 0, 0, 0))
+    assert not wild.in_sync(500 * MS)
 
 
 def test_in_sync_threshold_concrete() -> None:

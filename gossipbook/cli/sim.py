@@ -1,0 +1,174 @@
+"""``gossipbook sim``: run the deterministic cluster simulator over many seeds and check every run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..core.errors import UsageError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sim", help="simulate a cluster under seeded faults and check the invariants",
+        description="Run N real node cores on virtual time and a simulated network, one seed per run: "
+                    "a safety phase with faults and client orders, then a liveness phase with every fault "
+                    "healed. Each run is checked against DESIGN.md's invariants; a failing seed prints the "
+                    "one command that replays it.")
+    p.add_argument("--nodes", type=int, default=5, help="nodes in the cluster (default 5)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds to run (default 100; 1 when --seed is given)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the first seed (default 1); alone, runs just this seed: a replay")
+    p.add_argument("--faults", default="all",
+                   help="comma-separated faults to draw from: partition,loss,dup,reorder,crash,pause,skew "
+                        "(default all; 'none' for none). Each seed draws its own mix and rates.")
+    p.add_argument("--duration", type=float, default=60.0,
+                   help="virtual seconds of the safety phase (faults and orders; default 60)")
+    p.add_argument("--orders", type=int, default=1000, help="client orders per run (default 1000)")
+    p.add_argument("--bound", type=float, default=30.0,
+                   help="liveness bound: virtual seconds after the heal to converge (default 30)")
+    p.add_argument("--break", dest="break_name", default=None, metavar="NAME",
+                   help="run a deliberately broken core: no-replay, no-anti-entropy, no-dedupe, "
+                        "wrong-tiebreak, no-offset-check (the checker should catch it)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds to run in parallel processes (default 1)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--trace", metavar="FILE", default=None,
+                   help="write every delivered datagram, event and fault of each run to FILE")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from ..sim import SimConfig, parse_faults
+    from ..sim.breaks import check_break
+
+    if not 1 <= args.nodes <= 64:
+        raise UsageError("--nodes must be between 1 and 64")
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError("--seed must not be negative")
+    if not 0 < args.duration <= 3600:
+        raise UsageError("--duration must be in (0, 3600] virtual seconds")
+    if args.orders < 0:
+        raise UsageError("--orders must not be negative")
+    if args.bound <= 0:
+        raise UsageError("--bound must be positive")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    check_break(args.break_name)
+    return SimConfig(nodes=args.nodes, duration_s=args.duration, orders=args.orders,
+                     faults=parse_faults(args.faults), bound_s=args.bound)
+
+
+def _one(job: tuple[int, Any, str | None, str | None]) -> Any:
+    from ..sim import run_seed
+
+    seed, cfg, break_name, trace_path = job
+    if trace_path is None:
+        return run_seed(seed, cfg, break_name)
+    lines: list[str] = [f"# seed {seed}"]
+    res = run_seed(seed, cfg, break_name, trace=lines.append)
+    lines.append(f"# seed {seed}: {'ok' if res.ok else 'FAILED'} trace hash {res.trace_hash}")
+    with open(trace_path, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return res
+
+
+def _results(seeds: list[int], cfg: Any, args: argparse.Namespace) -> Iterator[Any]:
+    jobs = [(s, cfg, args.break_name, args.trace) for s in seeds]
+    if args.jobs == 1 or len(seeds) == 1 or args.trace:
+        yield from map(_one, jobs)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+        yield from pool.imap(_one, jobs)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sim import summarize
+
+    cfg = _config(args)
+    first = args.seed if args.seed is not None else 1
+    n = args.seeds if args.seeds is not None else (1 if args.seed is not None else 100)
+    seeds = list(range(first, first + n))
+    if args.trace:
+        try:
+            open(args.trace, "w", encoding="utf-8").close()
+        except OSError as e:
+            raise UsageError(f"cannot write the trace file {args.trace}: {e.strerror}") from None
+    err = Console(stderr=True)
+    results = []
+    with Progress(TextColumn("sim"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                  TimeElapsedColumn(), console=err, transient=True,
+                  disable=args.json and not err.is_terminal) as prog:
+        task = prog.add_task("seeds", total=len(seeds), status="")
+        for res in _results(seeds, cfg, args):
+            results.append(res)
+            bad = sum(not r.ok for r in results)
+            prog.update(task, advance=1, status=f"[red]{bad} failed[/red]" if bad else "[green]all ok[/green]")
+    summary = summarize(results)
+    failures = [r for r in results if not r.ok]
+    if args.json:
+        json.dump({"runs": len(results), "failures": len(failures),
+                   "config": {"nodes": cfg.nodes, "duration_s": cfg.duration_s, "orders": cfg.orders,
+                              "faults": list(cfg.faults), "bound_s": cfg.bound_s, "break": args.break_name,
+                              "seeds": [seeds[0], seeds[-1]]},
+                   "summary": summary, "results": [r.to_json() for r in results]},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print(Console(), results, summary, args)
+    return 1 if failures else 0
+
+
+def _f(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _print(out: Console, results: list[Any], summary: dict[str, Any], args: argparse.Namespace) -> None:
+    title = f"gossipbook sim — {summary['runs']} seeds, {args.nodes} nodes, {args.duration:g}s + liveness"
+    if args.break_name:
+        title += f", --break {args.break_name}"
+    t = Table(title=title)
+    for col in ("faults active", "seeds", "failed", "converge p50 s", "p99 s", "final p50 s", "p99 s",
+                "msgs/op", "bytes/op"):
+        t.add_column(col, justify="left" if col == "faults active" else "right")
+
+    def row(name: str, s: dict[str, Any]) -> None:
+        c, f = s["convergence_s"], s["finality_s"]
+        t.add_row(name, str(s["runs"]), f"[red]{s['failures']}[/red]" if s["failures"] else "0",
+                  _f(c["p50"], "{:.3f}"), _f(c["p99"], "{:.3f}"), _f(f["p50"], "{:.3f}"), _f(f["p99"], "{:.3f}"),
+                  _f(s["msgs_per_op"]), _f(s["bytes_per_op"], "{:.0f}"))
+
+    row("[b]all[/b]", summary)
+    for name, s in summary["by_fault"].items():
+        row(name, s)
+    out.print(t)
+    out.print(f"per run: {_f(summary['ops_per_run'], '{:.0f}')} ops, {_f(summary['trades_per_run'], '{:.0f}')} "
+              f"trades, {_f(summary['revised_per_run'], '{:.1f}')} revised; "
+              f"{_f(summary['wall_s_per_run'], '{:.2f}')} s wall")
+    failures = [r for r in results if not r.ok]
+    if len(results) == 1:
+        r = results[0]
+        out.print(f"seed {r.seed}: faults {', '.join(r.faults) or 'none'}; trace hash {r.trace_hash}")
+    if not failures:
+        out.print(f"[green]all {len(results)} runs passed every check[/green]")
+        return
+    out.print(f"[red]{len(failures)} of {len(results)} runs broke an invariant[/red]")
+    for r in failures[:20]:
+        out.print(f"[b]seed {r.seed}[/b] ({', '.join(r.faults) or 'no faults'}):")
+        for v in r.violations[:4]:
+            out.print(f"  {v['kind']} at {v['t_s']:.3f}s{' on ' + v['node'] if v['node'] else ''}: {v['evidence']}",
+                      markup=False, highlight=False)
+        out.print(f"  replay: {r.command}", markup=False, highlight=False)
+    if len(failures) > 20:
+        out.print(f"... and {len(failures) - 20} more (--json lists them all)")
