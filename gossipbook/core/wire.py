@@ -254,7 +254,13 @@ register(8, QueryReply, [string(64), uint(255), string(1024), plain()])
 register(9, SnapshotChunk, [uint(), uint(1 << 20), uint(1 << 20), binary(MAX_DATAGRAM)])
 
 # membership (SWIM) messages: updates are (member, incarnation, state, origin) tuples
-_UPDATES = list_of(record(Update, [NODE_ID, uint(), string(16, 1), NODE_ID]), 256)
+def _member_state(v: Any) -> str:
+    if v not in ("alive", "suspect", "dead", "left"):
+        raise _fail("member state", v)
+    return v
+
+
+_UPDATES = list_of(record(Update, [NODE_ID, uint(), _member_state, NODE_ID]), 256)
 
 
 def _tuple(check: Check) -> Check:
@@ -334,7 +340,7 @@ def encode_ops(ops: Sequence[Op], sender: str, counter: int, key: bytes, mtu: in
     frames: list[bytes] = []
     # sized at the largest counter any frame here can carry (msgpack widens ints at 2**7, 2**8, 2**16,
     # 2**32, so a later frame's counter may be longer); +3: the ops array header may grow
-    overhead = len(encode(OpBatch([]), sender, counter + len(ops), key)) + 3
+    overhead = len(encode(OpBatch([]), sender, counter + max(len(ops) - 1, 0), key)) + 3
     batch: list[Op] = []
     size = overhead
     packb = msgpack.packb

@@ -1,0 +1,775 @@
+"""Properties of the wire format (``gossipbook.core.wire``).
+
+What must hold (the module's "rules that hold"): a frame is ``MAGIC | VERSION | msgpack body |
+keyed BLAKE2b-128 tag``; every registered message survives encode/decode unchanged; ``decode``
+either returns a fully validated ``Frame`` or raises ``WireError`` -- whatever the bytes, whether the
+tag is wrong (random bytes, truncations, flipped bits) or right (a body built or mutated by someone
+holding the key), and a replica fed only what decodes never changes on a rejected frame;
+``encode_ops`` packs ops in order into frames no larger than the MTU; ``ReplayGuard`` accepts each
+``(sender, counter)`` at most once inside its sliding window.
+
+The shape of every message is written down here a second time, as a small test-side schema
+(``SCHEMA``), independent of the validators in ``wire.py``. Valid values (for round trips) and
+invalid ones (for rejection) are both derived from it, so a new message type needs one schema
+entry, and a type registered without one fails ``test_every_message_type_has_a_schema``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from gossipbook.core.errors import WireError
+from gossipbook.core.membership import Ack, IndirectAck, PingReq, Probe, Update
+from gossipbook.core.membership import Gossip as MemberGossip
+from gossipbook.core.ops import Op
+from gossipbook.core.replica import Replica
+from gossipbook.core.wire import (
+    MAGIC,
+    MAX_DATAGRAM,
+    MESSAGES,
+    TAG_LEN,
+    VERSION,
+    ClientQuery,
+    ClientReply,
+    ClientSubmit,
+    Frame,
+    Heartbeat,
+    OpBatch,
+    Pull,
+    QueryReply,
+    ReplayGuard,
+    SnapshotChunk,
+    Summary,
+    decode,
+    encode,
+    encode_ops,
+)
+from gossipbook.workload.history import make_history
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+U64 = (1 << 64) - 1
+MAX_INT = 1 << 53
+BIG = 1 << 24  # a ``max_size`` for tests that must reach validation whatever the frame's size
+
+
+def seal(body: bytes, key: bytes = KEY, version: int = VERSION) -> bytes:
+    """A frame around ``body`` with a correct tag: what a peer holding the key can send."""
+    head = MAGIC + bytes([version]) + body
+    return head + hashlib.blake2b(head, key=key, digest_size=TAG_LEN).digest()
+
+
+def raw(type_no: Any, *fields: Any, sender: Any = "n1", counter: Any = 1) -> bytes:
+    return seal(msgpack.packb([type_no, sender, counter, *fields], use_bin_type=True))
+
+
+def rejects(data: bytes, reason: str | None = None, max_size: int = MAX_DATAGRAM) -> WireError:
+    """``decode`` must raise ``WireError`` (with ``reason``); its message is one short line."""
+    with pytest.raises(WireError) as info:
+        decode(data, KEY, max_size)
+    err = info.value
+    if reason is not None:
+        assert err.reason == reason, f"reason {err.reason!r} ({err}), expected {reason!r}"
+    text = str(err)
+    assert text and "\n" not in text and len(text) < 300, text
+    return err
+
+
+def decode_or_wire_error(data: bytes, max_size: int = MAX_DATAGRAM) -> Frame | None:
+    """Anything but a ``Frame`` or a ``WireError`` escaping ``decode`` fails the test."""
+    try:
+        frame = decode(data, KEY, max_size)
+    except WireError:
+        return None
+    assert type(frame) is Frame
+    return frame
+
+
+def strict_eq(a: Any, b: Any) -> bool:
+    """Equality that also compares types all the way down: here ``1`` and ``True`` differ, as do ``[1]`` and ``(1,)``."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(strict_eq(a[k], b[k]) for k in a)
+    if dataclasses.is_dataclass(a):
+        return all(strict_eq(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    return a == b
+
+
+# ---- the schema, written independently of wire.py ------------------------------------------------
+@dataclass(frozen=True)
+class U:  # unsigned int in [0, hi]
+    hi: int = U64
+
+
+@dataclass(frozen=True)
+class S:  # str of min..max characters
+    max: int
+    min: int = 0
+
+
+@dataclass(frozen=True)
+class B:  # bytes of at most max
+    max: int
+
+
+@dataclass(frozen=True)
+class Bool:
+    pass
+
+
+@dataclass(frozen=True)
+class One:  # an int from a fixed set
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class L:  # list of at most max items
+    item: Any
+    max: int
+    gen_max: int = 6  # how long the valid lists hypothesis draws get (frames stay datagram-sized)
+
+
+@dataclass(frozen=True)
+class M:  # map of at most max entries
+    key: Any
+    value: Any
+    max: int
+    gen_max: int = 6
+
+
+@dataclass(frozen=True)
+class T:  # a list on the wire, a tuple once decoded
+    items: L
+
+
+@dataclass(frozen=True)
+class R:  # positional record built into cls
+    cls: Any
+    fields: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Plain:  # any plain msgpack value, containers nested at most ``depth`` deep
+    depth: int
+
+
+NODE = S(64, 1)
+
+
+def _triple(*f: Any) -> tuple[Any, ...]:
+    return tuple(f)
+
+
+OP = R(Op, (U(), U(1 << 32), NODE, U(U64 >> 1), One((1, 2, 3)), S(32, 1), S(96), One((0, 1)), U(MAX_INT),
+            U(MAX_INT), One((0, 1, 2, 3)), S(64)))
+VV = M(NODE, U(U64 >> 1), 1024)
+UPDATES = T(L(R(Update, (NODE, U(), One(("alive", "suspect", "dead", "left")), NODE)), 256))
+
+SCHEMA: dict[type, tuple[Any, ...]] = {
+    OpBatch: (L(OP, 4096),),
+    Summary: (VV, Bool()),
+    Pull: (L(R(_triple, (NODE, U(), U())), 1024),),
+    Heartbeat: (U(), U(1 << 32), U(), VV),
+    ClientSubmit: (S(64, 1), One((1, 2, 3)), S(32, 1), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT),
+                   One((0, 1, 2, 3)), One((0, 1, 2)), U(600_000)),
+    ClientReply: (S(64), U(255), S(1024), S(96), U(2), L(L(Plain(1), 8), 1024)),
+    ClientQuery: (S(64, 1), S(16, 1), S(32), U(1000)),
+    QueryReply: (S(64), U(255), S(1024), Plain(6)),
+    SnapshotChunk: (U(), U(1 << 20), U(1 << 20), B(MAX_DATAGRAM)),
+    Probe: (U(), U(), U(), UPDATES),
+    Ack: (U(), U(), U(), U(), U(), UPDATES),
+    PingReq: (U(), NODE, U(), UPDATES),
+    IndirectAck: (U(), NODE, U(), U(), UPDATES),
+    MemberGossip: (U(), UPDATES),
+}
+
+TEXT = st.characters(codec="utf-8")
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), U64),
+                    st.floats(allow_nan=False), st.text(TEXT, max_size=20), st.binary(max_size=20))
+
+
+def plain_values(depth: int) -> st.SearchStrategy[Any]:
+    if depth == 0:
+        return SCALARS
+    inner = st.deferred(lambda: plain_values(depth - 1))
+    return st.one_of(SCALARS, st.lists(inner, max_size=3),
+                     st.dictionaries(st.text(TEXT, max_size=256), inner, max_size=3))
+
+
+def valid(spec: Any) -> st.SearchStrategy[Any]:
+    """Values the spec admits, boundaries included."""
+    match spec:
+        case U(hi):
+            return st.integers(0, hi)
+        case S(mx, mn):
+            return st.text(TEXT, min_size=mn, max_size=mx)
+        case B(mx):
+            return st.binary(max_size=min(mx, 2048))
+        case Bool():
+            return st.booleans()
+        case One(values):
+            return st.sampled_from(values)
+        case L(item, mx, gen_max):
+            return st.lists(valid(item), max_size=min(mx, gen_max))
+        case M(k, v, mx, gen_max):
+            return st.dictionaries(valid(k), valid(v), max_size=min(mx, gen_max))
+        case T(items):
+            return valid(items).map(tuple)
+        case R(cls, fields):
+            return st.tuples(*map(valid, fields)).map(lambda f: cls(*f))
+        case Plain(depth):
+            return plain_values(depth)
+    raise AssertionError(f"no strategy for spec {spec!r}")
+
+
+def minimal(spec: Any, i: int = 0) -> Any:
+    """A small valid value (the ``i``-th of a family, so map keys can differ)."""
+    match spec:
+        case U():
+            return i
+        case S(_mx, mn):
+            return str(i).rjust(max(mn, 1), "x") if mn else ""
+        case B():
+            return b""
+        case Bool():
+            return False
+        case One(values):
+            return values[0]
+        case L() | T():
+            return []
+        case M():
+            return {}
+        case Plain():
+            return None
+        case R(_cls, fields):
+            return [minimal(f) for f in fields]
+    raise AssertionError(spec)
+
+
+NOT_INT = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False), st.text(max_size=3),
+                    st.binary(max_size=3), st.just([1]))
+
+
+def invalid(spec: Any) -> st.SearchStrategy[Any]:
+    """Wire values (before packing) the spec must refuse: wrong type, out of range, too long."""
+    match spec:
+        case U(hi):
+            bad = [NOT_INT, st.integers(-(1 << 63), -1)]
+            if hi < U64:
+                bad.append(st.integers(hi + 1, U64))
+            return st.one_of(bad)
+        case S(mx, mn):
+            bad = [st.text(TEXT, min_size=mx + 1, max_size=mx + 4), st.integers(0, 9), st.none(),
+                   st.binary(min_size=mn, max_size=mn + 2), st.just([minimal(spec)])]
+            if mn:
+                bad.append(st.just(""))
+            return st.one_of(bad)
+        case B(mx):
+            return st.one_of(st.text(max_size=3), st.integers(0, 9), st.none(), st.just(b"\0" * (mx + 1)))
+        case Bool():
+            return st.one_of(st.integers(0, 1), st.none(), st.text(max_size=2), st.just([True]))
+        case One(values) if isinstance(values[0], str):
+            return st.one_of(st.text(max_size=20).filter(lambda v: v not in values), st.integers(0, 3), st.none())
+        case One(values):
+            return st.one_of(st.integers(-(1 << 63), U64).filter(lambda v: v not in values),
+                             st.sampled_from(values).map(str), st.just(values[0] == 1), st.none())
+        case L(item, mx):
+            return st.one_of(
+                st.just({}), st.integers(0, 9), st.text(max_size=3),
+                st.just([minimal(item, 0)] * (mx + 1)),
+                st.tuples(st.lists(valid(item), max_size=2), invalid(item)).map(lambda t: [*t[0], t[1]]),
+            )
+        case M(k, v, mx):
+            return st.one_of(
+                st.just([]), st.integers(0, 9),
+                st.just({minimal(k, i): minimal(v) for i in range(mx + 1)}),
+                st.tuples(invalid(k).filter(_hashable), valid(v)).map(lambda t: {t[0]: t[1]}),
+                st.tuples(valid(k), invalid(v)).map(lambda t: {t[0]: t[1]}),
+            )
+        case T(items):
+            return invalid(items)
+        case R(_cls, fields):
+            full = st.tuples(*(valid(f) for f in fields)).map(list)
+            return st.one_of(
+                st.just({}), st.integers(0, 9),
+                full.map(lambda f: f[:-1]),  # a field short
+                full.map(lambda f: [*f, 0]),  # a field too many
+                _replace_one(fields),
+            )
+        case Plain(depth):
+            nest = st.integers(depth + 1, depth + 30).map(_nested)
+            return st.one_of(nest, st.just({1: 1}), st.just({b"k": 1}), st.just({"k" * 257: 1}),
+                             st.just(msgpack.ExtType(5, b"x")), st.just([msgpack.ExtType(1, b"")]))
+    raise AssertionError(spec)
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+def _nested(depth: int) -> Any:
+    """``depth + 1`` lists around a scalar: the scalar sits at depth ``depth + 1``."""
+    v: Any = 0
+    for _ in range(depth + 1):
+        v = [v]
+    return v
+
+
+@st.composite
+def _replace_one(draw: st.DrawFn, fields: tuple[Any, ...]) -> list[Any]:
+    """Valid fields but one, which gets a value its spec refuses."""
+    values = [draw(valid(f)) for f in fields]
+    i = draw(st.integers(0, len(fields) - 1))
+    values[i] = draw(invalid(fields[i]))
+    return values
+
+
+def messages(cls: type) -> st.SearchStrategy[Any]:
+    return st.tuples(*(valid(f) for f in SCHEMA[cls])).map(lambda f: cls(*f))
+
+
+ANY_MESSAGE = st.one_of([messages(MESSAGES[t][0]) for t in sorted(MESSAGES) if MESSAGES[t][0] in SCHEMA])
+SENDERS = valid(NODE)
+COUNTERS = st.one_of(st.integers(0, 1000), st.integers(0, U64))
+
+
+# ---- round trips ---------------------------------------------------------------------------------
+def test_every_message_type_has_a_schema() -> None:
+    missing = [f"{t} ({MESSAGES[t][0].__name__})" for t in sorted(MESSAGES) if MESSAGES[t][0] not in SCHEMA]
+    assert not missing, f"message types without a test schema in {__name__}.SCHEMA: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("type_no", sorted(MESSAGES))
+@given(data=st.data(), sender=SENDERS, counter=COUNTERS)
+def test_round_trip(type_no: int, data: st.DataObject, sender: str, counter: int) -> None:
+    cls = MESSAGES[type_no][0]
+    if cls not in SCHEMA:
+        pytest.fail(f"message type {type_no} ({cls.__name__}) has no schema in {__name__}.SCHEMA: add one")
+    msg = data.draw(messages(cls), label="msg")
+    frame = encode(msg, sender, counter, KEY)
+    # the documented layout: MAGIC | VERSION | msgpack [type, sender, counter, *fields] | tag
+    assert frame[:3] == MAGIC + bytes([VERSION])
+    assert frame[-TAG_LEN:] == hashlib.blake2b(frame[:-TAG_LEN], key=KEY, digest_size=TAG_LEN).digest()
+    assert msgpack.unpackb(frame[3:-TAG_LEN], raw=False)[:3] == [type_no, sender, counter]
+    got = decode(frame, KEY)
+    assert strict_eq(got, Frame(sender, counter, msg)), (got, msg)
+
+
+# ---- garbage in, WireError out -------------------------------------------------------------------
+@given(st.one_of(st.binary(max_size=300),
+                 st.binary(max_size=300).map(lambda b: MAGIC + bytes([VERSION]) + b)))
+def test_random_bytes_are_rejected(data: bytes) -> None:
+    rejects(data)
+
+
+@given(st.binary(max_size=300))
+def test_random_bodies_with_a_valid_tag_decode_or_raise_wire_error(body: bytes) -> None:
+    decode_or_wire_error(seal(body))
+
+
+@given(msg=ANY_MESSAGE, sender=SENDERS, counter=COUNTERS, data=st.data())
+def test_truncations_are_rejected(msg: Any, sender: str, counter: int, data: st.DataObject) -> None:
+    frame = encode(msg, sender, counter, KEY)
+    cut = data.draw(st.integers(0, len(frame) - 1), label="cut")
+    rejects(frame[:cut])
+
+
+@given(msg=ANY_MESSAGE, sender=SENDERS, counter=COUNTERS, data=st.data())
+def test_every_single_byte_change_is_rejected(msg: Any, sender: str, counter: int, data: st.DataObject) -> None:
+    frame = bytearray(encode(msg, sender, counter, KEY))
+    pos = data.draw(st.integers(0, len(frame) - 1), label="pos")
+    if data.draw(st.booleans(), label="bit flip"):
+        frame[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+    else:
+        frame[pos] = data.draw(st.integers(0, 255).filter(lambda b: b != frame[pos]), label="byte")
+    err = rejects(bytes(frame))
+    expected = "version" if pos == 2 else "malformed" if pos < 2 else "auth"
+    assert err.reason == expected, (pos, err.reason, str(err))
+
+
+@given(msg=ANY_MESSAGE, sender=SENDERS, counter=COUNTERS, data=st.data())
+def test_mutated_bodies_with_a_valid_tag_decode_or_raise_wire_error(
+        msg: Any, sender: str, counter: int, data: st.DataObject) -> None:
+    """Someone holding the key sends a corrupted body: validation, not the tag, must hold the line."""
+    body = bytearray(encode(msg, sender, counter, KEY)[3:-TAG_LEN])
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        pos = data.draw(st.integers(0, max(len(body) - 1, 0)), label="pos")
+        kind = data.draw(st.sampled_from(["byte", "bit", "insert", "delete"]), label="kind")
+        if kind == "byte" and body:
+            body[pos] = data.draw(st.integers(0, 255), label="byte")
+        elif kind == "bit" and body:
+            body[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+        elif kind == "insert":
+            body[pos:pos] = data.draw(st.binary(min_size=1, max_size=9), label="inserted")
+        else:
+            del body[pos:pos + data.draw(st.integers(1, 9), label="deleted")]
+    frame = decode_or_wire_error(seal(bytes(body)))
+    if frame is not None:  # whatever got through is a well-formed message that encodes back as it was
+        assert type(frame.msg) in {cls for cls, _ in MESSAGES.values()}
+        again = decode(encode(frame.msg, frame.sender, frame.counter, KEY), KEY, BIG)
+        assert strict_eq(again, frame)
+
+
+# ---- well-tagged frames of the wrong shape ---------------------------------------------------------
+@given(data=st.data())
+def test_fields_of_the_wrong_shape_are_rejected(data: st.DataObject) -> None:
+    """Wrong field count, wrong types, out-of-range ints, oversized strings and lists, bad nesting."""
+    type_no = data.draw(st.sampled_from(sorted(t for t in MESSAGES if MESSAGES[t][0] in SCHEMA)), label="type")
+    fields = data.draw(invalid(R(MESSAGES[type_no][0], SCHEMA[MESSAGES[type_no][0]])), label="fields")
+    assume(isinstance(fields, list))  # a non-list "record" is covered at the body level below
+    body = msgpack.packb([type_no, "n1", 7, *fields], use_bin_type=True)
+    rejects(seal(body), "malformed", max_size=BIG)
+
+
+@given(bad=invalid(NODE))
+def test_bad_sender_is_rejected(bad: Any) -> None:
+    rejects(raw(2, {}, False, sender=bad), "malformed", max_size=BIG)
+
+
+@given(bad=invalid(U()))
+def test_bad_counter_is_rejected(bad: Any) -> None:
+    rejects(raw(2, {}, False, counter=bad), "malformed", max_size=BIG)
+
+
+@given(type_no=st.one_of(st.integers(-(1 << 63), U64).filter(lambda t: t not in MESSAGES),
+                         st.booleans(), st.none(), st.text(max_size=3), st.floats(allow_nan=False),
+                         st.just([1])))
+def test_unknown_message_types_are_rejected(type_no: Any) -> None:
+    err = rejects(raw(type_no, {}, False), "unknown_type")
+    assert "unknown message type" in str(err)
+
+
+@pytest.mark.parametrize("body", [
+    msgpack.packb({"type": 2}), msgpack.packb(2), msgpack.packb("x"), msgpack.packb([]), msgpack.packb([2]),
+    msgpack.packb([2, "n1"]), msgpack.packb([2, "n1", 1, {}, False]) + b"\x00",  # trailing bytes
+    msgpack.packb([2, "n1", 1, {}, False])[:-1],  # a body cut short (re-tagged)
+    b"", b"\xc1",  # never-used msgpack byte
+])
+def test_malformed_bodies_are_rejected(body: bytes) -> None:
+    rejects(seal(body), "malformed")
+
+
+DEEP = [7, 100, 999, 1023, 1024, 1100, 5000]
+HUGE = [b"\xdd\xff\xff\xff\xff", b"\xdc\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff",
+        b"\xc6\xff\xff\xff\xff", b"\xc9\xff\xff\xff\xff\x01", b"\xdd\x00\x01\x00\x01"]
+
+
+def _positions(value: bytes) -> list[bytes]:
+    """Bodies with the raw msgpack ``value`` as sender, as counter and as each message's first field."""
+    p = msgpack.packb
+    out = [b"\x94\x02" + value + b"\x01\x80", b"\x94\x02\xa2n1" + value + b"\x80"]
+    for type_no, (cls, _) in sorted(MESSAGES.items()):
+        fields = SCHEMA.get(cls, (U(),))
+        head = p([type_no, "n1", 1, *(minimal(f) for f in fields)])
+        # same array header, same first three items, ``value`` in place of the first field
+        prefix = p([type_no, "n1", 1])[1:]
+        first = p(minimal(fields[0]))
+        header_len = len(head) - len(prefix) - sum(len(p(minimal(f))) for f in fields)
+        out.append(head[:header_len] + prefix + value + head[header_len + len(prefix) + len(first):])
+    return out
+
+
+@pytest.mark.parametrize("depth", DEEP)
+def test_deep_nesting_is_rejected_anywhere(depth: int) -> None:
+    for body in _positions(b"\x91" * depth + b"\x00"):
+        rejects(seal(body), "malformed")
+
+
+@pytest.mark.parametrize("header", HUGE, ids=lambda h: h.hex())
+def test_huge_declared_lengths_are_rejected_anywhere(header: bytes) -> None:
+    for body in _positions(header):
+        rejects(seal(body), "malformed")
+
+
+def edge_valid(spec: Any) -> list[Any]:
+    """Wire values right on the spec's limits, which it must accept."""
+    match spec:
+        case U(hi):
+            return [0, hi]
+        case S(mx, mn):
+            return ["x" * mx, "\u00e9" * mx, "x" * max(mn, 0)]
+        case B(mx):
+            return [b"", b"\0" * mx]
+        case Bool():
+            return [False, True]
+        case One(values):
+            return list(values)
+        case L(item, mx):
+            return [[], [minimal(item)] * mx, *([v] for v in edge_valid(item))]
+        case T(items):
+            return edge_valid(items)
+        case M(k, v, mx):
+            return [{}, {minimal(k, i): minimal(v) for i in range(mx)},
+                    *({kk: minimal(v)} for kk in edge_valid(k)), *({minimal(k): vv} for vv in edge_valid(v))]
+        case R(_cls, fields):
+            base = [minimal(f) for f in fields]
+            return [base[:i] + [v] + base[i + 1:] for i, f in enumerate(fields) for v in edge_valid(f)]
+        case Plain(depth):
+            return [_nested(depth - 1) if depth else 0, {"k" * 256: None}, -(1 << 63), U64, 1.5, b"", ""]
+    raise AssertionError(spec)
+
+
+def edge_invalid(spec: Any) -> list[Any]:
+    """Wire values just past the spec's limits, or of the wrong type, which it must refuse."""
+    match spec:
+        case U(hi):
+            return [-1, True, 1.0, "1", None, [0]] + ([hi + 1] if hi < U64 else [])
+        case S(mx, mn):
+            return ["x" * (mx + 1), b"x", 1, None, ["x"]] + ([""] if mn else [])
+        case B(mx):
+            return ["x", 1, None, [b""], b"\0" * (mx + 1)]
+        case Bool():
+            return [0, 1, None, "true"]
+        case One(values) if isinstance(values[0], str):
+            return ["", values[0].upper(), values[0] + "x", 1, None]
+        case One(values):
+            return [max(values) + 1, min(values) - 1, str(values[0]), None, 1 in values]
+        case L(item, mx):
+            return [{}, 1, "x", None, [minimal(item)] * (mx + 1), *([v] for v in edge_invalid(item))]
+        case T(items):
+            return edge_invalid(items)
+        case M(k, v, mx):
+            return [[], 1, None, {minimal(k, i): minimal(v) for i in range(mx + 1)},
+                    *({kk: minimal(v)} for kk in edge_invalid(k) if _hashable(kk)),
+                    *({minimal(k): vv} for vv in edge_invalid(v))]
+        case R(_cls, fields):
+            base = [minimal(f) for f in fields]
+            return [{}, 1, None, base[:-1], [*base, 0], [*base, None],
+                    *(base[:i] + [v] + base[i + 1:] for i, f in enumerate(fields) for v in edge_invalid(f))]
+        case Plain(depth):
+            return [_nested(depth), {1: 1}, {b"k": 1}, {"k" * 257: 1}, msgpack.ExtType(5, b"x")]
+    raise AssertionError(spec)
+
+
+@pytest.mark.parametrize("type_no", sorted(MESSAGES))
+def test_every_field_at_and_past_its_limits(type_no: int) -> None:
+    """Deterministic edges for every field of every message (hypothesis samples them; this sweeps
+    them all): each limit is inclusive, one past it or a wrong type is refused as malformed."""
+    cls = MESSAGES[type_no][0]
+    if cls not in SCHEMA:
+        pytest.fail(f"message type {type_no} ({cls.__name__}) has no schema in {__name__}.SCHEMA: add one")
+    record = R(cls, SCHEMA[cls])
+    for fields in edge_valid(record):
+        frame = decode(raw(type_no, *fields), KEY, BIG)
+        assert type(frame.msg) is cls
+    for fields in edge_invalid(record):
+        if isinstance(fields, list):
+            rejects(raw(type_no, *fields), "malformed", max_size=BIG)
+    for bad in edge_invalid(NODE):
+        rejects(raw(type_no, *edge_valid(record)[0], sender=bad), "malformed", max_size=BIG)
+    for bad in edge_invalid(U()):
+        rejects(raw(type_no, *edge_valid(record)[0], counter=bad), "malformed", max_size=BIG)
+
+
+def test_boundary_lengths() -> None:
+    """The limits are inclusive: ``max`` is accepted, ``max + 1`` is not."""
+    op = Op(1, 0, "n" * 64, 1, 1, "S" * 32, "o" * 96, 0, MAX_INT, MAX_INT, 3, "r" * 64)
+    assert decode(encode(OpBatch([op] * 4096), "n1", 1, KEY), KEY, BIG).msg.ops == [op] * 4096
+    rejects(raw(1, [list(op)] * 4097), "malformed", max_size=BIG)
+    vv = {f"n{i}": i for i in range(1024)}
+    assert decode(encode(Summary(vv, True), "n1", 1, KEY), KEY, BIG).msg.vv == vv
+    rejects(raw(2, {**vv, "extra": 1}, True), "malformed", max_size=BIG)
+    nested = [[[[[{"k": "leaf"}]]]]]  # six containers, the leaf at depth 6: as deep as a payload may go
+    assert decode(encode(QueryReply("r", 0, "", nested), "n1", 1, KEY), KEY).msg.payload == nested
+    rejects(raw(8, "r", 0, "", [nested]), "malformed")
+    assert decode(raw(6, "r", 0, "", "", 0, [[1, [2], "x"]]), KEY).msg.trades == [[1, [2], "x"]]
+    rejects(raw(6, "r", 0, "", "", 0, [[1, [[2]]]]), "malformed")
+
+
+# ---- key, version, size --------------------------------------------------------------------------
+@given(msg=ANY_MESSAGE, key=st.binary(min_size=16, max_size=64))
+def test_wrong_key_is_rejected_as_auth(msg: Any, key: bytes) -> None:
+    assume(key != KEY)
+    frame = encode(msg, "n1", 1, key)
+    rejects(frame, "auth")
+    assert decode(frame, key).msg == msg
+
+
+@given(msg=ANY_MESSAGE, version=st.integers(0, 255).filter(lambda v: v != VERSION))
+def test_other_versions_are_rejected_as_version(msg: Any, version: int) -> None:
+    body = encode(msg, "n1", 1, KEY)[3:-TAG_LEN]
+    err = rejects(seal(body, version=version), "version")
+    assert str(version) in str(err)
+
+
+def test_oversized_frames_are_rejected() -> None:
+    frame = encode(SnapshotChunk(1, 0, 1, b"x" * (MAX_DATAGRAM - 60)), "n1", 1, KEY)
+    assert len(frame) <= MAX_DATAGRAM
+    assert decode(frame, KEY).msg.data == b"x" * (MAX_DATAGRAM - 60)
+    rejects(frame, "oversized", max_size=len(frame) - 1)
+    assert decode(frame, KEY, max_size=len(frame)).counter == 1
+    rejects(frame + b"\0" * (MAX_DATAGRAM - len(frame) + 1), "oversized")
+    rejects(b"\0" * (MAX_DATAGRAM + 1), "oversized")
+
+
+def test_short_frames_and_bad_magic_are_malformed() -> None:
+    frame = encode(Summary({}, False), "n1", 1, KEY)
+    rejects(b"", "malformed")
+    rejects(frame[:3 + TAG_LEN], "malformed")
+    rejects(b"XB" + frame[2:], "malformed")
+
+
+# ---- a replica behind decode -----------------------------------------------------------------------
+HISTORY = [op._replace(wall=op.wall + 1_700_000_000 * 10**9) for op in make_history(40, origins=2, seed=3)]
+NOW = HISTORY[-1].wall
+
+
+def deliver(replica: Replica, data: bytes) -> bool:
+    """What the shell does with a datagram: decode, and only an ``OpBatch`` reaches the replica."""
+    try:
+        frame = decode(data, KEY)
+    except WireError:
+        return False
+    if isinstance(frame.msg, OpBatch):
+        replica.receive(frame.msg.ops, NOW)
+    return True
+
+
+def _state(r: Replica) -> tuple[str, dict[str, int], int]:
+    return r.digest(), r.version_vector(), r.op_count
+
+
+@given(split=st.integers(1, len(HISTORY) - 1), retag=st.booleans(), data=st.data())
+def test_replica_is_unchanged_by_rejected_frames(split: int, retag: bool, data: st.DataObject) -> None:
+    replica = Replica("n9", members=["n1", "n2", "n9"])
+    replica.receive(HISTORY[:split], NOW)
+    frame = bytearray(encode(OpBatch(HISTORY[split:]), "n1", 5, KEY))
+    before = _state(replica)
+    pos = data.draw(st.integers(3 if retag else 0, len(frame) - 1 - (TAG_LEN if retag else 0)), label="pos")
+    frame[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+    if retag:
+        frame = bytearray(seal(bytes(frame[3:-TAG_LEN])))
+    delivered = deliver(replica, bytes(frame))
+    if not retag:
+        assert not delivered, "a frame with a bit flipped and the old tag was accepted"
+    if not delivered:
+        assert _state(replica) == before
+    # the intact frame still applies afterwards (positive control: the test can see a change)
+    whole = Replica("n9", members=["n1", "n2", "n9"])
+    whole.receive(HISTORY[:split], NOW)
+    assert deliver(whole, encode(OpBatch(HISTORY[split:]), "n1", 5, KEY))
+    assert whole.op_count == len(HISTORY)
+
+
+# ---- encode_ops --------------------------------------------------------------------------------------
+@given(ops=st.lists(valid(OP), max_size=120), sender=SENDERS, data=st.data())
+def test_encode_ops_fits_the_mtu_and_keeps_order(ops: list[Op], sender: str, data: st.DataObject) -> None:
+    counter = data.draw(st.one_of(
+        st.integers(0, 300),
+        st.sampled_from([127, 255, 65_535, (1 << 32) - 1]).flatmap(lambda b: st.integers(b - 80, b + 2)),
+        st.integers(0, U64 - 200), st.just(U64 - max(len(ops) - 1, 0))), label="counter")
+    # the smallest MTU every op fits under on its own, at the largest counter the call may use
+    need = max([len(encode(OpBatch([op]), sender, counter + len(ops) - 1, KEY)) for op in ops], default=64)
+    mtu = data.draw(st.integers(need, need + 3000), label="mtu")
+    frames = encode_ops(ops, sender, counter, KEY, mtu)
+    assert all(len(f) <= mtu for f in frames), (mtu, [len(f) for f in frames])
+    decoded = [decode(f, KEY, max_size=mtu) for f in frames]
+    assert [f.counter for f in decoded] == list(range(counter, counter + len(frames)))
+    assert all(f.sender == sender and type(f.msg) is OpBatch and f.msg.ops for f in decoded)
+    assert strict_eq([op for f in decoded for op in f.msg.ops], list(ops))
+    # no frame was closed while the next op would clearly have fit (a little slack for headers)
+    for f, nxt in zip(decoded, decoded[1:], strict=False):
+        assert len(encode(OpBatch([*f.msg.ops, nxt.msg.ops[0]]), sender, f.counter, KEY)) > mtu - 8
+
+
+@pytest.mark.parametrize("counter", [0, 127, 255, 65_535, (1 << 32) - 1, U64 - 79])
+def test_encode_ops_fits_the_mtu_where_the_counter_grows_a_byte(counter: int) -> None:
+    """msgpack widens an int at 128, 256, 65536 and 2**32: a later frame's counter can take more
+    bytes than the first one's. Every fill level of the second frame is tried, with fewer and with
+    more than 15 ops per frame (where the ops array header grows too)."""
+    ops = [Op(1_700_000_000_000_000_000 + i, 0, "n1", i + 1, 1, "GBX", "", 0, 10_000 + i, 5, 0, "")
+           for i in range(80)]
+    for mtu in range(120, 1400):
+        frames = encode_ops(ops, "n1", counter, KEY, mtu)
+        assert max(map(len, frames)) <= mtu, (counter, mtu, [len(f) for f in frames])
+
+
+def test_encode_ops_packs_many_typical_ops_per_datagram() -> None:
+    ops = [op._replace(req=f"{op.origin}-{op.seq:08x}-4f1c-9a2e-5b7d3c1e0f6a" if op.kind == 1 else "")
+           for op in make_history(400, origins=4, seed=11)]
+    ops = [op._replace(wall=op.wall + 1_700_000_000 * 10**9) for op in ops]  # realistic epoch nanoseconds
+    frames = encode_ops(ops, "node-eu-west-1", 1, KEY, 1400)
+    per_frame = [len(decode(f, KEY).msg.ops) for f in frames]
+    assert sum(per_frame) == len(ops)
+    assert min(per_frame[:-1]) >= 10, per_frame
+    assert encode_ops([], "n1", 1, KEY) == []
+
+
+# ---- ReplayGuard ---------------------------------------------------------------------------------------
+@given(window=st.integers(1, 64), data=st.data())
+def test_replay_guard_accepts_out_of_order_within_the_window_once(window: int, data: st.DataObject) -> None:
+    base = data.draw(st.integers(0, 1 << 40), label="base")
+    counters = data.draw(st.permutations(range(base, base + window)), label="order")
+    g = ReplayGuard(window)
+    assert g.accept("a", base + window - 1)  # the top first: everything else arrives late
+    assert all(g.accept("a", c) for c in counters if c != base + window - 1)
+    assert not any(g.accept("a", c) for c in counters)  # every replay refused
+    assert not g.accept("a", base - 1)  # one below the window
+    assert g.accept("b", base)  # senders are independent
+
+
+class ReplayModel(RuleBasedStateMachine):
+    """``ReplayGuard`` against a set-based model: per sender, what was accepted and the top."""
+
+    @initialize(window=st.sampled_from([1, 2, 3, 8, 64, 1024]))
+    def start(self, window: int) -> None:
+        self.window = window
+        self.guard = ReplayGuard(window)
+        self.seen: dict[str, set[int]] = {}  # accepted counters per sender
+
+    def _expect(self, sender: str, counter: int) -> bool:
+        seen = self.seen.get(sender)
+        if seen is None:
+            return True
+        top = max(seen)
+        return counter > top or (top - counter < self.window and counter not in seen)
+
+    def _check(self, sender: str, counter: int) -> None:
+        expected = self._expect(sender, counter)
+        assert self.guard.accept(sender, counter) == expected, (sender, counter, expected)
+        if expected:
+            self.seen.setdefault(sender, set()).add(counter)
+
+    @rule(sender=st.sampled_from("abc"), delta=st.integers(-1100, 1100))
+    def near_top(self, sender: str, delta: int) -> None:
+        top = max(self.seen.get(sender, {1 << 20}))
+        self._check(sender, max(0, top + delta))
+
+    @rule(sender=st.sampled_from("abc"), delta=st.integers(-3, 3), edge=st.booleans())
+    def at_the_window_edge(self, sender: str, delta: int, edge: bool) -> None:
+        top = max(self.seen.get(sender, {1 << 20}))
+        self._check(sender, max(0, top - self.window + delta if edge else top + delta))
+
+    @rule(sender=st.sampled_from("abc"), counter=st.integers(0, U64))
+    def anywhere(self, sender: str, counter: int) -> None:
+        self._check(sender, counter)
+
+    @rule(sender=st.sampled_from("abc"))
+    def forget(self, sender: str) -> None:
+        self.guard.forget(sender)
+        self.seen.pop(sender, None)  # a restarted peer may reuse counters
+
+    @invariant()
+    def replays_refused(self) -> None:
+        for sender, seen in self.seen.items():
+            for c in sorted(seen)[-3:]:
+                assert not self.guard.accept(sender, c), f"replay of {sender}/{c} accepted"
+
+
+TestReplayModel = ReplayModel.TestCase
