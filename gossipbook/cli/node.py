@@ -31,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fault-block", default="", help="comma-separated peer ids to which nothing is sent")
     g.add_argument("--clock-skew-ms", type=float, default=0.0, help="inject a clock skew (ms)")
     g.add_argument("--clock-drift-ppm", type=float, default=0.0, help="inject a clock drift (ppm)")
+    g.add_argument("--fault-control", action="store_true",
+                   help="let clients with the key partition/heal this node at run time (benchmarks)")
+    g.add_argument("--generate", default=None, metavar="RATE:COUNT[:DELAY]",
+                   help="stamp COUNT orders at RATE/s inside this node (0 = as fast as possible), starting "
+                        "DELAY s after it is ready (benchmarks)")
     g.add_argument("--trace", default=None, metavar="FILE",
                    help="on exit, write JSON {op id: monotonic ns it entered this node} (benchmarks)")
     p.set_defaults(func=run)
@@ -67,10 +72,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trace:
         runner.trace = {}
+    runner.fault_control = args.fault_control
+    gen = None
+    if args.generate:
+        try:
+            parts = args.generate.split(":")
+            if len(parts) not in (2, 3):
+                raise ValueError
+            gen = (float(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0)
+        except ValueError:
+            raise UsageError("--generate wants RATE:COUNT[:DELAY], e.g. 0:100000") from None
 
     async def main() -> None:
         async with trio.open_nursery() as n:
             await n.start(runner.serve)
+            if gen is not None:
+                n.start_soon(runner.generate, gen[0], gen[1], args.seed or 1, gen[2])
             if args.metrics_port:
                 from ..node.metrics import serve_metrics
                 n.start_soon(serve_metrics, runner, args.metrics_port)

@@ -71,6 +71,8 @@ class Gossip:
         self._tokens = float(self.config.repair_burst)
         self._last_refill: int | None = None
         self._snap_in: dict[tuple[str, int], dict[int, bytes]] = {}
+        self._inbound: list[Op] = []
+        self._inbound_now = 0
         self._snap_seq = 0
         self.counters = {"pushed_ops": 0, "repair_ops": 0, "rate_limited": 0, "rounds": 0,
                          "snapshots_sent": 0, "bad_snapshots": 0}
@@ -94,25 +96,37 @@ class Gossip:
     def receive(self, msg: Any, src: str, now: int) -> list[Event]:
         """Handle a gossip message from peer ``src`` (already authenticated and validated)."""
         if type(msg) is OpBatch:
-            return self.replica.receive(msg.ops, now)
+            # folded once per burst (``fold_inbound``): ops from many datagrams and origins then
+            # cost one rollback, not one each
+            self._inbound.extend(msg.ops)
+            self._inbound_now = now
+            return []
+        events = self.fold_inbound()
         if type(msg) is Summary:
             self.replica.observe_vv(src, msg.vv)
             self._answer(src, msg.vv, now)
             if msg.reply and self._lacks(msg.vv):
                 self._out.append((src, Summary(self.replica.version_vector(), False)))
-            return []
+            return events
         if type(msg) is Heartbeat:
             self.replica.observe(src, Timestamp(msg.wall, msg.logical), msg.max_seq, now)
             self.replica.observe_vv(src, msg.vv)
-            return []
+            return events
         if type(msg) is SnapshotChunk:
-            return self._snapshot_chunk(msg, src, now)
+            return events + self._snapshot_chunk(msg, src, now)
         raise TypeError(f"gossip cannot handle {type(msg).__name__}")
+
+    def fold_inbound(self) -> list[Event]:
+        """Fold every op received since the last call, in one ``Replica.receive``."""
+        if not self._inbound:
+            return []
+        ops, self._inbound = self._inbound, []
+        return self.replica.receive(ops, self._inbound_now)
 
     def tick(self, now: int) -> list[Event]:
         """Timers: anti-entropy round, heartbeats, compaction, held-back ops."""
         cfg = self.config
-        events = self.replica.tick(now)
+        events = self.fold_inbound() + self.replica.tick(now)
         live = [p for p in self.peers if p in self.live]
         if now >= self._next_round:
             self._next_round = now + cfg.interval_ns

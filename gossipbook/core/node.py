@@ -101,6 +101,7 @@ class NodeCore:
         self._waiting: list[_Waiting] = []
         self._replies: OrderedDict[str, ClientReply] = OrderedDict()
         self.accepting = True  # cleared by the shell when storage cannot persist
+        self._now = 0
         # A node that starts without its own persisted ops may be a restart that lost them: it must
         # not stamp seq 1 again. It takes orders once a majority of its peers told it their version
         # vectors and it holds every op of its own that they hold.
@@ -117,6 +118,7 @@ class NodeCore:
     # ---- inputs ------------------------------------------------------------------------------------
     def receive(self, msg: Any, src: str, reply_to: Any, now: int) -> None:
         """One validated message from ``src`` (a node id or a client id) at address ``reply_to``."""
+        self._now = now
         t = type(msg)
         if t in GOSSIP_TYPES:
             if src in self.gossip.peers:
@@ -142,6 +144,7 @@ class NodeCore:
             self.ready = True
 
     def tick(self, now: int) -> None:
+        self._now = now
         self.membership.tick(now)
         self._drain_membership()
         self._record(self.gossip.tick(now))
@@ -154,7 +157,14 @@ class NodeCore:
         self._drain_membership()
 
     # ---- outputs -----------------------------------------------------------------------------------
+    def _fold_inbound(self) -> None:
+        """Fold ops received since the last call (the gossip layer batches them per burst)."""
+        if self.gossip._inbound:
+            self._record(self.gossip.fold_inbound())
+            self._settle(self._now)
+
     def outbox(self) -> list[tuple[str | Client, Any]]:
+        self._fold_inbound()
         self.gossip.flush()
         out = self._out + self.gossip.outbox() + self.membership.outbox()
         self._out = []
@@ -162,6 +172,7 @@ class NodeCore:
 
     def take_new_ops(self) -> list[Op]:
         """Ops added to the op-set since the last call: persist them before sending the outbox."""
+        self._fold_inbound()
         ops, self.replica.new_ops = self.replica.new_ops, []
         return ops
 
@@ -206,6 +217,7 @@ class NodeCore:
 
     def _submit(self, m: ClientSubmit, to: Client, now: int) -> None:
         self.counters["client_submits"] += 1
+        self._fold_inbound()  # stamp after everything received so far
         prior = self._replies.get(m.req)
         if prior is not None:
             self.counters["client_retries"] += 1
@@ -292,6 +304,7 @@ class NodeCore:
 
     def _query(self, q: ClientQuery, to: Client) -> None:
         self.counters["client_queries"] += 1
+        self._fold_inbound()
         if q.what == "book":
             book = self.replica.books.get(q.symbol or next(iter(self.replica.books)))
             if book is None:
@@ -311,6 +324,7 @@ class NodeCore:
     # ---- introspection -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The node's state for ``gossipbook status`` and the TUI (keys documented in docs/)."""
+        self._fold_inbound()
         r = self.replica
         w = r.watermark()
         final = r.trades_final()

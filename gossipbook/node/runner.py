@@ -21,7 +21,7 @@ from ..core.errors import RemoteError, WireError
 from ..core.membership import MemberStateChanged
 from ..core.node import E_STORAGE, Client, NodeCore
 from ..core.ops import OpFenced, TradeRevised
-from ..core.wire import ClientReply, OpBatch, ReplayGuard, decode, encode, encode_ops
+from ..core.wire import ClientQuery, ClientReply, OpBatch, QueryReply, ReplayGuard, decode, encode, encode_ops
 from .transport import Addr, Endpoint, FaultFilter
 
 
@@ -74,6 +74,7 @@ class NodeRunner:
         self.core.status_extra = self._shell_counters
         #: op id -> monotonic ns when it entered this node's op-set (benchmarks; None = off)
         self.trace: dict[str, int] | None = None
+        self.fault_control = False  # node --fault-control: accept "faults" queries (tests, benchmarks)
         self._compactions = 0
         self.core.status_info["addr"] = f"{self.entry.host}:{self.entry.port}"
 
@@ -97,6 +98,35 @@ class NodeRunner:
                 if self.storage:
                     self.storage.close()
                 self.log.info("stopped")
+
+    async def generate(self, rate: float, count: int, seed: int = 1, delay_s: float = 0.0) -> None:
+        """Benchmark load from inside the node: ``count`` orders at ``rate``/s (0: as fast as the
+        node can stamp them), stamped straight into the core, so the client protocol is not what
+        is measured. Waits for the node to be ready first."""
+        from ..core.errors import UsageError as _UsageError
+        from ..workload.orders import OrderFlow
+
+        while not self.core.ready:
+            await trio.sleep(0.01)
+        await trio.sleep(delay_s)
+        flow = OrderFlow(random.Random(seed))
+        sym = next(iter(self.core.replica.books))
+        t0 = trio.current_time()
+        done = 0
+        while done < count:
+            target = done + max(1, int(rate * (trio.current_time() - t0))) if rate else done + 64
+            burst = min(count, target) - done
+            for _ in range(burst):
+                o = flow.next([])
+                try:
+                    op, _ev = self.core.replica.submit_new(sym, o.side, o.price, o.qty, o.tif, self.clock())
+                except _UsageError:
+                    continue
+                finally:
+                    done += 1
+                self.core.gossip.local(op)
+            await self._flush()
+            await trio.sleep(0.001 if rate else 0)
 
     async def _loop(self) -> None:
         core, ep = self.core, self.endpoint
@@ -133,10 +163,26 @@ class NodeRunner:
         if not self.guard.accept(frame.sender, frame.counter):
             self._drop("replay")
             return
+        msg = frame.msg
+        if type(msg) is ClientQuery and msg.what == "faults" and self.fault_control:
+            self._set_faults(msg, addr)
+            return
         try:
-            self.core.receive(frame.msg, frame.sender, addr, now)
+            self.core.receive(msg, frame.sender, addr, now)
         except RemoteError as e:  # authenticated but wrong for this node: drop, count, carry on
             self._drop(e.reason)
+
+    def _set_faults(self, q: ClientQuery, addr: Addr) -> None:
+        """Test-only (``node --fault-control``): block the peers listed in ``q.symbol`` (comma
+        separated; empty heals), so benchmarks can partition and heal separate processes."""
+        if self.faults is None:
+            self.faults = FaultFilter()
+            if self.endpoint is not None:
+                self.endpoint.faults = self.faults
+        ids = [p for p in q.symbol.split(",") if p]
+        self.faults.blocked = {self.peer_addr[p] for p in ids if p in self.peer_addr}
+        self.core._out.append((Client(addr), QueryReply(q.req, 0, f"blocked {','.join(ids) or 'none'}", None)))
+        self.log.info("test fault control: blocking %s", ",".join(ids) or "nobody")
 
     # ---- output ------------------------------------------------------------------------------------
     async def _flush(self) -> None:
