@@ -1,0 +1,900 @@
+"""Strong-consistency mode: a Raft-style sequencer (leader election, log replication, majority commit).
+
+Everything that decides who leads, what is in the log and what is committed lives here: the role
+enum and its transition table, terms and votes, the replication progress of each follower, the
+commit rule, and snapshot transfer. Entries are opaque: any msgpack-able value (the node layer puts
+op tuples there). The sequencer never looks inside them, except that ``None`` is reserved for the
+no-op a new leader appends.
+
+Theory of operation
+-------------------
+**Roles.** Every node starts as a FOLLOWER. A follower that hears nothing from a leader for a
+randomized election timeout (``election_timeout_min_ns .. election_timeout_max_ns``) forgets its
+leader and first runs a *pre-vote* (Raft thesis §9.6): it asks "would you vote for me in term + 1?"
+without changing its term. Only with a majority of yeses does it become a CANDIDATE for term + 1,
+vote for itself and ask for real votes; with a majority of votes it becomes LEADER. A partitioned
+node therefore never inflates its term, and does not force a healthy leader to step down when it
+comes back. ``TRANSITIONS`` lists every role change that can happen; anything else raises
+``IllegalTransition`` (our bug, never the peer's).
+
+**Votes.** A node grants at most one vote per term (``voted_for`` is persisted), and only to a
+candidate whose log is at least as up to date as its own: ``(last_term, last_index)`` compared as a
+tuple (§5.4.1). A node that heard from a live leader within ``election_timeout_min_ns`` ignores
+vote and pre-vote requests altogether (thesis §4.2.3), and so does a leader: a node that cannot
+hear the leader cannot depose it while the others still can.
+
+**Terms.** Every message carries the sender's term. A newer term makes the receiver a follower of
+that term (forgetting its vote); a message from an older term is answered with our term (so the
+sender steps down) and otherwise ignored.
+
+**Replication.** The leader keeps, per follower, ``next_index`` (the next entry to send) and
+``match_index`` (the highest index known to match). ``AppendEntries`` carries ``prev_index`` /
+``prev_term``; the follower accepts only if its log holds that entry (the consistency check, which
+by induction gives Log Matching), deletes a suffix only where an entry *conflicts* (so a delayed or
+duplicated message never truncates), and answers with the last index the message verified. A
+follower in the PROBE phase (after a rejection, or for a new leader) gets one message at a time;
+once it matches, the leader pipelines up to ``max_inflight`` messages of up to ``max_batch``
+entries. A rejection carries a hint (the follower's last index whose term is <= ``prev_term``) so the
+leader skips a divergent suffix in one step. Every ``heartbeat_ns`` the leader sends each follower
+one message; a follower that acknowledged nothing since the last heartbeat has its unacknowledged
+entries resent from ``match_index + 1`` (loss repair).
+
+**Commit.** The leader commits index N when a majority (itself included) has ``match_index >= N``
+*and* the entry at N is from the leader's current term (§5.4.2: an older-term entry is committed only
+indirectly, by a current-term entry after it; this is why a new leader appends a no-op). Followers
+learn the commit index from ``AppendEntries.commit`` and commit ``min(commit, last index verified by
+that message)``. ``Committed`` events come out in index order, exactly once per index per lifetime.
+
+**Losing the majority.** A leader that has not heard from a majority (itself included) for
+``quorum_timeout_ns`` steps down to follower in the same term, with no leader. So a leader cut off in
+a minority stops taking submits within about an election timeout, and ``submit`` on the minority
+side raises ``NotLeader(None)``, which the node layer reports as "no quorum".
+
+**Submits.** ``submit`` on the leader appends and returns the entry's index. On any other node it
+raises ``NotLeader(leader_hint)``: the node layer forwards to the hint, or answers "no quorum" when
+the hint is None. The entry submitted at ``(index, term)`` is committed iff a ``Committed`` event for
+``index`` carries that ``term``; a different term there means the entry was lost with its leader
+(never acknowledge it).
+
+**Snapshots and compaction.** The caller folds committed entries into its own state and may call
+``compact(upto_index, snapshot_bytes)`` (``upto_index <= commit_index``): the log below is dropped and
+the opaque bytes kept. A follower whose ``next_index`` falls at or below the snapshot gets it as
+``InstallSnapshot`` chunks (``snapshot_chunk`` bytes each, reassembled in any order, resent every
+``snapshot_retry_ns`` until acknowledged); installing it emits ``SnapshotInstalled`` and ``Committed``
+resumes after its index.
+
+Durability contract (the shell's job)
+-------------------------------------
+After each batch of inputs (``receive`` / ``tick`` / ``submit`` / ``compact``), make the persistent
+state durable *before* sending anything from ``outbox()``: either ``persistent_state()`` (the whole
+thing) or ``persist_delta()`` (what changed since the last call; fold it with ``apply_delta``).
+Otherwise a crash could forget a vote (two leaders in one term) or an acknowledged entry. On restart
+pass the stored ``PersistentState`` as ``persisted``: the node comes back as a follower with its term,
+vote, log and snapshot; it emits ``SnapshotInstalled`` for a stored snapshot and ``Committed`` for
+the entries up to the stored ``commit_index`` (a hint, re-learnt from the leader if stale), so the
+caller rebuilds its state from events alone.
+
+Rules that hold:
+- Pure: ``now`` (ns) is passed in, randomness comes from the ``random.Random`` given.
+- ``term`` never decreases; ``voted_for`` changes only when the term does or from None.
+- The commit index never decreases; committed entries are never truncated.
+- A malformed message, or one from a node outside ``members``, raises ``RemoteError`` before any
+  state changes (the shell drops and counts it).
+
+Deliberate breaks (``SequencerConfig.breaks``), for checking that the tests and the simulator
+catch a broken protocol; never set them outside tests. Each is one condition in one method:
+- ``vote-any-log``: grant (pre-)votes whatever the candidate's log (skips §5.4.1) -- ``_on_request_vote``.
+- ``commit-without-majority``: the leader commits all it has, without counting -- ``_maybe_commit``.
+- ``no-term-check``: messages from older terms are handled as if current (votes, appends, replies)
+  -- ``_stale``, plus the pre-vote term tests in ``_on_request_vote`` / ``_on_vote_reply``.
+- ``commit-old-term``: commit by counting an entry of an older term (skips §5.4.2) -- ``_maybe_commit``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from .errors import RemoteError, UsageError
+
+MS = 1_000_000
+NEVER = 1 << 62  # a deadline that never comes (keeps next_deadline() an int for min())
+
+BREAKS = frozenset({"vote-any-log", "commit-without-majority", "no-term-check", "commit-old-term"})
+
+
+class Role(StrEnum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+FOLLOWER, CANDIDATE, LEADER = Role.FOLLOWER, Role.CANDIDATE, Role.LEADER
+
+# (from, to) -> why it may happen. Any other change raises IllegalTransition. Staying a follower
+# "changes" when the term or the known leader does (that too is reported as RoleChanged).
+TRANSITIONS: dict[tuple[Role, Role], str] = {
+    (FOLLOWER, FOLLOWER): "a newer term, or a leader found or lost",
+    (FOLLOWER, CANDIDATE): "election timeout (and, with pre_vote, a majority of pre-votes)",
+    (CANDIDATE, CANDIDATE): "election timeout without pre_vote: a new term",
+    (CANDIDATE, LEADER): "votes from a majority in this term",
+    (CANDIDATE, FOLLOWER): "a leader of this term, a newer term, or (pre_vote) election timeout",
+    (LEADER, FOLLOWER): "a newer term, or no word from a majority within quorum_timeout_ns",
+}
+
+
+class IllegalTransition(RuntimeError):
+    """The sequencer tried a role change outside ``TRANSITIONS``: a bug in this module."""
+
+
+class NotLeader(UsageError):
+    """``submit`` on a node that is not the leader; ``leader_hint`` is who is, or None (no quorum)."""
+
+    def __init__(self, leader_hint: str | None) -> None:
+        self.leader_hint = leader_hint
+        if leader_hint is None:
+            super().__init__("no quorum: no leader is known here; retry later or on another node")
+        else:
+            super().__init__(f"not the leader: send to {leader_hint}")
+
+
+class Entry(NamedTuple):
+    """One log entry: the term of the leader that created it, and the opaque value."""
+
+    term: int
+    value: Any
+
+
+# ---- messages (field order is wire order; new fields go at the end with defaults) ----------------
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    """Vote for me in ``term``; ``pre``: would you (pre-vote, nobody's term or vote changes)?"""
+
+    term: int
+    last_index: int
+    last_term: int
+    pre: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteReply:
+    """Answer to ``RequestVote``; ``term`` is the request's if a pre-vote is granted, else ours."""
+
+    term: int
+    granted: bool
+    pre: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    """Entries after ``prev_index`` (which must hold ``prev_term``), and the leader's commit index."""
+
+    term: int
+    prev_index: int
+    prev_term: int
+    commit: int
+    entries: tuple[Entry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendReply:
+    """``success``: our log matches up to ``index``. Else ``index`` is the rejected ``prev_index``
+    and ``hint`` our last index whose term is <= the rejected ``prev_term``."""
+
+    term: int
+    success: bool
+    index: int
+    hint: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Bytes ``offset .. offset + len(data)`` of a snapshot of ``total`` bytes covering the log
+    up to ``last_index`` (whose entry has ``last_term``)."""
+
+    term: int
+    last_index: int
+    last_term: int
+    offset: int
+    total: int
+    data: bytes
+
+
+# Append-only: the wire layer may number sequencer messages by their position here.
+MESSAGES: tuple[type, ...] = (RequestVote, VoteReply, AppendEntries, AppendReply, InstallSnapshot)
+Message = RequestVote | VoteReply | AppendEntries | AppendReply | InstallSnapshot
+
+
+# ---- events -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The entry at ``index`` (created in ``term``) is committed: fold it. ``entry`` None is a no-op."""
+
+    index: int
+    term: int
+    entry: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    """Our role, term or known leader changed (``leader`` None: none known)."""
+
+    role: Role
+    term: int
+    leader: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInstalled:
+    """Replace the folded state with ``data``, which covers the log up to ``index``."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+Event = Committed | RoleChanged | SnapshotInstalled
+
+
+# ---- persistence --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PersistentState:
+    """What must survive a crash. ``entries`` are the log after ``snapshot_index``;
+    ``commit_index`` is only a hint (committed entries are re-learnt from the leader)."""
+
+    term: int = 0
+    voted_for: str | None = None
+    entries: tuple[Entry, ...] = ()
+    snapshot_index: int = 0
+    snapshot_term: int = 0
+    snapshot: bytes = b""
+    commit_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PersistDelta:
+    """The change since the previous ``persist_delta``: drop stored entries at or after
+    ``first_index`` and store ``entries`` from there; if ``snapshot`` is not None, it replaces the
+    stored snapshot and entries up to ``snapshot_index`` are dropped."""
+
+    term: int
+    voted_for: str | None
+    first_index: int
+    entries: tuple[Entry, ...]
+    snapshot_index: int
+    snapshot_term: int
+    snapshot: bytes | None
+    commit_index: int
+
+
+def apply_delta(state: PersistentState, d: PersistDelta) -> PersistentState:
+    """Fold a ``PersistDelta`` into a stored ``PersistentState`` (what a storage layer does)."""
+    base = state.snapshot_index
+    entries = list(state.entries)
+    if d.snapshot is not None:
+        entries = entries[max(0, d.snapshot_index - base):]
+        base, snap, snap_term = d.snapshot_index, d.snapshot, d.snapshot_term
+    else:
+        snap, snap_term = state.snapshot, state.snapshot_term
+    keep = max(0, d.first_index - base - 1)
+    entries = entries[:keep] + list(d.entries)
+    return PersistentState(d.term, d.voted_for, tuple(entries), base, snap_term, snap, d.commit_index)
+
+
+# ---- configuration ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SequencerConfig:
+    """Timers and batching. Defaults suit loopback / a LAN: a killed leader is replaced and a new
+    entry commits well within 2 s (one election timeout, a pre-vote and a vote round trip)."""
+
+    election_timeout_min_ns: int = 150 * MS
+    election_timeout_max_ns: int = 300 * MS
+    heartbeat_ns: int = 50 * MS
+    quorum_timeout_ns: int = 300 * MS  # a leader without word from a majority this long steps down
+    max_batch: int = 64  # entries per AppendEntries
+    max_inflight: int = 8  # pipelined AppendEntries per follower
+    snapshot_chunk: int = 1_100  # snapshot bytes per InstallSnapshot (MTU-sized, as gossip's)
+    snapshot_retry_ns: int = 300 * MS  # resend an unacknowledged snapshot after this long
+    pre_vote: bool = True
+    breaks: frozenset[str] = field(default_factory=frozenset)  # tests only: see the module header
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_ns < self.election_timeout_min_ns <= self.election_timeout_max_ns:
+            raise ValueError("need 0 < heartbeat_ns < election_timeout_min_ns <= election_timeout_max_ns")
+        if self.quorum_timeout_ns <= self.heartbeat_ns:
+            raise ValueError("quorum_timeout_ns must be longer than heartbeat_ns")
+        if min(self.max_batch, self.max_inflight, self.snapshot_chunk, self.snapshot_retry_ns) < 1:
+            raise ValueError("max_batch, max_inflight, snapshot_chunk and snapshot_retry_ns must be positive")
+        unknown = set(self.breaks) - BREAKS
+        if unknown:
+            raise ValueError(f"unknown breaks {sorted(unknown)}; known: {sorted(BREAKS)}")
+
+
+# ---- internal records ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Progress:
+    """The leader's view of one follower."""
+
+    next_index: int
+    match_index: int = 0
+    last_ack: int = 0  # when it last answered us in this term (for the quorum check)
+    probing: bool = True  # one message at a time until a match is found
+    probe_sent: bool = False
+    inflight: int = 0  # pipelined messages since the last ack / heartbeat
+    acked: bool = False  # a success since the last heartbeat
+    sent_commit: int = 0  # the commit index we last told it
+    snapshot_at: int | None = None  # when we last sent it the snapshot
+
+
+@dataclass(slots=True)
+class _SnapshotRx:
+    """A snapshot being reassembled from chunks."""
+
+    key: tuple[int, int, int, int]  # (term, last_index, last_term, total)
+    chunks: dict[int, bytes] = field(default_factory=dict)
+
+    def complete(self) -> bytes | None:
+        total, pos, parts = self.key[3], 0, []
+        for off in sorted(self.chunks):
+            if off > pos:
+                return None
+            data = self.chunks[off]
+            if off + len(data) > pos:
+                parts.append(data[pos - off:])
+                pos = off + len(data)
+        return b"".join(parts) if pos >= total else None
+
+
+def _is_uint(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+_INT_FIELDS: dict[type, tuple[str, ...]] = {
+    RequestVote: ("term", "last_index", "last_term"),
+    VoteReply: ("term",),
+    AppendEntries: ("term", "prev_index", "prev_term", "commit"),
+    AppendReply: ("term", "index", "hint"),
+    InstallSnapshot: ("term", "last_index", "last_term", "offset", "total"),
+}
+
+
+def _validate(msg: Any) -> tuple[Entry, ...]:
+    """Raise RemoteError for a malformed message; return AppendEntries' entries as Entry tuples."""
+    t = type(msg)
+    if not all(_is_uint(getattr(msg, f)) for f in _INT_FIELDS[t]):
+        raise RemoteError(f"malformed {t.__name__}: fields must be non-negative ints", reason="malformed")
+    if t is RequestVote and (type(msg.pre) is not bool or msg.last_term > msg.term):
+        raise RemoteError("malformed RequestVote", reason="malformed")
+    if t is VoteReply and (type(msg.granted) is not bool or type(msg.pre) is not bool):
+        raise RemoteError("malformed VoteReply", reason="malformed")
+    if t is AppendReply and type(msg.success) is not bool:
+        raise RemoteError("malformed AppendReply", reason="malformed")
+    if t is InstallSnapshot and (type(msg.data) is not bytes or msg.offset + len(msg.data) > msg.total
+                                 or msg.last_term > msg.term or msg.last_index < 1):
+        raise RemoteError("malformed InstallSnapshot", reason="malformed")
+    if t is not AppendEntries:
+        return ()
+    if msg.prev_term > msg.term or (msg.prev_index == 0 and msg.prev_term != 0):
+        raise RemoteError("malformed AppendEntries: bad prev_term", reason="malformed")
+    if not isinstance(msg.entries, tuple | list):
+        raise RemoteError("malformed AppendEntries: entries", reason="malformed")
+    out, last = [], msg.prev_term
+    for e in msg.entries:
+        if not isinstance(e, tuple | list) or len(e) != 2 or type(e[0]) is not int:
+            raise RemoteError("malformed AppendEntries: entry", reason="malformed")
+        if not last <= e[0] <= msg.term or e[0] < 1:
+            raise RemoteError("malformed AppendEntries: entry terms out of order", reason="malformed")
+        last = e[0]
+        out.append(e if type(e) is Entry else Entry(e[0], e[1]))
+    return tuple(out)
+
+
+# ---- the state machine --------------------------------------------------------------------------
+class Sequencer:
+    """One node's replica of the sequenced log; feed it messages, ticks and submits, send its outbox."""
+
+    def __init__(self, node_id: str, members: Iterable[str], rng: random.Random,
+                 config: SequencerConfig | None = None, persisted: PersistentState | None = None) -> None:
+        self.node_id = node_id
+        self.members = tuple(sorted(set(members) | {node_id}))
+        self.peers = tuple(m for m in self.members if m != node_id)
+        self.config = config or SequencerConfig()
+        self.rng = rng
+        self.majority = len(self.members) // 2 + 1
+        self._breaks = self.config.breaks
+        p = persisted or PersistentState()
+        if (min(p.term, p.snapshot_index, p.snapshot_term, p.commit_index) < 0
+                or (p.snapshot_index == 0) != (p.snapshot_term == 0)
+                or any(not p.snapshot_term <= e[0] <= p.term for e in p.entries)):
+            raise ValueError("inconsistent persisted sequencer state")
+        self.term = p.term
+        self.voted_for = p.voted_for
+        self._snap_index, self._snap_term, self._snapshot = p.snapshot_index, p.snapshot_term, p.snapshot
+        self._log: list[Entry] = [Entry(e[0], e[1]) for e in p.entries]
+        self.role = FOLLOWER
+        self._leader: str | None = None
+        self.commit_index = self._snap_index
+        self._events: list[Event] = []
+        self._out: list[tuple[str, Message]] = []
+        self._started = False
+        self._now = 0
+        self._election_at = 0
+        self._heartbeat_at = 0
+        self._leader_contact: int | None = None
+        self._votes: set[str] = set()
+        self._prevotes: set[str] | None = None  # a pre-vote round is running
+        self._progress: dict[str, _Progress] = {}
+        self._snap_rx: _SnapshotRx | None = None
+        self._dirty_from = self.last_index + 1  # persist_delta: first log index changed since
+        self._snap_dirty = False
+        self.counters: dict[str, int] = {
+            "elections": 0, "pre_votes": 0, "votes_granted": 0, "votes_refused_sticky": 0,
+            "became_leader": 0, "step_downs": 0, "appends_rejected": 0, "truncated": 0,
+            "snapshots_sent": 0, "snapshots_installed": 0, "stale_messages": 0}
+        if self._snap_index:
+            self._events.append(SnapshotInstalled(self._snap_index, self._snap_term, self._snapshot))
+        self._commit_to(min(p.commit_index, self.last_index))
+
+    # ---- queries ----------------------------------------------------------------------------------
+    @property
+    def last_index(self) -> int:
+        return self._snap_index + len(self._log)
+
+    @property
+    def last_term(self) -> int:
+        return self._log[-1].term if self._log else self._snap_term
+
+    @property
+    def snapshot_index(self) -> int:
+        return self._snap_index
+
+    def leader(self) -> str | None:
+        """The leader as we know it (ourselves if leading), or None."""
+        return self._leader
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at ``index``; None if compacted away or beyond the log."""
+        if index == self._snap_index:
+            return self._snap_term
+        if self._snap_index < index <= self.last_index:
+            return self._log[index - self._snap_index - 1].term
+        return None
+
+    def entry(self, index: int) -> Entry | None:
+        """The log entry at ``index``; None if compacted away or beyond the log."""
+        if self._snap_index < index <= self.last_index:
+            return self._log[index - self._snap_index - 1]
+        return None
+
+    def status(self) -> dict[str, Any]:
+        """For ``gossipbook status``: role, term, leader, indices, and (leader) followers' match."""
+        return {
+            "role": self.role.value, "term": self.term, "leader": self._leader,
+            "commit_index": self.commit_index, "last_index": self.last_index,
+            "snapshot_index": self._snap_index,
+            "match_index": {p: pr.match_index for p, pr in sorted(self._progress.items())},
+        }
+
+    def persistent_state(self) -> PersistentState:
+        """Everything a restart needs (see the module header for when to store it)."""
+        return PersistentState(self.term, self.voted_for, tuple(self._log), self._snap_index,
+                               self._snap_term, self._snapshot, self.commit_index)
+
+    def persist_delta(self) -> PersistDelta:
+        """What changed in the persistent state since the previous call (for append-only storage)."""
+        first = max(self._dirty_from, self._snap_index + 1)
+        d = PersistDelta(self.term, self.voted_for, first, tuple(self._log[first - self._snap_index - 1:]),
+                         self._snap_index, self._snap_term, self._snapshot if self._snap_dirty else None,
+                         self.commit_index)
+        self._dirty_from, self._snap_dirty = self.last_index + 1, False
+        return d
+
+    # ---- inputs -----------------------------------------------------------------------------------
+    def receive(self, msg: Message, src: str, now: int) -> None:
+        """Handle one sequencer message from peer ``src``."""
+        t = type(msg)
+        if t not in MESSAGES:
+            raise RemoteError(f"sequencer cannot handle {t.__name__}", reason="unknown_message")
+        if src == self.node_id:
+            return
+        if src not in self.peers:
+            raise RemoteError(f"sequencer message from unknown node {src!r}", reason="unknown_member")
+        entries = _validate(msg)
+        self._start(now)
+        if t is AppendEntries:
+            self._on_append(msg, entries, src, now)
+        elif t is AppendReply:
+            self._on_append_reply(msg, src, now)
+        elif t is RequestVote:
+            self._on_request_vote(msg, src, now)
+        elif t is VoteReply:
+            self._on_vote_reply(msg, src, now)
+        else:
+            self._on_snapshot(msg, src, now)
+
+    def tick(self, now: int) -> None:
+        """Run the timers due at ``now``: election timeout, heartbeat, the leader's quorum check."""
+        self._start(now)
+        if self.role is LEADER:
+            if self._check_quorum(now) and now >= self._heartbeat_at:
+                self._heartbeat(now)
+        elif now >= self._election_at:
+            self._election_timeout(now)
+
+    def submit(self, entry: Any, now: int) -> int:
+        """Append ``entry`` (leader only) and return its index; it is committed iff ``Committed`` for
+        that index carries the current ``term``. Raises ``NotLeader(hint)`` elsewhere."""
+        if entry is None:
+            raise ValueError("None is reserved for the leader's no-op entry")
+        self._start(now)
+        if self.role is LEADER:
+            self._check_quorum(now)
+        if self.role is not LEADER:
+            raise NotLeader(self._leader)
+        self._append(Entry(self.term, entry))
+        self._maybe_commit()
+        return self.last_index
+
+    def compact(self, upto_index: int, snapshot: bytes) -> None:
+        """Drop the log up to ``upto_index`` (<= ``commit_index``); ``snapshot`` is the caller's
+        folded state at that index, sent to followers that lag behind it. Older indices: no-op."""
+        if upto_index > self.commit_index:
+            raise ValueError(f"cannot compact to {upto_index}: only up to commit index {self.commit_index}")
+        if type(snapshot) is not bytes:
+            raise TypeError("snapshot must be bytes")
+        if upto_index <= self._snap_index:
+            return
+        term = self.term_at(upto_index)
+        assert term is not None
+        del self._log[:upto_index - self._snap_index]
+        self._snap_index, self._snap_term, self._snapshot = upto_index, term, snapshot
+        self._snap_dirty = True
+
+    # ---- outputs ----------------------------------------------------------------------------------
+    def outbox(self) -> list[tuple[str, Message]]:
+        """Messages to send, as ``(peer id, message)``; clears them. Entries submitted since the
+        last call go out here, batched."""
+        if self.role is LEADER:
+            for p, pr in self._progress.items():
+                self._replicate(p, pr, self._now, heartbeat=False)
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[Event]:
+        """``Committed`` / ``RoleChanged`` / ``SnapshotInstalled`` since the last call; clears them."""
+        ev, self._events = self._events, []
+        return ev
+
+    def next_deadline(self) -> int:
+        """When ``tick`` must next run (0 before the first input: run it now)."""
+        if not self._started:
+            return 0
+        if self.role is LEADER:
+            return min(self._heartbeat_at, self._quorum_deadline())
+        return self._election_at
+
+    # ---- timers -----------------------------------------------------------------------------------
+    def _start(self, now: int) -> None:
+        self._now = max(self._now, now)
+        if not self._started:
+            self._started = True
+            self._reset_election_timer(now)
+
+    def _reset_election_timer(self, now: int) -> None:
+        cfg = self.config
+        self._election_at = now + self.rng.randint(cfg.election_timeout_min_ns, cfg.election_timeout_max_ns)
+
+    def _election_timeout(self, now: int) -> None:
+        self._reset_election_timer(now)
+        if self.role is CANDIDATE and not self.config.pre_vote:
+            self._start_election(now)
+            return
+        if self.role is CANDIDATE or self._leader is not None:
+            self._become(FOLLOWER, self.term, None)
+        if not self.config.pre_vote:
+            self._start_election(now)
+            return
+        self.counters["pre_votes"] += 1
+        self._prevotes = {self.node_id}
+        for p in self.peers:
+            self._send(p, RequestVote(self.term + 1, self.last_index, self.last_term, pre=True))
+        if len(self._prevotes) >= self.majority:
+            self._start_election(now)
+
+    def _start_election(self, now: int) -> None:
+        self.counters["elections"] += 1
+        self._become(CANDIDATE, self.term + 1, None)
+        self.voted_for = self.node_id
+        self._votes = {self.node_id}
+        self._reset_election_timer(now)
+        for p in self.peers:
+            self._send(p, RequestVote(self.term, self.last_index, self.last_term))
+        if len(self._votes) >= self.majority:
+            self._become_leader(now)
+
+    def _quorum_deadline(self) -> int:
+        """When, hearing nothing more, the leader loses its majority."""
+        if self.majority <= 1:
+            return NEVER
+        acks = sorted((pr.last_ack for pr in self._progress.values()), reverse=True)
+        return acks[self.majority - 2] + self.config.quorum_timeout_ns
+
+    def _check_quorum(self, now: int) -> bool:
+        """Step down if a majority has been silent for quorum_timeout_ns; True if still leading."""
+        if now < self._quorum_deadline():
+            return True
+        self.counters["step_downs"] += 1
+        self._become(FOLLOWER, self.term, None)
+        self._reset_election_timer(now)
+        return False
+
+    def _heard_from_leader(self, now: int) -> bool:
+        """A live leader is known: (pre-)vote requests are ignored (thesis §4.2.3)."""
+        if self.role is LEADER:
+            return True
+        c = self._leader_contact
+        return (self._leader is not None and c is not None
+                and now - c < self.config.election_timeout_min_ns)
+
+    # ---- role changes -----------------------------------------------------------------------------
+    def _become(self, role: Role, term: int, leader: str | None) -> None:
+        if (self.role, role) not in TRANSITIONS:
+            raise IllegalTransition(f"sequencer {self.node_id}: {self.role.value} -> {role.value} "
+                                    f"is not a legal transition (see TRANSITIONS)")
+        if term < self.term:
+            raise IllegalTransition(f"sequencer {self.node_id}: term would go back {self.term} -> {term}")
+        old = (self.role, self.term, self._leader)
+        if term > self.term:
+            self.term, self.voted_for = term, None
+        self.role, self._leader = role, leader
+        self._votes = set()
+        self._prevotes = None
+        if role is not LEADER:
+            self._progress = {}
+        if (role, term, leader) != old:
+            self._events.append(RoleChanged(role, term, leader))
+
+    def _become_leader(self, now: int) -> None:
+        self.counters["became_leader"] += 1
+        self._become(LEADER, self.term, self.node_id)
+        nxt = self.last_index + 1
+        self._progress = {p: _Progress(next_index=nxt, last_ack=now) for p in self.peers}
+        self._append(Entry(self.term, None))  # commits the older-term entries before it (§5.4.2)
+        self._maybe_commit()
+        self._heartbeat(now)
+
+    def _stale(self, term: int) -> bool:
+        if term < self.term:
+            self.counters["stale_messages"] += 1
+            return "no-term-check" not in self._breaks
+        return False
+
+    # ---- votes ------------------------------------------------------------------------------------
+    def _on_request_vote(self, msg: RequestVote, src: str, now: int) -> None:
+        log_ok = ((msg.last_term, msg.last_index) >= (self.last_term, self.last_index)
+                  or "vote-any-log" in self._breaks)
+        if self._heard_from_leader(now):
+            self.counters["votes_refused_sticky"] += 1
+            self._send(src, VoteReply(self.term, False, msg.pre))
+            return
+        if msg.pre:
+            granted = (msg.term > self.term or "no-term-check" in self._breaks) and log_ok
+            self._send(src, VoteReply(msg.term if granted else self.term, granted, True))
+            return
+        if self._stale(msg.term):
+            self._send(src, VoteReply(self.term, False))
+            return
+        if msg.term > self.term:
+            self._become(FOLLOWER, msg.term, None)
+        granted = log_ok and self.voted_for in (None, src)
+        if granted:
+            self.counters["votes_granted"] += 1
+            self.voted_for = src
+            self._reset_election_timer(now)
+        self._send(src, VoteReply(self.term, granted))
+
+    def _on_vote_reply(self, msg: VoteReply, src: str, now: int) -> None:
+        if msg.pre:
+            if not msg.granted:
+                if msg.term > self.term:
+                    self._become(FOLLOWER, msg.term, None)
+            elif self._prevotes is not None and (msg.term == self.term + 1 or "no-term-check" in self._breaks):
+                self._prevotes.add(src)
+                if len(self._prevotes) >= self.majority:
+                    self._start_election(now)
+            return
+        if msg.term > self.term:
+            self._become(FOLLOWER, msg.term, None)
+            self._reset_election_timer(now)
+            return
+        if self._stale(msg.term) or self.role is not CANDIDATE or not msg.granted:
+            return
+        self._votes.add(src)
+        if len(self._votes) >= self.majority:
+            self._become_leader(now)
+
+    # ---- replication: follower side ---------------------------------------------------------------
+    def _follow(self, term: int, src: str, now: int) -> bool:
+        """Common handling of a leader's message; False if it is stale (answered, then ignored)."""
+        if term > self.term:
+            self._become(FOLLOWER, term, src)
+        elif self._stale(term):
+            self._send(src, AppendReply(self.term, False, 0, 0))
+            return False
+        elif self.role is not FOLLOWER or self._leader != src:
+            self._become(FOLLOWER, self.term, src)
+        self._prevotes = None
+        self._leader_contact = now
+        self._reset_election_timer(now)
+        return True
+
+    def _on_append(self, msg: AppendEntries, entries: tuple[Entry, ...], src: str, now: int) -> None:
+        if not self._follow(msg.term, src, now):
+            return
+        prev, prev_term = msg.prev_index, msg.prev_term
+        if prev < self._snap_index:
+            # Our snapshot is committed, so it matches any leader's log: skip what it covers.
+            entries = entries[self._snap_index - prev:]
+            prev, prev_term = self._snap_index, self._snap_term
+        elif self.term_at(prev) != prev_term:
+            self.counters["appends_rejected"] += 1
+            self._send(src, AppendReply(self.term, False, prev, self._reject_hint(prev, prev_term)))
+            return
+        for i, e in enumerate(entries):
+            idx = prev + 1 + i
+            if idx <= self.last_index:
+                if self.term_at(idx) == e.term:
+                    continue
+                self.counters["truncated"] += 1
+                del self._log[idx - self._snap_index - 1:]
+                self._dirty_from = min(self._dirty_from, idx)
+            for e2 in entries[i:]:
+                self._append(e2)
+            break
+        last_new = prev + len(entries)
+        if msg.commit > self.commit_index:
+            self._commit_to(min(msg.commit, last_new))
+        self._send(src, AppendReply(self.term, True, last_new))
+
+    def _reject_hint(self, prev: int, prev_term: int) -> int:
+        """Our last index (< prev) whose term is <= prev_term: the leader's next probe goes there."""
+        i = min(prev - 1, self.last_index)
+        while i > self._snap_index and (self.term_at(i) or 0) > prev_term:
+            i -= 1
+        return max(i, 0)
+
+    def _on_snapshot(self, msg: InstallSnapshot, src: str, now: int) -> None:
+        if not self._follow(msg.term, src, now):
+            return
+        if msg.last_index <= self.commit_index:
+            self._send(src, AppendReply(self.term, True, msg.last_index))
+            return
+        key = (msg.term, msg.last_index, msg.last_term, msg.total)
+        rx = self._snap_rx
+        if rx is None or rx.key != key:
+            if rx is not None and (rx.key[0], rx.key[1]) > (msg.term, msg.last_index):
+                return  # a late chunk of an older snapshot
+            rx = self._snap_rx = _SnapshotRx(key)
+        rx.chunks[msg.offset] = msg.data
+        data = rx.complete()
+        if data is None:
+            return
+        self._snap_rx = None
+        self.counters["snapshots_installed"] += 1
+        if self.term_at(msg.last_index) == msg.last_term:
+            del self._log[:msg.last_index - self._snap_index]  # keep what follows (Raft §7)
+        else:
+            self._log = []
+            self._dirty_from = min(self._dirty_from, msg.last_index + 1)
+        self._snap_index, self._snap_term, self._snapshot = msg.last_index, msg.last_term, data
+        self._snap_dirty = True
+        self.commit_index = msg.last_index
+        self._events.append(SnapshotInstalled(msg.last_index, msg.last_term, data))
+        self._send(src, AppendReply(self.term, True, msg.last_index))
+
+    # ---- replication: leader side -----------------------------------------------------------------
+    def _on_append_reply(self, msg: AppendReply, src: str, now: int) -> None:
+        if msg.term > self.term:
+            self._become(FOLLOWER, msg.term, None)
+            self._reset_election_timer(now)
+            return
+        if self._stale(msg.term) or self.role is not LEADER:
+            return
+        pr = self._progress[src]
+        pr.last_ack = max(pr.last_ack, now)
+        index = min(msg.index, self.last_index)
+        if msg.success:
+            if index > pr.match_index:
+                pr.match_index = index
+                pr.acked = True
+            if index >= pr.next_index - 1:  # the probe (or a pipelined message) matched
+                pr.probing = pr.probe_sent = False
+            pr.next_index = max(pr.next_index, pr.match_index + 1)
+            pr.inflight = max(0, pr.inflight - 1)
+            if pr.match_index >= self._snap_index:
+                pr.snapshot_at = None
+            self._maybe_commit()
+        elif index >= pr.match_index and pr.snapshot_at is None:
+            pr.next_index = max(pr.match_index + 1, min(msg.hint, index - 1) + 1)
+            pr.probing, pr.probe_sent, pr.inflight = True, False, 0
+
+    def _maybe_commit(self) -> None:
+        if "commit-without-majority" in self._breaks:
+            n = self.last_index
+        else:
+            matches = sorted([self.last_index] + [pr.match_index for pr in self._progress.values()],
+                             reverse=True)
+            n = matches[self.majority - 1]
+        if n > self.commit_index and (self.term_at(n) == self.term or "commit-old-term" in self._breaks):
+            self._commit_to(n)
+
+    def _heartbeat(self, now: int) -> None:
+        self._heartbeat_at = now + self.config.heartbeat_ns
+        for p, pr in self._progress.items():
+            if not pr.probing and not pr.acked and pr.next_index > pr.match_index + 1:
+                pr.next_index = pr.match_index + 1  # nothing acknowledged since last time: resend
+            pr.acked = pr.probe_sent = False
+            pr.inflight = 0
+            self._replicate(p, pr, now, heartbeat=True)
+
+    def _replicate(self, peer: str, pr: _Progress, now: int, heartbeat: bool) -> None:
+        """Send ``peer`` what it is missing, within the probe / pipeline limits; on a heartbeat
+        always send at least one message."""
+        cfg = self.config
+        if pr.next_index <= self._snap_index:
+            if pr.snapshot_at is None or now - pr.snapshot_at >= cfg.snapshot_retry_ns:
+                self._send_snapshot(peer, pr, now)
+            elif heartbeat:  # keep it following us (an empty append at 0 always matches)
+                self._send(peer, AppendEntries(self.term, 0, 0, self.commit_index))
+            return
+        sent = False
+        if pr.probing:
+            if not pr.probe_sent:
+                self._send_append(peer, pr)
+                pr.probe_sent = sent = True
+        else:
+            while pr.next_index <= self.last_index and pr.inflight < cfg.max_inflight:
+                n = self._send_append(peer, pr)
+                pr.next_index += n
+                pr.inflight += 1
+                sent = True
+        if not sent and not pr.probing and (heartbeat or pr.sent_commit < self.commit_index):
+            # Nothing new to send: an empty append at an index known to match (never rejected).
+            prev = pr.match_index if pr.match_index >= self._snap_index else 0
+            self._send(peer, AppendEntries(self.term, prev, self.term_at(prev) or 0, self.commit_index))
+            pr.sent_commit = self.commit_index
+
+    def _send_append(self, peer: str, pr: _Progress) -> int:
+        prev = pr.next_index - 1
+        lo = prev - self._snap_index
+        batch = tuple(self._log[lo:lo + self.config.max_batch])
+        term = self.term_at(prev)
+        assert term is not None
+        self._send(peer, AppendEntries(self.term, prev, term, self.commit_index, batch))
+        pr.sent_commit = self.commit_index
+        return len(batch)
+
+    def _send_snapshot(self, peer: str, pr: _Progress, now: int) -> None:
+        self.counters["snapshots_sent"] += 1
+        pr.snapshot_at = now
+        data, size = self._snapshot, self.config.snapshot_chunk
+        for off in range(0, max(len(data), 1), size):
+            self._send(peer, InstallSnapshot(self.term, self._snap_index, self._snap_term, off,
+                                             len(data), data[off:off + size]))
+
+    # ---- log ----------------------------------------------------------------------------------------
+    def _append(self, e: Entry) -> None:
+        self._log.append(e)
+        self._dirty_from = min(self._dirty_from, self.last_index)
+
+    def _commit_to(self, n: int) -> None:
+        for i in range(self.commit_index + 1, n + 1):
+            e = self._log[i - self._snap_index - 1]
+            self._events.append(Committed(i, e.term, e.value))
+        self.commit_index = max(self.commit_index, n)
+
+    def _send(self, dst: str, msg: Message) -> None:
+        self._out.append((dst, msg))
