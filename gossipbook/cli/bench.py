@@ -6,43 +6,119 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ..core.errors import UsageError
+
+SECTIONS = ("core", "sync", "throughput", "convergence", "scale", "memory")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure performance against same-run baselines",
-                       description="Measure gossipbook against baselines taken in the same run; "
-                                   "every figure is a median of repeated runs.")
-    p.add_argument("section", nargs="?", default="core", choices=["core"],
+                       description="Measure gossipbook beside baselines taken in the same run (raw UDP "
+                                   "ping-pong, plain dict merges, no-network decode+apply). Figures are "
+                                   "medians of repeated runs; latencies come from an HDR histogram.")
+    p.add_argument("section", nargs="?", default="core", choices=[*SECTIONS, "all"],
                    help="what to measure (default: core)")
-    p.add_argument("--quick", action="store_true", help="smaller workloads, for CI and a first look")
-    p.add_argument("--ops", type=int, default=None, help="ops per run (default 20000, 5000 with --quick)")
-    p.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is reported")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--quick", action="store_true", help="smaller workloads (all of them in under 3 minutes)")
+    p.add_argument("--nodes", type=int, default=None, help="cluster size for throughput (default 4, and 3)")
+    p.add_argument("--ops", type=int, default=None, help="ops per run for core (default 20000, 5000 with --quick)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is reported (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..bench.core import run_core
-    from ..core.errors import UsageError
+def _median_run(fn: Callable[[], dict[str, Any]], repeats: int, key: str) -> dict[str, Any]:
+    """Run ``fn`` ``repeats`` times; keep the run whose ``key`` is the median."""
+    runs = [fn() for _ in range(repeats)]
+    runs.sort(key=lambda r: r.get(key) or 0)
+    out = dict(runs[len(runs) // 2])
+    out["runs"] = [r.get(key) for r in runs]
+    return out
 
-    n = args.ops or (5_000 if args.quick else 20_000)
-    if n < 100 or args.repeats < 1:
-        raise UsageError("--ops must be at least 100 and --repeats at least 1")
+
+def measure(section: str, quick: bool, repeats: int, nodes: int | None, ops: int | None,
+            say: Callable[[str], None]) -> Any:
+    if section == "core":
+        from ..bench.core import run_core
+        return run_core(ops or (5_000 if quick else 20_000), repeats, progress=say)
+    if section == "sync":
+        from ..bench.sync import run_sync
+        say("sync: floors and 2 node processes")
+        return run_sync(500 if quick else 2000)
+    if section == "throughput":
+        from ..bench.throughput import floor_ops_per_s, run_throughput
+        per = 3_000 if quick else 20_000
+        floor = floor_ops_per_s(per)
+        out = []
+        for n in ([nodes] if nodes else [3, 4]):
+            say(f"throughput: {n} nodes x {per} ops")
+            r = _median_run(lambda n=n: run_throughput(n, per), 1 if quick else repeats, "ops_per_s")
+            r["floor_ops_per_s"] = round(floor)
+            r["ratio"] = round(r["ops_per_s"] / floor, 3) if r.get("ops_per_s") else None
+            out.append(r)
+        return out
+    if section == "convergence":
+        from ..bench.convergence import run_convergence
+        out = []
+        for backlog in ([1_000, 10_000] if quick else [1_000, 10_000, 100_000]):
+            say(f"convergence: {backlog} ops diverged")
+            out.append(_median_run(lambda b=backlog: run_convergence(b), 1 if quick or backlog >= 100_000 else repeats,
+                                   "convergence_s"))
+        return out
+    if section == "scale":
+        from ..bench.scale import run_scale
+        out = []
+        for n in ([2, 4, 8] if quick else [2, 4, 8, 16]):
+            say(f"scale: {n} node processes")
+            out.append(run_scale(n, 300 if quick else 1000, 500 if quick else 1000))
+        return out
+    if section == "memory":
+        from ..bench.scale import run_memory
+        say("memory")
+        return run_memory(20_000 if quick else 100_000)
+    raise UsageError(f"unknown section {section}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.repeats < 1 or (args.ops is not None and args.ops < 100) or (args.nodes is not None and args.nodes < 2):
+        raise UsageError("--repeats must be >= 1, --ops >= 100 and --nodes >= 2")
+    sections = SECTIONS if args.section == "all" else (args.section,)
     err = Console(stderr=True)
-    with err.status("bench core") as status:
-        rows = run_core(n, args.repeats, progress=lambda s: status.update(f"bench core: {s}"))
-    meta = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "ops": n,
-            "repeats": args.repeats}
+    results: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with err.status("bench") as status:
+        for sec in sections:
+            results[sec] = measure(sec, args.quick, args.repeats, args.nodes, args.ops,
+                                   lambda s: status.update(f"bench {s}"))
+    results["meta"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
+                       "quick": args.quick, "repeats": args.repeats, "elapsed_s": round(time.perf_counter() - t0, 1)}
     if args.json:
-        print(json.dumps({"core": rows, "meta": meta}, indent=2))
+        print(json.dumps(results, indent=2, default=str))
         return 0
-    t = Table(title=f"bench core — {n} ops, median of {args.repeats}")
-    for col in ("figure", "ops/s", "baseline", "baseline ops/s", "ratio"):
-        t.add_column(col, justify="right" if "ops" in col or col == "ratio" else "left")
-    for r in rows:
-        t.add_row(r["name"], f"{r['ops_per_s']:,}", r["baseline"], f"{r['floor_ops_per_s']:,}", f"{r['ratio']:.3f}")
-    Console().print(t)
+    con = Console()
+    for sec in sections:
+        con.print(_table(sec, results[sec]))
     return 0
+
+
+def _table(sec: str, res: Any) -> Table:
+    t = Table(title=f"bench {sec}")
+    rows = res if isinstance(res, list) else [res] if sec != "sync" else [
+        {"mode": "eventual", **res["eventual"]},
+        {"mode": "floor: trio UDP RTT/2", "p50_us": res["floor_rtt_trio"]["p50_us"] / 2,
+         "p99_us": res["floor_rtt_trio"]["p99_us"] / 2},
+        {"mode": "floor: plain UDP RTT/2", "p50_us": res["floor_rtt_plain"]["p50_us"] / 2,
+         "p99_us": res["floor_rtt_plain"]["p99_us"] / 2}]
+    cols = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)] if rows else []
+    for c in cols:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[(f"{r.get(c):,.1f}" if isinstance(r.get(c), float) else str(r.get(c, ""))) for c in cols])
+    return t
+
+
