@@ -35,7 +35,8 @@ def floor_ops_per_s(n_ops: int) -> float:
 
 def run_throughput(nodes: int = 4, per_node: int = 20_000, timeout_s: float = 120) -> dict[str, Any]:
     total = nodes * per_node
-    with ProcCluster(nodes, extra_config="", node_args=["--generate", f"0:{per_node}"]) as pc:
+    start = time.monotonic() + 2.0 + 0.4 * nodes  # every node starts stamping at the same instant
+    with ProcCluster(nodes, extra_config="", node_args=["--generate", f"0:{per_node}:@{start:.3f}"]) as pc:
         deadline = time.monotonic() + timeout_s
         import trio
 

@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--clock-drift-ppm", type=float, default=0.0, help="inject a clock drift (ppm)")
     g.add_argument("--fault-control", action="store_true",
                    help="let clients with the key partition/heal this node at run time (benchmarks)")
-    g.add_argument("--generate", default=None, metavar="RATE:COUNT[:DELAY]",
+    g.add_argument("--generate", default=None, metavar="RATE:COUNT[:DELAY|:@MONOTONIC]",
                    help="stamp COUNT orders at RATE/s inside this node (0 = as fast as possible), starting "
                         "DELAY s after it is ready (benchmarks)")
     g.add_argument("--trace", default=None, metavar="FILE",
@@ -48,10 +48,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config(args)
     entry = cfg.node(args.id)
-    if cfg.mode == "strong":
-        import importlib.util
-        if importlib.util.find_spec("gossipbook.core.strong") is None:
-            raise UsageError(f"{cfg.path}: mode = \"strong\" is not available in this build yet; use \"eventual\"")
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)-7s {args.id} %(message)s")
     blocked = set()
@@ -79,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             parts = args.generate.split(":")
             if len(parts) not in (2, 3):
                 raise ValueError
-            gen = (float(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0)
+            start = parts[2] if len(parts) == 3 else "0"
+            # "@T" starts at host-wide CLOCK_MONOTONIC time T (so several processes start together)
+            gen = (float(parts[0]), int(parts[1]), -float(start[1:]) if start.startswith("@") else float(start))
         except ValueError:
             raise UsageError("--generate wants RATE:COUNT[:DELAY], e.g. 0:100000") from None
 

@@ -53,19 +53,31 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"nodes": nodes})
         return 0 if all(n["reachable"] for n in nodes) else 3
-    t = Table(title=f"cluster {cfg.path}")
-    for col in ("node", "digest", "ops", "trades final/prov", "watermark", "members", "peer offset / rtt (µs)", "dropped"):
+    strong = any("term" in n for n in nodes)
+    t = Table(title=f"cluster {cfg.path}" + (" (strong mode)" if strong else ""))
+    cols = (["node", "role", "term", "leader", "commit", "match (leader)", "digest", "ops", "trades"] if strong else
+            ["node", "digest", "ops", "trades final/prov", "watermark"])
+    for col in [*cols, "members", "peer offset / rtt (µs)", "dropped"]:
         t.add_column(col)
     digests = [n.get("digest") for n in nodes if n["reachable"]]
     for n in nodes:
         if not n["reachable"]:
-            t.add_row(n["id"], "[red]unreachable[/]", "", "", "", "", "", "")
+            t.add_row(n["id"], "[red]unreachable[/]", *[""] * (len(cols) + 1))
             continue
         same = digests.count(n["digest"]) == len(digests)
         members = " ".join(f"{m}:{s[0]}" for m, s in sorted(n["members"].items()))
         peers = " ".join(f"{p}:{e['offset_us']:+.0f}/{e['rtt_us']:.0f}" for p, e in sorted(n["peers"].items()) if e)
         dropped = sum(n["counters"].get("dropped", {}).values())
-        t.add_row(n["id"], f"[{'green' if same else 'yellow'}]{n['digest'][:12]}[/]", str(n["ops"]),
-                  f"{n['trades_final']}/{n['trades_provisional']}", str(n["watermark"][0]), members, peers, str(dropped))
+        digest = f"[{'green' if same else 'yellow'}]{n['digest'][:12]}[/]"
+        if "term" in n:
+            match = " ".join(f"{p}:{i}" for p, i in sorted(n.get("match_index", {}).items()))
+            role = n["role"]
+            cells = [f"[bold]{role}[/]" if role == "leader" else role, str(n["term"]), n["leader"] or "[red]none[/]",
+                     str(n["commit_index"]), match, digest, str(n["ops"]), str(n["trades_final"])]
+        elif strong:  # an eventual-mode node in a strong cluster's table: say so
+            cells = ["eventual", "", "", "", "", digest, str(n["ops"]), str(n["trades_final"] + n["trades_provisional"])]
+        else:
+            cells = [digest, str(n["ops"]), f"{n['trades_final']}/{n['trades_provisional']}", str(n["watermark"][0])]
+        t.add_row(n["id"], *cells, members, peers, str(dropped))
     Console().print(t)
     return 0 if all(n["reachable"] for n in nodes) else 3

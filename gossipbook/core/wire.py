@@ -30,6 +30,7 @@ from .errors import WireError
 from .membership import Ack, IndirectAck, PingReq, Probe, Update
 from .membership import Gossip as MemberGossip
 from .ops import Op
+from .sequencer import AppendEntries, AppendReply, Entry, InstallSnapshot, RequestVote, VoteReply
 
 MAGIC = b"GB"
 VERSION = 1
@@ -272,6 +273,50 @@ register(11, Ack, [uint(), uint(), uint(), uint(), uint(), _tuple(_UPDATES)])
 register(12, PingReq, [uint(), NODE_ID, uint(), _tuple(_UPDATES)])
 register(13, IndirectAck, [uint(), NODE_ID, uint(), uint(), _tuple(_UPDATES)])
 register(14, MemberGossip, [uint(), _tuple(_UPDATES)])
+
+
+# strong mode: the sequencer's messages (its dataclasses, fields in wire order) and the forward pair
+class Forward(NamedTuple):
+    """A follower relays a client's submit to the leader (same fields as ``ClientSubmit``); the
+    leader answers the follower with ``ForwardReply``, which the follower passes on to the client."""
+
+    req: str
+    kind: int
+    symbol: str
+    order_id: str
+    side: int
+    price: int
+    qty: int
+    tif: int
+    wait: int
+    timeout_ms: int
+
+
+class ForwardReply(NamedTuple):
+    """The leader's answer to a ``Forward`` (same fields as ``ClientReply``; strong.py's internal
+    ``E_RETRY`` code means "not the leader: try the current one", never shown to a client)."""
+
+    req: str
+    code: int
+    message: str
+    order_id: str
+    level: int
+    trades: list[list[Any]]
+
+
+_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3), SYMBOL, ORDER_ID, one_of(0, 1), uint(MAX_INT), uint(MAX_INT),
+                  one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)]
+_REPLY_FIELDS = [string(64), uint(255), string(1024), ORDER_ID, uint(2), list_of(TRADE, 1024)]
+# an entry's value on the wire: () for the leader's no-op (None in the log), (op,) for a client op
+_ENTRIES = _tuple(list_of(record(Entry, [uint(), _tuple(list_of(OP_CHECK, 1))]), 1024))
+
+register(15, RequestVote, [uint(), uint(), uint(), boolean])
+register(16, VoteReply, [uint(), boolean, boolean])
+register(17, AppendEntries, [uint(), uint(), uint(), uint(), _ENTRIES])
+register(18, AppendReply, [uint(), boolean, uint(), uint()])
+register(19, InstallSnapshot, [uint(), uint(), uint(), uint(), uint(), binary(MAX_DATAGRAM)])
+register(20, Forward, _SUBMIT_FIELDS)
+register(21, ForwardReply, _REPLY_FIELDS)
 
 
 class Frame(NamedTuple):

@@ -66,12 +66,14 @@ REQUEST_TIMEOUT_S = 2.0
 
 def strong_mode_available() -> bool:
     """Strong mode needs the sequencer core *and* a node core that runs it (``StrongNodeCore`` in
-    ``gossipbook.core.node``); until both exist ``--mode strong`` is refused, never faked."""
+    ``gossipbook.core.strong``); until both exist ``--mode strong`` is refused, never faked."""
     if importlib.util.find_spec("gossipbook.core.sequencer") is None:
         return False
-    from ..core import node
+    if importlib.util.find_spec("gossipbook.core.strong") is None:
+        return False
+    from ..core import strong
 
-    return hasattr(node, "StrongNodeCore")
+    return hasattr(strong, "StrongNodeCore")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
-"""The trio shell around one ``NodeCore``: a socket, a timer, and nothing else to decide.
+"""The trio shell around one ``NodeCore`` (or, with ``mode = "strong"``, one ``StrongNodeCore``):
+a socket, a timer, and nothing else to decide.
 
 The loop: wait for datagrams or the core's next deadline; authenticate and validate each datagram
-(``wire.decode``), drop replays, feed the core; tick when the deadline passes; then persist the new
-ops (before any reply leaves) and send the outbox. Shutdown is cancellation: ``serve`` announces a
+(``wire.decode``), drop replays, feed the core; tick when the deadline passes; then persist what the
+core says must be durable (eventual: the new ops; strong: the sequencer's term, vote and log) before
+anything of the outbox leaves, and send the outbox. Shutdown is cancellation: ``serve`` announces a
 graceful leave and closes the socket on the way out.
 """
 
@@ -17,11 +19,24 @@ from typing import Any
 import trio
 
 from ..config import ClusterConfig
-from ..core.errors import RemoteError, WireError
+from ..core.errors import RemoteError, UsageError, WireError
 from ..core.membership import MemberStateChanged
 from ..core.node import E_STORAGE, Client, NodeCore
 from ..core.ops import OpFenced, TradeRevised
-from ..core.wire import ClientQuery, ClientReply, OpBatch, QueryReply, ReplayGuard, decode, encode, encode_ops
+from ..core.sequencer import MESSAGES as SEQUENCER_MESSAGES
+from ..core.sequencer import PersistDelta, RoleChanged
+from ..core.strong import StrongConfig, StrongNodeCore
+from ..core.wire import (
+    ClientQuery,
+    ClientReply,
+    ForwardReply,
+    OpBatch,
+    QueryReply,
+    ReplayGuard,
+    decode,
+    encode,
+    encode_ops,
+)
 from .transport import Addr, Endpoint, FaultFilter
 
 
@@ -56,14 +71,23 @@ class NodeRunner:
         self.storage = storage
         self.mtu = mtu
         hlc_last, incarnation = (storage.recover_state() if storage else (None, None))
-        kw: dict[str, Any] = {}
-        if hlc_last is not None:
-            kw["hlc_last"] = hlc_last
-        self.core = NodeCore(node_id, cfg.ids, cfg.venue(), random.Random(seed if seed is not None else time.time_ns()),
-                             cfg.node_config(), incarnation=max(incarnation or 0, time.time_ns() // 1_000_000),
-                             **kw)
-        if storage:
-            storage.load_into(self.core)
+        rng = random.Random(seed if seed is not None else time.time_ns())
+        incarnation = max(incarnation or 0, time.time_ns() // 1_000_000)
+        self.strong = cfg.mode == "strong"
+        self._seq_unwritten: list[PersistDelta] = []  # strong: deltas the disk refused, retried first
+        self.core: NodeCore | StrongNodeCore
+        if self.strong:
+            self.core = self._strong_core(rng, incarnation)
+        else:
+            if storage and 2 in storage.kinds:
+                raise UsageError(f"data dir {storage.path} holds strong-mode state; this cluster runs mode "
+                                 f"\"eventual\" (use another data_dir, or remove it to start empty)")
+            kw: dict[str, Any] = {}
+            if hlc_last is not None:
+                kw["hlc_last"] = hlc_last
+            self.core = NodeCore(node_id, cfg.ids, cfg.venue(), rng, cfg.node_config(), incarnation=incarnation, **kw)
+            if storage:
+                storage.load_into(self.core)
         self.peer_addr: dict[str, Addr] = {n.id: n.addr for n in cfg.nodes if n.id != node_id}
         self.guard = ReplayGuard()
         self.counter = time.time_ns()  # frame counters only grow, across restarts too
@@ -77,6 +101,21 @@ class NodeRunner:
         self.fault_control = False  # node --fault-control: accept "faults" queries (tests, benchmarks)
         self._compactions = 0
         self.core.status_info["addr"] = f"{self.entry.host}:{self.entry.port}"
+
+    def _strong_core(self, rng: random.Random, incarnation: int) -> StrongNodeCore:
+        cfg, st = self.cfg, self.storage
+        persisted = None
+        if st is not None:
+            if 1 in st.kinds:
+                raise UsageError(f"data dir {st.path} holds eventual-mode ops; this cluster runs mode \"strong\" "
+                                 f"(use another data_dir, or remove it to start empty)")
+            persisted = st.recover_sequencer()
+        conf = StrongConfig(max_offset_ns=cfg.max_offset_ns, membership=cfg.membership)
+        try:
+            return StrongNodeCore(self.node_id, cfg.ids, cfg.venue(), rng, conf, persisted=persisted,
+                                  incarnation=incarnation)
+        except ValueError as e:  # the sequencer refused what the disk holds
+            raise UsageError(f"data dir {st.path if st else '?'}: {e}") from None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[NodeRunner] = trio.TASK_STATUS_IGNORED) -> None:
@@ -106,9 +145,15 @@ class NodeRunner:
         from ..core.errors import UsageError as _UsageError
         from ..workload.orders import OrderFlow
 
+        if not isinstance(self.core, NodeCore):
+            raise UsageError("--generate stamps orders straight into an eventual-mode replica; in strong mode "
+                             "use gossipbook load")
         while not self.core.ready:
             await trio.sleep(0.01)
-        await trio.sleep(delay_s)
+        if delay_s < 0:  # a negative delay is an absolute start: -CLOCK_MONOTONIC seconds (host-wide)
+            await trio.sleep(max(0.0, -delay_s - time.monotonic()))
+        else:
+            await trio.sleep(delay_s)
         flow = OrderFlow(random.Random(seed))
         sym = next(iter(self.core.replica.books))
         t0 = trio.current_time()
@@ -193,8 +238,8 @@ class NodeRunner:
             for op in new_ops:
                 self.trace.setdefault(op.op_id, t)
         outbox = core.outbox()
-        if self.storage is not None:
-            outbox = self._persist(new_ops, outbox)  # durable before any reply below is sent
+        if self.storage is not None:  # durable before anything below is sent
+            outbox = self._persist_strong(outbox) if self.strong else self._persist(new_ops, outbox)
         frames: list[tuple[bytes, Addr]] = []
         key = self.cfg.key
         for dst, msg in outbox:
@@ -237,8 +282,44 @@ class NodeRunner:
             core.accepting = True
         return outbox
 
+    def _persist_strong(self, outbox: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """Make the sequencer's term, vote and log durable. If the disk refuses, nothing that rests
+        on the unwritten state may leave: the sequencer's messages are dropped (as if lost), OK
+        replies become "storage unavailable", the deltas are retried next time, and this node
+        appends no new orders (as leader) until a write succeeds again."""
+        from .storage import StorageError
+
+        core, st = self.core, self.storage
+        assert isinstance(core, StrongNodeCore)
+        d = core.take_persist()
+        if d is not None:
+            self._seq_unwritten.append(d)
+        elif not core.accepting and not self._seq_unwritten:
+            self._seq_unwritten.append(core.seq.persist_delta())  # nothing new: a probe (restates term, vote)
+        try:
+            st.persist_sequencer(self._seq_unwritten, core.seq.persistent_state)
+        except StorageError as e:
+            if core.accepting:
+                self.log.error("%s; sending nothing that depends on it until it can write again", e)
+            core.accepting = False
+            return [(dst, m._replace(code=E_STORAGE, message=f"storage unavailable: {e}"))
+                    if type(m) in (ClientReply, ForwardReply) and m.code == 0 else (dst, m)
+                    for dst, m in outbox if type(m) not in SEQUENCER_MESSAGES]
+        self._seq_unwritten = []
+        if not core.accepting:
+            self.log.info("storage writable again; taking orders")
+            core.accepting = True
+        return outbox
+
     def _log_event(self, ev: Any) -> None:
-        if isinstance(ev, MemberStateChanged):
+        if isinstance(ev, RoleChanged):
+            if ev.leader == self.node_id:
+                self.log.info("leader in term %d", ev.term)
+            elif ev.leader is not None:
+                self.log.info("following %s in term %d (%s)", ev.leader, ev.term, ev.role.value)
+            else:
+                self.log.info("no leader known in term %d (%s)", ev.term, ev.role.value)
+        elif isinstance(ev, MemberStateChanged):
             self.log.info("member %s is %s (incarnation %d)", ev.member, ev.new, ev.incarnation)
         elif isinstance(ev, TradeRevised):
             self.log.warning("trade %s revised: %s", ev.old.trade_id,

@@ -13,7 +13,12 @@ Layout of ``data_dir``::
     LOCK                                  held with flock while a node runs
 
 Record: ``b"GR" | u32 length | u32 crc32(payload) | payload``; payload is msgpack
-``[kind, ...]``: ``[1, hlc_wall, hlc_logical, incarnation, ops]``.
+``[kind, ...]``: ``[1, hlc_wall, hlc_logical, incarnation, ops]`` (eventual mode) or, in strong mode,
+one sequencer ``PersistDelta``: ``[2, term, voted_for, first_index, entries, snapshot_index,
+snapshot_term, snapshot | nil, commit_index]`` with entries ``[term, op | nil]``. Recovery folds the
+deltas in order (``apply_delta``'s rule). A delta that carries a snapshot (the log was compacted) is
+written instead as the whole state at the head of a new segment, and the older segments are deleted.
+A data dir holds one mode's records: a node refuses to start on the other mode's.
 
 Rules that hold:
 - ``persist`` returns only once the batch is as durable as ``fsync`` says (``always``: one fsync per
@@ -32,6 +37,7 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +46,14 @@ import msgpack
 from ..core.errors import UsageError, WireError
 from ..core.hlc import Timestamp
 from ..core.ops import Op
+from ..core.sequencer import PersistDelta, PersistentState
+from ..core.strong import entry_from_storage
 from ..core.wire import OP_CHECK, snapshot_from_bytes, snapshot_to_bytes
 
 MAGIC = b"GR"
 HEAD = struct.Struct("<2sII")
 REC_OPS = 1
+REC_SEQ = 2
 HLC_LEASE_NS = 200_000_000  # persist the HLC bound this far ahead (written ~10 times a second at most;
 # small, because a restarted node starts its HLC there and peers hold back ops beyond max_offset)
 SEGMENT_BYTES = 64 << 20
@@ -85,6 +94,10 @@ class Storage:
         self._ops: list[Op] = []
         self._snapshot: Any = None
         self._snap_base: dict[str, int] = {}
+        self.kinds: set[int] = set()  # record kinds found at recovery (which mode wrote this dir)
+        # strong mode: the sequencer state folded from the REC_SEQ records (see _apply_seq)
+        self._seq: dict[str, Any] | None = None
+        self._seq_entries: list[Any] = []
 
     # ---- open and recover --------------------------------------------------------------------------
     @classmethod
@@ -132,6 +145,7 @@ class Storage:
             except WireError as e:
                 raise StorageError(f"{snap_file}: {e}") from None
             self._snap_base = dict(self._snapshot.base_vv)
+            self.kinds.add(REC_OPS)  # an eventual-mode compaction snapshot
         segs = self._segments()
         for i, (no, f) in enumerate(segs):
             self._read_segment(no, f, last=i == len(segs) - 1)
@@ -183,6 +197,10 @@ class Storage:
     def _apply_record(self, payload: bytes, maxes: dict[str, int], f: Path, off: int) -> None:
         try:
             rec = msgpack.unpackb(payload, raw=False, use_list=True)
+            if rec[0] == REC_SEQ:
+                self.kinds.add(REC_SEQ)
+                self._apply_seq(_parse_delta(rec))
+                return
             if rec[0] != REC_OPS:
                 raise ValueError(f"unknown record kind {rec[0]!r}")
             _kind, wall, logical, inc, raw_ops = rec
@@ -190,6 +208,7 @@ class Storage:
         except (ValueError, TypeError, IndexError, WireError, msgpack.UnpackException) as e:
             raise StorageError(f"{f}: record at offset {off} passes its checksum but does not parse ({e}); "
                                f"written by another version?") from None
+        self.kinds.add(REC_OPS)
         self._hlc_bound = max(self._hlc_bound, Timestamp(wall, logical))
         self._incarnation = max(self._incarnation, inc)
         for op in ops:
@@ -235,6 +254,7 @@ class Storage:
         need_bound = hlc > Timestamp(self._hlc_bound.wall - HLC_LEASE_NS // 2, 0)
         if not ops and not need_bound and not force:
             return
+        self.kinds.add(REC_OPS)
         bound = Timestamp(hlc.wall + HLC_LEASE_NS, 0) if need_bound else self._hlc_bound
         if self.fsync == "always" and len(ops) > 1:
             for op in ops:  # the slow, honest mode: one durable write per op
@@ -249,8 +269,11 @@ class Storage:
                 maxes[op.origin] = op.seq
 
     def _write(self, ops: list[Op], bound: Timestamp, incarnation: int) -> None:
-        payload = msgpack.packb([REC_OPS, bound.wall, bound.logical, incarnation, ops], use_bin_type=True)
-        rec = HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+        self._write_records([msgpack.packb([REC_OPS, bound.wall, bound.logical, incarnation, ops], use_bin_type=True)])
+
+    def _write_records(self, payloads: list[bytes]) -> None:
+        """Append records with one ``write`` and (unless fsync is ``never``) one ``fsync``."""
+        rec = b"".join(HEAD.pack(MAGIC, len(p), zlib.crc32(p)) + p for p in payloads)
         assert self._fd is not None
         try:
             written = os.write(self._fd, rec)
@@ -269,7 +292,7 @@ class Storage:
             raise StorageError(f"cannot write to {self.path}: {e.strerror or e}") from None
         self._seg_size += len(rec)
         self.failed = None
-        self.counters["records"] += 1
+        self.counters["records"] += len(payloads)
         self.counters["bytes"] += len(rec)
         if self._seg_size >= SEGMENT_BYTES:
             self._open_segment(new=True)
@@ -305,6 +328,50 @@ class Storage:
             _fsync_dir(self.path)
         return removed
 
+    # ---- strong mode: the sequencer's state -----------------------------------------------------------
+    def _apply_seq(self, d: PersistDelta) -> None:
+        """``sequencer.apply_delta`` in place (recovery folds thousands of deltas: no list copies)."""
+        st = self._seq or {"snapshot_index": 0, "snapshot_term": 0, "snapshot": b""}
+        entries = self._seq_entries
+        if d.snapshot is not None:
+            del entries[:max(0, d.snapshot_index - st["snapshot_index"])]
+            st.update(snapshot_index=d.snapshot_index, snapshot_term=d.snapshot_term, snapshot=d.snapshot)
+        del entries[max(0, d.first_index - st["snapshot_index"] - 1):]
+        entries.extend(d.entries)
+        st.update(term=d.term, voted_for=d.voted_for, commit_index=d.commit_index)
+        self._seq = st
+
+    def recover_sequencer(self) -> PersistentState | None:
+        """The strong-mode state found on disk (None for a new or eventual-mode dir)."""
+        st = self._seq
+        if st is None:
+            return None
+        entries = tuple(self._seq_entries)
+        return PersistentState(st["term"], st["voted_for"], entries, st["snapshot_index"], st["snapshot_term"],
+                               st["snapshot"], min(st["commit_index"], st["snapshot_index"] + len(entries)))
+
+    def persist_sequencer(self, deltas: list[PersistDelta], full: Callable[[], PersistentState]) -> None:
+        """Make ``deltas`` durable (one write, one fsync), in order; ``StorageError`` if the disk
+        refuses (then nothing of them counts as written: pass them again). If one carries a snapshot,
+        ``full()`` is written at the head of a new segment instead and the older segments go."""
+        if not deltas:
+            return
+        self.kinds.add(REC_SEQ)
+        if any(d.snapshot is not None for d in deltas):
+            st = full()
+            whole = PersistDelta(st.term, st.voted_for, st.snapshot_index + 1, st.entries, st.snapshot_index,
+                                 st.snapshot_term, st.snapshot, st.commit_index)
+            old = [no for no, _f in self._segments()]
+            self._open_segment(new=True)
+            self._write_records([_pack_delta(whole)])
+            for no, f in self._segments():
+                if no in old:
+                    f.unlink(missing_ok=True)
+                    self._seg_max.pop(no, None)
+            _fsync_dir(self.path)
+            return
+        self._write_records([_pack_delta(d) for d in deltas])
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -312,3 +379,19 @@ class Storage:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _pack_delta(d: PersistDelta) -> bytes:
+    return msgpack.packb([REC_SEQ, d.term, d.voted_for, d.first_index, [[e[0], e[1]] for e in d.entries],
+                          d.snapshot_index, d.snapshot_term, d.snapshot, d.commit_index], use_bin_type=True)
+
+
+def _parse_delta(rec: list[Any]) -> PersistDelta:
+    _kind, term, voted, first, entries, snap_index, snap_term, snap, commit = rec
+    for v in (term, first, snap_index, snap_term, commit):
+        if type(v) is not int or v < 0:
+            raise ValueError("negative or non-integer index or term")
+    if first < 1 or not (voted is None or type(voted) is str) or not (snap is None or type(snap) is bytes):
+        raise ValueError("bad sequencer record")
+    return PersistDelta(term, voted, first, tuple(entry_from_storage(e) for e in entries), snap_index,
+                        snap_term, snap, commit)

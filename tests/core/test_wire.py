@@ -32,6 +32,14 @@ from gossipbook.core.membership import Ack, IndirectAck, PingReq, Probe, Update
 from gossipbook.core.membership import Gossip as MemberGossip
 from gossipbook.core.ops import Op
 from gossipbook.core.replica import Replica
+from gossipbook.core.sequencer import (
+    AppendEntries,
+    AppendReply,
+    Entry,
+    InstallSnapshot,
+    RequestVote,
+    VoteReply,
+)
 from gossipbook.core.wire import (
     MAGIC,
     MAX_DATAGRAM,
@@ -41,6 +49,8 @@ from gossipbook.core.wire import (
     ClientQuery,
     ClientReply,
     ClientSubmit,
+    Forward,
+    ForwardReply,
     Frame,
     Heartbeat,
     OpBatch,
@@ -193,6 +203,15 @@ SCHEMA: dict[type, tuple[Any, ...]] = {
     PingReq: (U(), NODE, U(), UPDATES),
     IndirectAck: (U(), NODE, U(), U(), UPDATES),
     MemberGossip: (U(), UPDATES),
+    # strong mode: an entry's value is () for the leader's no-op, (op,) for a client op
+    RequestVote: (U(), U(), U(), Bool()),
+    VoteReply: (U(), Bool(), Bool()),
+    AppendEntries: (U(), U(), U(), U(), T(L(R(Entry, (U(), T(L(OP, 1)))), 1024))),
+    AppendReply: (U(), Bool(), U(), U()),
+    InstallSnapshot: (U(), U(), U(), U(), U(), B(MAX_DATAGRAM)),
+    Forward: (S(64, 1), One((1, 2, 3)), S(32, 1), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT),
+              One((0, 1, 2, 3)), One((0, 1, 2)), U(600_000)),
+    ForwardReply: (S(64), U(255), S(1024), S(96), U(2), L(L(Plain(1), 8), 1024)),
 }
 
 TEXT = st.characters(codec="utf-8")
