@@ -71,6 +71,15 @@ class _Checkpoint:
     books: dict[str, Book]
 
 
+def _cause_origin(t: Trade) -> str:
+    return t.trade_id.rpartition("/")[0].rpartition(":")[0]
+
+
+def _cause_seq(t: Trade) -> int:
+    """The seq of the op whose fold made ``t`` (trade ids are ``"<origin>:<seq>/<n>"``)."""
+    return int(t.trade_id.rpartition("/")[0].rpartition(":")[2])
+
+
 def _chain(prev: bytes, trades: list[Trade]) -> bytes:
     h = hashlib.blake2b(prev, digest_size=16)
     for t in trades:
@@ -115,6 +124,7 @@ class Replica:
         self._ckpts: list[_Checkpoint] = [_Checkpoint(0, self._clone_books(self._snap_books))]
         # finality
         self._announced: dict[str, tuple[Timestamp, int]] = {}  # member -> (hlc, max seq)
+        self._held_bound: dict[str, Timestamp] = {}  # member -> greatest announced hlc whose seq we held
         self._peer_vv: dict[str, dict[str, int]] = {}
         #: ops added to the op-set since the shell last drained it (what storage must persist)
         self.new_ops: list[Op] = []
@@ -169,10 +179,10 @@ class Replica:
         if m == self.node_id:
             return self.hlc.last
         a = self._announced.get(m)
-        if a is None:
-            return ZERO
-        ts, seq = a
-        return ts if self.vv.get(m, 0) >= seq else ZERO
+        if a is not None and self.vv.get(m, 0) >= a[1]:
+            return a[0]
+        # a newer announcement we cannot use yet must not hide the bound an older one established
+        return self._held_bound.get(m, ZERO)
 
     def final_count(self) -> int:
         """Number of applied (non-compacted) ops at or below the watermark."""
@@ -299,7 +309,7 @@ class Replica:
                 continue
             ready.append(op)
         if ready:
-            events += self._admit(ready)
+            events += self._admit(ready, limit)
         return events
 
     def tick(self, now: int) -> list[Event]:
@@ -311,10 +321,15 @@ class Replica:
             op = waiting.get(nxt)
             if op is not None and op.wall <= limit:
                 due.append(op)
-        return self._admit(due) if due else []
+        return self._admit(due, limit) if due else []
 
-    def _admit(self, ops: list[Op]) -> list[Event]:
-        """Add ops to the op-set; fold the ones that are now contiguous."""
+    def _admit(self, ops: list[Op], limit: int | None = None) -> list[Event]:
+        """Add ops to the op-set; fold the ones that are now contiguous.
+
+        ``limit`` is the clock bound (``now + max_offset``) of the caller: an op waiting behind a gap
+        that was held back by the clock stays pending when the gap fills, until ``tick`` admits it.
+        """
+        fc = self.final_count()  # before this admission completes any member's announced seq
         fresh: list[Op] = []
         for op in sorted(ops, key=lambda x: (x.origin, x.seq)):
             o = op.origin
@@ -337,10 +352,13 @@ class Replica:
             self.new_ops.append(op)
             # drain ops that were waiting on this gap (unless still too far ahead: tick retries)
             waiting = self._pending.get(o)
+            if waiting:
+                waiting.pop(op.seq, None)  # it was itself waiting (held back by the clock): now held
             while waiting:
-                nxt = waiting.pop(op.seq + 1, None)
-                if nxt is None:
+                nxt = waiting.get(op.seq + 1)
+                if nxt is None or (limit is not None and nxt.wall > limit):
                     break
+                del waiting[nxt.seq]
                 log.append(nxt)
                 self.vv[o] = nxt.seq
                 fresh.append(nxt)
@@ -359,9 +377,9 @@ class Replica:
                 if prior is None or (isinstance(prior, Op) and op < prior):
                     self._reqs[op.req] = op
         self.counters["ops_applied"] += len(fresh)
-        return self._fold_in(fresh)
+        return self._fold_in(fresh, fc)
 
-    def _fold_in(self, fresh: list[Op]) -> list[Event]:
+    def _fold_in(self, fresh: list[Op], final_count: int) -> list[Event]:
         fresh.sort()
         applied = self._applied
         if not applied or fresh[0] > applied[-1]:
@@ -373,7 +391,7 @@ class Replica:
             return events
         # a late op: rollback to the nearest checkpoint at or below it, replay, report revisions
         first = bisect_left(applied, fresh[0])
-        if first < self.final_count():
+        if first < final_count:
             # finality says this cannot happen (a member lost its persisted HLC?); converge anyway
             # and count it, so the checker and the operator see the broken promise
             self.counters["finality_violations"] += 1
@@ -463,6 +481,8 @@ class Replica:
             return
         prev = self._announced.get(member)
         if prev is None or ts > prev[0]:
+            if prev is not None and self.vv.get(member, 0) >= prev[1]:
+                self._held_bound[member] = prev[0]
             self._announced[member] = (Timestamp(*ts), max_seq)
         self._prune_checkpoints()
 
@@ -493,12 +513,16 @@ class Replica:
                 del waiting[s]
 
     def _prune_checkpoints(self) -> None:
-        """Drop checkpoints below the final prefix: nothing can roll back past it."""
+        """Drop checkpoints inside the final prefix: nothing can roll back past it.
+
+        The first one (the snapshot's books, position 0) stays: ``compact`` may stop short of the
+        final prefix (a member still lacks an op) and needs a checkpoint at or below where it stops.
+        """
         fc = self.final_count()
         ck = self._ckpts
         i = bisect_right([c.pos for c in ck], fc) - 1
-        if i > 0:
-            del ck[:i]
+        if i > 1:
+            del ck[1:i]
 
     # ==== compaction and catch-up ===================================================================
     def compact(self) -> int:
@@ -582,7 +606,8 @@ class Replica:
             return []  # ours is ahead for some origin: snapshots are not comparable, refuse
         keep = [op for log in self._log.values() for op in log if op.seq > snap.base_vv.get(op.origin, 0)]
         pend = [op for w in self._pending.values() for op in w.values()]
-        old_trades = self.trades()
+        # trades of ops that stay above the snapshot: what the client must see revised if they change
+        old_trades = [t for t in self.trades() if _cause_seq(t) > snap.base_vv.get(_cause_origin(t), 0)]
         self._base = dict(snap.base_vv)
         self.vv = dict(snap.base_vv)
         self._log = {o: [] for o in snap.base_vv}
@@ -597,8 +622,8 @@ class Replica:
         self._applied, self._op_trades, self._cum, self._chain = [], [], [], []
         self._ckpts = [_Checkpoint(0, self._clone_books(self._snap_books))]
         self.counters["snapshots_installed"] += 1
-        known = set(old_trades)
         ev = self._admit(keep) + self.receive(pend, now)
-        # the snapshot's own trades are final and were reported where they happened; of the rest,
-        # report only trades this replica had not reported already
-        return [e for e in ev if not (isinstance(e, TradeExecuted) and e.trade in known)]
+        # the snapshot's own trades are final and were reported where they happened; the trades above
+        # it are reported against what this replica had reported before: a trade the snapshot's ops
+        # undid or changed is revised, never dropped silently
+        return [e for e in ev if isinstance(e, OpFenced)] + self._diff(old_trades, self.trades())
