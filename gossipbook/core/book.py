@@ -100,10 +100,16 @@ class Book:
         return out
 
     def digest(self) -> bytes:
-        """16-byte hash of the resting state in canonical (priority) order."""
-        h = hashlib.blake2b(self.symbol.encode(), digest_size=16)
+        """16-byte hash of the resting state in canonical (priority) order.
+
+        Strings (symbol, order ids) are caller data and may contain the separators, so each is
+        length-prefixed: the encoding is injective and two different states never share an input.
+        """
+        sym = self.symbol.encode()
+        h = hashlib.blake2b(b"%d:%s" % (len(sym), sym), digest_size=16)
         for side, price, oid, qty in self.resting():
-            h.update(f"|{side},{price},{oid},{qty}".encode())
+            b = oid.encode()
+            h.update(b"|%d,%d,%d:%s,%d" % (side, price, len(b), b, qty))
         return h.digest()
 
     def clone(self) -> Book:

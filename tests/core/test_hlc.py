@@ -136,7 +136,8 @@ def test_offset_bound_is_inclusive() -> None:
 def test_receive_rules_by_case() -> None:
     """The four cases of the HLC receive rule (which of wall, remote wall, pt is the max)."""
     c = HLC("n1", MAX_OFFSET, last=Timestamp(500, 3))
-    assert c.receive(Timestamp(500, 9), 400) == Timestamp(500, 10)  # wall == remote: max(l) + 1
+    assert c.receive(Timestamp(500, 1), 400) == Timestamp(500, 4)  # wall == remote: max(l) + 1
+    assert c.receive(Timestamp(500, 9), 400) == Timestamp(500, 10)
     assert c.receive(Timestamp(450, 99), 400) == Timestamp(500, 11)  # local wall wins: l + 1
     assert c.receive(Timestamp(550, 4), 520) == Timestamp(550, 5)  # remote wins: rl + 1
     assert c.receive(Timestamp(100, 50), 600) == Timestamp(600, 0)  # physical time wins: 0
