@@ -8,8 +8,6 @@ import sys
 
 import pytest
 
-from gossipbook.demo.scenario import strong_mode_available
-
 from ..tui.ptyterm import ROOT, demo_argv
 
 
@@ -54,11 +52,3 @@ def test_mistakes_are_one_line(args: tuple[str, ...], message: str) -> None:
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [f"gossipbook: error: {r.stderr.split('error: ', 1)[1].strip()}"]
     assert message in r.stderr
-
-
-@pytest.mark.skipif(strong_mode_available(), reason="strong mode exists")
-def test_strong_mode_is_refused_with_one_line() -> None:
-    r = demo("--mode", "strong", "--partition", timeout=20)
-    assert r.returncode == 2
-    assert r.stderr.strip() == ("gossipbook: error: --mode strong is not available yet: this build has no "
-                                "sequencer (strong consistency lands later); use --mode eventual")

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from gossipbook.core.errors import UsageError
-from gossipbook.demo.scenario import DemoOptions, Scenario, make_options, parse_split, strong_mode_available
+from gossipbook.demo.scenario import DemoOptions, Scenario, make_options, parse_split
 from gossipbook.demo.snapshot import DemoSnapshot
 
 
@@ -75,9 +75,3 @@ def test_options() -> None:
                     (dict(partition=True, duration=8, heal_at=9), "before the end of the run")):
         with pytest.raises(UsageError, match=msg):
             make_options(**kw)  # type: ignore[arg-type]
-
-
-@pytest.mark.skipif(strong_mode_available(), reason="strong mode exists")
-def test_strong_mode_is_refused_until_it_exists() -> None:
-    with pytest.raises(UsageError, match="--mode strong is not available yet"):
-        make_options(mode="strong", partition=True)
