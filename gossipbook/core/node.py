@@ -273,15 +273,16 @@ class NodeCore:
     def _try_settle(self, w: _Waiting, fresh: bool = False) -> bool:
         level = self._level(w.op)
         if level >= w.level:
-            trades = w.trades if fresh else self._order_trades(w.op.target)
+            trades = w.trades if fresh else self._order_trades(w.op.target, final_only=level == FINAL)
             self._reply(w.reply_to, ClientReply(w.req, OK, "ok", w.op.target, level,
                                                 [_trade_row(t) for t in trades]))
             return True
         return False
 
-    def _order_trades(self, oid: str) -> list[Trade]:
-        """The order's trades as the fold has them now (replays may have revised earlier ones)."""
-        return [t for t in self.replica.trades() if oid in (t.taker, t.maker)]
+    def _order_trades(self, oid: str, final_only: bool = False) -> list[Trade]:
+        """The order's trades as the fold has them now (replays may have revised earlier ones); a
+        ``final`` ack lists only final trades (a later taker's trade against it may still change)."""
+        return [t for t in self.replica.trades(final_only) if oid in (t.taker, t.maker)]
 
     def _settle(self, now: int) -> None:
         if not self._waiting:

@@ -148,9 +148,11 @@ class Replica:
         h.update(self.trade_count.to_bytes(8, "big"))
         return h.hexdigest()
 
-    def trades(self) -> list[Trade]:
-        """Trades of the ops above the snapshot, in fold order (compacted ones are final and gone)."""
-        return [t for ts in self._op_trades for t in ts]
+    def trades(self, final_only: bool = False) -> list[Trade]:
+        """Trades of the ops above the snapshot, in fold order (compacted ones are final and gone);
+        with ``final_only``, just those made by ops at or below the stable watermark."""
+        ops = self._op_trades[:self.final_count()] if final_only else self._op_trades
+        return [t for ts in ops for t in ts]
 
     def ops(self) -> list[Op]:
         """Held ops above the snapshot, in fold order."""

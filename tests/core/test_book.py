@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gossipbook.core.book import BUY, FOK, GTC, IOC, MARKET, SELL, Book, Depth, Level, Trade
@@ -236,6 +236,7 @@ def replay(seq: list[tuple]) -> tuple[Book, Model, list[str]]:
 
 # --- differential test ---------------------------------------------------------------------------
 
+@settings(max_examples=2 * settings.default.max_examples)  # the central test: twice the profile's budget
 @given(ops)
 def test_book_matches_reference_model(seq: list[tuple]) -> None:
     book, model, ids = Book(SYM), Model(), []
