@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from ..core.errors import UsageError
-from . import bench, cluster, demo, load, node, orders, status
+from . import bench, cluster, demo, load, node, orders, sim, status
 
-COMMANDS = [demo, cluster, node, orders, status, load, bench]
+COMMANDS = [demo, cluster, node, orders, status, load, sim, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

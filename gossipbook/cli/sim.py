@@ -138,10 +138,13 @@ def _print(out: Console, results: list[Any], summary: dict[str, Any], args: argp
     title = f"gossipbook sim — {summary['runs']} seeds, {args.nodes} nodes, {args.duration:g}s + liveness"
     if args.break_name:
         title += f", --break {args.break_name}"
-    t = Table(title=title)
-    for col in ("faults active", "seeds", "failed", "converge p50 s", "p99 s", "final p50 s", "p99 s",
-                "msgs/op", "bytes/op"):
-        t.add_column(col, justify="left" if col == "faults active" else "right")
+    t = Table(title=title, caption="fault: seeds where it was active; conv / final: virtual seconds from the "
+                                   "heal to one digest everywhere / to every op final")
+    for col in ("fault", "seeds", "failed", "conv p50", "conv p99", "final p50", "final p99", "msg/op", "B/op"):
+        if col == "fault":
+            t.add_column(col, no_wrap=True, min_width=9)
+        else:
+            t.add_column(col, justify="right")
 
     def row(name: str, s: dict[str, Any]) -> None:
         c, f = s["convergence_s"], s["finality_s"]
@@ -159,7 +162,7 @@ def _print(out: Console, results: list[Any], summary: dict[str, Any], args: argp
     failures = [r for r in results if not r.ok]
     if len(results) == 1:
         r = results[0]
-        out.print(f"seed {r.seed}: faults {', '.join(r.faults) or 'none'}; trace hash {r.trace_hash}")
+        out.print(f"seed {r.seed}: faults {', '.join(r.faults) or 'none'}; trace hash {r.trace_hash}", soft_wrap=True)
     if not failures:
         out.print(f"[green]all {len(results)} runs passed every check[/green]")
         return
@@ -168,7 +171,7 @@ def _print(out: Console, results: list[Any], summary: dict[str, Any], args: argp
         out.print(f"[b]seed {r.seed}[/b] ({', '.join(r.faults) or 'no faults'}):")
         for v in r.violations[:4]:
             out.print(f"  {v['kind']} at {v['t_s']:.3f}s{' on ' + v['node'] if v['node'] else ''}: {v['evidence']}",
-                      markup=False, highlight=False)
-        out.print(f"  replay: {r.command}", markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
+        out.print(f"  replay: {r.command}", markup=False, highlight=False, soft_wrap=True)
     if len(failures) > 20:
         out.print(f"... and {len(failures) - 20} more (--json lists them all)")

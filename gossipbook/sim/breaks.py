@@ -1,0 +1,131 @@
+"""Deliberately broken variants of the core, so anyone can watch the checker catch each one.
+
+``broken(name)`` is a context manager that monkeypatches one rule out of the core (and puts it
+back on exit, even on error); the core files are never edited. Each variant removes a mechanism
+DESIGN.md relies on, and the simulator must report a violation for some seeds:
+
+- ``no-replay``: a late op is appended to the fold instead of rolling back and replaying, so the
+  fold order depends on arrival order and replicas diverge.
+- ``no-anti-entropy``: ``GossipConfig(anti_entropy=False)``: eager push only, so whatever loss,
+  a partition or a crash drops is never repaired.
+- ``no-dedupe``: an op that arrives again (a push and a repair crossing, a retransmission) is
+  folded again: applied twice, trades duplicated.
+- ``wrong-tiebreak``: ops with equal ``(wall, logical)`` are ordered with the local node's own ops
+  first instead of by origin id, so replicas disagree on tie order (coarse clocks make ties common).
+- ``no-offset-check``: ops stamped beyond ``now + max_offset`` are adopted at once instead of held
+  back, so a clock far ahead drags every HLC with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..core import gossip as gossip_mod
+from ..core import replica as replica_mod
+from ..core.errors import UsageError
+from ..core.ops import Op, TradeExecuted
+
+BREAKS: dict[str, str] = {
+    "no-replay": "late ops are appended to the fold instead of rolled back and replayed",
+    "no-anti-entropy": "no anti-entropy rounds: only eager push, nothing repairs loss or partitions",
+    "no-dedupe": "an op that arrives again is folded again",
+    "wrong-tiebreak": "ties in (wall, logical) put the local node's own ops first",
+    "no-offset-check": "ops beyond max_offset are adopted at once (the HLC jumps ahead)",
+}
+
+
+def check_break(name: str | None) -> str | None:
+    if name is not None and name not in BREAKS:
+        raise UsageError(f"unknown --break {name!r}; known: {', '.join(BREAKS)}")
+    return name
+
+
+def _append_fold(self: Any, fresh: list[Op], *_: Any) -> list[Any]:
+    """no-replay: fold every new op on top, whatever its timestamp."""
+    events: list[Any] = []
+    for op in sorted(fresh):
+        self._applied.append(op)
+        events += [TradeExecuted(t) for t in self._apply(op)]
+    return events
+
+
+def _tiebreak_fold(self: Any, fresh: list[Op], *_: Any) -> list[Any]:
+    """wrong-tiebreak: the real rollback-and-replay, with the local node's ops first on ties."""
+    me = self.node_id
+
+    def key(o: Op) -> tuple[int, int, bool, str]:
+        return (o.wall, o.logical, o.origin != me, o.origin)
+
+    fresh.sort(key=key)
+    applied = self._applied
+    if not applied or key(fresh[0]) > key(applied[-1]):
+        events: list[Any] = []
+        for op in fresh:
+            applied.append(op)
+            events += [TradeExecuted(t) for t in self._apply(op)]
+        return events
+    first = bisect_left(applied, key(fresh[0]), key=key)
+    merged = sorted(applied[first:] + fresh, key=key)
+    del applied[first:]
+    applied.extend(merged)
+    return self._replay_from(first)
+
+
+def _patch_receive_dedupe(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def receive(self: Any, ops: Iterable[Op], now: int) -> list[Any]:
+        ops = list(ops)
+        again = [op for op in ops if op.seq <= self.vv.get(op.origin, 0) and op.origin in self._log]
+        events = orig(self, ops, now)
+        for op in again:  # no-dedupe: fold the copy again
+            self._applied.append(op)
+            events += [TradeExecuted(t) for t in self._apply(op)]
+        return events
+    return receive
+
+
+def _patch_receive_offset(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def receive(self: Any, ops: Iterable[Op], now: int) -> list[Any]:
+        return orig(self, ops, 1 << 62)  # no clock bound: everything is admitted at once
+    return receive
+
+
+def _patch_gossip_init(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def init(self: Any, replica: Any, peers: Any, rng: Any, config: Any = None) -> None:
+        config = dataclasses.replace(config or gossip_mod.GossipConfig(), anti_entropy=False)
+        orig(self, replica, peers, rng, config)
+    return init
+
+
+@contextmanager
+def broken(name: str | None) -> Iterator[None]:
+    """Apply the named break for the duration of the block (``None``: nothing)."""
+    if name is None:
+        yield
+        return
+    check_break(name)
+    R, G = replica_mod.Replica, gossip_mod.Gossip
+    saved: list[tuple[type, str, Any]] = []
+
+    def patch(cls: type, attr: str, value: Any) -> None:
+        saved.append((cls, attr, cls.__dict__[attr]))
+        setattr(cls, attr, value)
+
+    try:
+        if name == "no-replay":
+            patch(R, "_fold_in", _append_fold)
+        elif name == "wrong-tiebreak":
+            patch(R, "_fold_in", _tiebreak_fold)
+        elif name == "no-dedupe":
+            patch(R, "receive", _patch_receive_dedupe(R.receive))
+        elif name == "no-offset-check":
+            patch(R, "receive", _patch_receive_offset(R.receive))
+        elif name == "no-anti-entropy":
+            patch(G, "__init__", _patch_gossip_init(G.__init__))
+        yield
+    finally:
+        for cls, attr, value in reversed(saved):
+            setattr(cls, attr, value)

@@ -1,0 +1,647 @@
+"""The simulator: N real ``NodeCore``s on virtual time, a simulated network, disks and clients.
+
+Theory of operation
+-------------------
+One seed drives everything. It splits into independent ``random.Random`` streams (fault plan,
+schedule, clocks, network, workload, each core's own rng), so one part's draws never shift another's.
+Time is an integer count of nanoseconds and advances only by popping the next event off a heap:
+
+- ``DELIVER``: a datagram reaches a node or a client. A node handles it exactly as the trio shell
+  (``gossipbook/node/runner.py``) does: ``wire.decode`` (authenticate, validate), the replay guard,
+  ``core.receive(msg, sender, reply_to, now)``; then ``core.tick(now)`` if its deadline passed;
+  then the *flush*: ``take_new_ops()`` goes to the node's disk (durable before anything is sent),
+  and ``outbox()`` is encoded (``wire.encode`` / ``encode_ops``, split by MTU) and handed to the
+  network. ``now`` is always the node's own clock (``clock.NodeClock``), never true time.
+- ``WAKE``: a node's ``next_deadline()`` came due on its clock; it ticks and flushes.
+- ``NEMESIS``: a scheduled fault (``nemesis.Action``) strikes or heals.
+- ``ARRIVAL`` / ``RETRY``: a client sends a request, or resends one nobody answered.
+- ``CHECK``: in the liveness phase, the cluster is inspected for convergence and finality.
+
+A crashed node loses its ``NodeCore`` and every datagram sent to it; its disk stays
+(``disk.Disk``, which keeps what ``node/storage.py`` keeps). A restart follows
+``NodeRunner.__init__``: a new core with the same id, ``hlc_last`` and the incarnation recovered from
+the disk (the HLC bound is leased ahead, so the HLC never goes below anything announced), the
+snapshot installed and the disk's ops re-fed through ``replica.receive`` (so it keeps its own seq
+numbering), ``take_new_ops()`` drained. A paused node keeps everything but handles nothing;
+datagrams queue in its socket buffer (bounded) until it resumes.
+
+Two phases: **safety** (``duration``: faults and client orders), then **liveness**: every fault
+healed, every node up, no new orders; the cluster must converge within the bound.
+
+The trace hash covers every datagram handled (time, endpoints, bytes) and every core event, in
+order: the same seed gives the same hash, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+import random
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import RemoteError, WireError
+from ..core.gossip import GossipConfig
+from ..core.hlc import DEFAULT_MAX_OFFSET_NS, ZERO
+from ..core.instrument import Venue
+from ..core.membership import MemberStateChanged
+from ..core.node import E_TIMEOUT, OK, Client, NodeConfig, NodeCore
+from ..core.ops import Op
+from ..core.wire import (
+    DEFAULT_MTU,
+    ClientReply,
+    ClientSubmit,
+    Heartbeat,
+    OpBatch,
+    ReplayGuard,
+    decode,
+    encode,
+    encode_ops,
+)
+from .checker import Checker
+from .clock import MS, SEC, T0, NodeClock
+from .disk import Disk
+from .nemesis import FAULTS, Action, FaultPlan, Schedule, random_schedule
+from .network import LinkFaults, Network, partition_links
+from .workload import Request, Workload
+
+DELIVER, WAKE, NEMESIS, ARRIVAL, RETRY, CHECK, PHASE = range(7)
+KEY = b"gossipbook-simulator-cluster-key"  # any 32 bytes: every datagram is still authenticated
+SOCKET_BUFFER = 4096  # datagrams a paused node's socket holds before the kernel drops
+
+
+@dataclass(slots=True)
+class SimConfig:
+    """What one run looks like (everything but the seed)."""
+
+    nodes: int = 5
+    duration_s: float = 60.0  # safety phase
+    orders: int = 1000
+    faults: tuple[str, ...] = FAULTS
+    bound_s: float = 30.0  # liveness: convergence bound after the heal
+    clients: int = 4
+    max_offset_ns: int = DEFAULT_MAX_OFFSET_NS
+    mtu: int = DEFAULT_MTU
+    check_every_ns: int = 10 * MS
+    # a scripted nemesis instead of the seed's random one (the plan drawn from ``faults`` still sets
+    # link loss / dup / reorder rates and clocks: ``faults=()`` for a clean scripted run)
+    script: Schedule | None = None
+    gossip: GossipConfig | None = None  # None: the shell's defaults
+    clocks: dict[str, NodeClock] | None = None  # fixed clocks (tests) instead of the plan's
+
+    def node_ids(self) -> list[str]:
+        return [f"n{i + 1}" for i in range(self.nodes)]
+
+
+@dataclass(slots=True)
+class SimNode:
+    id: str
+    clock: NodeClock
+    core: NodeCore | None = None
+    state: str = "down"  # up, paused, down
+    guard: ReplayGuard = field(default_factory=ReplayGuard)
+    counter: int = 0
+    disk: Disk = field(default_factory=Disk)
+    compactions: int = 0  # this incarnation's compaction count at the last snapshot write
+    inbox: list[tuple[bytes, str]] = field(default_factory=list)
+    wake_at: int = -1
+    wake_gen: int = 0
+    deadline: int = -1  # the core's next_deadline() the pending wake was computed for
+    boots: int = 0
+    final_ops: int = 0  # ops (in fold order, compacted ones included) reported final this life
+
+
+@dataclass(slots=True)
+class Stats:
+    msgs: int = 0  # node-to-node datagrams sent
+    bytes: int = 0
+    op_msgs: int = 0  # OpBatch datagrams among them
+    op_bytes: int = 0
+    client_msgs: int = 0
+    client_bytes: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    dropped_down: int = 0
+    dropped_buffer: int = 0
+    dropped_wire: int = 0
+    dropped_replay: int = 0
+    steps: int = 0
+    ticks: int = 0
+
+
+class Simulation:
+    """One seeded run. ``run()`` returns ``self``; read ``checker``, ``stats`` and the fields."""
+
+    def __init__(self, seed: int, config: SimConfig | None = None, *,
+                 trace: Callable[[str], None] | None = None) -> None:
+        self.seed = seed
+        self.cfg = cfg = config or SimConfig()
+        if cfg.nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        root = random.Random(seed)
+        streams = {name: random.Random(root.getrandbits(64)) for name in
+                   ("plan", "schedule", "clocks", "network", "workload", "cores", "partition")}
+        self.ids = cfg.node_ids()
+        self.plan = FaultPlan.draw(streams["plan"], cfg.faults)
+        self.start = T0
+        self.end_safety = T0 + int(cfg.duration_s * SEC)
+        self.schedule = cfg.script if cfg.script is not None else random_schedule(
+            streams["schedule"], self.plan, self.ids, self.end_safety - T0, cfg.max_offset_ns)
+        clocks = cfg.clocks or self.plan.clocks(streams["clocks"], self.ids, cfg.max_offset_ns)
+        # copies: a clock step changes a clock, and a caller's clocks must not carry over between runs
+        self.nodes = {n: SimNode(n, dataclasses.replace(clocks[n]) if n in clocks else NodeClock()) for n in self.ids}
+        self.net = Network(streams["network"], self.ids)
+        self.net.faults = LinkFaults(self.plan.loss, self.plan.dup, self.plan.reorder,
+                                     self.plan.reorder_max_ms * MS)
+        self._part_rng = streams["partition"]
+        self._core_rng = streams["cores"]
+        self.workload = Workload(streams["workload"], cfg.orders, T0 + SEC // 5, self.end_safety - SEC // 2,
+                                 cfg.clients)
+        self.checker = Checker(self.ids, cfg.max_offset_ns)
+        self.stats = Stats()
+        self.venue = Venue()
+        gossip = cfg.gossip or GossipConfig()
+        self.node_config = NodeConfig(max_offset_ns=cfg.max_offset_ns, gossip=gossip)
+        self.trace = trace
+        self._h = hashlib.blake2b(digest_size=16)
+        self._q: list[tuple[Any, ...]] = []
+        self._seq = 0
+        self.now = T0
+        self.heal_t: int | None = None
+        self.converged_t: int | None = None
+        self.final_t: int | None = None
+        self.done = False
+        self.need_finality = True
+        self.busy_ticks = 0
+        self.end_t = T0
+        self._extra_bound = 0
+        self._client_counters: dict[str, int] = {}
+        self._final_acks: list[tuple[str, str, list[Any], int]] = []
+
+    # ---- the event loop -----------------------------------------------------------------------------
+    def _push(self, t: int, kind: int, *args: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._q, (t, self._seq, kind, *args))
+
+    def run(self) -> Simulation:
+        for n in self.ids:
+            self._boot(self.nodes[n], T0)
+        for a in self.schedule:
+            self._push(T0 + a.at_ns, NEMESIS, a)
+        for t, c in self.workload.arrivals:
+            self._push(t, ARRIVAL, c)
+        self._push(self.end_safety, PHASE)
+        q = self._q
+        pop = heapq.heappop
+        nodes = self.nodes
+        while q and not self.done:
+            ev = pop(q)
+            t = self.now = ev[0]
+            kind = ev[2]
+            if kind == DELIVER:
+                dst = ev[3]
+                node = nodes.get(dst)
+                if node is None:
+                    self._client_receive(dst, ev[4], ev[5], t)
+                elif node.state == "up":
+                    self._step(node, t, ((ev[4], ev[5]),))
+                elif node.state == "paused":
+                    if len(node.inbox) < SOCKET_BUFFER:
+                        node.inbox.append((ev[4], ev[5]))
+                    else:
+                        self.stats.dropped_buffer += 1
+                else:
+                    self.stats.dropped_down += 1
+            elif kind == WAKE:
+                node = nodes[ev[3]]
+                if node.state == "up" and ev[4] == node.wake_gen:
+                    self._step(node, t, ())
+            elif kind == ARRIVAL:
+                self._arrival(ev[3], t)
+            elif kind == RETRY:
+                self._retry(ev[3], t)
+            elif kind == NEMESIS:
+                self._nemesis(ev[3], t)
+            elif kind == CHECK:
+                self._check(t)
+            elif kind == PHASE:
+                self._liveness_phase(t)
+        return self
+
+    # ---- nodes ------------------------------------------------------------------------------------
+    def _boot(self, node: SimNode, t: int) -> None:
+        """Start (or restart) a node as ``NodeRunner.__init__`` does, from its disk."""
+        now = node.clock.read(t)
+        disk = node.disk
+        hlc_last, incarnation = disk.recover_state(node.id)
+        core = NodeCore(node.id, self.ids, self.venue, random.Random(self._core_rng.getrandbits(64)),
+                        self.node_config, hlc_last=hlc_last or ZERO,
+                        incarnation=max(incarnation or 0, now // MS))
+        node.core = core
+        node.state = "up"
+        node.guard = ReplayGuard()
+        node.counter = max(node.counter, now)  # the shell's: frame counters start at its boot clock
+        node.inbox = []
+        node.final_ops = 0
+        node.compactions = 0
+        node.boots += 1
+        node.deadline = node.wake_at = -1
+        try:
+            refeed, snap_trades = disk.load_into(core)
+        except Exception as e:  # noqa: BLE001 - a core bug: report it, keep simulating
+            self._core_error(node, t, e)
+            return
+        self.checker.booted(node.id, refeed, snap_trades)
+        self._hash_events(node.id, t, refeed)
+        self._trace(t, f"{node.id} boot #{node.boots} incarnation {core.membership.incarnation} "
+                       f"hlc_last {_rel(hlc_last or ZERO)} disk {len(disk.ops)} ops"
+                       f"{' + snapshot' if disk.snapshot else ''}")
+        self._step(node, t, (), force_tick=True)
+
+    def _core_error(self, node: SimNode, t: int, e: BaseException) -> None:
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f"{tb[-1].filename.rsplit('/', 2)[-1]}:{tb[-1].lineno}" if tb else "?"
+        self.checker.violation("core_error", node.id, t, f"{type(e).__name__}: {e} (at {where})")
+        # the trio shell would die here: model it as a crash; the liveness phase restarts it
+        node.core = None
+        node.state = "down"
+
+    def _step(self, node: SimNode, t: int, msgs: Sequence[tuple[bytes, str]], force_tick: bool = False) -> None:
+        """One turn of the shell's loop (``NodeRunner._loop``): receive a burst, tick if due, flush."""
+        core = node.core
+        assert core is not None
+        now = node.clock.read(t)
+        rep = core.replica
+        before = (rep.hlc.wall, rep.hlc.logical)
+        self.stats.steps += 1
+        pre = None
+        try:
+            for data, src in msgs:
+                self._hash_datagram(t, src, node.id, data)
+                try:
+                    frame = decode(data, KEY)
+                except WireError:
+                    self.stats.dropped_wire += 1
+                    continue
+                if not node.guard.accept(frame.sender, frame.counter):
+                    self.stats.dropped_replay += 1
+                    continue
+                msg = frame.msg
+                seq0 = rep.vv.get(node.id, 0)
+                try:
+                    core.receive(msg, frame.sender, src, now)
+                except RemoteError as e:
+                    # the shell drops and counts it; here every sender is honest, so it is a bug
+                    self.checker.violation("remote_error", node.id, t, f"{node.id} refused {type(msg).__name__} "
+                                           f"from {frame.sender}: {e}")
+                    continue
+                if type(msg) is ClientSubmit and rep.vv.get(node.id, 0) > seq0:
+                    own = [op for op in rep.new_ops if op.origin == node.id]
+                    if own:
+                        self.checker.stamp(node.id, msg.req, own[-1])
+            d = core.next_deadline()
+            if force_tick or now >= d:
+                self.stats.ticks += 1
+                pre = (sum(rep._base.values()), rep._applied[:])  # see _track_finality
+                core.tick(now)
+                d = core.next_deadline()
+        except Exception as e:  # noqa: BLE001 - a core bug: report it, keep simulating
+            self._core_error(node, t, e)
+            return
+        self._flush(node, t, now, before, pre)
+        self._schedule_wake(node, t, now, d)
+
+    def _schedule_wake(self, node: SimNode, t: int, now: int, d: int) -> None:
+        """Wake the node when its clock reaches deadline ``d`` (unchanged deadline: nothing to do)."""
+        if d == node.deadline and node.wake_at >= t:
+            return
+        node.deadline = d
+        if d <= now:
+            # the core wants to run again at once: as the shell would spin, come back as soon as
+            # the node's clock moves (count it: a core that never stops asking is a liveness bug)
+            self.busy_ticks += 1
+            tw = node.clock.when(now + 1, t + 1)
+        else:
+            tw = node.clock.when(d, t)
+        if tw != node.wake_at:
+            node.wake_gen += 1
+            node.wake_at = tw
+            self._push(tw, WAKE, node.id, node.wake_gen)
+
+    def _flush(self, node: SimNode, t: int, now: int, before: tuple[int, int],
+               pre: tuple[int, list[Op]] | None = None) -> None:
+        core = node.core
+        assert core is not None
+        ck = self.checker
+        rep = core.replica
+        ops = core.take_new_ops()
+        out = core.outbox()
+        # durable before any datagram below leaves (NodeRunner._persist)
+        node.disk.persist(ops, rep.hlc.last, core.membership.incarnation)
+        if rep.counters["compactions"] != node.compactions:
+            node.compactions = rep.counters["compactions"]
+            node.disk.write_snapshot(rep.snapshot())
+        if ops:
+            ck.ops_taken(node.id, ops, now, t)
+        after = (rep.hlc.wall, rep.hlc.logical)
+        if after != before:
+            ck.adopted(node.id, before, after, now, t)
+        if out:
+            key = KEY
+            mtu = self.cfg.mtu
+            last_hb = None
+            for dst, msg in out:
+                tmsg = type(msg)
+                if tmsg is Client:  # pragma: no cover - defensive: outbox pairs are (dst, msg)
+                    continue
+                if isinstance(dst, Client):
+                    addr = dst.addr
+                    if tmsg is ClientReply:
+                        self._check_reply(node, msg, t)
+                elif dst in self.nodes and dst != node.id:
+                    addr = dst
+                else:
+                    continue
+                if tmsg is OpBatch:
+                    frames = encode_ops(msg.ops, node.id, node.counter + 1, key, mtu)
+                    node.counter += len(frames)
+                else:
+                    if tmsg is Heartbeat and msg is not last_hb:
+                        last_hb = msg
+                        ck.issued(node.id, (msg.wall, msg.logical), t)
+                    node.counter += 1
+                    frames = [encode(msg, node.id, node.counter, key)]
+                self._send(node.id, addr, frames, tmsg, t)
+        evs = core.events()
+        if evs:
+            ck.events(node.id, evs, t)
+            self._hash_events(node.id, t, evs)
+        self._track_finality(node, t, ops, pre)
+
+    def _track_finality(self, node: SimNode, t: int, ops: list[Op],
+                        pre: tuple[int, list[Op]] | None = None) -> None:
+        """Tell the checker which ops became final on ``node`` (their trades: final trades).
+
+        Final ops are a prefix of the fold that only grows; ``node.final_ops`` counts the prefix
+        already reported, compacted ops included. Compaction (in ``tick``) can fold ops into the
+        snapshot in the tick that made them final; ``pre`` (compacted count, fold before the tick)
+        and ``ops`` (what the step added) rebuild the fold as compaction saw it. The trades come
+        from the checker's record of this node's events, which the flush has just brought up to date.
+        """
+        rep = node.core.replica  # type: ignore[union-attr]
+        base = sum(rep._base.values())  # ops folded into the snapshot
+        fc = rep.final_count()
+        if base + fc <= node.final_ops:
+            return
+        done = node.final_ops
+        if done < base and pre is not None and pre[0] <= done < base:
+            pre_base, pre_applied = pre
+            merged = sorted(set(pre_applied).union(ops))
+            self.checker.finalized_ops(node.id, merged[done - pre_base:base - pre_base], t)
+        self.checker.finalized_ops(node.id, rep._applied[max(0, done - base):fc], t)
+        node.final_ops = base + fc
+
+    def _check_reply(self, node: SimNode, msg: ClientReply, t: int) -> None:
+        """A reply that acknowledges (ok, or a timeout naming the order and the level it reached)."""
+        if msg.code != OK and not (msg.code == E_TIMEOUT and msg.order_id):
+            return
+        op = self.checker.stamped.get((node.id, msg.req))
+        holders = 0
+        if op is not None:
+            holders = sum(1 for n in self.nodes.values() if n.disk.holds(op.origin, op.seq))
+        self.checker.replied(node.id, msg.req, msg.order_id, msg.level, holders, len(self.ids), t)
+
+    def _send(self, src: str, dst: str, frames: list[bytes], tmsg: type, t: int) -> None:
+        st = self.stats
+        to_node = dst in self.nodes
+        name = tmsg.__name__
+        for f in frames:
+            if to_node:
+                st.msgs += 1
+                st.bytes += len(f)
+                st.by_type[name] = st.by_type.get(name, 0) + 1
+                if tmsg is OpBatch:
+                    st.op_msgs += 1
+                    st.op_bytes += len(f)
+            else:
+                st.client_msgs += 1
+                st.client_bytes += len(f)
+            for d in self.net.route(src, dst):
+                self._push(t + d, DELIVER, dst, f, src)
+
+    # ---- clients ------------------------------------------------------------------------------------
+    def _up(self) -> list[str]:
+        return [n for n in self.ids if self.nodes[n].state != "down"]
+
+    def _arrival(self, client: str, t: int) -> None:
+        if self.workload.stopped:
+            return
+        rq = self.workload.new_request(client, t)
+        self._send_request(rq, t)
+
+    def _send_request(self, rq: Request, t: int) -> None:
+        wl = self.workload
+        node = wl.pick_node(rq, self._up())
+        if node is None:
+            wl.counters["no_node"] += 1
+        else:
+            wl.sent(rq, node)
+            data = encode(rq.msg, rq.client, self._client_counter(rq.client), KEY)
+            self.stats.client_msgs += 1
+            self.stats.client_bytes += len(data)
+            for d in self.net.route(rq.client, node):
+                self._push(t + d, DELIVER, node, data, rq.client)
+        self._push(t + wl.retry_ns, RETRY, rq.req)
+
+    def _client_counter(self, client: str) -> int:
+        c = self._client_counters.get(client, T0) + 1
+        self._client_counters[client] = c
+        return c
+
+    def _retry(self, req: str, t: int) -> None:
+        rq = self.workload.requests[req]
+        if self.workload.should_retry(rq):
+            self._send_request(rq, t)
+
+    def _client_receive(self, client: str, data: bytes, src: str, t: int) -> None:
+        self._hash_datagram(t, src, client, data)
+        try:
+            frame = decode(data, KEY)
+        except WireError:
+            self.stats.dropped_wire += 1
+            return
+        if type(frame.msg) is ClientReply:
+            rep = frame.msg
+            ack = self.workload.on_reply(frame.sender, rep, t)
+            if ack is not None and ack.level == 2:
+                self._final_acks.append((rep.req, frame.sender, rep.trades, t))
+
+    # ---- nemesis ------------------------------------------------------------------------------------
+    def _nemesis(self, a: Action, t: int) -> None:
+        k = a.kind
+        self._trace(t, f"nemesis: {a.describe()}")
+        net = self.net
+        if k == "partition":
+            if a.shape == "groups":
+                blocked = set()
+                for i, g in enumerate(a.groups):
+                    for h in a.groups[i + 1:]:
+                        for x in g:
+                            for y in h:
+                                blocked |= {(x, y), (y, x)}
+                desc = " | ".join(",".join(g) for g in a.groups)
+            else:
+                blocked, desc = partition_links(a.shape, self.ids, self._part_rng)
+            net.partition(blocked)
+            self._trace(t, f"  {desc}")
+        elif k == "heal":
+            net.heal()
+        elif k == "loss_burst":
+            net.burst_links = set(a.links) if a.links else {(x, y) for x in self.ids for y in self.ids if x != y}
+            net.burst_loss = a.value
+        elif k == "loss_burst_end":
+            net.burst_links, net.burst_loss = set(), 0.0
+        elif k == "crash":
+            node = self.nodes[a.node]
+            if node.state != "down":
+                node.core = None
+                node.state = "down"
+                node.inbox = []
+                node.wake_gen += 1
+                node.wake_at = -1
+        elif k == "restart":
+            node = self.nodes[a.node]
+            if node.state == "down":
+                self._boot(node, t)
+        elif k == "pause":
+            node = self.nodes[a.node]
+            if node.state == "up":
+                node.state = "paused"
+        elif k == "resume":
+            self._resume(self.nodes[a.node], t)
+        elif k == "clock_step":
+            node = self.nodes[a.node]
+            node.clock.step(int(a.value))
+            if node.state == "up" and node.core is not None:
+                node.wake_at = -1
+                self._schedule_wake(node, t, node.clock.read(t), node.core.next_deadline())
+        else:  # pragma: no cover - scripted() validates kinds
+            raise ValueError(f"unknown nemesis action {k!r}")
+
+    def _resume(self, node: SimNode, t: int) -> None:
+        if node.state != "paused":
+            return
+        node.state = "up"
+        burst, node.inbox = node.inbox, []
+        self._step(node, t, burst)
+
+    # ---- liveness -----------------------------------------------------------------------------------
+    def _liveness_phase(self, t: int) -> None:
+        """Heal everything, restart and resume every node, stop the clients; watch the cluster."""
+        self._trace(t, "liveness phase: heal everything")
+        self.heal_t = t
+        self.workload.stopped = True
+        self.net.heal_all()
+        for n in self.ids:
+            node = self.nodes[n]
+            if node.state == "down":
+                self._boot(node, t)
+            elif node.state == "paused":
+                self._resume(node, t)
+        # finality needs every pair of clocks within max_offset of each other (else heartbeats from
+        # the clock that is ahead are refused, by design, and the watermark waits for it)
+        offs = [self.nodes[n].clock.offset_at(t) for n in self.ids]
+        spread = max(offs) - min(offs)
+        self.need_finality = spread < self.cfg.max_offset_ns * 9 // 10
+        self._extra_bound = max(0, spread - self.cfg.max_offset_ns)
+        self._push(t, CHECK)
+
+    def _check(self, t: int) -> None:
+        bound = int(self.cfg.bound_s * SEC) + self._extra_bound
+        heal = self.heal_t or t
+        cores = [self.nodes[n].core for n in self.ids]
+        if all(c is not None for c in cores) and all(self.nodes[n].state == "up" for n in self.ids):
+            if self.converged_t is None:
+                vv0 = cores[0].replica.vv  # type: ignore[union-attr]
+                if all(c.replica.vv == vv0 for c in cores[1:]):  # type: ignore[union-attr]
+                    d0 = cores[0].replica.digest()  # type: ignore[union-attr]
+                    if all(c.replica.digest() == d0 for c in cores[1:]):  # type: ignore[union-attr]
+                        self.converged_t = t
+            if self.converged_t is not None and self.final_t is None:
+                if all(c.replica.final_count() == len(c.replica._applied) for c in cores):  # type: ignore[union-attr]
+                    self.final_t = t
+        settled = self.converged_t is not None and (self.final_t is not None or not self.need_finality)
+        if settled or t - heal >= bound:
+            self._finish(t, bound)
+            return
+        self._push(t + self.cfg.check_every_ns, CHECK)
+
+    def _finish(self, t: int, bound: int) -> None:
+        self.done = True
+        ck = self.checker
+        reps = {n: self.nodes[n].core.replica for n in self.ids if self.nodes[n].core is not None}  # type: ignore[union-attr]
+        for n in self.ids:
+            if self.nodes[n].core is not None:
+                self._track_finality(self.nodes[n], t, [])
+        ck.final_state(reps, self.workload.acks, t)
+        for req, node, rows, at in self._final_acks:
+            ck.final_ack_trades(req, node, rows, at, complete=self.final_t is not None)
+        digests = {n: r.digest() for n, r in reps.items()}
+        detail = ""
+        if self.converged_t is None and reps:
+            vvs = {n: r.version_vector() for n, r in reps.items()}
+            if len({tuple(sorted(v.items())) for v in vvs.values()}) > 1:
+                detail = "; version vectors " + ", ".join(f"{n}={dict(sorted(v.items()))}" for n, v in vvs.items())
+        ck.liveness(self.heal_t or t, self.converged_t, self.final_t, bound, digests, self.need_finality, t, detail)
+        self.end_t = t
+
+    # ---- trace --------------------------------------------------------------------------------------
+    def _hash_datagram(self, t: int, src: str, dst: str, data: bytes) -> None:
+        self.stats.delivered += 1
+        h = self._h
+        h.update(b"D%d %s>%s " % (t - T0, src.encode(), dst.encode()))
+        h.update(data)
+        if self.trace is not None:
+            try:
+                m = decode(data, KEY).msg
+                text = _short(m)
+            except WireError as e:
+                text = f"<undecodable: {e}>"
+            self.trace(f"{(t - T0) / SEC:12.6f} {src}->{dst} {text}")
+
+    def _hash_events(self, node: str, t: int, evs: Sequence[Any]) -> None:
+        if not evs:
+            return
+        h = self._h
+        for ev in evs:
+            h.update(b"E%d %s %s" % (t - T0, node.encode(), repr(ev).encode()))
+            if self.trace is not None:
+                self.trace(f"{(t - T0) / SEC:12.6f} {node} event {_event_text(ev)}")
+
+    def _trace(self, t: int, text: str) -> None:
+        if self.trace is not None:
+            self.trace(f"{(t - T0) / SEC:12.6f} {text}")
+
+    @property
+    def trace_hash(self) -> str:
+        return self._h.hexdigest()
+
+
+def _rel(ts: tuple[int, int]) -> str:
+    return f"({ts[0] - T0 if ts[0] else 0}, {ts[1]})"
+
+
+def _short(m: Any) -> str:
+    if type(m) is OpBatch:
+        return "OpBatch[" + " ".join(f"{o.op_id}@({o.wall - T0},{o.logical})" for o in m.ops) + "]"
+    text = repr(m)
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def _event_text(ev: Any) -> str:
+    if isinstance(ev, MemberStateChanged):
+        return f"member {ev.member} {ev.old} -> {ev.new} (incarnation {ev.incarnation})"
+    return repr(ev)

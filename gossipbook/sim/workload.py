@@ -1,0 +1,164 @@
+"""The simulated clients: a seeded order flow sent to random live nodes, with retries.
+
+Theory of operation
+-------------------
+A few clients share one ``OrderFlow`` (one market, one drifting mid). At pre-drawn arrival times a
+client takes the next action (new, cancel or amend of one of *its own* open orders), picks a random
+node that is up, and sends a ``ClientSubmit`` with a fresh request id and an ack level (mostly
+``accepted``, some ``replicated`` and ``final``). With no reply after ``retry_ns`` it resends the
+same request (same id) to the same node, and after two silent tries to another node, as a real
+client behind a load balancer would. The request id is what makes both safe: a node answers a
+retry with its first reply, and replicas fold only the first NEW of a request.
+
+A reply ``ok`` (or ``timeout`` with an order id: "accepted and will not be lost") is an
+**acknowledgement** at the level it names; the checker holds the cluster to every one of them.
+The workload only decides and records; the simulator owns time and the network.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..core.book import GTC, MARKET
+from ..core.node import ACCEPTED, E_TIMEOUT, FINAL, OK, REPLICATED
+from ..core.ops import AMEND, CANCEL, NEW
+from ..core.wire import ClientReply, ClientSubmit
+from ..workload.orders import OrderFlow
+from .clock import MS
+
+
+@dataclass(slots=True)
+class Request:
+    """One client request and what became of it."""
+
+    req: str
+    client: str
+    msg: ClientSubmit
+    first_sent: int
+    node: str = ""
+    attempts: int = 0
+    tried: list[str] = field(default_factory=list)
+    reply: ClientReply | None = None
+    reply_from: str = ""
+    replied_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A request the cluster acknowledged: node ``node`` said ``order_id`` reached ``level``."""
+
+    req: str
+    node: str
+    kind: int
+    order_id: str
+    level: int
+    at: int
+
+
+class Workload:
+    """Clients, their requests, and the acknowledgements they got."""
+
+    def __init__(self, rng: random.Random, n_orders: int, start: int, end: int, clients: int = 4,
+                 symbol: str = "GBX", mid: int = 10_000, retry_ns: int = 300 * MS, max_attempts: int = 6,
+                 reply_timeout_ms: int = 3_000) -> None:
+        self.rng = rng
+        self.flow = OrderFlow(random.Random(rng.random()), mid=mid)
+        self.symbol = symbol
+        self.clients = [f"client-{i + 1}" for i in range(clients)]
+        self.retry_ns = retry_ns
+        self.max_attempts = max_attempts
+        self.reply_timeout_ms = reply_timeout_ms
+        self.arrivals = self._arrivals(n_orders, start, max(start + 1, end))
+        self.requests: dict[str, Request] = {}
+        self.acks: list[Ack] = []
+        self.open: dict[str, list[tuple[str, int]]] = {c: [] for c in self.clients}
+        self._n = 0
+        self.stopped = False
+        self.counters = {"submitted": 0, "sent": 0, "retries": 0, "acked": 0, "rejected": 0,
+                         "no_node": 0, "gave_up": 0, "late_replies": 0}
+        self.rejects: dict[int, int] = {}
+
+    def _arrivals(self, n: int, start: int, end: int) -> list[tuple[int, str]]:
+        """Order flow is bursty: a third of the arrivals open a burst of 2-5 orders from different
+        clients within 2 ms (quotes moving together), which makes concurrent, conflicting ops."""
+        rng = self.rng
+        out: list[tuple[int, str]] = []
+        while len(out) < n:
+            t = rng.randrange(start, end)
+            k = rng.randint(2, 5) if rng.random() < 0.33 else 1
+            for c in rng.sample(self.clients, min(k, len(self.clients), n - len(out))):
+                out.append((min(end - 1, t + rng.randrange(2 * MS)), c))
+        out.sort()
+        return out
+
+    # ---- decisions -------------------------------------------------------------------------------
+    def new_request(self, client: str, t: int) -> Request:
+        """The client's next action as a request (not yet sent)."""
+        o = self.flow.next(self.open[client])
+        if o.kind in (CANCEL, AMEND):
+            self.open[client] = [x for x in self.open[client] if x[0] != o.order_id]
+        self._n += 1
+        req = f"{client}-{self._n}"
+        r = self.rng.random()
+        wait = ACCEPTED if r < 0.7 else REPLICATED if r < 0.9 else FINAL
+        price = 0 if (o.kind == NEW and o.tif == MARKET) else o.price
+        msg = ClientSubmit(req, o.kind, self.symbol, o.order_id, o.side, price, o.qty,
+                           o.tif if o.kind == NEW else GTC, wait, self.reply_timeout_ms)
+        rq = Request(req, client, msg, t)
+        self.requests[req] = rq
+        self.counters["submitted"] += 1
+        return rq
+
+    def pick_node(self, rq: Request, up: Sequence[str]) -> str | None:
+        """Where (re)send: the same node for two tries, then another live one."""
+        if not up:
+            return None
+        if rq.node and rq.node in up and rq.attempts % 3 != 2:
+            return rq.node
+        others = [n for n in up if n != rq.node] or list(up)
+        return self.rng.choice(others)
+
+    def sent(self, rq: Request, node: str) -> None:
+        if rq.attempts:
+            self.counters["retries"] += 1
+        rq.node = node
+        rq.attempts += 1
+        rq.tried.append(node)
+        self.counters["sent"] += 1
+
+    def should_retry(self, rq: Request) -> bool:
+        if rq.reply is not None or self.stopped:
+            return False
+        if rq.attempts >= self.max_attempts:
+            self.counters["gave_up"] += 1
+            return False
+        return True
+
+    # ---- replies ---------------------------------------------------------------------------------
+    def on_reply(self, node: str, rep: ClientReply, t: int) -> Ack | None:
+        rq = self.requests.get(rep.req)
+        if rq is None:
+            return None
+        if rq.reply is not None:
+            self.counters["late_replies"] += 1
+            return None
+        rq.reply, rq.reply_from, rq.replied_at = rep, node, t
+        if rep.code == OK or (rep.code == E_TIMEOUT and rep.order_id):
+            ack = Ack(rep.req, node, rq.msg.kind, rep.order_id, rep.level, t)
+            self.acks.append(ack)
+            self.counters["acked"] += 1
+            m = rq.msg
+            if m.kind == NEW and m.tif == GTC and sum(int(tr[2]) for tr in rep.trades) < m.qty:
+                lst = self.open[rq.client]
+                lst.append((rep.order_id, m.side))
+                del lst[:-64]
+            return ack
+        self.counters["rejected"] += 1
+        self.rejects[rep.code] = self.rejects.get(rep.code, 0) + 1
+        return None
+
+    def outstanding(self) -> int:
+        return sum(1 for r in self.requests.values() if r.reply is None)
+
