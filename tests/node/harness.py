@@ -6,29 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from gossipbook.bench.procs import free_ports
 from gossipbook.config import render
 
 PY = sys.executable
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct UDP ports that are free right now (consecutive not required)."""
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def write_config(path: Path, n: int, extra: str = "", data_root: str | None = None) -> Path:
