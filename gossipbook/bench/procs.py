@@ -30,10 +30,13 @@ def free_ports(n: int) -> list[int]:
 class ProcCluster:
     """``n`` ``gossipbook node`` processes on loopback; use as a context manager."""
 
-    def __init__(self, n: int, extra_config: str = "", trace: bool = True, node_args: list[str] | None = None) -> None:
+    def __init__(self, n: int, extra_config: str = "", trace: bool = True, node_args: list[str] | None = None,
+                 fsync: str | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gossipbook-bench-"))
         ports = free_ports(n)
-        text = render(n, 7000)
+        text = render(n, 7000, data_root=str(self.dir / "data") if fsync else None)
+        if fsync:  # durable nodes: a data dir each, with this fsync policy
+            text = text.replace('fsync = "batch"', f'fsync = "{fsync}"')
         for i, p in enumerate(ports):
             text = text.replace(f'addr = "127.0.0.1:{7000 + i}"', f'addr = "127.0.0.1:{p}"')
         self.config_path = self.dir / "cluster.toml"

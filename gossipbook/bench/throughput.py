@@ -33,10 +33,13 @@ def floor_ops_per_s(n_ops: int) -> float:
     return rate(run, 3)
 
 
-def run_throughput(nodes: int = 4, per_node: int = 20_000, timeout_s: float = 120) -> dict[str, Any]:
+def run_throughput(nodes: int = 4, per_node: int = 20_000, timeout_s: float = 120,
+                   fsync: str | None = None) -> dict[str, Any]:
+    """``fsync`` (always / batch / never) gives every node a data dir with that policy."""
     total = nodes * per_node
     start = time.monotonic() + 2.0 + 0.4 * nodes  # every node starts stamping at the same instant
-    with ProcCluster(nodes, extra_config="", node_args=["--generate", f"0:{per_node}:@{start:.3f}"]) as pc:
+    with ProcCluster(nodes, extra_config="", node_args=["--generate", f"0:{per_node}:@{start:.3f}"],
+                     fsync=fsync) as pc:
         deadline = time.monotonic() + timeout_s
         import trio
 
@@ -54,7 +57,7 @@ def run_throughput(nodes: int = 4, per_node: int = 20_000, timeout_s: float = 12
     elapsed = (last - first) / 1e9
     dgrams = sum(c.get("dgrams_out", 0) for c in counters)
     bytes_out = sum(c.get("bytes_out", 0) for c in counters)
-    return {"nodes": nodes, "ops": total, "complete": held >= total, "elapsed_s": round(elapsed, 3),
+    return {"nodes": nodes, "fsync": fsync, "ops": total, "complete": held >= total, "elapsed_s": round(elapsed, 3),
             "ops_per_s": round(total / elapsed) if elapsed else None,
             "datagrams_per_s": round(dgrams / elapsed) if elapsed else None,
             "ops_per_datagram": round(total * (nodes - 1) / dgrams, 2) if dgrams else None,
