@@ -229,6 +229,7 @@ class NodeCore:
                 w.reply_to = to
                 return
         r = self.replica
+        before = r.vv.get(self.node_id, 0)
         try:
             if not self.ready:
                 raise _Refused(E_NOT_READY, "node is catching up with its peers after start; retry shortly")
@@ -254,7 +255,8 @@ class NodeCore:
         trades = [e.trade for e in events if isinstance(e, TradeExecuted) and oid in (e.trade.taker, e.trade.maker)]
         self._events.extend(events)
         w = _Waiting(m.req, op, m.wait, to, now + m.timeout_ms * 1_000_000, trades)
-        if not self._try_settle(w, fresh=True):
+        # a retried request returns its earlier op with no events: its trades come from the fold
+        if not self._try_settle(w, fresh=op.seq > before):
             self._waiting.append(w)
 
     def _reject(self, to: Client, req: str, code: int, message: str) -> None:

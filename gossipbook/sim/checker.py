@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.book import Trade
-from ..core.ops import Op, TradeExecuted, TradeRevised
+from ..core.ops import NEW, Op, TradeExecuted, TradeRevised
 from .clock import SEC, T0
 
 KINDS: dict[str, str] = {
@@ -43,6 +43,7 @@ KINDS: dict[str, str] = {
     "lost_ack": "an acknowledged op is missing from a replica's op-set",
     "ack_unreplicated": "an op acked 'replicated' was not on a majority of disks when the reply left",
     "ack_mismatch": "an ack names another order than the op the node stamped for the request",
+    "ack_wrong_order": "a node acked a request as a new order after it had already placed that request",
     "applied_twice": "an op is folded more than once",
     "trade_duplicated": "a trade is reported or held twice",
     "silent_revision": "a replica's trades changed without a TradeRevised event",
@@ -278,11 +279,22 @@ class Checker:
             fv = r.counters.get("finality_violations", 0)
             if fv:
                 self.violation("finality_counter", node, t, f"{node} rolled back below its watermark {fv} times")
+        first_new: dict[str, Op] = {}  # request id -> the NEW the fold keeps (the lowest key)
+        for o in self.ops_by_id.values():
+            if o.kind == NEW and o.req and (o.req not in first_new or o < first_new[o.req]):
+                first_new[o.req] = o
         for ack in acks:
             op = self.stamped.get((ack.node, ack.req))
             if op is None:
                 self.violation("ack_mismatch", ack.node, ack.at, f"ack of {ack.req} without an op")
                 continue
+            first = first_new.get(ack.req)
+            if (op.kind == NEW and first is not None and first != op and first.origin == ack.node
+                    and first.seq < op.seq):
+                # (a retry that reached another node first is a different story: that node could not
+                # know; this node had placed the request itself and answered with a second order)
+                self.violation("ack_wrong_order", ack.node, ack.at, f"{ack.node} acked request {ack.req} "
+                               f"as {op.op_id}, a no-op second order: it had placed it as {first.op_id}")
             for node, r in replicas.items():
                 if not r.holds(op.origin, op.seq):
                     self.violation("lost_ack", node, t, f"{op.op_id} (request {ack.req}, acked "

@@ -525,9 +525,10 @@ class Simulation:
         elif k == "clock_step":
             node = self.nodes[a.node]
             node.clock.step(int(a.value))
-            if node.state == "up" and node.core is not None:
-                node.wake_at = -1
-                self._schedule_wake(node, t, node.clock.read(t), node.core.next_deadline())
+            if node.state == "up" and node.core is not None:  # its timers now fall elsewhere
+                node.wake_gen += 1
+                node.wake_at, node.deadline = t, -1
+                self._push(t, WAKE, node.id, node.wake_gen)
         else:  # pragma: no cover - scripted() validates kinds
             raise ValueError(f"unknown nemesis action {k!r}")
 

@@ -228,7 +228,7 @@ def random_schedule(rng: random.Random, plan: FaultPlan, nodes: Sequence[str], d
     closers = set(rng.sample(nodes, rng.randint(1, max(1, len(nodes) // 2)))) if rate else set()
     for n in nodes:
         close = closing(0.8, 0.1, 5.0) if n in closers else end
-        t = start
+        t, up = start, True
         while rate > 0:
             t += int(rng.expovariate(rate / 60.0) * SEC)
             if t >= close:
@@ -236,11 +236,11 @@ def random_schedule(rng: random.Random, plan: FaultPlan, nodes: Sequence[str], d
             kind, back, d = _down(rng, plan, rate)
             acts.append(Action(t, kind, node=n))
             t += d
-            if t < close:
-                acts.append(Action(t, back, node=n))
-            else:
+            if t >= close:
+                up = False  # still down when the closing episode would start: that is the closer
                 break
-        if close < end and t < close:
+            acts.append(Action(t, back, node=n))
+        if close < end and up:
             acts.append(Action(close, _down(rng, plan, rate)[0], node=n))
 
     for a, _b in _windows(rng, plan.clock_steps_per_min, start, end, (0.0, 0.0)):

@@ -221,6 +221,27 @@ def test_an_ack_naming_another_order_is_caught(ck: Checker) -> None:
     assert ck.counts["ack_mismatch"] == 2
 
 
+def test_an_ack_naming_a_second_order_for_a_placed_request_is_caught(ck: Checker) -> None:
+    first, second = op("n1", 1, 100, req="r1"), op("n1", 2, 200, req="r1")
+    ck.ops_taken("n1", [first], T0 + 100, T0 + 100)
+    ck.ops_taken("n1", [second], T0 + 200, T0 + 200)  # the retry after a restart stamped it again
+    ck.stamp("n1", "r1", second)
+    rep = FakeReplica([first, second], [], {"n1": 2})
+    ck.final_state({"n1": rep}, [Ack("r1", "n1", NEW, "n1:2", 0, T0 + 201)], T0 + 300)
+    assert kinds(ck) == {"ack_wrong_order"}
+
+
+def test_a_retry_that_reached_another_node_first_is_not_blamed(ck: Checker) -> None:
+    """n2 cannot know n1 placed the request; the fold keeps n1's order. Not this check's business."""
+    first, second = op("n1", 1, 100, req="r1"), op("n2", 1, 200, req="r1")
+    ck.ops_taken("n1", [first], T0 + 100, T0 + 100)
+    ck.ops_taken("n2", [second], T0 + 200, T0 + 200)
+    ck.stamp("n2", "r1", second)
+    rep = FakeReplica([first, second], [], {"n1": 1, "n2": 1})
+    ck.final_state({"n1": rep}, [Ack("r1", "n2", NEW, "n2:1", 0, T0 + 201)], T0 + 300)
+    assert ck.ok, ck.violations
+
+
 def test_a_final_ack_with_stale_trades_is_caught(ck: Checker) -> None:
     a1 = op("n1", 1, 100)
     ck.stamp("n1", "r1", a1)
