@@ -247,9 +247,11 @@ register(1, OpBatch, [list_of(OP_CHECK, 4096)])
 register(2, Summary, [VV, boolean])
 register(3, Pull, [list_of(record(lambda *f: tuple(f), [NODE_ID, uint(), uint()]), 1024)])
 register(4, Heartbeat, [uint(), uint(1 << 32), uint(), VV])
-register(5, ClientSubmit, [string(64, 1), one_of(1, 2, 3), SYMBOL, ORDER_ID, one_of(0, 1), uint(MAX_INT),
-                           uint(MAX_INT), one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)])
-register(6, ClientReply, [string(64), uint(255), string(1024), ORDER_ID, uint(2), list_of(TRADE, 1024)])
+_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3), SYMBOL, ORDER_ID, one_of(0, 1), uint(MAX_INT), uint(MAX_INT),
+                  one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)]
+_REPLY_FIELDS = [string(64), uint(255), string(1024), ORDER_ID, uint(2), list_of(TRADE, 1024)]
+register(5, ClientSubmit, _SUBMIT_FIELDS)
+register(6, ClientReply, _REPLY_FIELDS)
 register(7, ClientQuery, [string(64, 1), string(16, 1), string(32), uint(1000)])
 register(8, QueryReply, [string(64), uint(255), string(1024), plain()])
 register(9, SnapshotChunk, [uint(), uint(1 << 20), uint(1 << 20), binary(MAX_DATAGRAM)])
@@ -276,37 +278,20 @@ register(14, MemberGossip, [uint(), _tuple(_UPDATES)])
 
 
 # strong mode: the sequencer's messages (its dataclasses, fields in wire order) and the forward pair
-class Forward(NamedTuple):
-    """A follower relays a client's submit to the leader (same fields as ``ClientSubmit``); the
+class Forward(ClientSubmit):
+    """A follower relays a client's submit to the leader (the fields of ``ClientSubmit``); the
     leader answers the follower with ``ForwardReply``, which the follower passes on to the client."""
 
-    req: str
-    kind: int
-    symbol: str
-    order_id: str
-    side: int
-    price: int
-    qty: int
-    tif: int
-    wait: int
-    timeout_ms: int
+    __slots__ = ()
 
 
-class ForwardReply(NamedTuple):
-    """The leader's answer to a ``Forward`` (same fields as ``ClientReply``; strong.py's internal
+class ForwardReply(ClientReply):
+    """The leader's answer to a ``Forward`` (the fields of ``ClientReply``; strong.py's internal
     ``E_RETRY`` code means "not the leader: try the current one", never shown to a client)."""
 
-    req: str
-    code: int
-    message: str
-    order_id: str
-    level: int
-    trades: list[list[Any]]
+    __slots__ = ()
 
 
-_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3), SYMBOL, ORDER_ID, one_of(0, 1), uint(MAX_INT), uint(MAX_INT),
-                  one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)]
-_REPLY_FIELDS = [string(64), uint(255), string(1024), ORDER_ID, uint(2), list_of(TRADE, 1024)]
 # an entry's value on the wire: () for the leader's no-op (None in the log), (op,) for a client op
 _ENTRIES = _tuple(list_of(record(Entry, [uint(), _tuple(list_of(OP_CHECK, 1))]), 1024))
 
