@@ -48,6 +48,10 @@ class UnknownOrder(UsageError):
     """A cancel or amend names an order this node does not hold."""
 
 
+class DuplicateRequest(UsageError):
+    """A NEW reuses the request id of an order this node placed and has since compacted away."""
+
+
 class UnknownInstrument(UsageError):
     """An op names an instrument the venue does not define."""
 

@@ -31,7 +31,7 @@ from .hlc import DEFAULT_MAX_OFFSET_NS, ZERO, Timestamp
 from .instrument import Venue
 from .membership import MESSAGES as MEMBERSHIP_MESSAGES
 from .membership import ClockSample, Membership, MembershipConfig, MemberStateChanged
-from .ops import AMEND, CANCEL, Event, Op, OpFenced, TradeExecuted, TradeRevised
+from .ops import AMEND, CANCEL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised
 from .replica import Replica
 from .wire import (
     ClientQuery,
@@ -230,6 +230,11 @@ class NodeCore:
                 return
         r = self.replica
         before = r.vv.get(self.node_id, 0)
+        done = r.compacted_request(m.req) if m.kind == NEW else None
+        if done is not None:  # placed before a restart and compacted since: final, and its fills are kept
+            self.counters["client_retries"] += 1
+            self._reply(to, ClientReply(m.req, OK, "ok", done[0], FINAL, [_trade_row(t) for t in done[1]]))
+            return
         try:
             if not self.ready:
                 raise _Refused(E_NOT_READY, "node is catching up with its peers after start; retry shortly")

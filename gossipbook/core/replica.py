@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .book import BUY, FOK, GTC, MARKET, SELL, Book, Trade
-from .errors import ClockOutOfSync, InvalidOrder, UnknownOrder
+from .errors import ClockOutOfSync, DuplicateRequest, InvalidOrder, UnknownOrder
 from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, ZERO, Timestamp
 from .instrument import Venue
 from .ops import AMEND, CANCEL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised, parse_order_id
@@ -54,6 +54,9 @@ class Snapshot:
     chain: bytes  # trade hash chain after the compacted ops
     last_key: tuple[int, int, str]  # the greatest op key in the snapshot
     reqs: dict[str, str] = field(default_factory=dict)  # client request id -> first NEW's op id
+    #: order id -> the trades its own NEW made (compacted NEWs with a request id that traded): what a
+    #: retry of that request must be told after the ops themselves are gone
+    fills: dict[str, list[Trade]] = field(default_factory=dict)
 
     def to_books(self) -> dict[str, Book]:
         out: dict[str, Book] = {}
@@ -111,6 +114,7 @@ class Replica:
         self._log: dict[str, list[Op]] = {}  # per origin, held ops above _base, by seq
         self._pending: dict[str, dict[int, Op]] = {}  # beyond a gap or held back by the clock
         self._reqs: dict[str, Op | str] = {}  # client req -> the lowest-key NEW (op or compacted id)
+        self._fills: dict[str, list[Trade]] = {}  # compacted NEW with a req -> the trades it made
         # fold
         self._snap_books: dict[str, Book] = {s: Book(s) for s in self.venue.instruments}
         self._snap_trades = 0
@@ -239,7 +243,19 @@ class Replica:
             prior = self._reqs[req]
             if isinstance(prior, Op) and prior.origin == self.node_id:
                 return prior, []  # a retried request: the order already exists
+            if isinstance(prior, str) and self.compacted_request(req) is not None:
+                raise DuplicateRequest(f"request {req!r} placed order {prior}, which is final and compacted; "
+                                       f"ask compacted_request() for its fills")
         return self._stamp(NEW, symbol, "", side, price, qty, tif, req, now)
+
+    def compacted_request(self, req: str) -> tuple[str, list[Trade]] | None:
+        """``(order id, the trades its NEW made)`` if ``req`` placed an order of *this* node that is
+        compacted away: a client retrying after a restart must hear about the same order, not a new
+        one, and its fills are all that is left of it."""
+        prior = self._reqs.get(req) if req else None
+        if not isinstance(prior, str) or prior.rpartition(":")[0] != self.node_id:
+            return None
+        return prior, list(self._fills.get(prior, ()))
 
     def submit_cancel(self, order_id: str, now: int) -> tuple[Op, list[Event]]:
         self._check_clock()
@@ -562,9 +578,11 @@ class Replica:
                 del log[:base - log[0].seq + 1]
         last = applied[k - 1]
         self._snap_key = (last.wall, last.logical, last.origin)
-        for op in applied[:k]:
+        for op, made in zip(applied[:k], self._op_trades[:k], strict=True):
             if op.kind == NEW and op.req and self._reqs.get(op.req) == op:
                 self._reqs[op.req] = op.op_id
+                if made:
+                    self._fills[op.op_id] = list(made)
         self._snap_books, self._snap_trades, self._snap_chain = snap_books, snap_trades, snap_chain
         del applied[:k]
         del self._op_trades[:k]
@@ -581,7 +599,7 @@ class Replica:
             base_vv=dict(self._base),
             books={s: b.resting() for s, b in self._snap_books.items()},
             trades=self._snap_trades, chain=self._snap_chain, last_key=self._snap_key,
-            reqs={r: v for r, v in self._reqs.items() if isinstance(v, str)})
+            reqs={r: v for r, v in self._reqs.items() if isinstance(v, str)}, fills=dict(self._fills))
 
     def needs_snapshot(self, peer_vv: Mapping[str, int]) -> bool:
         """True if the peer lacks ops that were compacted away here."""
@@ -620,6 +638,7 @@ class Replica:
         self._snap_trades, self._snap_chain, self._snap_key = snap.trades, snap.chain, tuple(snap.last_key)
         for r, oid in snap.reqs.items():
             self._reqs[r] = oid  # a compacted NEW is below every op above the snapshot: it wins
+        self._fills.update(snap.fills)
         self.books = self._clone_books(self._snap_books)
         self._applied, self._op_trades, self._cum, self._chain = [], [], [], []
         self._ckpts = [_Checkpoint(0, self._clone_books(self._snap_books))]

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from .book import Trade
 from .errors import WireError
 from .membership import Ack, IndirectAck, PingReq, Probe, Update
 from .membership import Gossip as MemberGossip
@@ -433,15 +434,19 @@ LEVELS = ("accepted", "replicated", "final")
 
 # ---- snapshots ----------------------------------------------------------------------------------------
 _RESTING = record(lambda *f: tuple(f), [one_of(0, 1), uint(MAX_INT), ORDER_ID, uint(MAX_INT)])
+_FILL = record(lambda *f: Trade(*f), [string(128, 1), SYMBOL, uint(MAX_INT), uint(MAX_INT), ORDER_ID, ORDER_ID,
+                                       one_of(0, 1)])
 _SNAPSHOT = record(lambda *f: f, [VV, map_of(SYMBOL, list_of(_RESTING, 10_000_000), 4096), uint(),
                                   binary(64), record(lambda *f: tuple(f), [uint(), uint(1 << 32), string(64)]),
-                                  map_of(string(64), ORDER_ID, 10_000_000)])
+                                  map_of(string(64), ORDER_ID, 10_000_000),
+                                  map_of(ORDER_ID, list_of(_FILL, 1_000_000), 10_000_000)])
 
 
 def snapshot_to_bytes(snap: Any) -> bytes:
     """A ``replica.Snapshot`` as msgpack (sent in ``SnapshotChunk`` pieces, persisted by storage)."""
-    return msgpack.packb([snap.base_vv, snap.books, snap.trades, snap.chain, list(snap.last_key), snap.reqs],
-                         use_bin_type=True)
+    fills = {oid: [list(t) for t in ts] for oid, ts in snap.fills.items()}
+    return msgpack.packb([snap.base_vv, snap.books, snap.trades, snap.chain, list(snap.last_key), snap.reqs,
+                          fills], use_bin_type=True)
 
 
 def snapshot_from_bytes(data: bytes) -> Any:
@@ -452,5 +457,7 @@ def snapshot_from_bytes(data: bytes) -> Any:
         raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, max_ext_len=0)
     except Exception as e:
         raise WireError(f"undecodable snapshot: {type(e).__name__}", reason="bad_snapshot") from None
-    vv, books, trades, chain, last_key, reqs = _SNAPSHOT(raw)
-    return Snapshot(vv, books, trades, chain, last_key, reqs)
+    if isinstance(raw, list) and len(raw) == 6:
+        raw.append({})  # written before snapshots kept compacted requests' fills
+    vv, books, trades, chain, last_key, reqs, fills = _SNAPSHOT(raw)
+    return Snapshot(vv, books, trades, chain, last_key, reqs, fills)

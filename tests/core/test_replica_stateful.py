@@ -16,11 +16,13 @@ Invariants, after every step:
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from gossipbook.core import BUY, GTC, IOC, SELL, Op, Replica, Timestamp, Trade, TradeExecuted, TradeRevised
+from gossipbook.core.errors import DuplicateRequest
 from gossipbook.core.hlc import ZERO
 
 from .test_replica import PRICES, SYM, T0, model_fold
@@ -98,7 +100,16 @@ class ReplicaCluster(RuleBasedStateMachine):
     @rule(m=members, side=st.sampled_from([BUY, SELL]), price=PRICES, qty=st.integers(1, 3),
           tif=st.sampled_from([GTC, GTC, IOC]), req=st.sampled_from(["", "", "", "r1", "r2"]))
     def submit(self, m: str, side: int, price: int, qty: int, tif: int, req: str) -> None:
-        op, evs = self.reps[m].submit_new(SYM, side, price, qty, tif, self.now(m), req=req)
+        r = self.reps[m]
+        done = r.compacted_request(req)
+        if done is not None:  # this node's order for req is compacted: a retry is refused, nothing stamped
+            before = (dict(r.vv), r.digest())
+            with pytest.raises(DuplicateRequest):
+                r.submit_new(SYM, side, price, qty, tif, self.now(m), req=req)
+            assert (dict(r.vv), r.digest()) == before
+            assert done[0].startswith(f"{m}:") and all(done[0] == t.taker for t in done[1])
+            return
+        op, evs = r.submit_new(SYM, side, price, qty, tif, self.now(m), req=req)
         self.ops[(op.origin, op.seq)] = op
         self.events(m, evs)
 

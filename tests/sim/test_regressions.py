@@ -250,10 +250,9 @@ def test_seed_20_a_retried_final_request_reports_the_orders_trades() -> None:
     assert r.ok, explain([r])
 
 
-@pytest.mark.xfail(strict=True, reason="open: after compaction _reqs holds an op-id string, so submit_new stamps a second (no-op) NEW and the retry is acked with a new order id; fix in Replica.submit_new")
 def test_a_retry_after_restart_names_the_same_order_and_its_fills() -> None:
     """The minimal reproduction: a one-node cluster, a trade, a restart from disk, the same request
-    again. The retry must name the order the request placed, with its fill. Today it names a new,
+    again. The retry must name the order the request placed, with its fill. It used to name a new,
     no-op order (``n1:3``, after compaction turned the request's entry into a string) with no fills."""
     from gossipbook.core.node import ACCEPTED as ACC
 
