@@ -161,11 +161,16 @@ class RequestVote:
 
 @dataclass(frozen=True, slots=True)
 class VoteReply:
-    """Answer to ``RequestVote``; ``term`` is the request's if a pre-vote is granted, else ours."""
+    """Answer to ``RequestVote``; ``term`` is the request's if a pre-vote is granted, else ours.
+
+    ``candidate`` names the node asked: frames are authenticated but not bound to their destination,
+    so without it a granted vote captured on the way to one candidate could be replayed to another
+    candidate of the same term and elect two leaders."""
 
     term: int
     granted: bool
     pre: bool = False
+    candidate: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +373,8 @@ def _validate(msg: Any) -> tuple[Entry, ...]:
         raise RemoteError(f"malformed {t.__name__}: fields must be non-negative ints", reason="malformed")
     if t is RequestVote and (type(msg.pre) is not bool or msg.last_term > msg.term):
         raise RemoteError("malformed RequestVote", reason="malformed")
-    if t is VoteReply and (type(msg.granted) is not bool or type(msg.pre) is not bool):
+    if t is VoteReply and (type(msg.granted) is not bool or type(msg.pre) is not bool
+                           or type(msg.candidate) is not str):
         raise RemoteError("malformed VoteReply", reason="malformed")
     if t is AppendReply and type(msg.success) is not bool:
         raise RemoteError("malformed AppendReply", reason="malformed")
@@ -431,7 +437,7 @@ class Sequencer:
         self._dirty_from = self.last_index + 1  # persist_delta: first log index changed since
         self._snap_dirty = False
         self.counters: dict[str, int] = {
-            "elections": 0, "pre_votes": 0, "votes_granted": 0, "votes_refused_sticky": 0,
+            "elections": 0, "pre_votes": 0, "votes_granted": 0, "votes_refused_sticky": 0, "votes_misaddressed": 0,
             "became_leader": 0, "step_downs": 0, "appends_rejected": 0, "truncated": 0,
             "snapshots_sent": 0, "snapshots_installed": 0, "stale_messages": 0}
         if self._snap_index:
@@ -678,14 +684,14 @@ class Sequencer:
                   or "vote-any-log" in self._breaks)
         if self._heard_from_leader(now):
             self.counters["votes_refused_sticky"] += 1
-            self._send(src, VoteReply(self.term, False, msg.pre))
+            self._send(src, VoteReply(self.term, False, msg.pre, src))
             return
         if msg.pre:
             granted = (msg.term > self.term or "no-term-check" in self._breaks) and log_ok
-            self._send(src, VoteReply(msg.term if granted else self.term, granted, True))
+            self._send(src, VoteReply(msg.term if granted else self.term, granted, True, src))
             return
         if self._stale(msg.term):
-            self._send(src, VoteReply(self.term, False))
+            self._send(src, VoteReply(self.term, False, False, src))
             return
         if msg.term > self.term:
             self._become(FOLLOWER, msg.term, None)
@@ -694,9 +700,12 @@ class Sequencer:
             self.counters["votes_granted"] += 1
             self.voted_for = src
             self._reset_election_timer(now)
-        self._send(src, VoteReply(self.term, granted))
+        self._send(src, VoteReply(self.term, granted, False, src))
 
     def _on_vote_reply(self, msg: VoteReply, src: str, now: int) -> None:
+        if msg.candidate != self.node_id:
+            self.counters["votes_misaddressed"] += 1  # an answer to another candidate, replayed here
+            return
         if msg.pre:
             if not msg.granted:
                 if msg.term > self.term:

@@ -97,6 +97,7 @@ from .sequencer import MESSAGES as SEQUENCER_MESSAGES
 from .wire import (
     OP_CHECK,
     REPLY_CODES,
+    TRADE,
     ClientQuery,
     ClientReply,
     ClientSubmit,
@@ -144,7 +145,8 @@ class Outcome(NamedTuple):
     code: int
     message: str
     order_id: str
-    trades: tuple[Trade, ...] = ()
+    trades: tuple[Trade, ...] = ()  # made by this fold step (reported as TradeExecuted)
+    rows: list[list[Any]] | None = None  # the client's trade rows, when not ``trades`` (a repeat)
 
 
 def _trade_row(t: Trade) -> list[Any]:
@@ -163,7 +165,8 @@ _RESTING = record(lambda *f: tuple(f), [one_of(0, 1), uint(1 << 53), string(96),
 _SNAPSHOT = record(lambda *f: f, [
     one_of(1), uint(), uint(), uint(), binary(16), uint(), uint(1 << 32),
     list_of(record(lambda *f: (f[0], list(f[1])), [string(32, 1), list_of(_RESTING, 10_000_000)]), 4096),
-    list_of(record(lambda *f: tuple(f), [string(64, 1), uint(255), string(96)]), 10_000_000)])
+    list_of(record(lambda *f: (f[0], f[1], f[2], [list(r) for r in f[3]]),
+                   [string(64, 1), uint(255), string(96), list_of(TRADE, 1024)]), 10_000_000)])
 
 
 class SequencedBooks:
@@ -183,7 +186,9 @@ class SequencedBooks:
         self.trade_count = 0
         self.chain = CHAIN0
         self.last_stamp = Timestamp(0, 0)  # the greatest leader timestamp folded (audit)
-        self.reqs: OrderedDict[str, tuple[int, str]] = OrderedDict()  # request id -> (code, order id)
+        #: request id -> (code, order id, the trade rows it made): a retry or a second commit of the
+        #: request is answered with the first one's outcome, fills included
+        self.reqs: OrderedDict[str, tuple[int, str, list[list[Any]]]] = OrderedDict()
         self.counters = {"entries_folded": 0, "noops_folded": 0, "duplicates": 0, "fold_rejected": 0,
                          "snapshots_installed": 0, "bad_snapshots": 0}
 
@@ -230,9 +235,9 @@ class SequencedBooks:
         prior = self.reqs.get(op.req)
         if prior is not None:
             self.counters["duplicates"] += 1
-            code, oid = prior
+            code, oid, rows = prior
             return Outcome(code, "ok" if code == OK else f"{REPLY_CODES.get(code, 'rejected')} "
-                           f"(request {op.req} was already committed)", oid)
+                           f"(request {op.req} was already committed)", oid, (), rows)
         self.op_count += 1
         out = self._fold(index, op)
         if out.code != OK:
@@ -240,7 +245,7 @@ class SequencedBooks:
         if out.trades:
             self.trade_count += len(out.trades)
             self.chain = _chain(self.chain, out.trades)
-        self.reqs[op.req] = (out.code, out.order_id)
+        self.reqs[op.req] = (out.code, out.order_id, [_trade_row(t) for t in out.trades])
         if len(self.reqs) > self.dedupe_window:
             self.reqs.popitem(last=False)
         return out
@@ -286,7 +291,7 @@ class SequencedBooks:
             1, self.index, self.op_count, self.trade_count, self.chain, self.last_stamp.wall,
             self.last_stamp.logical,
             [[s, [list(r) for r in b.resting()]] for s, b in sorted(self.books.items())],
-            [[r, c, o] for r, (c, o) in self.reqs.items()]], use_bin_type=True)
+            [[r, c, o, rows] for r, (c, o, rows) in self.reqs.items()]], use_bin_type=True)
 
     def install(self, index: int, data: bytes) -> None:
         """Replace the state with a snapshot covering the log up to ``index``. A snapshot that does
@@ -295,6 +300,10 @@ class SequencedBooks:
             raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, max_ext_len=0)
         except Exception as e:  # msgpack raises several types for bad input; all mean the same here
             raise WireError(f"undecodable strong-mode snapshot: {type(e).__name__}", reason="bad_snapshot") from None
+        if isinstance(raw, list) and len(raw) == 9 and isinstance(raw[8], list):
+            for r in raw[8]:
+                if isinstance(r, list) and len(r) == 3:
+                    r.append([])  # written before the fold kept a request's trade rows
         _v, idx, ops, trades, chain, wall, logical, books, reqs = _SNAPSHOT(raw)
         if idx != index:
             raise WireError(f"snapshot covers index {idx}, not {index}", reason="bad_snapshot")
@@ -307,7 +316,7 @@ class SequencedBooks:
                 b.submit(oid, side, price, qty, GTC, oid)  # priority order rebuilds the same levels
         self.books, self.index, self.op_count, self.trade_count, self.chain = new_books, idx, ops, trades, chain
         self.last_stamp = Timestamp(wall, logical)
-        self.reqs = OrderedDict((r, (c, o)) for r, c, o in reqs)
+        self.reqs = OrderedDict((r, (c, o, rows)) for r, c, o, rows in reqs)
         self.counters["snapshots_installed"] += 1
 
 
@@ -525,7 +534,7 @@ class StrongNodeCore:
         for w in list(self._waits.values()):
             prior = self.replica.reqs.get(w.msg.req)
             if prior is not None:
-                self._answer(w, Outcome(prior[0], REPLY_CODES.get(prior[0], "ok"), prior[1]))
+                self._answer(w, Outcome(prior[0], REPLY_CODES.get(prior[0], "ok"), prior[1], (), prior[2]))
             elif w.index and w.index <= ev.index:
                 self._by_index.pop(w.index, None)
                 w.index = w.term = 0
@@ -557,7 +566,7 @@ class StrongNodeCore:
         done = self.replica.reqs.get(m.req)
         if done is not None:  # committed long ago (the reply cache forgot it)
             self._out.append((to, ClientReply(m.req, done[0], REPLY_CODES.get(done[0], "ok"), done[1],
-                                              FINAL if done[0] == OK else 0, [])))
+                                              FINAL if done[0] == OK else 0, done[2])))
             return
         # answer a little before the client's own timeout, so a "timeout" reply reaches it
         w = _Wait(m, to, now + m.timeout_ms * MS * 9 // 10, now + self.config.no_leader_wait_ns)
@@ -581,7 +590,7 @@ class StrongNodeCore:
         done = self.replica.reqs.get(req)
         if done is not None:
             self._out.append((src, ForwardReply(req, done[0], REPLY_CODES.get(done[0], "ok"), done[1],
-                                                FINAL if done[0] == OK else 0, [])))
+                                                FINAL if done[0] == OK else 0, done[2])))
             return
         if self.seq.role is not LEADER:
             self._retry(src, req)
@@ -684,8 +693,9 @@ class StrongNodeCore:
         req = w.msg.req
         if level is None:
             level = FINAL if out.code == OK else 0
-        reply = ClientReply(req, out.code, out.message, out.order_id, level,
-                            rows if rows is not None else [_trade_row(t) for t in out.trades])
+        if rows is None:
+            rows = out.rows if out.rows is not None else [_trade_row(t) for t in out.trades]
+        reply = ClientReply(req, out.code, out.message, out.order_id, level, rows)
         if isinstance(w.reply_to, Client):
             if out.code == OK:
                 self._replies[req] = reply

@@ -297,7 +297,7 @@ class ForwardReply(ClientReply):
 _ENTRIES = _tuple(list_of(record(Entry, [uint(), _tuple(list_of(OP_CHECK, 1))]), 1024))
 
 register(15, RequestVote, [uint(), uint(), uint(), boolean])
-register(16, VoteReply, [uint(), boolean, boolean])
+register(16, VoteReply, [uint(), boolean, boolean, NODE_ID])
 register(17, AppendEntries, [uint(), uint(), uint(), uint(), _ENTRIES])
 register(18, AppendReply, [uint(), boolean, uint(), uint()])
 register(19, InstallSnapshot, [uint(), uint(), uint(), uint(), uint(), binary(MAX_DATAGRAM)])

@@ -715,9 +715,9 @@ def elect(s: Sequencer, now: int = T0) -> int:
     now = s.next_deadline()
     s.tick(now)
     for p in s.peers:
-        s.receive(VoteReply(s.term + 1, True, pre=True), p, now)
+        s.receive(VoteReply(s.term + 1, True, pre=True, candidate=s.node_id), p, now)
     for p in s.peers:
-        s.receive(VoteReply(s.term, True), p, now)
+        s.receive(VoteReply(s.term, True, candidate=s.node_id), p, now)
     assert s.role is LEADER
     return now
 
@@ -762,27 +762,42 @@ def test_single_node_leads_and_commits_at_once() -> None:
 def test_vote_only_for_an_up_to_date_log(cand: tuple[int, int], granted: bool) -> None:
     s = make(term=2, entries=log(1, 1, 2))  # our last entry: term 2, index 3
     s.receive(RequestVote(3, cand[1], cand[0]), "n1", T0)
-    assert only(s.outbox()) == VoteReply(3, granted)
+    assert only(s.outbox()) == VoteReply(3, granted, candidate="n1")
     assert s.term == 3 and s.voted_for == ("n1" if granted else None)
 
 
 def test_one_vote_per_term_even_across_a_restart() -> None:
     s = make(term=1, entries=log(1))
     s.receive(RequestVote(2, 1, 1), "n1", T0)
-    assert only(s.outbox()) == VoteReply(2, True)
+    assert only(s.outbox()) == VoteReply(2, True, candidate="n1")
     s = Sequencer("n0", IDS, random.Random(1), CFG, s.persistent_state())
     s.receive(RequestVote(2, 5, 1), "n2", T0)
-    assert only(s.outbox()) == VoteReply(2, False)
+    assert only(s.outbox()) == VoteReply(2, False, candidate="n2")
     s.receive(RequestVote(2, 1, 1), "n1", T0)  # a retransmitted request from the same candidate
-    assert only(s.outbox()) == VoteReply(2, True)
+    assert only(s.outbox()) == VoteReply(2, True, candidate="n1")
+
+
+def test_a_granted_vote_replayed_to_another_candidate_is_not_counted() -> None:
+    """n1 granted its term-2 vote to n2; the frame replayed to n0 (also a candidate in term 2: frames
+    are authenticated but not bound to a destination) must not give n0 a second majority."""
+    s = make("n0", ("n0", "n1", "n2"))
+    s.tick(T0)
+    now = s.next_deadline()
+    s.tick(now)
+    s.receive(VoteReply(s.term + 1, True, pre=True, candidate="n0"), "n1", now)
+    assert s.role is CANDIDATE
+    s.receive(VoteReply(s.term, True, candidate="n2"), "n1", now)  # n1's vote for n2, replayed
+    assert s.role is CANDIDATE and s.counters["votes_misaddressed"] == 1
+    s.receive(VoteReply(s.term, True, candidate="n0"), "n1", now)
+    assert s.role is LEADER
 
 
 def test_pre_vote_changes_no_term_and_no_vote() -> None:
     s = make(term=4, entries=log(1, 4))
     s.receive(RequestVote(5, 2, 4, pre=True), "n1", T0)
-    assert only(s.outbox()) == VoteReply(5, True, pre=True)
+    assert only(s.outbox()) == VoteReply(5, True, pre=True, candidate="n1")
     s.receive(RequestVote(4, 2, 4, pre=True), "n1", T0)  # not a future term
-    assert only(s.outbox()) == VoteReply(4, False, pre=True)
+    assert only(s.outbox()) == VoteReply(4, False, pre=True, candidate="n1")
     assert (s.term, s.voted_for, s.role) == (4, None, FOLLOWER)
 
 
@@ -791,9 +806,9 @@ def test_a_node_that_hears_its_leader_ignores_votes() -> None:
     s.receive(AppendEntries(2, 1, 1, 1), "n1", T0)
     s.outbox()
     s.receive(RequestVote(5, 9, 2), "n2", T0 + 10 * MS)
-    assert only(s.outbox()) == VoteReply(2, False) and s.term == 2
+    assert only(s.outbox()) == VoteReply(2, False, candidate="n2") and s.term == 2
     s.receive(RequestVote(5, 9, 2), "n2", T0 + CFG.election_timeout_min_ns)
-    assert only(s.outbox()) == VoteReply(5, True) and s.term == 5
+    assert only(s.outbox()) == VoteReply(5, True, candidate="n2") and s.term == 5
 
 
 def test_append_consistency_check_and_hint() -> None:
@@ -828,7 +843,7 @@ def test_stale_term_messages_are_answered_and_ignored() -> None:
     s.receive(AppendEntries(4, 1, 1, 1, (Entry(4, "x"),)), "n1", T0)
     assert only(s.outbox()) == AppendReply(5, False, 0)
     s.receive(RequestVote(4, 9, 4), "n2", T0)
-    assert only(s.outbox()) == VoteReply(5, False)
+    assert only(s.outbox()) == VoteReply(5, False, candidate="n2")
     assert s.persistent_state() == before and s.leader() is None
 
 

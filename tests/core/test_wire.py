@@ -205,7 +205,7 @@ SCHEMA: dict[type, tuple[Any, ...]] = {
     MemberGossip: (U(), UPDATES),
     # strong mode: an entry's value is () for the leader's no-op, (op,) for a client op
     RequestVote: (U(), U(), U(), Bool()),
-    VoteReply: (U(), Bool(), Bool()),
+    VoteReply: (U(), Bool(), Bool(), NODE),
     AppendEntries: (U(), U(), U(), U(), T(L(R(Entry, (U(), T(L(OP, 1)))), 1024))),
     AppendReply: (U(), Bool(), U(), U()),
     InstallSnapshot: (U(), U(), U(), U(), U(), B(MAX_DATAGRAM)),
