@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -48,7 +49,10 @@ class ProcCluster:
 
     def __enter__(self) -> ProcCluster:
         for nid in self.cfg.ids:
-            args = [sys.executable, "-m", "gossipbook", "node", "-c", str(self.config_path), "--id", nid,
+            # GOSSIPBOOK_BENCH_PROFILE=DIR runs each node under cProfile, writing DIR/<id>.prof on exit
+            prof = os.environ.get("GOSSIPBOOK_BENCH_PROFILE")
+            run = ["-m", "cProfile", "-o", str(Path(prof) / f"{nid}.prof")] if prof else []
+            args = [sys.executable, *run, "-m", "gossipbook", "node", "-c", str(self.config_path), "--id", nid,
                     "--log-level", "warning", *self.node_args]
             if self.trace:
                 args += ["--trace", str(self.dir / f"{nid}.trace.json")]
