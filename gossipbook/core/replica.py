@@ -126,6 +126,7 @@ class Replica:
         self._cum: list[int] = []  # cumulative trade count through each applied op
         self._chain: list[bytes] = []
         self._ckpts: list[_Checkpoint] = [_Checkpoint(0, self._clone_books(self._snap_books))]
+        self._ck_next = 0  # position at which to consider the next checkpoint (0: at once)
         # finality
         self._announced: dict[str, tuple[Timestamp, int]] = {}  # member -> (hlc, max seq)
         self._held_bound: dict[str, Timestamp] = {}  # member -> greatest announced hlc whose seq we held
@@ -427,6 +428,7 @@ class Replica:
         del self._op_trades[start:]
         del self._cum[start:]
         del self._chain[start:]
+        self._ck_next = 0
         self.books = self._clone_books(ck.books)
         self.counters["replays"] += 1
         self.counters["replayed_ops"] += len(self._applied) - start
@@ -473,10 +475,16 @@ class Replica:
         self._cum.append(prev_cum + len(trades))
         self._chain.append(_chain(prev_chain, trades) if trades else prev_chain)
         n = len(self._op_trades)
-        since = n - self._ckpts[-1].pos
-        # checkpoint spacing grows with the book, so cloning costs O(1) per op amortized
-        if since >= self.checkpoint_interval and since >= self._resting():
-            self._ckpts.append(_Checkpoint(n, self._clone_books(self.books)))
+        if n >= self._ck_next:
+            # checkpoint spacing grows with the book, so cloning costs O(1) per op amortized; the
+            # book is sized only when a checkpoint may be due, not on every op
+            last = self._ckpts[-1].pos
+            need = max(self.checkpoint_interval, self._resting())
+            if n - last >= need:
+                self._ckpts.append(_Checkpoint(n, self._clone_books(self.books)))
+                self._ck_next = n + self.checkpoint_interval
+            else:
+                self._ck_next = last + need
         return trades
 
     def _resting(self) -> int:
@@ -590,6 +598,7 @@ class Replica:
         del self._chain[:k]
         ckpts = [_Checkpoint(c.pos - k, c.books) for c in self._ckpts if c.pos > k]
         self._ckpts = [_Checkpoint(0, self._clone_books(snap_books))] + ckpts
+        self._ck_next = 0
         self.counters["compactions"] += 1
         return k
 
@@ -642,6 +651,7 @@ class Replica:
         self.books = self._clone_books(self._snap_books)
         self._applied, self._op_trades, self._cum, self._chain = [], [], [], []
         self._ckpts = [_Checkpoint(0, self._clone_books(self._snap_books))]
+        self._ck_next = 0
         self.counters["snapshots_installed"] += 1
         ev = self._admit(keep) + self.receive(pend, now)
         # the snapshot's own trades are final and were reported where they happened; the trades above
