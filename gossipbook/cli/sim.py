@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "a safety phase with faults and client orders, then a liveness phase with every fault "
                     "healed. Each run is checked against DESIGN.md's invariants; a failing seed prints the "
                     "one command that replays it.")
+    p.add_argument("--mode", choices=("eventual", "strong"), default="eventual",
+                   help="consistency mode: eventual (the op-set CRDT) or strong (the sequencer); each has "
+                        "its own checker (default eventual)")
     p.add_argument("--nodes", type=int, default=5, help="nodes in the cluster (default 5)")
     p.add_argument("--seeds", type=int, default=None,
                    help="number of seeds to run (default 100; 1 when --seed is given)")
@@ -36,8 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bound", type=float, default=30.0,
                    help="liveness bound: virtual seconds after the heal to converge (default 30)")
     p.add_argument("--break", dest="break_name", default=None, metavar="NAME",
-                   help="run a deliberately broken core: no-replay, no-anti-entropy, no-dedupe, "
-                        "wrong-tiebreak, no-offset-check (the checker should catch it)")
+                   help="run a deliberately broken core (the checker should catch it): eventual mode "
+                        "no-replay, no-anti-entropy, no-dedupe, wrong-tiebreak, no-offset-check; strong mode "
+                        "vote-any-log, commit-without-majority, no-term-check, commit-old-term")
     p.add_argument("--jobs", type=int, default=1, help="seeds to run in parallel processes (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--trace", metavar="FILE", default=None,
@@ -63,9 +67,9 @@ def _config(args: argparse.Namespace) -> Any:
         raise UsageError("--bound must be positive")
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    check_break(args.break_name)
+    check_break(args.break_name, args.mode)
     return SimConfig(nodes=args.nodes, duration_s=args.duration, orders=args.orders,
-                     faults=parse_faults(args.faults), bound_s=args.bound)
+                     faults=parse_faults(args.faults), bound_s=args.bound, mode=args.mode)
 
 
 def _one(job: tuple[int, Any, str | None, str | None]) -> Any:
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     failures = [r for r in results if not r.ok]
     if args.json:
         json.dump({"runs": len(results), "failures": len(failures),
-                   "config": {"nodes": cfg.nodes, "duration_s": cfg.duration_s, "orders": cfg.orders,
+                   "config": {"mode": cfg.mode, "nodes": cfg.nodes, "duration_s": cfg.duration_s, "orders": cfg.orders,
                               "faults": list(cfg.faults), "bound_s": cfg.bound_s, "break": args.break_name,
                               "seeds": [seeds[0], seeds[-1]]},
                    "summary": summary, "results": [r.to_json() for r in results]},
@@ -135,7 +139,8 @@ def _f(x: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def _print(out: Console, results: list[Any], summary: dict[str, Any], args: argparse.Namespace) -> None:
-    title = f"gossipbook sim — {summary['runs']} seeds, {args.nodes} nodes, {args.duration:g}s + liveness"
+    title = (f"gossipbook sim — {args.mode} mode, {summary['runs']} seeds, {args.nodes} nodes, "
+             f"{args.duration:g}s + liveness")
     if args.break_name:
         title += f", --break {args.break_name}"
     t = Table(title=title, caption="fault: seeds where it was active; conv / final: virtual seconds from the "

@@ -352,8 +352,12 @@ class StrongNodeCore:
 
     def __init__(self, node_id: str, members: Iterable[str], venue: Venue | None = None,
                  rng: random.Random | None = None, config: StrongConfig | None = None,
-                 persisted: PersistentState | None = None, incarnation: int = 0) -> None:
+                 persisted: PersistentState | None = None, incarnation: int = 0,
+                 on_fold: Callable[[int, Op | None, Outcome | None], None] | None = None) -> None:
         self.node_id = node_id
+        #: called with every committed entry as it is folded, and its outcome (an audit trail; the
+        #: simulator's checker reads the committed log through it)
+        self.on_fold = on_fold
         self.config = config or StrongConfig()
         members = sorted(set(members) | {node_id})
         self.peers = [m for m in members if m != node_id]
@@ -511,6 +515,8 @@ class StrongNodeCore:
     def _committed(self, ev: Committed, now: int) -> None:
         op = ev.entry
         out = self.replica.apply(ev.index, op)
+        if self.on_fold is not None:
+            self.on_fold(ev.index, op, out)
         if op is not None and out is not None:
             for t in out.trades:
                 self._events.append(TradeExecuted(t))

@@ -14,6 +14,9 @@ DESIGN.md relies on, and the simulator must report a violation for some seeds:
   first instead of by origin id, so replicas disagree on tie order (coarse clocks make ties common).
 - ``no-offset-check``: ops stamped beyond ``now + max_offset`` are adopted at once instead of held
   back, so a clock far ahead drags every HLC with it.
+
+Strong mode (``--mode strong``) breaks the sequencer instead, through ``SequencerConfig.breaks``
+(one condition each in ``core/sequencer.py``; nothing is patched): ``STRONG_BREAKS``.
 """
 
 from __future__ import annotations
@@ -38,9 +41,20 @@ BREAKS: dict[str, str] = {
 }
 
 
-def check_break(name: str | None) -> str | None:
-    if name is not None and name not in BREAKS:
-        raise UsageError(f"unknown --break {name!r}; known: {', '.join(BREAKS)}")
+STRONG_BREAKS: dict[str, str] = {
+    "vote-any-log": "votes are granted whatever the candidate's log (a stale node can lead)",
+    "commit-without-majority": "the leader commits what it has without counting replicas",
+    "no-term-check": "messages from older terms are handled as current (a deposed leader keeps going)",
+    "commit-old-term": "the leader commits an older term's entry by counting it (Raft paper figure 8)",
+}
+
+
+def check_break(name: str | None, mode: str = "eventual") -> str | None:
+    known = STRONG_BREAKS if mode == "strong" else BREAKS
+    if name is not None and name not in known:
+        other = BREAKS if mode == "strong" else STRONG_BREAKS
+        hint = f" ({name} is a {'eventual' if mode == 'strong' else 'strong'}-mode break)" if name in other else ""
+        raise UsageError(f"unknown --break {name!r} for {mode} mode{hint}; known: {', '.join(known)}")
     return name
 
 
@@ -103,7 +117,7 @@ def _patch_gossip_init(orig: Callable[..., Any]) -> Callable[..., Any]:
 @contextmanager
 def broken(name: str | None) -> Iterator[None]:
     """Apply the named break for the duration of the block (``None``: nothing)."""
-    if name is None:
+    if name is None or name in STRONG_BREAKS:  # strong ones go in through SequencerConfig.breaks
         yield
         return
     check_break(name)

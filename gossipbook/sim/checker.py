@@ -56,6 +56,12 @@ KINDS: dict[str, str] = {
     "hlc_offset": "a node applied or adopted a timestamp beyond its clock + max_offset",
     "finality_counter": "a replica counted a rollback below its own stable watermark",
     "core_error": "the core raised an exception on valid input",
+    "runaway": "the run was stopped after too many node steps (a message storm or a livelock)",
+    # strong mode (strong_check.py)
+    "commit_conflict": "strong: one log index was committed (folded) with two different entries",
+    "digest_diverged": "strong: two replicas show different digests at the same folded index",
+    "trade_conflict": "strong: two replicas report different trades under one trade id",
+    "no_quorum_lie": "strong: a request refused with 'no quorum' was committed anyway",
     "remote_error": "the core refused a message an honest peer sent",
 }
 MAX_EVIDENCE = 3  # per kind: the first few are enough to start debugging

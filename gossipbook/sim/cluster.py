@@ -50,6 +50,8 @@ from ..core.instrument import Venue
 from ..core.membership import MemberStateChanged
 from ..core.node import E_TIMEOUT, OK, Client, NodeConfig, NodeCore
 from ..core.ops import Op
+from ..core.sequencer import SequencerConfig
+from ..core.strong import StrongConfig, StrongNodeCore
 from ..core.wire import (
     DEFAULT_MTU,
     ClientReply,
@@ -64,8 +66,9 @@ from ..core.wire import (
 from .checker import Checker
 from .clock import MS, SEC, T0, NodeClock
 from .disk import Disk
-from .nemesis import FAULTS, Action, FaultPlan, Schedule, random_schedule
+from .nemesis import FAULTS, Action, FaultPlan, Schedule, leader_schedule, random_schedule
 from .network import LinkFaults, Network, partition_links
+from .strong_check import StrongChecker
 from .workload import Request, Workload
 
 DELIVER, WAKE, NEMESIS, ARRIVAL, RETRY, CHECK, PHASE = range(7)
@@ -91,6 +94,18 @@ class SimConfig:
     script: Schedule | None = None
     gossip: GossipConfig | None = None  # None: the shell's defaults
     clocks: dict[str, NodeClock] | None = None  # fixed clocks (tests) instead of the plan's
+    mode: str = "eventual"  # or "strong": StrongNodeCore, the sequencer's disk, the strong checker
+    seq_breaks: frozenset[str] = frozenset()  # strong: SequencerConfig.breaks (vote-any-log, ...)
+    # strong: compact the log this often (the shell's default is 20,000; small here so snapshots,
+    # their persistence and InstallSnapshot catch-up happen within a run)
+    compact_every: int = 256
+    # a run that handles this many node steps is stopped as a runaway (a message storm or a
+    # livelock: healthy 60 s runs take 20,000-60,000), so a broken variant cannot hang a seed sweep
+    max_steps: int = 500_000
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("eventual", "strong"):
+            raise ValueError(f"mode must be eventual or strong, not {self.mode!r}")
 
     def node_ids(self) -> list[str]:
         return [f"n{i + 1}" for i in range(self.nodes)]
@@ -100,7 +115,7 @@ class SimConfig:
 class SimNode:
     id: str
     clock: NodeClock
-    core: NodeCore | None = None
+    core: Any = None  # NodeCore, or StrongNodeCore in strong mode
     state: str = "down"  # up, paused, down
     guard: ReplayGuard = field(default_factory=ReplayGuard)
     counter: int = 0
@@ -112,6 +127,7 @@ class SimNode:
     deadline: int = -1  # the core's next_deadline() the pending wake was computed for
     boots: int = 0
     final_ops: int = 0  # ops (in fold order, compacted ones included) reported final this life
+    folded_at: int = -1  # strong: the folded index whose digest the checker has seen
 
 
 @dataclass(slots=True)
@@ -143,7 +159,7 @@ class Simulation:
             raise ValueError("a cluster needs at least one node")
         root = random.Random(seed)
         streams = {name: random.Random(root.getrandbits(64)) for name in
-                   ("plan", "schedule", "clocks", "network", "workload", "cores", "partition")}
+                   ("plan", "schedule", "clocks", "network", "workload", "cores", "partition", "leader")}
         self.ids = cfg.node_ids()
         self.plan = FaultPlan.draw(streams["plan"], cfg.faults)
         self.start = T0
@@ -159,8 +175,15 @@ class Simulation:
         self._part_rng = streams["partition"]
         self._core_rng = streams["cores"]
         self.workload = Workload(streams["workload"], cfg.orders, T0 + SEC // 5, self.end_safety - SEC // 2,
-                                 cfg.clients)
+                                 cfg.clients, ack_timeouts=cfg.mode != "strong")
         self.checker = Checker(self.ids, cfg.max_offset_ns)
+        self.strong = cfg.mode == "strong"
+        self.leader_faults = (leader_schedule(streams["leader"], self.plan, self.end_safety - T0)
+                              if self.strong and cfg.script is None else [])
+        self.strong_checker = StrongChecker(self.checker)
+        self.strong_config = StrongConfig(
+            max_offset_ns=cfg.max_offset_ns, compact_every=cfg.compact_every,
+            sequencer=SequencerConfig(max_batch=16, max_inflight=16, breaks=frozenset(cfg.seq_breaks)))
         self.stats = Stats()
         self.venue = Venue()
         gossip = cfg.gossip or GossipConfig()
@@ -191,13 +214,19 @@ class Simulation:
             self._boot(self.nodes[n], T0)
         for a in self.schedule:
             self._push(T0 + a.at_ns, NEMESIS, a)
+        for a in self.leader_faults:
+            self._push(T0 + a.at_ns, NEMESIS, a)
         for t, c in self.workload.arrivals:
             self._push(t, ARRIVAL, c)
         self._push(self.end_safety, PHASE)
         q = self._q
         pop = heapq.heappop
         nodes = self.nodes
+        max_steps = self.cfg.max_steps
         while q and not self.done:
+            if self.stats.steps > max_steps:
+                self._runaway()
+                break
             ev = pop(q)
             t = self.now = ev[0]
             kind = ev[2]
@@ -236,19 +265,16 @@ class Simulation:
         """Start (or restart) a node as ``NodeRunner.__init__`` does, from its disk."""
         now = node.clock.read(t)
         disk = node.disk
+        if self.strong:
+            self._boot_strong(node, t, now)
+            return
         hlc_last, incarnation = disk.recover_state(node.id)
         core = NodeCore(node.id, self.ids, self.venue, random.Random(self._core_rng.getrandbits(64)),
                         self.node_config, hlc_last=hlc_last or ZERO,
                         incarnation=max(incarnation or 0, now // MS))
         node.core = core
         node.state = "up"
-        node.guard = ReplayGuard()
-        node.counter = max(node.counter, now)  # the shell's: frame counters start at its boot clock
-        node.inbox = []
-        node.final_ops = 0
-        node.compactions = 0
-        node.boots += 1
-        node.deadline = node.wake_at = -1
+        self._fresh_life(node, now)
         try:
             refeed, snap_trades = disk.load_into(core)
         except Exception as e:  # noqa: BLE001 - a core bug: report it, keep simulating
@@ -260,6 +286,40 @@ class Simulation:
                        f"hlc_last {_rel(hlc_last or ZERO)} disk {len(disk.ops)} ops"
                        f"{' + snapshot' if disk.snapshot else ''}")
         self._step(node, t, (), force_tick=True)
+
+    def _boot_strong(self, node: SimNode, t: int, now: int) -> None:
+        """``NodeRunner._strong_core``: the sequencer's stored state; the books refold from its
+        committed prefix inside the constructor (reported to the strong checker like any fold)."""
+        disk = node.disk
+        node.state = "up"
+        self._fresh_life(node, now)
+        sc = self.strong_checker
+        sc.booted(node.id)
+
+        def folded(index: int, op: Op | None, out: Any) -> None:
+            sc.folded(node.id, index, op, out, self.now)
+
+        try:
+            node.core = StrongNodeCore(node.id, self.ids, self.venue, random.Random(self._core_rng.getrandbits(64)),
+                                       self.strong_config, persisted=disk.seq,
+                                       incarnation=max(disk.incarnation + 1, now // MS), on_fold=folded)
+        except Exception as e:  # noqa: BLE001 - a core bug: report it, keep simulating
+            self._core_error(node, t, e)
+            return
+        st = disk.seq
+        self._trace(t, f"{node.id} boot #{node.boots} strong term {st.term if st else 0} "
+                       f"log {len(st.entries) if st else 0} entries after snapshot {st.snapshot_index if st else 0}")
+        self._step(node, t, (), force_tick=True)
+
+    def _fresh_life(self, node: SimNode, now: int) -> None:
+        node.guard = ReplayGuard()
+        node.counter = max(node.counter, now)  # the shell's: frame counters start at its boot clock
+        node.inbox = []
+        node.final_ops = 0
+        node.compactions = 0
+        node.folded_at = -1
+        node.boots += 1
+        node.deadline = node.wake_at = -1
 
     def _core_error(self, node: SimNode, t: int, e: BaseException) -> None:
         tb = traceback.extract_tb(e.__traceback__)
@@ -275,7 +335,9 @@ class Simulation:
         assert core is not None
         now = node.clock.read(t)
         rep = core.replica
-        before = (rep.hlc.wall, rep.hlc.logical)
+        strong = self.strong
+        hlc = core.hlc if strong else rep.hlc
+        before = (hlc.wall, hlc.logical)
         self.stats.steps += 1
         pre = None
         try:
@@ -290,6 +352,13 @@ class Simulation:
                     self.stats.dropped_replay += 1
                     continue
                 msg = frame.msg
+                if strong:
+                    try:
+                        core.receive(msg, frame.sender, src, now)
+                    except RemoteError as e:
+                        self.checker.violation("remote_error", node.id, t, f"{node.id} refused "
+                                               f"{type(msg).__name__} from {frame.sender}: {e}")
+                    continue
                 seq0 = rep.vv.get(node.id, 0)
                 try:
                     core.receive(msg, frame.sender, src, now)
@@ -305,13 +374,17 @@ class Simulation:
             d = core.next_deadline()
             if force_tick or now >= d:
                 self.stats.ticks += 1
-                pre = (sum(rep._base.values()), rep._applied[:])  # see _track_finality
+                if not strong:
+                    pre = (sum(rep._base.values()), rep._applied[:])  # see _track_finality
                 core.tick(now)
                 d = core.next_deadline()
         except Exception as e:  # noqa: BLE001 - a core bug: report it, keep simulating
             self._core_error(node, t, e)
             return
-        self._flush(node, t, now, before, pre)
+        if strong:
+            self._flush_strong(node, t)
+        else:
+            self._flush(node, t, now, before, pre)
         self._schedule_wake(node, t, now, d)
 
     def _schedule_wake(self, node: SimNode, t: int, now: int, d: int) -> None:
@@ -380,6 +453,35 @@ class Simulation:
             ck.events(node.id, evs, t)
             self._hash_events(node.id, t, evs)
         self._track_finality(node, t, ops, pre)
+
+    def _flush_strong(self, node: SimNode, t: int) -> None:
+        """Strong mode's flush (``NodeRunner._persist_strong``): the sequencer's delta is durable
+        before any datagram of this step leaves; then the checker sees replies, trades and the digest."""
+        core = node.core
+        assert core is not None
+        node.disk.persist_seq(core.take_persist(), core.membership.incarnation)
+        sc = self.strong_checker
+        out = core.outbox()
+        for dst, msg in out:
+            tmsg = type(msg)
+            if isinstance(dst, Client):
+                addr = dst.addr
+                if tmsg is ClientReply:
+                    sc.replied(node.id, msg.req, msg.code, msg.order_id, msg.trades, t)
+            elif dst in self.nodes and dst != node.id:
+                addr = dst
+            else:
+                continue
+            node.counter += 1
+            self._send(node.id, addr, [encode(msg, node.id, node.counter, KEY)], tmsg, t)
+        evs = core.events()
+        if evs:
+            sc.events(node.id, evs, t)
+            self._hash_events(node.id, t, evs)
+        fold = core.replica
+        if fold.index != node.folded_at:  # the digest costs a pass over the books: once per index
+            node.folded_at = fold.index
+            sc.digest(node.id, fold.index, fold.digest(), t)
 
     def _track_finality(self, node: SimNode, t: int, ops: list[Op],
                         pre: tuple[int, list[Op]] | None = None) -> None:
@@ -476,7 +578,7 @@ class Simulation:
         if type(frame.msg) is ClientReply:
             rep = frame.msg
             ack = self.workload.on_reply(frame.sender, rep, t)
-            if ack is not None and ack.level == 2:
+            if ack is not None and ack.level == 2 and not self.strong:
                 self._final_acks.append((rep.req, frame.sender, rep.trades, t))
 
     # ---- nemesis ------------------------------------------------------------------------------------
@@ -522,6 +624,12 @@ class Simulation:
                 node.state = "paused"
         elif k == "resume":
             self._resume(self.nodes[a.node], t)
+        elif k in ("leader_isolate", "leader_slow", "leader_pause"):
+            self._leader_fault(a, t)
+        elif k == "unisolate":
+            net.isolated.discard(a.node)
+        elif k == "unslow":
+            net.slow.pop(a.node, None)
         elif k == "clock_step":
             node = self.nodes[a.node]
             node.clock.step(int(a.value))
@@ -531,6 +639,27 @@ class Simulation:
                 self._push(t, WAKE, node.id, node.wake_gen)
         else:  # pragma: no cover - scripted() validates kinds
             raise ValueError(f"unknown nemesis action {k!r}")
+
+    def _leader_fault(self, a: Action, t: int) -> None:
+        """Aim ``a`` at the node that leads now (the highest-term leader among live nodes); its end
+        is scheduled for that same node."""
+        leaders = [(n.core.seq.term, n.id) for n in self.nodes.values()
+                   if n.state == "up" and n.core is not None and n.core.seq.role == "leader"]
+        if not leaders:
+            self._trace(t, "  no leader to aim at")
+            return
+        target = max(leaders)[1]
+        self._trace(t, f"  aimed at {target}")
+        end = t + a.dur_ns
+        if a.kind == "leader_isolate":
+            self.net.isolated.add(target)
+            self._push(end, NEMESIS, Action(end - T0, "unisolate", node=target))
+        elif a.kind == "leader_slow":
+            self.net.slow[target] = int(a.value)
+            self._push(end, NEMESIS, Action(end - T0, "unslow", node=target))
+        else:
+            self.nodes[target].state = "paused"
+            self._push(end, NEMESIS, Action(end - T0, "resume", node=target))
 
     def _resume(self, node: SimNode, t: int) -> None:
         if node.state != "paused":
@@ -556,15 +685,19 @@ class Simulation:
         # the clock that is ahead are refused, by design, and the watermark waits for it)
         offs = [self.nodes[n].clock.offset_at(t) for n in self.ids]
         spread = max(offs) - min(offs)
-        self.need_finality = spread < self.cfg.max_offset_ns * 9 // 10
-        self._extra_bound = max(0, spread - self.cfg.max_offset_ns)
+        # (strong mode: every committed entry is final, and the clocks decide nothing)
+        self.need_finality = spread < self.cfg.max_offset_ns * 9 // 10 and not self.strong
+        self._extra_bound = 0 if self.strong else max(0, spread - self.cfg.max_offset_ns)
         self._push(t, CHECK)
 
     def _check(self, t: int) -> None:
         bound = int(self.cfg.bound_s * SEC) + self._extra_bound
         heal = self.heal_t or t
         cores = [self.nodes[n].core for n in self.ids]
-        if all(c is not None for c in cores) and all(self.nodes[n].state == "up" for n in self.ids):
+        if self.strong:
+            if self.converged_t is None and all(c is not None for c in cores) and self._strong_settled(cores):
+                self.converged_t = t
+        elif all(c is not None for c in cores) and all(self.nodes[n].state == "up" for n in self.ids):
             if self.converged_t is None:
                 vv0 = cores[0].replica.vv  # type: ignore[union-attr]
                 if all(c.replica.vv == vv0 for c in cores[1:]):  # type: ignore[union-attr]
@@ -580,9 +713,34 @@ class Simulation:
             return
         self._push(t + self.cfg.check_every_ns, CHECK)
 
+    def _strong_settled(self, cores: list[Any]) -> bool:
+        """One leader every node follows, every node's fold at the leader's commit index, which
+        covers every request a client is still waiting on; one digest."""
+        leaders = {c.seq.leader() for c in cores}
+        if len(leaders) != 1 or None in leaders:
+            return False
+        commit = cores[0].seq.commit_index
+        if any(c.seq.commit_index != commit or c.replica.index != commit for c in cores):
+            return False
+        if any(c._waits for c in cores):
+            return False
+        d0 = cores[0].replica.digest()
+        return all(c.replica.digest() == d0 for c in cores[1:])
+
+    def _runaway(self) -> None:
+        top = sorted(self.stats.by_type.items(), key=lambda kv: -kv[1])[:3]
+        self.checker.violation("runaway", "", self.now, f"{self.stats.steps} node steps by "
+                               f"{(self.now - T0) / SEC:.3f}s virtual; most sent: "
+                               + ", ".join(f"{k} {v}" for k, v in top))
+        self.done = True
+        self.end_t = self.now
+
     def _finish(self, t: int, bound: int) -> None:
         self.done = True
         ck = self.checker
+        if self.strong:
+            self._finish_strong(t, bound)
+            return
         reps = {n: self.nodes[n].core.replica for n in self.ids if self.nodes[n].core is not None}  # type: ignore[union-attr]
         for n in self.ids:
             if self.nodes[n].core is not None:
@@ -597,6 +755,20 @@ class Simulation:
             if len({tuple(sorted(v.items())) for v in vvs.values()}) > 1:
                 detail = "; version vectors " + ", ".join(f"{n}={dict(sorted(v.items()))}" for n, v in vvs.items())
         ck.liveness(self.heal_t or t, self.converged_t, self.final_t, bound, digests, self.need_finality, t, detail)
+        self.end_t = t
+
+    def _finish_strong(self, t: int, bound: int) -> None:
+        folds = {n: self.nodes[n].core.replica for n in self.ids if self.nodes[n].core is not None}
+        sent_to = {r.req: r.tried for r in self.workload.requests.values()}
+        self.strong_checker.final_state(folds, sent_to, t)
+        digests = {n: f.digest() for n, f in folds.items()}
+        detail = ""
+        if self.converged_t is None and folds:
+            detail = "; " + ", ".join(
+                f"{n}: {self.nodes[n].core.seq.role} term {self.nodes[n].core.seq.term} "
+                f"leader {self.nodes[n].core.seq.leader()} commit {self.nodes[n].core.seq.commit_index} "
+                f"folded {f.index} waiting {len(self.nodes[n].core._waits)}" for n, f in folds.items())
+        self.checker.liveness(self.heal_t or t, self.converged_t, self.converged_t, bound, digests, False, t, detail)
         self.end_t = t
 
     # ---- trace --------------------------------------------------------------------------------------

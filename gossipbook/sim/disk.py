@@ -9,7 +9,9 @@ does (``NodeRunner.__init__`` with ``storage.recover_state`` / ``storage.load_in
   half a lease of the bound, so after a restart the HLC never goes below anything the node announced;
 - the node's incarnation;
 - the compaction snapshot, round-tripped through its wire encoding (ops it covers are dropped, as
-  the shell drops whole segments).
+  the shell drops whole segments);
+- in strong mode instead of ops: the sequencer's ``PersistentState``, each ``take_persist()`` delta
+  folded in with ``sequencer.apply_delta`` (what ``storage.persist_sequencer`` appends and replays).
 
 Writes never fail and are instantly durable here (the ``crash`` fault loses memory, not disk).
 Keep this file in step with the shell's storage when that changes.
@@ -22,6 +24,7 @@ from typing import Any
 
 from ..core.hlc import ZERO, Timestamp
 from ..core.ops import Op
+from ..core.sequencer import PersistDelta, PersistentState, apply_delta
 from ..core.wire import snapshot_from_bytes, snapshot_to_bytes
 
 HLC_LEASE_NS = 200_000_000  # node/storage.py's HLC_LEASE_NS
@@ -35,6 +38,14 @@ class Disk:
     snapshot: bytes | None = None
     base_vv: dict[str, int] = field(default_factory=dict)  # what the snapshot covers
     writes: int = 0
+    seq: PersistentState | None = None  # strong mode: the sequencer's durable state
+
+    def persist_seq(self, delta: PersistDelta | None, incarnation: int) -> None:
+        """Strong mode's ``storage.persist_sequencer``: fold the delta into the stored state."""
+        if delta is not None:
+            self.writes += 1
+            self.seq = apply_delta(self.seq or PersistentState(), delta)
+        self.incarnation = max(self.incarnation, incarnation)
 
     def persist(self, ops: list[Op], hlc: Timestamp, incarnation: int) -> None:
         """``storage.persist``: the ops, and the HLC bound when the HLC nears it."""

@@ -150,16 +150,23 @@ class Action:
     """One nemesis step at true time offset ``at_ns`` from the start of the run."""
 
     at_ns: int
-    kind: str  # partition, heal, loss_burst, loss_burst_end, crash, restart, pause, resume, clock_step
+    # partition, heal, loss_burst, loss_burst_end, crash, restart, pause, resume, clock_step; strong
+    # mode also: leader_isolate, leader_slow, leader_pause (aimed at whoever leads when it strikes,
+    # for ``dur_ns``; their ends are scheduled then: unisolate, unslow, resume)
+    kind: str
     node: str = ""
     shape: str = ""  # partition shape, or "groups" for an explicit list
     groups: tuple[tuple[str, ...], ...] = ()
     links: tuple[tuple[str, str], ...] = ()
-    value: float = 0.0  # loss burst rate, or clock step in ns
+    value: float = 0.0  # loss burst rate, clock step in ns, or leader_slow's extra delay in ns
+    dur_ns: int = 0  # leader faults: how long
 
     def describe(self) -> str:
         what = {"partition": f"partition {self.shape}", "loss_burst": f"loss burst {self.value:.2f} on "
-                f"{len(self.links)} links", "clock_step": f"clock step {self.value / MS:+.1f} ms"}.get(self.kind, self.kind)
+                f"{len(self.links)} links", "clock_step": f"clock step {self.value / MS:+.1f} ms",
+                "leader_slow": f"leader_slow +{self.value / MS:.0f} ms for {self.dur_ns / SEC:.2f}s",
+                "leader_isolate": f"leader_isolate for {self.dur_ns / SEC:.2f}s",
+                "leader_pause": f"leader_pause for {self.dur_ns / SEC:.2f}s"}.get(self.kind, self.kind)
         return f"{self.at_ns / SEC:8.3f}s {what}{' ' + self.node if self.node else ''}"
 
 
@@ -264,6 +271,30 @@ def _down(rng: random.Random, plan: FaultPlan, rate: float) -> tuple[str, str, i
         d = int((rng.uniform(0.005, 0.08) if rng.random() < 0.2 else rng.uniform(0.2, 8.0)) * SEC)
         return "crash", "restart", d
     return "pause", "resume", int(rng.uniform(0.02, 4.0) * SEC)
+
+
+def leader_schedule(rng: random.Random, plan: FaultPlan, duration_ns: int) -> list[Action]:
+    """Strong mode's extra nemesis: faults aimed at the current leader, the node whose failure
+    tests the sequencer. Drawn from its own stream, so the eventual-mode schedule of a seed is the
+    same with or without it. Each kind only with the plan's matching fault: ``partition`` isolates
+    the leader, ``reorder`` slows what it sends by 0.1-1 s (its old-term messages then arrive after
+    an election), ``pause`` freezes it; 0.2-2 s each, over the whole safety phase."""
+    kinds = []
+    if plan.partitions_per_min:
+        kinds.append("leader_isolate")
+    if plan.reorder:
+        kinds.append("leader_slow")
+    if plan.pauses_per_node_min:
+        kinds.append("leader_pause")
+    if not kinds:
+        return []
+    out = []
+    per_min = rng.choice((2.0, 6.0, 12.0))
+    for a, b in _windows(rng, per_min, SEC // 2, duration_ns - SEC // 2, (0.2, 2.0)):
+        kind = rng.choice(kinds)
+        extra = rng.randint(100 * MS, 1000 * MS) if kind == "leader_slow" else 0
+        out.append(Action(a, kind, value=extra, dur_ns=b - a))
+    return out
 
 
 def _sanitize(acts: list[Action]) -> list[Action]:

@@ -17,6 +17,9 @@ datagram; the event queue does.
   (the receiver's replay guard should drop the copy: both copies carry the same frame counter).
 - **Partitions** cut node-to-node links only (clients sit next to every node). A partition is a set
   of blocked directed links; ``PartitionShape`` builds the usual ones.
+- **Leader faults** (strong mode's nemesis, on top of the above): ``isolated`` nodes are cut from
+  every other node, and ``slow`` nodes' datagrams take that much longer (a congested NIC or queue),
+  so an old leader's messages arrive after its successor was elected.
 
 Pure and deterministic: same seed, same calls, same answers.
 """
@@ -106,11 +109,15 @@ class Network:
     burst_links: set[tuple[str, str]] = field(default_factory=set)
     burst_loss: float = 0.0
     base: dict[tuple[str, str], int] = field(default_factory=dict)
+    isolated: set[str] = field(default_factory=set)
+    slow: dict[str, int] = field(default_factory=dict)  # node -> extra delay (ns) on what it sends
+    base_nodes: frozenset[str] = frozenset()  # the node ids (set from ``nodes``)
     client_base_ns: int = 200 * US
     counters: dict[str, int] = field(default_factory=lambda: {
-        "sent": 0, "lost": 0, "blocked": 0, "duplicated": 0, "reordered": 0})
+        "sent": 0, "lost": 0, "blocked": 0, "duplicated": 0, "reordered": 0, "slowed": 0})
 
     def __post_init__(self) -> None:
+        self.base_nodes = frozenset(self.nodes)
         for a in self.nodes:
             for b in self.nodes:
                 if a != b:
@@ -124,7 +131,8 @@ class Network:
         c = self.counters
         c["sent"] += 1
         link = (src, dst)
-        if link in self.blocked:
+        if link in self.blocked or (self.isolated and (src in self.isolated or dst in self.isolated)
+                                    and src in self.base_nodes and dst in self.base_nodes):
             c["blocked"] += 1
             return []
         f = self.faults
@@ -140,6 +148,10 @@ class Network:
         if f.dup and rnd() < f.dup:
             c["duplicated"] += 1
             out.append(self._delay(base))
+        extra = self.slow.get(src) if self.slow else None
+        if extra:
+            c["slowed"] += 1
+            out = [d + extra for d in out]
         return out
 
     def _delay(self, base: int) -> int:
@@ -162,3 +174,5 @@ class Network:
         self.burst_links = set()
         self.burst_loss = 0.0
         self.faults = LinkFaults()
+        self.isolated = set()
+        self.slow = {}

@@ -8,13 +8,14 @@ CLI reports (failures, convergence percentiles overall and per fault type, messa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .breaks import broken
+from .breaks import STRONG_BREAKS, broken
 from .clock import SEC
 from .cluster import SimConfig, Simulation
 from .nemesis import FAULTS
@@ -46,6 +47,7 @@ class RunResult:
     nemesis_actions: int
     counters: dict[str, int] = field(default_factory=dict)
     command: str = ""
+    mode: str = "eventual"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +56,8 @@ class RunResult:
 def replay_command(seed: int, cfg: SimConfig, break_name: str | None = None) -> str:
     """The one command line that replays ``seed`` exactly."""
     faults = ",".join(cfg.faults) if cfg.faults else "none"
-    parts = ["gossipbook sim", f"--nodes {cfg.nodes}", f"--seed {seed}", f"--duration {cfg.duration_s:g}",
+    parts = ["gossipbook sim"] + (["--mode strong"] if cfg.mode == "strong" else []) + [
+             f"--nodes {cfg.nodes}", f"--seed {seed}", f"--duration {cfg.duration_s:g}",
              f"--orders {cfg.orders}", f"--faults {faults if tuple(cfg.faults) != FAULTS else 'all'}"]
     if cfg.bound_s != SimConfig().bound_s:
         parts.append(f"--bound {cfg.bound_s:g}")
@@ -66,6 +69,8 @@ def replay_command(seed: int, cfg: SimConfig, break_name: str | None = None) -> 
 def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
              trace: Callable[[str], None] | None = None) -> RunResult:
     t0 = time.perf_counter()
+    if break_name in STRONG_BREAKS:
+        cfg = dataclasses.replace(cfg, seq_breaks=frozenset({break_name}))
     with broken(break_name):
         sim = Simulation(seed, cfg, trace=trace).run()
     wall = time.perf_counter() - t0
@@ -87,6 +92,14 @@ def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
     for key in ("replays", "replayed_ops", "revised_trades", "held_back_clock", "snapshots_installed",
                 "compactions", "duplicates", "waiting_gap"):
         counters[f"replica_{key}"] = sum(r.counters.get(key, 0) for r in reps)
+    if sim.strong:  # (per node life: a restart starts its counters over)
+        cores = [n.core for n in sim.nodes.values() if n.core is not None]
+        for key in ("elections", "became_leader", "step_downs", "snapshots_sent", "snapshots_installed",
+                    "votes_misaddressed"):
+            counters[f"seq_{key}"] = sum(c.seq.counters.get(key, 0) for c in cores)
+        for key in ("no_quorum", "resubmitted", "forwards_out", "forward_retries", "client_timeouts", "compactions"):
+            counters[f"strong_{key}"] = sum(c.counters.get(key, 0) for c in cores)
+        counters["strong_committed_entries"] = len(sim.strong_checker.log)
     wl = sim.workload.counters
     return RunResult(
         seed=seed, ok=ck.ok, violations=[v.to_json() for v in ck.first()], violation_counts=dict(ck.counts),
@@ -99,8 +112,8 @@ def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
         orders=wl["submitted"], acked=wl["acked"], rejected=wl["rejected"],
         faults=sim.plan.active(), plan=sim.plan.to_json(), trace_hash=sim.trace_hash,
         wall_s=round(wall, 3), virtual_s=round((sim.end_t - sim.start) / SEC, 3),
-        nemesis_actions=len(sim.schedule), counters=counters,
-        command=replay_command(seed, cfg, break_name))
+        nemesis_actions=len(sim.schedule) + len(sim.leader_faults), counters=counters,
+        command=replay_command(seed, cfg, break_name), mode=cfg.mode)
 
 
 def percentile(xs: Sequence[float], p: float) -> float | None:

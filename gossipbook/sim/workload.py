@@ -10,8 +10,8 @@ same request (same id) to the same node, and after two silent tries to another n
 client behind a load balancer would. The request id is what makes both safe: a node answers a
 retry with its first reply, and replicas fold only the first NEW of a request.
 
-A reply ``ok`` (or ``timeout`` with an order id: "accepted and will not be lost") is an
-**acknowledgement** at the level it names; the checker holds the cluster to every one of them.
+A reply ``ok`` (or, in eventual mode, ``timeout`` with an order id: "accepted and will not be
+lost") is an **acknowledgement** at the level it names; the checker holds the cluster to every one of them.
 The workload only decides and records; the simulator owns time and the network.
 """
 
@@ -62,8 +62,11 @@ class Workload:
 
     def __init__(self, rng: random.Random, n_orders: int, start: int, end: int, clients: int = 4,
                  symbol: str = "GBX", mid: int = 10_000, retry_ns: int = 300 * MS, max_attempts: int = 6,
-                 reply_timeout_ms: int = 3_000) -> None:
+                 reply_timeout_ms: int = 3_000, ack_timeouts: bool = True) -> None:
         self.rng = rng
+        #: eventual mode: a ``timeout`` naming an order is an ack ("accepted, will not be lost");
+        #: strong mode: it means "outcome unknown", never an ack
+        self.ack_timeouts = ack_timeouts
         self.flow = OrderFlow(random.Random(rng.random()), mid=mid)
         self.symbol = symbol
         self.clients = [f"client-{i + 1}" for i in range(clients)]
@@ -145,7 +148,7 @@ class Workload:
             self.counters["late_replies"] += 1
             return None
         rq.reply, rq.reply_from, rq.replied_at = rep, node, t
-        if rep.code == OK or (rep.code == E_TIMEOUT and rep.order_id):
+        if rep.code == OK or (self.ack_timeouts and rep.code == E_TIMEOUT and rep.order_id):
             ack = Ack(rep.req, node, rq.msg.kind, rep.order_id, rep.level, t)
             self.acks.append(ack)
             self.counters["acked"] += 1

@@ -136,6 +136,7 @@ def test_disk_keeps_an_hlc_lease_and_drops_what_the_snapshot_covers() -> None:
         chain = b"\0" * 16
         last_key = (T0, 0, "n1")
         reqs: dict[str, str] = {}
+        fills: dict[str, list[object]] = {}
 
     d.write_snapshot(Snap())
     assert not d.ops and d.holds("n1", 1) and not d.holds("n1", 2)

@@ -1,0 +1,175 @@
+"""The strong-mode checker: the sequencer's invariants, held against what every replica folded.
+
+Theory of operation
+-------------------
+In strong mode a replica's books are the fold of the committed log in index order
+(``core/strong.py``), so the fold *is* each replica's view of the committed log: the simulator
+hooks ``SequencedBooks.apply`` (``folded``) and reports every entry a replica folds, with the
+outcome, plus the digest each replica shows at its folded index after each step (``digest``) and
+the client replies (``replied``). The checker keeps one global log (index -> entry, and the node
+and time that first folded it) and holds every replica to it:
+
+- no index is committed with two entries (``commit_conflict``) -- with folding strictly in index
+  order (``SequencedBooks.apply`` refuses a gap), this is "committed logs are prefixes of one
+  another";
+- equal digests at equal folded index (``digest_diverged``);
+- every acknowledged (``ok``) request is in the committed log, the ack names the order its first
+  commit placed and lists that commit's trades (``lost_ack``, ``ack_mismatch``, ``final_ack_trades``),
+  and at the end every replica's fold remembers it with that outcome;
+- a request committed again (relayed twice across a leader change) folds once: the later copy makes
+  no trades and names the first copy's order (``applied_twice``); a trade id is reported once per
+  replica life (``trade_duplicated``) and every replica reports the same trade for an id
+  (``trade_conflict``);
+- a ``no quorum`` refusal is true: a request refused so, and sent to no other node, never commits
+  (``no_quorum_lie``).
+
+It shares ``Checker``'s violation registry (``checker.KINDS``), so results read the same in both
+modes. Plain data in, violations out: ``tests/sim/test_strong_check.py`` feeds it fabricated
+histories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.book import Trade
+from ..core.ops import NEW, Op, TradeExecuted
+from .checker import Checker
+from .clock import SEC, T0
+
+
+def _rows(trades: Iterable[Any]) -> list[list[Any]]:
+    return sorted([list(r) for r in trades])
+
+
+def _trade_row(t: Trade) -> list[Any]:
+    return [t.trade_id, t.price, t.qty, t.maker, t.taker]
+
+
+def _entry(op: Op | None) -> str:
+    if op is None:
+        return "no-op"
+    return f"{op.origin}:{op.seq} kind {op.kind} req {op.req or '-'}"
+
+
+@dataclass(slots=True)
+class Folded:
+    """The first fold of one log index anywhere: the entry and what folding it did."""
+
+    op: Op | None
+    node: str
+    t: int
+    code: int | None  # None: a no-op entry
+    order_id: str
+    rows: list[list[Any]]
+    duplicate: bool  # the fold answered from an earlier commit of the same request
+
+
+@dataclass(slots=True)
+class StrongChecker:
+    base: Checker
+    log: dict[int, Folded] = field(default_factory=dict)
+    first_of: dict[str, int] = field(default_factory=dict)  # request id -> first committed index
+    digest_at: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (digest, node)
+    live: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # node -> trade id -> row (this life)
+    trades: dict[str, tuple[list[Any], str]] = field(default_factory=dict)  # trade id -> (row, node)
+    acks: dict[str, tuple[str, str, list[list[Any]], int]] = field(default_factory=dict)
+    refused: dict[str, tuple[str, int]] = field(default_factory=dict)  # req -> (node, t): "no quorum"
+
+    def violation(self, kind: str, node: str, t: int, evidence: str) -> None:
+        self.base.violation(kind, node, t, evidence)
+
+    # ---- streaming ---------------------------------------------------------------------------------
+    def booted(self, node: str) -> None:
+        self.live[node] = {}
+
+    def folded(self, node: str, index: int, op: Op | None, outcome: Any, t: int) -> None:
+        """``node`` folded committed entry ``index``; ``outcome`` is what ``SequencedBooks.apply`` returned."""
+        prior = self.log.get(index)
+        if prior is not None:
+            if prior.op != op:
+                self.violation("commit_conflict", node, t, f"index {index} folded as {_entry(op)} on {node}, "
+                               f"as {_entry(prior.op)} on {prior.node} at {(prior.t - T0) / SEC:.3f}s")
+            return
+        if op is None or outcome is None:
+            self.log[index] = Folded(op, node, t, None, "", [], False)
+            return
+        rows = _rows(outcome.rows if outcome.rows is not None else [_trade_row(x) for x in outcome.trades])
+        first = self.first_of.get(op.req)
+        dup = first is not None and first < index
+        self.log[index] = Folded(op, node, t, outcome.code, outcome.order_id, rows, dup)
+        if dup:
+            kept = self.log[first]
+            if outcome.trades or outcome.order_id != kept.order_id:
+                self.violation("applied_twice", node, t, f"request {op.req} committed at {first} and again at "
+                               f"{index}; the second fold made {len(outcome.trades)} trades and names "
+                               f"{outcome.order_id} (the first: {kept.order_id})")
+        elif first is None:
+            self.first_of[op.req] = index
+
+    def events(self, node: str, evs: Iterable[Any], t: int) -> None:
+        live = self.live.setdefault(node, {})
+        for ev in evs:
+            if type(ev) is not TradeExecuted:
+                continue
+            row = _trade_row(ev.trade)
+            tid = row[0]
+            if tid in live:
+                self.violation("trade_duplicated", node, t, f"trade {tid} reported twice: {live[tid]} then {row}")
+            live[tid] = row
+            seen = self.trades.get(tid)
+            if seen is None:
+                self.trades[tid] = (row, node)
+            elif seen[0] != row:
+                self.violation("trade_conflict", node, t, f"trade {tid} is {seen[0]} on {seen[1]}, {row} on {node}")
+
+    def digest(self, node: str, index: int, digest: str, t: int) -> None:
+        seen = self.digest_at.get(index)
+        if seen is None:
+            self.digest_at[index] = (digest, node)
+        elif seen[0] != digest:
+            self.violation("digest_diverged", node, t, f"at folded index {index}: {node} has {digest[:12]}, "
+                           f"{seen[1]} had {seen[0][:12]}")
+
+    def replied(self, node: str, req: str, code: int, order_id: str, rows: list[list[Any]], t: int,
+                ok: int = 0, no_quorum: int = 4) -> None:
+        if code == ok:
+            self.acks.setdefault(req, (node, order_id, _rows(rows), t))
+        elif code == no_quorum:
+            self.refused.setdefault(req, (node, t))
+
+    # ---- end of run --------------------------------------------------------------------------------
+    def final_state(self, folds: Mapping[str, Any], sent_to: Mapping[str, list[str]], t: int) -> None:
+        """``folds``: node -> its ``SequencedBooks`` at the end; ``sent_to``: request id -> the
+        nodes the client sent it to."""
+        for req, (node, order_id, rows, at) in self.acks.items():
+            first = self.first_of.get(req)
+            if first is None:
+                self.violation("lost_ack", node, at, f"request {req} acked by {node} at {(at - T0) / SEC:.3f}s "
+                               f"is in no replica's committed log")
+                continue
+            f = self.log[first]
+            if f.code != 0 or order_id != f.order_id:
+                self.violation("ack_mismatch", node, at, f"request {req}: ack names {order_id or '-'}, its "
+                               f"commit at {first} folded to code {f.code}, order {f.order_id}")
+            elif rows != f.rows:
+                self.violation("final_ack_trades", node, at, f"request {req}: ack lists {rows}, its commit at "
+                               f"{first} made {f.rows}")
+            for n, fold in folds.items():
+                have = fold.reqs.get(req)
+                if have is not None and (have[0], have[1]) != (f.code, f.order_id):
+                    self.violation("ack_mismatch", n, t, f"request {req}: {n}'s fold remembers {have[:2]}, the "
+                                   f"commit at {first} was {(f.code, f.order_id)}")
+        for req, (node, at) in self.refused.items():
+            if req in self.first_of and set(sent_to.get(req, [node])) == {node}:
+                self.violation("no_quorum_lie", node, at, f"{node} answered request {req} 'no quorum' at "
+                               f"{(at - T0) / SEC:.3f}s, but it committed at index {self.first_of[req]}")
+        for n, fold in folds.items():
+            if fold.op_count > len(fold.reqs) and len(fold.reqs) < fold.dedupe_window:
+                self.violation("applied_twice", n, t, f"{n} folded {fold.op_count} requests but remembers "
+                               f"{len(fold.reqs)} request ids")
+
+    def committed_new_orders(self) -> int:
+        return sum(1 for f in self.log.values() if f.op is not None and f.op.kind == NEW and not f.duplicate)
