@@ -353,6 +353,8 @@ class Simulation:
                     continue
                 msg = frame.msg
                 if strong:
+                    if type(msg) is ClientSubmit:
+                        self.strong_checker.submitted(node.id, msg.req, t)
                     try:
                         core.receive(msg, frame.sender, src, now)
                     except RemoteError as e:
@@ -759,8 +761,7 @@ class Simulation:
 
     def _finish_strong(self, t: int, bound: int) -> None:
         folds = {n: self.nodes[n].core.replica for n in self.ids if self.nodes[n].core is not None}
-        sent_to = {r.req: r.tried for r in self.workload.requests.values()}
-        self.strong_checker.final_state(folds, sent_to, t)
+        self.strong_checker.final_state(folds, t)
         digests = {n: f.digest() for n, f in folds.items()}
         detail = ""
         if self.converged_t is None and folds:

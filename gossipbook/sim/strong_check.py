@@ -20,8 +20,9 @@ and time that first folded it) and holds every replica to it:
   no trades and names the first copy's order (``applied_twice``); a trade id is reported once per
   replica life (``trade_duplicated``) and every replica reports the same trade for an id
   (``trade_conflict``);
-- a ``no quorum`` refusal is true: a request refused so, and sent to no other node, never commits
-  (``no_quorum_lie``).
+- a ``no quorum`` refusal is true: a request refused so never commits, unless a copy of it reached
+  some node after the refusal or reached another node (a client retry, a duplicate datagram: those
+  may rightly commit) (``no_quorum_lie``).
 
 It shares ``Checker``'s violation registry (``checker.KINDS``), so results read the same in both
 modes. Plain data in, violations out: ``tests/sim/test_strong_check.py`` feeds it fabricated
@@ -77,6 +78,7 @@ class StrongChecker:
     trades: dict[str, tuple[list[Any], str]] = field(default_factory=dict)  # trade id -> (row, node)
     acks: dict[str, tuple[str, str, list[list[Any]], int]] = field(default_factory=dict)
     refused: dict[str, tuple[str, int]] = field(default_factory=dict)  # req -> (node, t): "no quorum"
+    received: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # req -> (node, t) per copy
 
     def violation(self, kind: str, node: str, t: int, evidence: str) -> None:
         self.base.violation(kind, node, t, evidence)
@@ -133,6 +135,10 @@ class StrongChecker:
             self.violation("digest_diverged", node, t, f"at folded index {index}: {node} has {digest[:12]}, "
                            f"{seen[1]} had {seen[0][:12]}")
 
+    def submitted(self, node: str, req: str, t: int) -> None:
+        """A copy of client request ``req`` reached ``node`` at ``t``."""
+        self.received.setdefault(req, []).append((node, t))
+
     def replied(self, node: str, req: str, code: int, order_id: str, rows: list[list[Any]], t: int,
                 ok: int = 0, no_quorum: int = 4) -> None:
         if code == ok:
@@ -141,9 +147,8 @@ class StrongChecker:
             self.refused.setdefault(req, (node, t))
 
     # ---- end of run --------------------------------------------------------------------------------
-    def final_state(self, folds: Mapping[str, Any], sent_to: Mapping[str, list[str]], t: int) -> None:
-        """``folds``: node -> its ``SequencedBooks`` at the end; ``sent_to``: request id -> the
-        nodes the client sent it to."""
+    def final_state(self, folds: Mapping[str, Any], t: int) -> None:
+        """``folds``: node -> its ``SequencedBooks`` at the end."""
         for req, (node, order_id, rows, at) in self.acks.items():
             first = self.first_of.get(req)
             if first is None:
@@ -163,7 +168,9 @@ class StrongChecker:
                     self.violation("ack_mismatch", n, t, f"request {req}: {n}'s fold remembers {have[:2]}, the "
                                    f"commit at {first} was {(f.code, f.order_id)}")
         for req, (node, at) in self.refused.items():
-            if req in self.first_of and set(sent_to.get(req, [node])) == {node}:
+            # copies that reached a node at the refusal's instant count as later (the refusal is
+            # seen when the step's replies leave, after every datagram of the step was handled)
+            if req in self.first_of and all(n == node and rt < at for n, rt in self.received.get(req, ())):
                 self.violation("no_quorum_lie", node, at, f"{node} answered request {req} 'no quorum' at "
                                f"{(at - T0) / SEC:.3f}s, but it committed at index {self.first_of[req]}")
         for n, fold in folds.items():
