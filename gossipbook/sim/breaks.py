@@ -53,7 +53,7 @@ def check_break(name: str | None, mode: str = "eventual") -> str | None:
     known = STRONG_BREAKS if mode == "strong" else BREAKS
     if name is not None and name not in known:
         other = BREAKS if mode == "strong" else STRONG_BREAKS
-        hint = f" ({name} is a {'eventual' if mode == 'strong' else 'strong'}-mode break)" if name in other else ""
+        hint = f" ({name} is {'an eventual' if mode == 'strong' else 'a strong'}-mode break)" if name in other else ""
         raise UsageError(f"unknown --break {name!r} for {mode} mode{hint}; known: {', '.join(known)}")
     return name
 

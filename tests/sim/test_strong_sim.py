@@ -87,7 +87,7 @@ def test_breaks_belong_to_their_mode() -> None:
     assert check_break("vote-any-log", "strong") == "vote-any-log"
     with pytest.raises(UsageError, match="strong-mode break"):
         check_break("vote-any-log", "eventual")
-    with pytest.raises(UsageError, match="eventual-mode break"):
+    with pytest.raises(UsageError, match="an eventual-mode break"):
         check_break("no-replay", "strong")
 
 
