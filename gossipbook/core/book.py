@@ -13,6 +13,9 @@ Rules that hold:
   re-enters the order at the back (and may trade, as a taker, if the new price crosses).
 - ``digest()`` depends only on the resting state (orders, prices, quantities, priority), never on
   how the book got there.
+- Undo journal: while ``journal`` is a list, every mutation appends a record that ``undo`` can
+  reverse exactly (priority order included). Undoing the records of the last calls, newest first,
+  gives back the book as it was before them; the replica rolls back this way instead of cloning.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ SIDES = {"buy": BUY, "sell": SELL}
 SIDE_NAMES = ("buy", "sell")
 TIFS = {"gtc": GTC, "ioc": IOC, "fok": FOK, "market": MARKET}
 TIF_NAMES = ("gtc", "ioc", "fok", "market")
+
+# Undo journal records, flat in the journal list (no object per record: nothing for the garbage
+# collector), each ending in a tag that says its length, read from the end:
+#   order_id                                    it rested, at the back of its level
+#   order_id, lots, _J_SET                      its remaining lots were ``lots`` (it still rests)
+#   order_id, lots, side, price, _J_FILLED      it was filled away from the front of its level
+#   order_id, lots, side, price, index, _J_CANCEL   it was cancelled from ``index`` in its level
+_J_SET, _J_FILLED, _J_CANCEL = -1, -2, -3
 
 
 class Trade(NamedTuple):
@@ -56,10 +67,12 @@ class Depth(NamedTuple):
 class Book:
     """One instrument's book. Not thread-safe, not clock-aware: a pure fold target."""
 
-    __slots__ = ("symbol", "_bids", "_asks", "_where")
+    __slots__ = ("symbol", "_bids", "_asks", "_where", "journal")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
+        #: when a list, each mutation appends an undo record to it (see ``undo``); None: off
+        self.journal: list[str | int] | None = None
         # bids keyed by -price so index 0 is always the best level on both sides
         self._bids: SortedDict = SortedDict()
         self._asks: SortedDict = SortedDict()
@@ -147,6 +160,9 @@ class Book:
         side, price = w
         levels, key = (self._bids, -price) if side == BUY else (self._asks, price)
         lvl = levels[key]
+        j = self.journal
+        if j is not None:
+            j += (order_id, lvl[order_id], side, price, list(lvl).index(order_id), _J_CANCEL)
         qty = lvl.pop(order_id)
         if not lvl:
             del levels[key]
@@ -168,6 +184,8 @@ class Book:
             self.cancel(order_id)
             return []
         if price == old_price and qty <= lvl[order_id]:
+            if self.journal is not None:
+                self.journal += (order_id, lvl[order_id], _J_SET)
             lvl[order_id] = qty  # in place: keeps its queue position
             return []
         self.cancel(order_id)
@@ -176,6 +194,42 @@ class Book:
         if left:
             self._rest(order_id, side, price, left)
         return trades
+
+    def undo(self, journal: list[str | int], start: int = 0) -> None:
+        """Reverse the mutations journaled in ``journal[start:]``, newest first, and remove those
+        records. Only exact: the book must be as those mutations left it."""
+        where = self._where
+        i = len(journal)
+        while i > start:
+            tag = journal[i - 1]
+            if type(tag) is str:  # it rested at the back of its level
+                i -= 1
+                side, price = where.pop(tag)  # type: ignore[arg-type]
+                levels, key = (self._bids, -price) if side == BUY else (self._asks, price)
+                lvl = levels[key]
+                del lvl[tag]
+                if not lvl:
+                    del levels[key]
+            elif tag == _J_SET:  # its remaining lots changed
+                i -= 3
+                oid, qty = journal[i], journal[i + 1]
+                side, price = where[oid]  # type: ignore[index]
+                (self._bids[-price] if side == BUY else self._asks[price])[oid] = qty
+            else:  # filled away from the front of its level, or cancelled from ``index``
+                i -= 5 if tag == _J_FILLED else 6
+                oid, qty, side, price, index = journal[i:i + 5]
+                levels, key = (self._bids, -price) if side == BUY else (self._asks, price)  # type: ignore[operator]
+                lvl = levels.get(key)
+                if lvl is None:
+                    levels[key] = {oid: qty}
+                elif tag == _J_FILLED:
+                    levels[key] = {oid: qty, **lvl}
+                else:
+                    items = list(lvl.items())
+                    items.insert(index, (oid, qty))  # type: ignore[arg-type]
+                    levels[key] = dict(items)
+                where[oid] = (side, price)  # type: ignore[index,assignment]
+        del journal[start:]
 
     # --- internals -----------------------------------------------------------------------------
     def _rest(self, order_id: str, side: int, price: int, qty: int) -> None:
@@ -186,6 +240,8 @@ class Book:
         else:
             lvl[order_id] = qty
         self._where[order_id] = (side, price)
+        if self.journal is not None:
+            self.journal.append(order_id)
 
     def _available(self, side: int, limit: int) -> int:
         total = 0
@@ -205,6 +261,7 @@ class Book:
                trades: list[Trade]) -> int:
         opp = self._asks if side == BUY else self._bids
         where = self._where
+        j = self.journal
         n = len(trades)
         while qty and opp:
             key, lvl = opp.peekitem(0)
@@ -220,8 +277,12 @@ class Book:
                 if fill == mq:
                     del lvl[maker]
                     del where[maker]
+                    if j is not None:
+                        j += (maker, mq, 1 - side, price, _J_FILLED)
                 else:
                     lvl[maker] = mq - fill
+                    if j is not None:
+                        j += (maker, mq, _J_SET)
                 if not qty:
                     break
             if not lvl:

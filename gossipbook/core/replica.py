@@ -8,9 +8,11 @@ vector). Merge is set union, so it is commutative, associative and idempotent. T
 trades and digest on every replica, whatever order the ops arrived in.
 
 - An op arriving above everything applied is folded straight on (the common case).
-- An op arriving below something applied triggers *rollback and replay*: the fold restarts from
-  the nearest checkpoint at or below it, and every trade that changed is reported as a
-  ``TradeRevised`` event; trades that came out identical are not reported again.
+- An op arriving below something applied triggers *rollback and replay*: the books are rolled back
+  to just below it, by undoing the journaled mutations of the ops above it (cost proportional to
+  the disorder) or, when that is cheaper or the journal of final ops was dropped, by restarting
+  from the nearest checkpoint; then the fold is replayed, and every trade that changed is reported
+  as a ``TradeRevised`` event; trades that came out identical are not reported again.
 - An op after a gap in its origin's seq waits until the gap fills (so the version vector stays exact).
 - An op stamped more than ``max_offset`` ahead of local physical time is *held back*, not rejected
   for good, and retried on ``tick``: every replica eventually applies the same ops.
@@ -120,7 +122,14 @@ class Replica:
         self._snap_trades = 0
         self._snap_chain = CHAIN0
         self._snap_key: tuple[int, int, str] = (0, 0, "")
-        self.books: dict[str, Book] = {s: b.clone() for s, b in self._snap_books.items()}
+        #: undo records of every mutation of the live books (``Book.undo``), in fold order; the first
+        #: ``_jbase`` were dropped (final ops). ``_marks[i]`` is where the records of applied op i
+        #: start, counted from the very first record. One flat list: no object per op or record for
+        #: the garbage collector to count and walk.
+        self._journal: list[str | int] = []
+        self._jbase = 0
+        self._marks: list[int] = []
+        self.books: dict[str, Book] = self._live({s: b.clone() for s, b in self._snap_books.items()})
         self._applied: list[Op] = []  # fold order, above the snapshot
         self._op_trades: list[list[Trade]] = []
         self._cum: list[int] = []  # cumulative trade count through each applied op
@@ -408,28 +417,52 @@ class Replica:
                 for t in self._apply(op):
                     events.append(TradeExecuted(t))
             return events
-        # a late op: rollback to the nearest checkpoint at or below it, replay, report revisions
+        # a late op: roll back to just below it, replay, report revisions
         first = bisect_left(applied, fresh[0])
         if first < final_count:
             # finality says this cannot happen (a member lost its persisted HLC?); converge anyway
             # and count it, so the checker and the operator see the broken promise
             self.counters["finality_violations"] += 1
+        start = self._rollback(first)
         merged = sorted(applied[first:] + fresh)
         del applied[first:]
         applied.extend(merged)
-        return self._replay_from(first)
+        return self._replay_from(start)
 
-    def _replay_from(self, pos: int) -> list[Event]:
+    def _rollback(self, pos: int) -> int:
+        """Bring ``books`` back to the fold of the first ``pos`` applied ops, or to an earlier
+        position; returns the position the books are at (the replay starts there).
+
+        Undoing the ops above ``pos`` costs about one step per op undone; restarting from the
+        nearest checkpoint costs a clone of the books plus a replay of the ops between it and
+        ``pos``. Either gives the same books, so pick the cheaper (the journal of final ops may be
+        gone: then the checkpoint it is).
+        """
         ci = bisect_right([c.pos for c in self._ckpts], pos) - 1
         ck = self._ckpts[ci]
+        n = len(self._applied)
+        marks, journal, base = self._marks, self._journal, self._jbase
+        if marks[pos] >= base and n - pos <= 4 * (pos - ck.pos) + self._resting() // 4:
+            books, applied = self.books, self._applied
+            for i in range(n - 1, pos - 1, -1):
+                books[applied[i].symbol].undo(journal, marks[i] - base)
+            while self._ckpts[-1].pos > pos:
+                self._ckpts.pop()
+            return pos
         del self._ckpts[ci + 1:]
-        start = ck.pos
+        if ck.pos < n:
+            del journal[max(0, marks[ck.pos] - base):]
+        self.books = self._live(self._clone_books(ck.books))
+        return ck.pos
+
+    def _replay_from(self, start: int) -> list[Event]:
+        """Refold the applied ops from ``start`` (where ``books`` are) and diff their trades."""
         old = [t for ts in self._op_trades[start:] for t in ts]
         del self._op_trades[start:]
         del self._cum[start:]
         del self._chain[start:]
+        del self._marks[start:]
         self._ck_next = 0
-        self.books = self._clone_books(ck.books)
         self.counters["replays"] += 1
         self.counters["replayed_ops"] += len(self._applied) - start
         new: list[Trade] = []
@@ -467,7 +500,9 @@ class Replica:
         return book.amend(op.order_id, op.price, op.qty, f"{op.origin}:{op.seq}") or []
 
     def _apply(self, op: Op) -> list[Trade]:
-        """Fold one op (already appended to ``_applied``) and record its trades and chain."""
+        """Fold one op (already appended to ``_applied``) and record its trades, chain and undo
+        journal."""
+        self._marks.append(self._jbase + len(self._journal))
         trades = self._fold_op(self.books, op)
         prev_cum = self._cum[-1] if self._cum else self._snap_trades
         prev_chain = self._chain[-1] if self._chain else self._snap_chain
@@ -489,6 +524,12 @@ class Replica:
 
     def _resting(self) -> int:
         return sum(len(b) for b in self.books.values())
+
+    def _live(self, books: dict[str, Book]) -> dict[str, Book]:
+        """Make ``books`` the live ones: their mutations go to the undo journal."""
+        for b in books.values():
+            b.journal = self._journal
+        return books
 
     @staticmethod
     def _clone_books(books: Mapping[str, Book]) -> dict[str, Book]:
@@ -549,6 +590,18 @@ class Replica:
         i = bisect_right([c.pos for c in ck], fc) - 1
         if i > 1:
             del ck[1:i]
+        # nor can the undo journal of a final op be needed (but for a broken finality promise, and
+        # then a checkpoint serves); deleting a prefix moves the rest, so only once it is at least
+        # half the journal
+        self._drop_journal(fc, 2)
+
+    def _drop_journal(self, pos: int, min_fraction: int = 1) -> None:
+        """Drop the undo records of the applied ops below ``pos`` if they are at least
+        ``1/min_fraction`` of the journal."""
+        cut = (self._marks[pos] - self._jbase) if pos < len(self._marks) else len(self._journal)
+        if cut > 0 and min_fraction * cut >= len(self._journal):
+            del self._journal[:cut]
+            self._jbase += cut
 
     # ==== compaction and catch-up ===================================================================
     def compact(self) -> int:
@@ -596,6 +649,8 @@ class Replica:
         del self._op_trades[:k]
         del self._cum[:k]
         del self._chain[:k]
+        self._drop_journal(k)
+        del self._marks[:k]
         ckpts = [_Checkpoint(c.pos - k, c.books) for c in self._ckpts if c.pos > k]
         self._ckpts = [_Checkpoint(0, self._clone_books(snap_books))] + ckpts
         self._ck_next = 0
@@ -648,7 +703,9 @@ class Replica:
         for r, oid in snap.reqs.items():
             self._reqs[r] = oid  # a compacted NEW is below every op above the snapshot: it wins
         self._fills.update(snap.fills)
-        self.books = self._clone_books(self._snap_books)
+        self._journal.clear()
+        self._marks = []
+        self.books = self._live(self._clone_books(self._snap_books))
         self._applied, self._op_trades, self._cum, self._chain = [], [], [], []
         self._ckpts = [_Checkpoint(0, self._clone_books(self._snap_books))]
         self._ck_next = 0

@@ -579,3 +579,37 @@ def test_clone_is_independent(history: list[tuple], after: list[tuple]) -> None:
     for i, op in enumerate(after):
         step([book], op, len(history) + i, list(ids))
     assert copy.resting() == frozen[0] and copy.digest() == frozen[1]
+
+
+# --- undo journal ------------------------------------------------------------------------------
+
+def _state(book: Book) -> tuple:
+    """Everything observable, priority order and the internal order index included."""
+    return (book.resting(), book.digest(), book.depth(10), len(book), dict(book._where))
+
+
+@given(ops, ops, st.data())
+def test_undo_restores_the_book_exactly(history: list[tuple], after: list[tuple], data: st.DataObject) -> None:
+    """Undoing the journal of the last calls, newest first, gives back every earlier state, priority
+    within each level included; and the book then keeps matching the model."""
+    book, model, ids = replay(history)
+    states = [_state(book)]
+    book.journal = journal = []
+    marks = []  # where each step's records start
+    for i, op in enumerate(after):
+        marks.append(len(journal))
+        step([book], op, len(history) + i, ids)
+        states.append(_state(book))
+    back = data.draw(st.integers(min_value=0, max_value=len(after)))
+    for k in range(len(after), len(after) - back, -1):
+        book.undo(journal, marks[k - 1])
+        assert len(journal) == marks[k - 1]
+        assert _state(book) == states[k - 1], f"after undoing step {k - 1}"
+    book.journal = None
+    # the restored book behaves as the original did: replay the undone steps against the model
+    kept = after[:len(after) - back]
+    _, model, mids = replay(history + kept)
+    for i, op in enumerate(after[len(after) - back:]):
+        got, want = step([book, model], op, len(history) + len(kept) + i, mids)
+        assert got == want
+        check_same(book, model, mids)

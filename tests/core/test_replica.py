@@ -316,6 +316,35 @@ def test_a_late_op_is_replayed_and_the_trade_revised() -> None:
     assert r.books[SYM].order(late.op_id) == (SELL, 100, 1)
 
 
+def test_a_late_op_under_a_big_book_rolls_back_only_the_ops_above_it() -> None:
+    """Rollback undoes the journaled ops above the late op instead of restarting from a checkpoint
+    (spaced by the book's size): the replay costs the disorder, not the book. And the journal of
+    final ops is dropped, so a late op below them (a broken promise) replays from a checkpoint."""
+    n1, n2 = Replica("n1"), Replica("n2")
+    rest = [n1.submit_new(SYM, BUY if i % 2 else SELL, 90 if i % 2 else 110, 1, GTC, T0 + 10 * i)[0]
+            for i in range(300)]  # 300 resting orders: checkpoints 300 ops apart
+    late, _ = n2.submit_new(SYM, SELL, 90, 2, GTC, T0 + 10 * 295 + 5)  # below the last 4 ops; it trades
+    r = fresh("r", ["n1", "n2"])
+    r.receive(rest, LATE)
+    view: dict[str, Trade] = {}
+    track(view, r.receive([late], LATE))
+    assert r.counters["replays"] == 1 and r.counters["replayed_ops"] == 5  # the 4 ops and itself
+    want = reference(rest + [late])
+    assert r.trades() == want.trades() == list(view.values())
+    assert r.digest() == want.digest()
+    # everything up to n1's op 200 becomes final: their journal goes; a late op below them replays
+    r.observe("n1", Timestamp(rest[199].wall, rest[199].logical), 200, LATE)
+    r.observe("n2", Timestamp(rest[199].wall, 0), 1, LATE)
+    assert r.final_count() == 200
+    early, _ = Replica("n3").submit_new(SYM, BUY, 110, 1, GTC, T0 + 10 * 100 + 5)
+    track(view, r.receive([early], LATE))
+    want = reference(rest + [late, early])
+    assert r.trades() == want.trades()
+    assert view == {t.trade_id: t for t in want.trades()}
+    assert r.digest() == want.digest()
+    assert r.counters["finality_violations"] == 1 and r.counters["replayed_ops"] > 5 + 200
+
+
 # ==== gaps ==========================================================================================
 @given(st.data())
 def test_an_op_after_a_seq_gap_waits_until_the_gap_fills(data: st.DataObject) -> None:
