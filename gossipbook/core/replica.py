@@ -140,6 +140,7 @@ class Replica:
         self._announced: dict[str, tuple[Timestamp, int]] = {}  # member -> (hlc, max seq)
         self._held_bound: dict[str, Timestamp] = {}  # member -> greatest announced hlc whose seq we held
         self._peer_vv: dict[str, dict[str, int]] = {}
+        self._wm_others: Timestamp | None = None  # see ``_others_bound``; None: recompute
         #: ops added to the op-set since the shell last drained it (what storage must persist)
         self.new_ops: list[Op] = []
 
@@ -177,9 +178,21 @@ class Replica:
 
     def watermark(self) -> Timestamp:
         """The stable watermark: no op at or below it can still arrive."""
+        w = self._wm_others
+        if w is None:
+            w = self._wm_others = self._others_bound()
+        if self.node_id in self.members:
+            own = self.hlc.last
+            if own < w:
+                w = own
+        return w if w is not _INF else self.hlc.last
+
+    def _others_bound(self) -> Timestamp:
+        """The watermark's minimum over everyone but this node (cached in ``_wm_others``: it
+        changes only with announcements, the version vector and membership, which reset it)."""
         w = _INF
         for m in self.members:
-            if m in self.fenced:
+            if m in self.fenced or m == self.node_id:
                 continue
             lm = self._member_bound(m)
             if lm < w:
@@ -189,7 +202,7 @@ class Replica:
                 a = self._announced.get(m)
                 lm = a[0] if a and self.vv.get(m, 0) >= a[1] else ZERO
                 w = min(w, lm)
-        return w if w is not _INF else self.hlc.last
+        return w
 
     def _member_bound(self, m: str) -> Timestamp:
         if m == self.node_id:
@@ -396,6 +409,7 @@ class Replica:
                 del self._pending[o]
         if not fresh:
             return []
+        self._wm_others = None  # the version vector moved: an announcement may now be usable
         newest = max(fresh)
         if (newest.wall, newest.logical) > tuple(self.hlc.last):
             self.hlc.wall, self.hlc.logical = newest.wall, newest.logical  # receive rule, bound checked above
@@ -551,6 +565,7 @@ class Replica:
             if prev is not None and self.vv.get(member, 0) >= prev[1]:
                 self._held_bound[member] = prev[0]
             self._announced[member] = (Timestamp(*ts), max_seq)
+            self._wm_others = None
         self._prune_checkpoints()
 
     def observe_vv(self, member: str, vv: Mapping[str, int]) -> None:
@@ -563,6 +578,7 @@ class Replica:
 
     def add_member(self, member: str) -> None:
         self.members.add(member)
+        self._wm_others = None
 
     def remove_member(self, member: str, fence_seq: int) -> None:
         """Fence a member gone for good: its ops above ``fence_seq`` are refused from now on.
@@ -573,6 +589,7 @@ class Replica:
             raise InvalidOrder("a node cannot remove itself")
         self.members.discard(member)
         self.fenced[member] = fence_seq
+        self._wm_others = None
         self._peer_vv.pop(member, None)
         waiting = self._pending.get(member)
         if waiting:
@@ -694,6 +711,7 @@ class Replica:
         old_trades = [t for t in self.trades() if _cause_seq(t) > snap.base_vv.get(_cause_origin(t), 0)]
         self._base = dict(snap.base_vv)
         self.vv = dict(snap.base_vv)
+        self._wm_others = None
         self._log = {o: [] for o in snap.base_vv}
         self._pending = {}
         self._snap_books = snap.to_books()
