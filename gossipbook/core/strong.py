@@ -33,7 +33,11 @@ sequencer's no-op (``None``) travels as an empty tuple, a client op as a 1-tuple
   outcome of each request id (a window of ``dedupe_window`` ids, the same on every replica).
 - A request never handed to a leader, on a node that knows no leader for ``no_leader_wait_ns``
   (the minority side of a partition, or an election that does not finish), is rejected with
-  ``no quorum``: nothing was appended anywhere, so the refusal is true. A request that was handed to
+  ``no quorum``: nothing was appended anywhere, so the refusal is true. "Never handed" includes
+  earlier lives of this node: the ids of requests handed to a leader are made durable before the
+  datagram that hands them over leaves (``take_handed()``; the shell persists them with the
+  sequencer's delta), and a restart passes them back as ``handed``, so a client retrying into a
+  restarted node cannot be told "no quorum" for an order its previous process already relayed. A request that was handed to
   a leader is never refused afterwards (it may still commit): without a commit by its deadline
   (90% of the client's ``timeout_ms``, so the answer beats the client's own timer) the answer is
   ``timeout``, outcome unknown.
@@ -353,7 +357,8 @@ class StrongNodeCore:
     def __init__(self, node_id: str, members: Iterable[str], venue: Venue | None = None,
                  rng: random.Random | None = None, config: StrongConfig | None = None,
                  persisted: PersistentState | None = None, incarnation: int = 0,
-                 on_fold: Callable[[int, Op | None, Outcome | None], None] | None = None) -> None:
+                 on_fold: Callable[[int, Op | None, Outcome | None], None] | None = None,
+                 handed: Iterable[str] = ()) -> None:
         self.node_id = node_id
         #: called with every committed entry as it is folded, and its outcome (an audit trail; the
         #: simulator's checker reads the committed log through it)
@@ -375,6 +380,10 @@ class StrongNodeCore:
         self._waits: dict[str, _Wait] = {}
         self._by_index: dict[int, str] = {}  # index appended here -> request id
         self._replies: OrderedDict[str, ClientReply] = OrderedDict()
+        #: request ids this node (this life or, from storage, an earlier one) handed to a leader: a
+        #: request among them is never answered "no quorum" (its first copy may still commit)
+        self._handed: OrderedDict[str, None] = OrderedDict.fromkeys(handed)
+        self._handed_new: list[str] = []  # handed over since the last take_handed()
         self._persisted_key: tuple[int, str | None] = (self.seq.term, self.seq.voted_for)
         self._persisted_last = self.seq.last_index
         self._now = 0
@@ -473,6 +482,13 @@ class StrongNodeCore:
         self._persisted_key = key
         self._persisted_last = d.first_index + len(d.entries) - 1
         return d
+
+    def take_handed(self) -> list[str]:
+        """Client request ids handed to a leader (appended here or relayed) since the last call: to be
+        made durable with ``take_persist()``'s delta, before the outbox leaves, and passed back as
+        ``handed`` on restart."""
+        out, self._handed_new = self._handed_new, []
+        return out
 
     def events(self) -> list[Any]:
         ev, self._events = self._events, []
@@ -576,6 +592,8 @@ class StrongNodeCore:
             return
         # answer a little before the client's own timeout, so a "timeout" reply reaches it
         w = _Wait(m, to, now + m.timeout_ms * MS * 9 // 10, now + self.config.no_leader_wait_ns)
+        if m.req in self._handed:
+            w.attempted = True  # handed over before (an earlier wait or life): its fate is unknown
         self._waits[m.req] = w
         self._route(w, now)
 
@@ -646,6 +664,7 @@ class StrongNodeCore:
                 assert index == op.seq, (index, op.seq)
                 if w.index:
                     self._by_index.pop(w.index, None)
+                self._handed_over(w)
                 w.index, w.term, w.attempted = index, self.seq.term, True
                 self._by_index[index] = req
                 return
@@ -657,6 +676,7 @@ class StrongNodeCore:
         if leader is not None:
             self.counters["forwards_out" if not w.attempted else "forward_retries"] += 1
             self._out.append((leader, Forward(*w.msg)))
+            self._handed_over(w)
             w.attempted = True
             w.retry_at = now + self.config.forward_retry_ns
             return
@@ -667,6 +687,14 @@ class StrongNodeCore:
             self._answer(w, Outcome(E_NO_QUORUM, "no quorum: no leader is reachable from this node (it may be on "
                                                  "the minority side of a partition); nothing was submitted, "
                                                  "retry later", w.msg.order_id))
+
+    def _handed_over(self, w: _Wait) -> None:
+        req = w.msg.req
+        if not w.attempted and isinstance(w.reply_to, Client) and req not in self._handed:
+            self._handed[req] = None
+            self._handed_new.append(req)
+            if len(self._handed) > self.config.dedupe_window:
+                self._handed.popitem(last=False)
 
     def _validate(self, m: ClientSubmit, now: int) -> Op:
         """Check a request at the leader before it takes a log index; the ``Op`` to append."""

@@ -75,6 +75,7 @@ class NodeRunner:
         incarnation = max(incarnation or 0, time.time_ns() // 1_000_000)
         self.strong = cfg.mode == "strong"
         self._seq_unwritten: list[PersistDelta] = []  # strong: deltas the disk refused, retried first
+        self._handed_unwritten: list[str] = []  # strong: handed-over request ids not yet written
         self.core: NodeCore | StrongNodeCore
         if self.strong:
             self.core = self._strong_core(rng, incarnation)
@@ -113,7 +114,7 @@ class NodeRunner:
         conf = StrongConfig(max_offset_ns=cfg.max_offset_ns, membership=cfg.membership)
         try:
             return StrongNodeCore(self.node_id, cfg.ids, cfg.venue(), rng, conf, persisted=persisted,
-                                  incarnation=incarnation)
+                                  incarnation=incarnation, handed=st.handed if st is not None else ())
         except ValueError as e:  # the sequencer refused what the disk holds
             raise UsageError(f"data dir {st.path if st else '?'}: {e}") from None
 
@@ -240,6 +241,8 @@ class NodeRunner:
         outbox = core.outbox()
         if self.storage is not None:  # durable before anything below is sent
             outbox = self._persist_strong(outbox) if self.strong else self._persist(new_ops, outbox)
+        elif self.strong:
+            core.take_handed()  # nothing survives a restart without a data dir: nothing to keep
         # ops go out first: a replica waits for them, a client reply or a heartbeat can wait the
         # few µs they take (and a client woken first competes with the peer for the CPU)
         ops_frames: list[tuple[bytes, Addr]] = []
@@ -295,12 +298,13 @@ class NodeRunner:
         core, st = self.core, self.storage
         assert isinstance(core, StrongNodeCore)
         d = core.take_persist()
+        self._handed_unwritten += core.take_handed()
         if d is not None:
             self._seq_unwritten.append(d)
         elif not core.accepting and not self._seq_unwritten:
             self._seq_unwritten.append(core.seq.persist_delta())  # nothing new: a probe (restates term, vote)
         try:
-            st.persist_sequencer(self._seq_unwritten, core.seq.persistent_state)
+            st.persist_sequencer(self._seq_unwritten, core.seq.persistent_state, self._handed_unwritten)
         except StorageError as e:
             if core.accepting:
                 self.log.error("%s; sending nothing that depends on it until it can write again", e)
@@ -309,6 +313,7 @@ class NodeRunner:
                     if type(m) in (ClientReply, ForwardReply) and m.code == 0 else (dst, m)
                     for dst, m in outbox if type(m) not in SEQUENCER_MESSAGES]
         self._seq_unwritten = []
+        self._handed_unwritten = []
         if not core.accepting:
             self.log.info("storage writable again; taking orders")
             core.accepting = True

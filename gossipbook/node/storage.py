@@ -15,8 +15,10 @@ Layout of ``data_dir``::
 Record: ``b"GR" | u32 length | u32 crc32(payload) | payload``; payload is msgpack
 ``[kind, ...]``: ``[1, hlc_wall, hlc_logical, incarnation, ops]`` (eventual mode) or, in strong mode,
 one sequencer ``PersistDelta``: ``[2, term, voted_for, first_index, entries, snapshot_index,
-snapshot_term, snapshot | nil, commit_index]`` with entries ``[term, op | nil]``. Recovery folds the
-deltas in order (``apply_delta``'s rule). A delta that carries a snapshot (the log was compacted) is
+snapshot_term, snapshot | nil, commit_index]`` with entries ``[term, op | nil]``, and
+``[3, [request id, ...]]``: client requests this node handed to a leader (``StrongNodeCore.take_handed``;
+after a restart they are never refused with "no quorum"). Recovery folds the deltas in order
+(``apply_delta``'s rule) and collects the request ids (the last ``HANDED_KEEP``). A delta that carries a snapshot (the log was compacted) is
 written instead as the whole state at the head of a new segment, and the older segments are deleted.
 A data dir holds one mode's records: a node refuses to start on the other mode's.
 
@@ -54,6 +56,8 @@ MAGIC = b"GR"
 HEAD = struct.Struct("<2sII")
 REC_OPS = 1
 REC_SEQ = 2
+REC_HANDED = 3
+HANDED_KEEP = 50_000  # request ids handed to a leader that recovery keeps (and compaction rewrites)
 HLC_LEASE_NS = 200_000_000  # persist the HLC bound this far ahead (written ~10 times a second at most;
 # small, because a restarted node starts its HLC there and peers hold back ops beyond max_offset)
 SEGMENT_BYTES = 64 << 20
@@ -98,6 +102,8 @@ class Storage:
         # strong mode: the sequencer state folded from the REC_SEQ records (see _apply_seq)
         self._seq: dict[str, Any] | None = None
         self._seq_entries: list[Any] = []
+        #: strong mode: client request ids this node handed to a leader (the last HANDED_KEEP)
+        self.handed: list[str] = []
 
     # ---- open and recover --------------------------------------------------------------------------
     @classmethod
@@ -200,6 +206,14 @@ class Storage:
             if rec[0] == REC_SEQ:
                 self.kinds.add(REC_SEQ)
                 self._apply_seq(_parse_delta(rec))
+                return
+            if rec[0] == REC_HANDED:
+                reqs = rec[1]
+                if not isinstance(reqs, list) or not all(type(r) is str for r in reqs):
+                    raise ValueError("bad handed-request record")
+                self.kinds.add(REC_SEQ)
+                self.handed += reqs
+                del self.handed[:-HANDED_KEEP]
                 return
             if rec[0] != REC_OPS:
                 raise ValueError(f"unknown record kind {rec[0]!r}")
@@ -350,27 +364,36 @@ class Storage:
         return PersistentState(st["term"], st["voted_for"], entries, st["snapshot_index"], st["snapshot_term"],
                                st["snapshot"], min(st["commit_index"], st["snapshot_index"] + len(entries)))
 
-    def persist_sequencer(self, deltas: list[PersistDelta], full: Callable[[], PersistentState]) -> None:
-        """Make ``deltas`` durable (one write, one fsync), in order; ``StorageError`` if the disk
-        refuses (then nothing of them counts as written: pass them again). If one carries a snapshot,
-        ``full()`` is written at the head of a new segment instead and the older segments go."""
-        if not deltas:
+    def persist_sequencer(self, deltas: list[PersistDelta], full: Callable[[], PersistentState],
+                          handed: list[str] | None = None) -> None:
+        """Make ``deltas`` and the ``handed`` request ids durable (one write, one fsync), in order;
+        ``StorageError`` if the disk refuses (then nothing of them counts as written: pass them
+        again). If a delta carries a snapshot, ``full()`` and the last ``HANDED_KEEP`` request ids
+        are written at the head of a new segment instead and the older segments go."""
+        if not deltas and not handed:
             return
         self.kinds.add(REC_SEQ)
+        extra = [msgpack.packb([REC_HANDED, handed], use_bin_type=True)] if handed else []
         if any(d.snapshot is not None for d in deltas):
             st = full()
             whole = PersistDelta(st.term, st.voted_for, st.snapshot_index + 1, st.entries, st.snapshot_index,
                                  st.snapshot_term, st.snapshot, st.commit_index)
             old = [no for no, _f in self._segments()]
+            keep = (self.handed + (handed or []))[-HANDED_KEEP:]
             self._open_segment(new=True)
-            self._write_records([_pack_delta(whole)])
+            self._write_records([_pack_delta(whole)] + ([msgpack.packb([REC_HANDED, keep], use_bin_type=True)]
+                                                        if keep else []))
+            self.handed = keep
             for no, f in self._segments():
                 if no in old:
                     f.unlink(missing_ok=True)
                     self._seg_max.pop(no, None)
             _fsync_dir(self.path)
             return
-        self._write_records([_pack_delta(d) for d in deltas])
+        self._write_records([_pack_delta(d) for d in deltas] + extra)
+        if handed:
+            self.handed += handed
+            del self.handed[:-HANDED_KEEP]
 
     def close(self) -> None:
         if self._fd is not None:

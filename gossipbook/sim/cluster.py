@@ -302,7 +302,8 @@ class Simulation:
         try:
             node.core = StrongNodeCore(node.id, self.ids, self.venue, random.Random(self._core_rng.getrandbits(64)),
                                        self.strong_config, persisted=disk.seq,
-                                       incarnation=max(disk.incarnation + 1, now // MS), on_fold=folded)
+                                       incarnation=max(disk.incarnation + 1, now // MS), on_fold=folded,
+                                       handed=disk.handed)
         except Exception as e:  # noqa: BLE001 - a core bug: report it, keep simulating
             self._core_error(node, t, e)
             return
@@ -461,7 +462,7 @@ class Simulation:
         before any datagram of this step leaves; then the checker sees replies, trades and the digest."""
         core = node.core
         assert core is not None
-        node.disk.persist_seq(core.take_persist(), core.membership.incarnation)
+        node.disk.persist_seq(core.take_persist(), core.take_handed(), core.membership.incarnation)
         sc = self.strong_checker
         out = core.outbox()
         for dst, msg in out:

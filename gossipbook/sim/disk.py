@@ -39,12 +39,16 @@ class Disk:
     base_vv: dict[str, int] = field(default_factory=dict)  # what the snapshot covers
     writes: int = 0
     seq: PersistentState | None = None  # strong mode: the sequencer's durable state
+    handed: list[str] = field(default_factory=list)  # strong mode: request ids handed to a leader
 
-    def persist_seq(self, delta: PersistDelta | None, incarnation: int) -> None:
-        """Strong mode's ``storage.persist_sequencer``: fold the delta into the stored state."""
-        if delta is not None:
+    def persist_seq(self, delta: PersistDelta | None, handed: list[str], incarnation: int) -> None:
+        """Strong mode's ``storage.persist_sequencer``: fold the delta into the stored state, and
+        keep the request ids this node handed to a leader."""
+        if delta is not None or handed:
             self.writes += 1
+        if delta is not None:
             self.seq = apply_delta(self.seq or PersistentState(), delta)
+        self.handed += handed
         self.incarnation = max(self.incarnation, incarnation)
 
     def persist(self, ops: list[Op], hlc: Timestamp, incarnation: int) -> None:

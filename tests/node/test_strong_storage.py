@@ -133,3 +133,49 @@ def test_a_full_disk_turns_acks_into_storage_errors_and_sends_no_sequencer_messa
     runner.storage.close()
     st = Storage.open(tmp_path, "n1").recover_sequencer()
     assert [e.value.req for e in st.entries if e.value is not None] == ["q1"]
+
+
+def test_handed_over_request_ids_survive_a_restart_and_a_compaction(tmp_path):
+    s = Storage.open(tmp_path, "n1")
+    s.persist_sequencer([], PersistentState, ["r1", "r2"])  # handed ids alone are written too
+    s.persist_sequencer([PersistDelta(1, "n1", 1, (Entry(1, _op(1)),), 0, 0, None, 1)], PersistentState, ["r3"])
+    s.close()
+    s = Storage.open(tmp_path, "n1")
+    assert s.handed == ["r1", "r2", "r3"]
+    full = PersistentState(1, "n1", (), 1, 1, b"snap", 1)
+    s.persist_sequencer([PersistDelta(1, "n1", 2, (), 1, 1, b"snap", 1)], lambda: full, ["r4"])
+    s.close()
+    assert len(_segments(tmp_path)) == 1  # the old segments went: the ids were rewritten with the state
+    again = Storage.open(tmp_path, "n1")
+    assert again.handed == ["r1", "r2", "r3", "r4"] and again.recover_sequencer() == full
+
+
+def test_a_restarted_node_never_says_no_quorum_for_a_request_it_had_handed_over():
+    """A follower relays r to the leader and crashes; the client retries r into the restarted node,
+    which knows no leader. Its earlier life's relay may still commit, so the answer must not be
+    "no quorum" (nothing submitted) but a timeout (outcome unknown). A request it never handed over
+    is refused as before."""
+    from gossipbook.core.node import E_NO_QUORUM, E_TIMEOUT, Client
+
+    ids = ["n1", "n2", "n3"]
+    t = 10**18
+    submit = ClientSubmit("r", NEW, "GBX", "", 0, 10_000, 1, 0, 0, 1000)
+    other = ClientSubmit("q", NEW, "GBX", "", 0, 10_000, 1, 0, 0, 1000)
+    first = StrongNodeCore("n2", ids, rng=random.Random(1))
+    first.seq._leader = "n1"  # as if n1's AppendEntries had arrived: n2 follows n1
+    first.receive(submit, "client-1", ("127.0.0.1", 9), t)
+    assert any(type(m).__name__ == "Forward" for _d, m in first.outbox())
+    handed = first.take_handed()
+    assert handed == ["r"] and first.take_handed() == []
+    again = StrongNodeCore("n2", ids, rng=random.Random(2), handed=handed)
+    for msg in (submit, other):
+        again.receive(msg, "client-1", ("127.0.0.1", 9), t)
+    codes = {}
+    now = t
+    while len(codes) < 2:
+        now = max(now + 1, again.next_deadline())
+        again.tick(now)
+        for dst, m in again.outbox():
+            if isinstance(dst, Client):
+                codes[m.req] = m.code
+    assert codes == {"r": E_TIMEOUT, "q": E_NO_QUORUM}

@@ -272,3 +272,21 @@ def test_a_retry_after_restart_names_the_same_order_and_its_fills() -> None:
     retry = next(m for _, m in again.outbox() if isinstance(m, ClientReply) and m.req == "r1")
     assert retry.order_id == first.order_id
     assert retry.trades == first.trades
+
+
+@pytest.mark.seed(199)
+def test_seed_199_strong_a_restarted_node_said_no_quorum_for_a_request_it_had_relayed() -> None:
+    """``gossipbook sim --mode strong --nodes 5 --seed 199`` (the defaults)
+
+    Found by the first ``--mode strong --seeds 300`` sweep: "n2 answered request client-1-310 'no
+    quorum' at 16.405s, but it committed at index 252". n2 relayed the request to the leader at
+    15.705 s, crashed at 15.718 s and restarted at 15.760 s; the client's retry reached the new
+    process, which knew no leader and said "no quorum: nothing was submitted", while the first
+    relay committed. Fix: the ids of requests handed to a leader are durable before the relay
+    leaves (``StrongNodeCore.take_handed``, storage record kind 3), and a restarted node treats
+    them as handed over (outcome unknown: a timeout, never "no quorum").
+    """
+    from gossipbook.sim import SimConfig
+
+    r = run_seed(199, SimConfig(mode="strong"))
+    assert r.ok, explain([r])
