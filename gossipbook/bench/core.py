@@ -3,6 +3,8 @@
 - book: the fold's book operations vs the same ops into a dict (insert / delete by order id);
 - replica in order / shuffled: ``Replica.receive`` in 64-op batches vs a dict union of the same ops;
   shuffled delivery interleaves origins' batches at random, so rollback and replay happen;
+- stamp: ``Replica.submit_new`` (validate, HLC, fold) of the workload's new orders vs a dict insert
+  of the same orders (what a node does per client order, before any network);
 - wire: ``encode_ops`` + ``decode`` (auth, validation) vs raw msgpack of the same tuples.
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 import msgpack
 
 from ..core.book import Book
-from ..core.ops import AMEND, CANCEL, Op
+from ..core.ops import AMEND, CANCEL, NEW, Op
 from ..core.replica import Replica
 from ..core.wire import decode, encode_ops
 from ..workload.history import make_history
@@ -90,6 +92,29 @@ def _shuffled_batches(ops: list[Op], rng: random.Random) -> list[list[Op]]:
     return out
 
 
+def _stamp_run(ops: list[Op]) -> Callable[[], int]:
+    news = [op for op in ops if op.kind == NEW]
+
+    def run() -> int:
+        r = Replica(news[0].origin, members=[news[0].origin])
+        now = news[0].wall
+        for i, op in enumerate(news):
+            r.submit_new(op.symbol, op.side, op.price, op.qty, op.tif, now + i)
+        return len(news)
+    return run
+
+
+def _insert_run(ops: list[Op]) -> Callable[[], int]:
+    news = [op for op in ops if op.kind == NEW]
+
+    def run() -> int:
+        d: dict[int, Op] = {}
+        for i, op in enumerate(news):
+            d[i] = op
+        return len(news)
+    return run
+
+
 def _wire_run(ops: list[Op]) -> Callable[[], int]:
     def run() -> int:
         n = 0
@@ -123,6 +148,7 @@ def run_core(n_ops: int = 20_000, repeats: int = 3, seed: int = 7,
         ("book apply", _book_run(ops), "dict insert/delete", _dict_run(ops)),
         ("replica apply, in order", _replica_run(in_order), "dict union", _union_run(in_order)),
         ("replica apply, shuffled (replay)", _replica_run(shuffled), "dict union", _union_run(shuffled)),
+        ("replica stamp (submit_new)", _stamp_run(ops), "dict insert", _insert_run(ops)),
         ("frame encode+decode", _wire_run(ops), "raw msgpack pack+unpack", _msgpack_run(ops)),
     ]:
         say(name)
