@@ -316,9 +316,24 @@ class Replica:
     def _stamp(self, kind: int, symbol: str, order_id: str, side: int, price: int, qty: int, tif: int,
                req: str, now: int) -> tuple[Op, list[Event]]:
         ts = self.hlc.now(now)
-        seq = self.vv.get(self.node_id, 0) + 1
-        op = Op(ts.wall, ts.logical, self.node_id, seq, kind, symbol, order_id, side, price, qty, tif, req)
-        return op, self._admit([op])
+        me = self.node_id
+        seq = self.vv.get(me, 0) + 1
+        op = Op(ts.wall, ts.logical, me, seq, kind, symbol, order_id, side, price, qty, tif, req)
+        applied = self._applied
+        if me in self._pending or (applied and not op > applied[-1]):
+            return op, self._admit([op])
+        # the common case, ``_admit`` for one op without its search: the HLC just issued a timestamp
+        # above everything held, so the op is contiguous, valid and folds on top (no replay)
+        self._log.setdefault(me, []).append(op)
+        self.vv[me] = seq
+        self.new_ops.append(op)
+        if kind == NEW and req:
+            prior = self._reqs.get(req)
+            if prior is None or (isinstance(prior, Op) and op < prior):
+                self._reqs[req] = op
+        self.counters["ops_applied"] += 1
+        applied.append(op)
+        return op, [TradeExecuted(t) for t in self._apply(op)]
 
     # ==== replication ===============================================================================
     def receive(self, ops: Iterable[Op], now: int) -> list[Event]:
