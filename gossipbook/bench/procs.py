@@ -32,10 +32,10 @@ class ProcCluster:
     """``n`` ``gossipbook node`` processes on loopback; use as a context manager."""
 
     def __init__(self, n: int, extra_config: str = "", trace: bool = True, node_args: list[str] | None = None,
-                 fsync: str | None = None) -> None:
+                 fsync: str | None = None, mode: str = "eventual") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gossipbook-bench-"))
         ports = free_ports(n)
-        text = render(n, 7000, data_root=str(self.dir / "data") if fsync else None)
+        text = render(n, 7000, mode=mode, data_root=str(self.dir / "data") if fsync else None)
         if fsync:  # durable nodes: a data dir each, with this fsync policy
             text = text.replace('fsync = "batch"', f'fsync = "{fsync}"')
         for i, p in enumerate(ports):

@@ -1,6 +1,7 @@
-"""``bench sync``: an order stamped at node A until it is applied at node B, two processes on
-loopback, both stamped with the host's monotonic clock; beside half the UDP round trip (trio and
-plain sockets) measured in the same run."""
+"""``bench sync``: an order submitted at node A until it is applied at node B, node processes on
+loopback all stamping with the host's monotonic clock; beside half the UDP round trip (trio and
+plain sockets) measured in the same run. Eventual mode (2 nodes) and strong mode (3 nodes: a
+sequencer needs a majority that survives one loss), with the client's ack latency in each."""
 
 from __future__ import annotations
 
@@ -17,37 +18,71 @@ from .procs import ProcCluster
 from .stats import latency_summary
 
 
-async def _submit_stream(cfg: Any, node: str, n: int, gap_s: float, seed: int) -> int:
+async def _submit_stream(cfg: Any, node: str, n: int, gap_s: float, seed: int) -> tuple[dict[str, int], list[int]]:
+    """Send ``n`` orders to ``node`` one at a time (each waits for its reply, ack level
+    ``accepted``); returns each request's send time (monotonic ns) and the ack latencies of the oks."""
     from ..node.client import Client
 
     rng = random.Random(seed)
-    acked = 0
+    sent: dict[str, int] = {}
+    acks: list[int] = []
     async with Client(cfg) as c:
         for i in range(n):
             req = c.new_req()
             msg = ClientSubmit(req, NEW, cfg.instruments[0].symbol, "", i % 2, 10_000 + rng.randint(-50, 50),
                                rng.randint(1, 5), 0, 0, 2000)
+            t = sent[req] = time.monotonic_ns()
             rep = await c.request(node, msg, req, 2.0)
-            acked += rep.code == 0
+            if rep.code == 0:
+                acks.append(time.monotonic_ns() - t)
             await trio.sleep(gap_s)
-    return acked
+    return sent, acks
 
 
-def run_sync(n: int = 2000, gap_s: float = 0.001, seed: int = 1) -> dict[str, Any]:
-    floor_trio = udp_rtt("trio", n=min(n * 2, 5000))
-    floor_plain = udp_rtt("plain", n=min(n * 2, 5000))
-    with ProcCluster(2) as pc:
+def _leader(pc: ProcCluster, timeout_s: float = 10.0) -> str:
+    from ..cli.status import gather_status
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        leaders = {s.get("leader") for s in trio.run(gather_status, pc.cfg, 0.5) if s.get("reachable")}
+        if len(leaders) == 1 and None not in leaders:
+            return str(leaders.pop())
+        time.sleep(0.1)
+    raise RuntimeError(f"no strong-mode leader agreed on within {timeout_s} s")
+
+
+def _one_mode(mode: str, n: int, gap_s: float, seed: int, floor_p50: float) -> dict[str, Any]:
+    """Eventual: the op stamped at A (its trace) until it enters B's op-set. Strong: the client's
+    send to A (the leader) until B folds the committed entry -- A's append time is not traced, so
+    this includes the client's hop to A (about one floor) and the commit round. Both: the client's
+    ack latency (send to reply; eventual acks at ``accepted``, strong only once committed)."""
+    with ProcCluster(2 if mode == "eventual" else 3, mode=mode) as pc:
+        a = "n1" if mode == "eventual" else _leader(pc)
+        b = next(i for i in pc.cfg.ids if i != a)
         t0 = time.perf_counter()
-        acked = trio.run(_submit_stream, pc.cfg, "n1", n, gap_s, seed)
+        sent, acks = trio.run(_submit_stream, pc.cfg, a, n, gap_s, seed)
         time.sleep(0.3)
         elapsed = time.perf_counter() - t0
         traces = pc.stop()
-    a, b = traces.get("n1", {}), traces.get("n2", {})
-    lat = [b[k] - a[k] for k in a if k in b and k.startswith("n1:")]
+    ta, tb = traces.get(a, {}), traces.get(b, {})
+    if mode == "eventual":
+        lat = [tb[k] - ta[k] for k in ta if k in tb and k.startswith(f"{a}:")]
+    else:
+        lat = [tb[r] - t for r, t in sent.items() if r in tb]
     s = latency_summary(lat)
+    ack = latency_summary(acks)
+    return {**s, "floor_p50_us": floor_p50, "ratio": round(s["p50_us"] / floor_p50, 2) if floor_p50 else None,
+            "ack_p50_us": ack["p50_us"], "ack_p99_us": ack["p99_us"], "nodes": len(traces), "a": a, "b": b,
+            "orders": n, "acked": len(acks), "elapsed_s": round(elapsed, 2)}
+
+
+def run_sync(n: int = 2000, gap_s: float = 0.001, seed: int = 1,
+             modes: tuple[str, ...] = ("eventual", "strong")) -> dict[str, Any]:
+    floor_trio = udp_rtt("trio", n=min(n * 2, 5000))
+    floor_plain = udp_rtt("plain", n=min(n * 2, 5000))
     floor_p50 = floor_trio["p50_us"] / 2
-    return {"eventual": {**s, "floor_p50_us": floor_p50, "floor_p99_us": floor_trio["p99_us"] / 2,
-                         "plain_floor_p50_us": floor_plain["p50_us"] / 2,
-                         "ratio": round(s["p50_us"] / floor_p50, 2) if floor_p50 else None,
-                         "orders": n, "acked": acked, "elapsed_s": round(elapsed, 2)},
-            "floor_rtt_trio": floor_trio, "floor_rtt_plain": floor_plain}
+    out: dict[str, Any] = {}
+    for mode in modes:
+        out[mode] = {**_one_mode(mode, n, gap_s, seed, floor_p50), "floor_p99_us": floor_trio["p99_us"] / 2,
+                     "plain_floor_p50_us": floor_plain["p50_us"] / 2}
+    return {**out, "floor_rtt_trio": floor_trio, "floor_rtt_plain": floor_plain}

@@ -48,7 +48,7 @@ def measure(section: str, quick: bool, repeats: int, nodes: int | None, ops: int
         return run_core(ops or (5_000 if quick else 20_000), repeats, progress=say)
     if section == "sync":
         from ..bench.sync import run_sync
-        say("sync: floors and 2 node processes")
+        say("sync: floors, 2 eventual-mode and 3 strong-mode node processes")
         return run_sync(500 if quick else 2000)
     if section == "throughput":
         from ..bench.throughput import floor_ops_per_s, run_throughput
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 def _table(sec: str, res: Any) -> Table:
     t = Table(title=f"bench {sec}")
     rows = res if isinstance(res, list) else [res] if sec != "sync" else [
-        {"mode": "eventual", **res["eventual"]},
+        *({"mode": m, **res[m]} for m in ("eventual", "strong") if m in res),
         {"mode": "floor: trio UDP RTT/2", "p50_us": res["floor_rtt_trio"]["p50_us"] / 2,
          "p99_us": res["floor_rtt_trio"]["p99_us"] / 2},
         {"mode": "floor: plain UDP RTT/2", "p50_us": res["floor_rtt_plain"]["p50_us"] / 2,

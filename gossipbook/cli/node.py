@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                         log=logging.getLogger(f"gossipbook.{args.id}"))
 
     if args.trace:
-        runner.trace = {}
+        runner.enable_trace()
     runner.fault_control = args.fault_control
     gen = None
     if args.generate:

@@ -103,6 +103,21 @@ class NodeRunner:
         self._compactions = 0
         self.core.status_info["addr"] = f"{self.entry.host}:{self.entry.port}"
 
+    def enable_trace(self) -> dict[str, int]:
+        """Record when each op reaches this node (monotonic ns): eventual mode keys the op id when
+        the op enters the op-set; strong mode keys the client's request id when its committed entry
+        is folded (the leader names entries, so a request id is what a client can match)."""
+        trace: dict[str, int] = {}
+        self.trace = trace
+        core = self.core
+        if isinstance(core, StrongNodeCore):
+            def folded(_index: int, op: Any, _out: Any) -> None:
+                if op is not None:
+                    trace.setdefault(op.req, time.monotonic_ns())
+
+            core.on_fold = folded
+        return trace
+
     def _strong_core(self, rng: random.Random, incarnation: int) -> StrongNodeCore:
         cfg, st = self.cfg, self.storage
         persisted = None
