@@ -120,9 +120,17 @@ class Book:
         """
         sym = self.symbol.encode()
         h = hashlib.blake2b(b"%d:%s" % (len(sym), sym), digest_size=16)
-        for side, price, oid, qty in self.resting():
-            b = oid.encode()
-            h.update(b"|%d,%d,%d:%s,%d" % (side, price, len(b), b, qty))
+        # the same bytes as one ``|side,price,len:oid,qty`` per order in ``resting()`` order, built
+        # per level and hashed in one call (a node's status computes this on every query)
+        parts: list[bytes] = []
+        add = parts.append
+        for side, levels, sign in ((BUY, self._bids, -1), (SELL, self._asks, 1)):
+            for k, lvl in levels.items():
+                pre = b"|%d,%d," % (side, sign * k)
+                for oid, q in lvl.items():
+                    b = oid.encode()
+                    add(b"%s%d:%s,%d" % (pre, len(b), b, q))
+        h.update(b"".join(parts))
         return h.digest()
 
     def clone(self) -> Book:
