@@ -12,6 +12,11 @@ Theory of operation
   version vector: finality (the stable watermark) and ack levels are computed from them.
 - **Rate bound.** Repair answers draw from a token bucket of ``repair_ops_per_s``; what does not
   fit waits for the next round, so a heal after a long partition cannot flood a node.
+- **Repair hold.** Ops sent to a peer as repair are not sent to it again for ``repair_hold_ns``
+  (counted from the last repair sent to it), whatever its summaries say meanwhile: after a heal a
+  peer is still folding the first answer when its next summary arrives, and answering each summary
+  in full sent every op about three times (640k repair ops for a 200k-op gap). A repair that was
+  lost is sent again once the hold expires.
 - **Snapshots.** A peer whose vector is behind our compaction point gets the snapshot in chunks
   first; the deltas follow through the normal summary exchange.
 
@@ -40,6 +45,7 @@ class GossipConfig:
     heartbeat_ns: int = 50 * MS
     repair_ops_per_s: int = 200_000  # token bucket refill for repair traffic
     repair_burst: int = 20_000
+    repair_hold_ns: int = 300 * MS  # do not resend repair ops to a peer for this long (see above)
     compact_every_ns: int = 1_000 * MS
     snapshot_chunk: int = 1_100  # bytes of snapshot per datagram
     push: bool = True  # eager push (False leaves convergence to anti-entropy alone)
@@ -50,6 +56,8 @@ class GossipConfig:
                      "snapshot_chunk"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.removesuffix('_ns')} must be positive")
+        if self.repair_hold_ns < 0:
+            raise ValueError("repair_hold must not be negative")
 
 
 class Gossip:
@@ -74,8 +82,10 @@ class Gossip:
         self._inbound: list[Op] = []
         self._inbound_now = 0
         self._snap_seq = 0
+        #: peer -> (per origin, the highest seq sent to it as repair; when the last repair was sent)
+        self._repaired: dict[str, tuple[dict[str, int], int]] = {}
         self.counters = {"pushed_ops": 0, "repair_ops": 0, "rate_limited": 0, "rounds": 0,
-                         "snapshots_sent": 0, "bad_snapshots": 0}
+                         "snapshots_sent": 0, "bad_snapshots": 0, "repair_held": 0}
 
     # ---- inputs ------------------------------------------------------------------------------------
     def local(self, op: Op) -> None:
@@ -178,13 +188,29 @@ class Gossip:
         if budget <= 0:
             self.counters["rate_limited"] += 1
             return
-        ops = r.ops_missing(vv, limit=budget)
+        held = self._repaired.get(src)
+        sent: dict[str, int] = {}
+        have = vv
+        if held is not None and now - held[1] < self.config.repair_hold_ns:
+            sent = held[0]
+            have = dict(vv)
+            for o, s in sent.items():
+                if s > have.get(o, 0):
+                    have[o] = s
+            if have != vv:
+                self.counters["repair_held"] += 1
+        ops = r.ops_missing(have, limit=budget)
         if ops:
             self._tokens -= len(ops)
             if len(ops) == budget:
                 self.counters["rate_limited"] += 1
             self.counters["repair_ops"] += len(ops)
             self._out.append((src, OpBatch(ops)))
+            sent = dict(sent)
+            for op in ops:
+                if op.seq > sent.get(op.origin, 0):
+                    sent[op.origin] = op.seq
+            self._repaired[src] = (sent, now)
 
     def _send_snapshot(self, dst: str) -> None:
         data = snapshot_to_bytes(self.replica.snapshot())
