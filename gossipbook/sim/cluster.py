@@ -353,15 +353,9 @@ class Simulation:
                     self.stats.dropped_replay += 1
                     continue
                 msg = frame.msg
-                if strong:
-                    if type(msg) is ClientSubmit:
-                        self.strong_checker.submitted(node.id, msg.req, t)
-                    try:
-                        core.receive(msg, frame.sender, src, now)
-                    except RemoteError as e:
-                        self.checker.violation("remote_error", node.id, t, f"{node.id} refused "
-                                               f"{type(msg).__name__} from {frame.sender}: {e}")
-                    continue
+                submit = type(msg) is ClientSubmit
+                if strong and submit:
+                    self.strong_checker.submitted(node.id, msg.req, t)
                 seq0 = rep.vv.get(node.id, 0)
                 try:
                     core.receive(msg, frame.sender, src, now)
@@ -370,7 +364,7 @@ class Simulation:
                     self.checker.violation("remote_error", node.id, t, f"{node.id} refused {type(msg).__name__} "
                                            f"from {frame.sender}: {e}")
                     continue
-                if type(msg) is ClientSubmit and rep.vv.get(node.id, 0) > seq0:
+                if submit and not strong and rep.vv.get(node.id, 0) > seq0:
                     own = [op for op in rep.new_ops if op.origin == node.id]
                     if own:
                         self.checker.stamp(node.id, msg.req, own[-1])
