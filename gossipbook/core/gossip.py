@@ -17,6 +17,11 @@ Theory of operation
   peer is still folding the first answer when its next summary arrives, and answering each summary
   in full sent every op about three times (640k repair ops for a 200k-op gap). A repair that was
   lost is sent again once the hold expires.
+- **Catch-up folding.** Received ops are folded once per burst. A large catch-up (at least
+  ``defer_min_ops`` received and not yet folded) is held back while peers' version vectors show more
+  is on its way, up to ``defer_ns`` after the last batch arrived: a heal's gap then costs one
+  rollback and replay, not one per repair answer (each lands below most of the log). Live traffic
+  (a few ops per burst) is never held.
 - **Snapshots.** A peer whose vector is behind our compaction point gets the snapshot in chunks
   first; the deltas follow through the normal summary exchange.
 
@@ -46,6 +51,9 @@ class GossipConfig:
     repair_ops_per_s: int = 200_000  # token bucket refill for repair traffic
     repair_burst: int = 20_000
     repair_hold_ns: int = 300 * MS  # do not resend repair ops to a peer for this long (see above)
+    defer_ns: int = 150 * MS  # catch-up folding: wait this long after the last batch (0: never wait)
+    defer_min_ops: int = 1_000  # ... only once this many received ops are waiting
+    defer_max_ops: int = 500_000  # ... and never with more than this many waiting
     compact_every_ns: int = 1_000 * MS
     snapshot_chunk: int = 1_100  # bytes of snapshot per datagram
     push: bool = True  # eager push (False leaves convergence to anti-entropy alone)
@@ -56,8 +64,8 @@ class GossipConfig:
                      "snapshot_chunk"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.removesuffix('_ns')} must be positive")
-        if self.repair_hold_ns < 0:
-            raise ValueError("repair_hold must not be negative")
+        if self.repair_hold_ns < 0 or self.defer_ns < 0:
+            raise ValueError("repair_hold and defer must not be negative")
 
 
 class Gossip:
@@ -80,12 +88,14 @@ class Gossip:
         self._last_refill: int | None = None
         self._snap_in: dict[tuple[str, int], dict[int, bytes]] = {}
         self._inbound: list[Op] = []
-        self._inbound_now = 0
+        self._inbound_now = 0  # when the last OpBatch arrived
+        self._inbound_top: dict[str, int] = {}  # per origin, the highest seq waiting in _inbound
+        self._last_input = 0  # the latest time receive() or tick() was called with
         self._snap_seq = 0
         #: peer -> (per origin, the highest seq sent to it as repair; when the last repair was sent)
         self._repaired: dict[str, tuple[dict[str, int], int]] = {}
         self.counters = {"pushed_ops": 0, "repair_ops": 0, "rate_limited": 0, "rounds": 0,
-                         "snapshots_sent": 0, "bad_snapshots": 0, "repair_held": 0}
+                         "snapshots_sent": 0, "bad_snapshots": 0, "repair_held": 0, "folds_deferred": 0}
 
     # ---- inputs ------------------------------------------------------------------------------------
     def local(self, op: Op) -> None:
@@ -105,11 +115,17 @@ class Gossip:
 
     def receive(self, msg: Any, src: str, now: int) -> list[Event]:
         """Handle a gossip message from peer ``src`` (already authenticated and validated)."""
+        if now > self._last_input:
+            self._last_input = now
         if type(msg) is OpBatch:
             # folded once per burst (``fold_inbound``): ops from many datagrams and origins then
             # cost one rollback, not one each
             self._inbound.extend(msg.ops)
             self._inbound_now = now
+            top = self._inbound_top
+            for op in msg.ops:
+                if op.seq > top.get(op.origin, 0):
+                    top[op.origin] = op.seq
             return []
         events = self.fold_inbound()
         if type(msg) is Summary:
@@ -127,15 +143,34 @@ class Gossip:
         raise TypeError(f"gossip cannot handle {type(msg).__name__}")
 
     def fold_inbound(self) -> list[Event]:
-        """Fold every op received since the last call, in one ``Replica.receive``."""
-        if not self._inbound:
+        """Fold every op received since the last call, in one ``Replica.receive`` (a large catch-up
+        may wait for the rest of itself: see "Catch-up folding")."""
+        if not self._inbound or self._deferring():
             return []
         ops, self._inbound = self._inbound, []
+        self._inbound_top = {}
         return self.replica.receive(ops, self._inbound_now)
+
+    def _deferring(self) -> bool:
+        cfg = self.config
+        n = len(self._inbound)
+        if not cfg.defer_ns or n < cfg.defer_min_ops or n > cfg.defer_max_ops:
+            return False
+        if self._last_input - self._inbound_now >= cfg.defer_ns:
+            return False
+        vv, top = self.replica.vv, self._inbound_top
+        for pv in self.replica._peer_vv.values():
+            for o, s in pv.items():
+                if s > vv.get(o, 0) and s > top.get(o, 0):
+                    self.counters["folds_deferred"] += 1
+                    return True  # a peer holds ops of ``o`` that are neither here nor on their way in
+        return False
 
     def tick(self, now: int) -> list[Event]:
         """Timers: anti-entropy round, heartbeats, compaction, held-back ops."""
         cfg = self.config
+        if now > self._last_input:
+            self._last_input = now
         events = self.fold_inbound() + self.replica.tick(now)
         live = [p for p in self.peers if p in self.live]
         if now >= self._next_round:
@@ -165,7 +200,10 @@ class Gossip:
         return out
 
     def next_deadline(self) -> int:
-        return min(self._next_round, self._next_heartbeat, self._next_compact)
+        d = min(self._next_round, self._next_heartbeat, self._next_compact)
+        if self._inbound and self.config.defer_ns:  # a held-back catch-up is folded by then at the latest
+            d = min(d, self._inbound_now + self.config.defer_ns)
+        return d
 
     # ---- internals ---------------------------------------------------------------------------------
     def _lacks(self, vv: dict[str, int]) -> bool:

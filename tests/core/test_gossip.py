@@ -56,3 +56,39 @@ def test_no_hold_answers_every_summary_in_full() -> None:
 def test_a_negative_hold_is_refused() -> None:
     with pytest.raises(ValueError, match="repair_hold"):
         GossipConfig(repair_hold_ns=-1)
+
+
+def catch_up() -> tuple[list, Gossip]:
+    """1,200 ops of "a", and "b" that has none of them but knows (a's heartbeat) they exist."""
+    a, _g = node_with_ops(1_200)
+    b = Replica("b", members=["a", "b"])
+    b.observe_vv("a", a.version_vector())
+    return a.ops(), Gossip(b, ["a"], random.Random(2), GossipConfig(defer_ns=150 * MS, defer_min_ops=1_000))
+
+
+def test_a_large_catch_up_is_folded_once_when_all_of_it_is_here() -> None:
+    ops, g = catch_up()
+    t = T0 + 10**9
+    g.receive(OpBatch(ops[:1_100]), "a", t)
+    assert g.fold_inbound() == [] and g.replica.vv.get("a", 0) == 0  # a's heartbeat says 100 more exist
+    assert g.next_deadline() <= t + 150 * MS
+    g.receive(OpBatch(ops[1_100:]), "a", t + 20 * MS)
+    g.fold_inbound()
+    assert g.replica.vv["a"] == 1_200 and g.replica.counters["replays"] <= 1
+
+
+def test_a_held_catch_up_is_folded_when_the_rest_does_not_come() -> None:
+    ops, g = catch_up()
+    t = T0 + 10**9
+    g.receive(OpBatch(ops[:1_100]), "a", t)
+    g.tick(t + 149 * MS)
+    assert g.replica.vv.get("a", 0) == 0
+    g.tick(t + 150 * MS)  # the rest was lost: fold what is here, anti-entropy asks again
+    assert g.replica.vv["a"] == 1_100
+
+
+def test_live_traffic_is_never_held() -> None:
+    ops, g = catch_up()
+    g.receive(OpBatch(ops[:10]), "a", T0 + 10**9)
+    g.fold_inbound()
+    assert g.replica.vv["a"] == 10
