@@ -26,10 +26,10 @@ from typing import Any
 
 import trio
 
-from ..config import ClusterConfig, load, render
+from ..config import ClusterConfig, load
 from ..core.ops import NEW
 from ..core.wire import ClientSubmit
-from .procs import free_ports
+from .procs import cluster_text, wait_leader
 from .stats import latency_summary
 
 OK, E_NO_QUORUM = 0, 4
@@ -41,9 +41,7 @@ class StrongCluster:
     def __init__(self, n: int, data: bool = False, extra_config: str = "", root: Path | None = None) -> None:
         self._own_dir = root is None  # a temp dir of ours: removed on exit
         self.dir = root or Path(tempfile.mkdtemp(prefix="gossipbook-failover-"))
-        text = render(n, 7000, mode="strong", data_root=str(self.dir / "data") if data else None)
-        for i, p in enumerate(free_ports(n)):
-            text = text.replace(f'addr = "127.0.0.1:{7000 + i}"', f'addr = "127.0.0.1:{p}"')
+        text = cluster_text(n, "strong", str(self.dir / "data") if data else None)
         self.config_path = self.dir / "cluster.toml"
         self.config_path.write_text(text + extra_config)
         self.cfg: ClusterConfig = load(self.config_path)
@@ -85,23 +83,9 @@ class StrongCluster:
 
     def wait_leader(self, ids: list[str] | None = None, timeout: float = 20.0,
                     caught_up: bool = False) -> tuple[str, dict[str, dict[str, Any]]]:
-        """The leader every node of ``ids`` (default: every running one) names; with ``caught_up``
-        also wait until they all have its commit index."""
+        """``procs.wait_leader`` over ``ids`` (default: every running node)."""
         ids = ids or [n for n, p in self.procs.items() if p.poll() is None]
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.status()
-            lead = {st[n].get("leader") for n in ids if st[n]["reachable"]}
-            if all(st[n]["reachable"] for n in ids) and len(lead) == 1 and None not in lead:
-                leader = lead.pop()
-                if leader in st and st[leader].get("role") == "leader" and (
-                        not caught_up or len({st[n]["commit_index"] for n in ids}) == 1):
-                    return leader, st
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no {'caught-up ' if caught_up else ''}leader among {ids} within {timeout} s: "
-                                   f"{ {n: {k: st[n].get(k) for k in ('role', 'leader', 'term', 'commit_index')} for n in ids} }"
-                                   f"; logs in {self.dir}")
-            time.sleep(0.05)
+        return wait_leader(self.cfg, ids, timeout, caught_up, where=f"; logs in {self.dir}")
 
 
 async def time_to_commit(cfg: ClusterConfig, nodes: list[str], limit_s: float = 10.0,

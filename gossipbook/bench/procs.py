@@ -28,18 +28,46 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def cluster_text(n: int, mode: str = "eventual", data_root: str | None = None) -> str:
+    """A ``cluster.toml`` for ``n`` nodes on free loopback ports."""
+    text = render(n, 7000, mode=mode, data_root=data_root)
+    for i, p in enumerate(free_ports(n)):
+        text = text.replace(f'addr = "127.0.0.1:{7000 + i}"', f'addr = "127.0.0.1:{p}"')
+    return text
+
+
+def wait_leader(cfg: Any, ids: list[str], timeout: float = 20.0, caught_up: bool = False,
+                where: str = "") -> tuple[str, dict[str, dict[str, Any]]]:
+    """The strong-mode leader every node of ``ids`` names (and that says it leads), with everyone's
+    status; with ``caught_up`` also wait until they all have its commit index."""
+    import trio
+
+    from ..cli.status import gather_status
+    deadline = time.monotonic() + timeout
+    while True:
+        st = {s["id"]: s for s in trio.run(gather_status, cfg, 0.5)}
+        lead = {st[n].get("leader") for n in ids if st[n]["reachable"]}
+        if all(st[n]["reachable"] for n in ids) and len(lead) == 1 and None not in lead:
+            leader = lead.pop()
+            if leader in st and st[leader].get("role") == "leader" and (
+                    not caught_up or len({st[n]["commit_index"] for n in ids}) == 1):
+                return leader, st
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {'caught-up ' if caught_up else ''}leader among {ids} within {timeout} s: "
+                               f"{ {n: {k: st[n].get(k) for k in ('role', 'leader', 'term', 'commit_index')} for n in ids} }"
+                               f"{where}")
+        time.sleep(0.05)
+
+
 class ProcCluster:
     """``n`` ``gossipbook node`` processes on loopback; use as a context manager."""
 
     def __init__(self, n: int, extra_config: str = "", trace: bool = True, node_args: list[str] | None = None,
                  fsync: str | None = None, mode: str = "eventual") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gossipbook-bench-"))
-        ports = free_ports(n)
-        text = render(n, 7000, mode=mode, data_root=str(self.dir / "data") if fsync else None)
+        text = cluster_text(n, mode, str(self.dir / "data") if fsync else None)
         if fsync:  # durable nodes: a data dir each, with this fsync policy
             text = text.replace('fsync = "batch"', f'fsync = "{fsync}"')
-        for i, p in enumerate(ports):
-            text = text.replace(f'addr = "127.0.0.1:{7000 + i}"', f'addr = "127.0.0.1:{p}"')
         self.config_path = self.dir / "cluster.toml"
         self.config_path.write_text(text + extra_config)
         self.cfg = load(self.config_path)

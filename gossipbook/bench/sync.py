@@ -14,7 +14,7 @@ import trio
 from ..core.ops import NEW
 from ..core.wire import ClientSubmit
 from .floor import udp_rtt
-from .procs import ProcCluster
+from .procs import ProcCluster, wait_leader
 from .stats import latency_summary
 
 
@@ -39,25 +39,13 @@ async def _submit_stream(cfg: Any, node: str, n: int, gap_s: float, seed: int) -
     return sent, acks
 
 
-def _leader(pc: ProcCluster, timeout_s: float = 10.0) -> str:
-    from ..cli.status import gather_status
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        leaders = {s.get("leader") for s in trio.run(gather_status, pc.cfg, 0.5) if s.get("reachable")}
-        if len(leaders) == 1 and None not in leaders:
-            return str(leaders.pop())
-        time.sleep(0.1)
-    raise RuntimeError(f"no strong-mode leader agreed on within {timeout_s} s")
-
-
 def _one_mode(mode: str, n: int, gap_s: float, seed: int, floor_p50: float) -> dict[str, Any]:
     """Eventual: the op stamped at A (its trace) until it enters B's op-set. Strong: the client's
     send to A (the leader) until B folds the committed entry -- A's append time is not traced, so
     this includes the client's hop to A (about one floor) and the commit round. Both: the client's
     ack latency (send to reply; eventual acks at ``accepted``, strong only once committed)."""
     with ProcCluster(2 if mode == "eventual" else 3, mode=mode) as pc:
-        a = "n1" if mode == "eventual" else _leader(pc)
+        a = "n1" if mode == "eventual" else wait_leader(pc.cfg, pc.cfg.ids, 10.0)[0]
         b = next(i for i in pc.cfg.ids if i != a)
         t0 = time.perf_counter()
         sent, acks = trio.run(_submit_stream, pc.cfg, a, n, gap_s, seed)

@@ -68,6 +68,12 @@ class GossipConfig:
             raise ValueError("repair_hold and defer must not be negative")
 
 
+def _raise_tops(top: dict[str, int], ops: Iterable[Op]) -> None:
+    for op in ops:
+        if op.seq > top.get(op.origin, 0):
+            top[op.origin] = op.seq
+
+
 class Gossip:
     """The gossip state machine of one node; membership tells it who is live (``live``)."""
 
@@ -89,7 +95,9 @@ class Gossip:
         self._snap_in: dict[tuple[str, int], dict[int, bytes]] = {}
         self._inbound: list[Op] = []
         self._inbound_now = 0  # when the last OpBatch arrived
-        self._inbound_top: dict[str, int] = {}  # per origin, the highest seq waiting in _inbound
+        #: per origin, the highest seq waiting in _inbound; kept only while a catch-up may be held
+        #: (built once when _inbound reaches defer_min_ops), so live traffic pays nothing for it
+        self._inbound_top: dict[str, int] | None = None
         self._last_input = 0  # the latest time receive() or tick() was called with
         self._snap_seq = 0
         #: peer -> (per origin, the highest seq sent to it as repair; when the last repair was sent)
@@ -122,10 +130,8 @@ class Gossip:
             # cost one rollback, not one each
             self._inbound.extend(msg.ops)
             self._inbound_now = now
-            top = self._inbound_top
-            for op in msg.ops:
-                if op.seq > top.get(op.origin, 0):
-                    top[op.origin] = op.seq
+            if self._inbound_top is not None:
+                _raise_tops(self._inbound_top, msg.ops)
             return []
         events = self.fold_inbound()
         if type(msg) is Summary:
@@ -148,7 +154,7 @@ class Gossip:
         if not self._inbound or self._deferring():
             return []
         ops, self._inbound = self._inbound, []
-        self._inbound_top = {}
+        self._inbound_top = None
         return self.replica.receive(ops, self._inbound_now)
 
     def _deferring(self) -> bool:
@@ -158,7 +164,11 @@ class Gossip:
             return False
         if self._last_input - self._inbound_now >= cfg.defer_ns:
             return False
-        vv, top = self.replica.vv, self._inbound_top
+        top = self._inbound_top
+        if top is None:
+            top = self._inbound_top = {}
+            _raise_tops(top, self._inbound)
+        vv = self.replica.vv
         for pv in self.replica._peer_vv.values():
             for o, s in pv.items():
                 if s > vv.get(o, 0) and s > top.get(o, 0):

@@ -42,6 +42,7 @@ from .wire import (
     QueryReply,
     SnapshotChunk,
     Summary,
+    trade_row,
 )
 
 ACCEPTED, REPLICATED, FINAL = 0, 1, 2
@@ -74,10 +75,6 @@ class NodeConfig:
     gossip: GossipConfig = field(default_factory=GossipConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     reply_cache: int = 10_000
-
-
-def _trade_row(t: Trade) -> list[Any]:
-    return [t.trade_id, t.price, t.qty, t.maker, t.taker]
 
 
 class NodeCore:
@@ -233,7 +230,7 @@ class NodeCore:
         done = r.compacted_request(m.req) if m.kind == NEW else None
         if done is not None:  # placed before a restart and compacted since: final, and its fills are kept
             self.counters["client_retries"] += 1
-            self._reply(to, ClientReply(m.req, OK, "ok", done[0], FINAL, [_trade_row(t) for t in done[1]]))
+            self._reply(to, ClientReply(m.req, OK, "ok", done[0], FINAL, [trade_row(t) for t in done[1]]))
             return
         try:
             if not self.ready:
@@ -282,7 +279,7 @@ class NodeCore:
         if level >= w.level:
             trades = w.trades if fresh else self._order_trades(w.op.target, final_only=level == FINAL)
             self._reply(w.reply_to, ClientReply(w.req, OK, "ok", w.op.target, level,
-                                                [_trade_row(t) for t in trades]))
+                                                [trade_row(t) for t in trades]))
             return True
         return False
 
@@ -305,7 +302,7 @@ class NodeCore:
                     w.req, E_TIMEOUT, f"timeout waiting for {('accepted', 'replicated', 'final')[w.level]}; "
                     f"the order was accepted here and has reached level "
                     f"{('accepted', 'replicated', 'final')[level]}",
-                    w.op.target, level, [_trade_row(t) for t in self._order_trades(w.op.target)]))
+                    w.op.target, level, [trade_row(t) for t in self._order_trades(w.op.target)]))
                 continue
             keep.append(w)
         self._waiting = keep

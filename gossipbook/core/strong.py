@@ -113,6 +113,7 @@ from .wire import (
     one_of,
     record,
     string,
+    trade_row,
     uint,
 )
 
@@ -152,9 +153,9 @@ class Outcome(NamedTuple):
     trades: tuple[Trade, ...] = ()  # made by this fold step (reported as TradeExecuted)
     rows: list[list[Any]] | None = None  # the client's trade rows, when not ``trades`` (a repeat)
 
-
-def _trade_row(t: Trade) -> list[Any]:
-    return [t.trade_id, t.price, t.qty, t.maker, t.taker]
+    def client_rows(self) -> list[list[Any]]:
+        """The trade rows the client is told: ``rows`` if set, else this step's ``trades``."""
+        return self.rows if self.rows is not None else [trade_row(t) for t in self.trades]
 
 
 def _chain(prev: bytes, trades: Iterable[Trade]) -> bytes:
@@ -249,7 +250,7 @@ class SequencedBooks:
         if out.trades:
             self.trade_count += len(out.trades)
             self.chain = _chain(self.chain, out.trades)
-        self.reqs[op.req] = (out.code, out.order_id, [_trade_row(t) for t in out.trades])
+        self.reqs[op.req] = (out.code, out.order_id, out.client_rows())
         if len(self.reqs) > self.dedupe_window:
             self.reqs.popitem(last=False)
         return out
@@ -727,9 +728,8 @@ class StrongNodeCore:
         req = w.msg.req
         if level is None:
             level = FINAL if out.code == OK else 0
-        if rows is None:
-            rows = out.rows if out.rows is not None else [_trade_row(t) for t in out.trades]
-        reply = ClientReply(req, out.code, out.message, out.order_id, level, rows)
+        reply = ClientReply(req, out.code, out.message, out.order_id, level,
+                            rows if rows is not None else out.client_rows())
         if isinstance(w.reply_to, Client):
             if out.code == OK:
                 self._replies[req] = reply

@@ -426,6 +426,11 @@ class ReplayGuard:
         self._seen.pop(sender, None)
 
 
+def trade_row(t: Trade) -> list[Any]:
+    """A trade as ``ClientReply`` / ``ForwardReply`` carry it: ``[trade_id, price, qty, maker, taker]``."""
+    return [t.trade_id, t.price, t.qty, t.maker, t.taker]
+
+
 REPLY_CODES = {0: "ok", 1: "invalid order", 2: "unknown order", 3: "clock out of sync", 4: "no quorum",
                5: "timeout", 6: "unknown instrument", 7: "storage unavailable", 8: "bad request",
                9: "not ready"}

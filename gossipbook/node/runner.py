@@ -280,10 +280,10 @@ class NodeRunner:
         for ev in core.events():  # after sending: logging is slow, and nothing here waits for it
             if type(ev) is TradeRevised:
                 revised.append(ev)
-                if self.on_event is not None:
-                    self.on_event(ev)
             else:
                 self._log_event(ev)
+            if self.on_event is not None:
+                self.on_event(ev)
         if revised:
             self._log_revisions(revised)
 
@@ -368,8 +368,6 @@ class NodeRunner:
             self.log.info("member %s is %s (incarnation %d)", ev.member, ev.new, ev.incarnation)
         elif isinstance(ev, OpFenced):
             self.log.warning("refused op %s from removed member", ev.op.op_id)
-        if self.on_event is not None:
-            self.on_event(ev)
 
     # ---- introspection -----------------------------------------------------------------------------
     def _shell_counters(self) -> dict[str, Any]:

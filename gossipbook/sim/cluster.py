@@ -419,32 +419,7 @@ class Simulation:
         after = (rep.hlc.wall, rep.hlc.logical)
         if after != before:
             ck.adopted(node.id, before, after, now, t)
-        if out:
-            key = KEY
-            mtu = self.cfg.mtu
-            last_hb = None
-            for dst, msg in out:
-                tmsg = type(msg)
-                if tmsg is Client:  # pragma: no cover - defensive: outbox pairs are (dst, msg)
-                    continue
-                if isinstance(dst, Client):
-                    addr = dst.addr
-                    if tmsg is ClientReply:
-                        self._check_reply(node, msg, t)
-                elif dst in self.nodes and dst != node.id:
-                    addr = dst
-                else:
-                    continue
-                if tmsg is OpBatch:
-                    frames = encode_ops(msg.ops, node.id, node.counter + 1, key, mtu)
-                    node.counter += len(frames)
-                else:
-                    if tmsg is Heartbeat and msg is not last_hb:
-                        last_hb = msg
-                        ck.issued(node.id, (msg.wall, msg.logical), t)
-                    node.counter += 1
-                    frames = [encode(msg, node.id, node.counter, key)]
-                self._send(node.id, addr, frames, tmsg, t)
+        self._send_outbox(node, out, t, lambda msg: self._check_reply(node, msg, t))
         evs = core.events()
         if evs:
             ck.events(node.id, evs, t)
@@ -458,19 +433,8 @@ class Simulation:
         assert core is not None
         node.disk.persist_seq(core.take_persist(), core.take_handed(), core.membership.incarnation)
         sc = self.strong_checker
-        out = core.outbox()
-        for dst, msg in out:
-            tmsg = type(msg)
-            if isinstance(dst, Client):
-                addr = dst.addr
-                if tmsg is ClientReply:
-                    sc.replied(node.id, msg.req, msg.code, msg.order_id, msg.trades, t)
-            elif dst in self.nodes and dst != node.id:
-                addr = dst
-            else:
-                continue
-            node.counter += 1
-            self._send(node.id, addr, [encode(msg, node.id, node.counter, KEY)], tmsg, t)
+        self._send_outbox(node, core.outbox(), t,
+                          lambda msg: sc.replied(node.id, msg.req, msg.code, msg.order_id, msg.trades, t))
         evs = core.events()
         if evs:
             sc.events(node.id, evs, t)
@@ -479,6 +443,32 @@ class Simulation:
         if fold.index != node.folded_at:  # the digest costs a pass over the books: once per index
             node.folded_at = fold.index
             sc.digest(node.id, fold.index, fold.digest(), t)
+
+    def _send_outbox(self, node: SimNode, out: list[tuple[Any, Any]], t: int,
+                     on_reply: Callable[[ClientReply], None]) -> None:
+        """Encode and send a core's outbox as the shell does (``OpBatch`` split by MTU, one frame
+        counter per frame); ``on_reply`` sees each ``ClientReply`` as it leaves."""
+        last_hb = None
+        for dst, msg in out:
+            tmsg = type(msg)
+            if isinstance(dst, Client):
+                addr = dst.addr
+                if tmsg is ClientReply:
+                    on_reply(msg)
+            elif dst in self.nodes and dst != node.id:
+                addr = dst
+            else:
+                continue
+            if tmsg is OpBatch:
+                frames = encode_ops(msg.ops, node.id, node.counter + 1, KEY, self.cfg.mtu)
+                node.counter += len(frames)
+            else:
+                if tmsg is Heartbeat and msg is not last_hb:
+                    last_hb = msg
+                    self.checker.issued(node.id, (msg.wall, msg.logical), t)
+                node.counter += 1
+                frames = [encode(msg, node.id, node.counter, KEY)]
+            self._send(node.id, addr, frames, tmsg, t)
 
     def _track_finality(self, node: SimNode, t: int, ops: list[Op],
                         pre: tuple[int, list[Op]] | None = None) -> None:

@@ -35,18 +35,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.book import Trade
 from ..core.ops import NEW, Op, TradeExecuted
+from ..core.wire import trade_row
 from .checker import Checker
 from .clock import SEC, T0
 
 
 def _rows(trades: Iterable[Any]) -> list[list[Any]]:
     return sorted([list(r) for r in trades])
-
-
-def _trade_row(t: Trade) -> list[Any]:
-    return [t.trade_id, t.price, t.qty, t.maker, t.taker]
 
 
 def _entry(op: Op | None) -> str:
@@ -98,7 +94,7 @@ class StrongChecker:
         if op is None or outcome is None:
             self.log[index] = Folded(op, node, t, None, "", [], False)
             return
-        rows = _rows(outcome.rows if outcome.rows is not None else [_trade_row(x) for x in outcome.trades])
+        rows = _rows(outcome.client_rows())
         first = self.first_of.get(op.req)
         dup = first is not None and first < index
         self.log[index] = Folded(op, node, t, outcome.code, outcome.order_id, rows, dup)
@@ -116,7 +112,7 @@ class StrongChecker:
         for ev in evs:
             if type(ev) is not TradeExecuted:
                 continue
-            row = _trade_row(ev.trade)
+            row = trade_row(ev.trade)
             tid = row[0]
             if tid in live:
                 self.violation("trade_duplicated", node, t, f"trade {tid} reported twice: {live[tid]} then {row}")
