@@ -22,9 +22,9 @@ async def _faults(cfg: Any, plan: dict[str, str]) -> None:
             await c.request(nid, ClientQuery(req, "faults", blocked, 0), req, 2.0)
 
 
-def _status(cfg: Any) -> list[dict[str, Any]]:
+def _status(cfg: Any, what: str = "status") -> list[dict[str, Any]]:
     from ..cli.status import gather_status
-    return trio.run(gather_status, cfg, 1.5)
+    return trio.run(gather_status, cfg, 10.0, what)
 
 
 def run_convergence(backlog: int, nodes: int = 4, timeout_s: float = 120) -> dict[str, Any]:
@@ -36,26 +36,28 @@ def run_convergence(backlog: int, nodes: int = 4, timeout_s: float = 120) -> dic
         trio.run(_faults, pc.cfg, plan)
         deadline = time.monotonic() + timeout_s
         while True:  # each side holds its own backlog
-            st = {s["id"]: s for s in _status(pc.cfg)}
-            if all(st[n].get("ops", 0) >= per * len(left) for n in left) and \
-                    all(st[n].get("ops", 0) >= per * len(right) for n in right):
+            st = {s["id"]: s for s in _status(pc.cfg, "progress")}
+            if all(st[n].get("ops", 0) >= per * len(left) and not st[n].get("pending") for n in left) and \
+                    all(st[n].get("ops", 0) >= per * len(right) and not st[n].get("pending") for n in right):
                 break
             if time.monotonic() > deadline:
                 return {"backlog": backlog, "error": "backlog not built in time"}
             time.sleep(0.1)
-        diverged = len({s["digest"] for s in st.values()}) > 1
+        diverged = len({s["digest"] for s in _status(pc.cfg)}) > 1
         t0 = time.monotonic()
         trio.run(_faults, pc.cfg, {n: "" for n in ids})
         while True:
-            st2 = _status(pc.cfg)
-            if all(s.get("ops", 0) >= per * nodes for s in st2) and len({s["digest"] for s in st2}) == 1:
-                took = time.monotonic() - t0
-                break
+            # poll the cheap progress query until every node has folded every op, then compare
+            # digests (``status`` digests every book: tens of ms per node, too dear to poll a heal)
+            pr = _status(pc.cfg, "progress")
+            if all(p.get("ops", 0) >= per * nodes and not p.get("pending") for p in pr):
+                took = time.monotonic() - t0  # nothing changes after this: every op is folded
+                st2 = _status(pc.cfg)
+                if len({s["digest"] for s in st2}) == 1:
+                    break
             if time.monotonic() - t0 > timeout_s:
-                return {"backlog": backlog, "error": "did not converge", "ops": [s.get("ops") for s in st2]}
-            # status makes every node digest its books: poll often early (a 1k backlog converges in
-            # ~0.1 s), then back off to 5% of the elapsed time so the probe does not slow the heal
-            time.sleep(min(0.25, max(0.02, (time.monotonic() - t0) / 20)))
+                return {"backlog": backlog, "error": "did not converge", "ops": [p.get("ops") for p in pr]}
+            time.sleep(0.02)
         return {"backlog": per * nodes, "nodes": nodes, "diverged": diverged,
                 "convergence_s": round(took, 3),
                 "repair_ops": sum(s["counters"].get("repair_ops", 0) for s in st2),

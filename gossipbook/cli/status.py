@@ -25,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-async def gather_status(cfg: ClusterConfig, timeout: float) -> list[dict[str, Any]]:
-    """Query every node concurrently; an unreachable node yields ``{"id", "reachable": False}``."""
+async def gather_status(cfg: ClusterConfig, timeout: float, what: str = "status") -> list[dict[str, Any]]:
+    """Query every node concurrently; an unreachable node yields ``{"id", "reachable": False}``.
+    ``what="progress"`` asks only for op counts and version vectors (no digest: cheap to poll)."""
     from ..node.client import Client, Unreachable
 
     results: dict[str, dict[str, Any]] = {}
@@ -34,7 +35,7 @@ async def gather_status(cfg: ClusterConfig, timeout: float) -> list[dict[str, An
         async def one(nid: str) -> None:
             req = c.new_req()
             try:
-                rep = await c.request(nid, ClientQuery(req, "status", "", 0), req, timeout)
+                rep = await c.request(nid, ClientQuery(req, what, "", 0), req, timeout)
                 results[nid] = {**rep.payload, "id": nid, "reachable": True}
             except Unreachable:
                 results[nid] = {"id": nid, "reachable": False}

@@ -148,6 +148,11 @@ class Gossip:
             return events + self._snapshot_chunk(msg, src, now)
         raise TypeError(f"gossip cannot handle {type(msg).__name__}")
 
+    @property
+    def pending(self) -> int:
+        """Ops received and not folded yet (a catch-up being held back, or the current burst)."""
+        return len(self._inbound)
+
     def fold_inbound(self) -> list[Event]:
         """Fold every op received since the last call, in one ``Replica.receive`` (a large catch-up
         may wait for the rest of itself: see "Catch-up folding")."""
