@@ -591,6 +591,13 @@ class Replica:
                 if s > cur.get(o, 0):
                     cur[o] = s
 
+    def peer_vv(self, member: str) -> Mapping[str, int]:
+        """What ``member`` last showed it holds (heartbeats, summaries); empty if never heard."""
+        return self._peer_vv.get(member, {})
+
+    def peer_vvs(self) -> Iterable[Mapping[str, int]]:
+        return self._peer_vv.values()
+
     def add_member(self, member: str) -> None:
         self.members.add(member)
         self._wm_others = None
@@ -697,14 +704,19 @@ class Replica:
             trades=self._snap_trades, chain=self._snap_chain, last_key=self._snap_key,
             reqs={r: v for r, v in self._reqs.items() if isinstance(v, str)}, fills=dict(self._fills))
 
+    def replay_depth(self, op: Op) -> int:
+        """How many applied ops folding ``op`` now would undo and replay (0: it lands on top)."""
+        return len(self._applied) - bisect_left(self._applied, op)
+
     def needs_snapshot(self, peer_vv: Mapping[str, int]) -> bool:
         """True if the peer lacks ops that were compacted away here."""
         return any(peer_vv.get(o, 0) < b for o, b in self._base.items())
 
     def ops_missing(self, peer_vv: Mapping[str, int], limit: int | None = None) -> list[Op]:
-        """Held ops the peer lacks (above the snapshot), per origin in seq order, oldest origins first."""
+        """Held ops the peer lacks (above the snapshot), origins sorted, each in seq order."""
         out: list[Op] = []
-        for o, log in self._log.items():
+        for o in sorted(self._log):  # a fixed order: the peer predicts what a limited answer holds
+            log = self._log[o]
             have = max(peer_vv.get(o, 0), self._base.get(o, 0))
             if not log or log[-1].seq <= have:
                 continue

@@ -770,6 +770,9 @@ class StrongNodeCore:
             self._out.append((to, QueryReply(q.req, OK, "ok", payload)))
         elif q.what == "status":
             self._out.append((to, QueryReply(q.req, OK, "ok", self.status())))
+        elif q.what == "progress":
+            self._out.append((to, QueryReply(q.req, OK, "ok", {
+                "id": self.node_id, "ops": r.op_count, "version_vector": r.version_vector(), "pending": 0})))
         else:
             self._out.append((to, QueryReply(q.req, E_BAD, f"unknown query {q.what!r}", None)))
 

@@ -34,7 +34,7 @@ from .ops import Op
 from .sequencer import AppendEntries, AppendReply, Entry, InstallSnapshot, RequestVote, VoteReply
 
 MAGIC = b"GB"
-VERSION = 1
+VERSION = 2  # 2: Summary gained `skip`, VoteReply gained `candidate` (2026-11-25)
 TAG_LEN = 16
 HEADER = MAGIC + bytes([VERSION])
 MAX_DATAGRAM = 65_507  # the largest UDP payload; gossip batches stay under ``mtu``
@@ -157,10 +157,13 @@ class OpBatch(NamedTuple):
 
 class Summary(NamedTuple):
     """Anti-entropy: "this is what I hold". The peer sends what we lack and, when ``reply`` is
-    set, answers with its own summary so we can send what it lacks (push-pull)."""
+    set, answers with its own summary so we can send what it lacks (push-pull). ``skip``: per
+    origin, ops up to that seq need not be sent either — they arrived and wait to be folded, or
+    another peer is sending them; unlike ``vv`` it promises nothing about what is held."""
 
     vv: dict[str, int]
     reply: bool
+    skip: dict[str, int] = {}  # noqa: RUF012 (never mutated)
 
 
 class Pull(NamedTuple):
@@ -245,7 +248,7 @@ def register(type_no: int, cls: type, fields: Sequence[Check]) -> None:
 _TYPE_OF: dict[type, int] = {}
 
 register(1, OpBatch, [list_of(OP_CHECK, 4096)])
-register(2, Summary, [VV, boolean])
+register(2, Summary, [VV, boolean, VV])
 register(3, Pull, [list_of(record(lambda *f: tuple(f), [NODE_ID, uint(), uint()]), 1024)])
 register(4, Heartbeat, [uint(), uint(1 << 32), uint(), VV])
 _SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3), SYMBOL, ORDER_ID, one_of(0, 1), uint(MAX_INT), uint(MAX_INT),

@@ -33,6 +33,7 @@ from ..core.wire import (
     OpBatch,
     QueryReply,
     ReplayGuard,
+    Summary,
     decode,
     encode,
     encode_ops,
@@ -271,6 +272,9 @@ class NodeRunner:
                 batch = encode_ops(msg.ops, self.node_id, self.counter + 1, key, self.mtu)
                 self.counter += len(batch)
                 ops_frames.extend((f, addr) for f in batch)
+            elif type(msg) is Summary:  # keeps its place before the repair that follows it
+                self.counter += 1
+                ops_frames.append((encode(msg, self.node_id, self.counter, key), addr))
             else:
                 self.counter += 1
                 frames.append((encode(msg, self.node_id, self.counter, key), addr))

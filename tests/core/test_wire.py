@@ -189,7 +189,7 @@ UPDATES = T(L(R(Update, (NODE, U(), One(("alive", "suspect", "dead", "left")), N
 
 SCHEMA: dict[type, tuple[Any, ...]] = {
     OpBatch: (L(OP, 4096),),
-    Summary: (VV, Bool()),
+    Summary: (VV, Bool(), VV),
     Pull: (L(R(_triple, (NODE, U(), U())), 1024),),
     Heartbeat: (U(), U(1 << 32), U(), VV),
     ClientSubmit: (S(64, 1), One((1, 2, 3)), S(32, 1), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT),

@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import trio
+
+from gossipbook.cli.status import gather_status
+from gossipbook.config import load as load_config
+
 from .harness import cli
 
 
@@ -24,6 +29,11 @@ def test_four_nodes_converge_after_load(make_cluster):
     took, st = c.wait_converged(timeout=2.0)
     assert len({s["trades_final"] + s["trades_provisional"] for s in st}) == 1
     assert st[0]["ops"] == res["acked"]
+    # the cheap poll a heal is watched with: the same counts, nothing waiting, no digest computed
+    progress = trio.run(gather_status, load_config(c.config), 2.0, "progress")
+    assert [(p["id"], p["ops"], p["version_vector"], p["pending"]) for p in progress] == \
+        [(s["id"], s["ops"], s["version_vector"], 0) for s in st]
+    assert "digest" not in progress[0]
 
 
 def test_converges_with_twenty_percent_loss(make_cluster):
