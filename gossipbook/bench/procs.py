@@ -85,7 +85,11 @@ class ProcCluster:
             if self.trace:
                 args += ["--trace", str(self.dir / f"{nid}.trace.json")]
             self.procs[nid] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.dir / f"{nid}.log", "w"))
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:  # not entered, so __exit__ will not run: stop what did start
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 20) -> None:
