@@ -284,7 +284,7 @@ class Gossip:
         for o, (sq, until, peer) in list(expect.items()):
             if until <= now:
                 del expect[o]
-            elif peer != dst and sq > max(vv.get(o, 0), skip.get(o, 0)):
+            elif peer != dst and peer in self.live and sq > max(vv.get(o, 0), skip.get(o, 0)):
                 skip[o] = sq
         # what dst will send (its answer goes origin by origin, sorted, up to one repair burst):
         # the next summary to another peer skips it for a repair hold
@@ -304,10 +304,12 @@ class Gossip:
         """While a catch-up is held, ask at once for what a peer shows and nobody is sending,
         rather than at the next round: the fold waits for it."""
         run, expect = self._inbound_runs.run, self._expect  # type: ignore[union-attr]
-        for p in live:
+        # peers in random order: a peer that cannot answer (a one-way partition) is not asked first
+        # every time
+        for p in self.rng.sample(live, len(live)):
             for o, sq in self.replica.peer_vv(p).items():
                 e = expect.get(o)
-                if sq > run.get(o, 0) and (e is None or e[1] <= now or sq > e[0]):
+                if sq > run.get(o, 0) and (e is None or e[1] <= now or sq > e[0] or e[2] not in self.live):
                     self._out.append((p, self._summary(p, False, now)))
                     break
 
