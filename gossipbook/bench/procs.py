@@ -74,6 +74,8 @@ class ProcCluster:
         self.trace = trace
         self.node_args = node_args or []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: after ``stop``: per node, the runner's per-op stage stamps (``Runner.stages``)
+        self.stages: dict[str, dict[str, list[int]]] = {}
 
     def __enter__(self) -> ProcCluster:
         for nid in self.cfg.ids:
@@ -104,6 +106,18 @@ class ProcCluster:
             time.sleep(0.1)
         raise RuntimeError(f"benchmark nodes did not start; logs in {self.dir}")
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU the node processes have used so far (Linux ``/proc``; else None)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for p in self.procs.values():
+            try:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                return None
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / tick
+
     def stop(self) -> dict[str, dict[str, int]]:
         for p in self.procs.values():
             if p.poll() is None:
@@ -117,6 +131,8 @@ class ProcCluster:
         for nid in self.procs:
             f = self.dir / f"{nid}.trace.json"
             traces[nid] = json.loads(f.read_text()) if f.exists() else {}
+            g = self.dir / f"{nid}.trace.json.stages"
+            self.stages[nid] = json.loads(g.read_text()) if g.exists() else {}
         return traces
 
     def __exit__(self, *exc: Any) -> None:

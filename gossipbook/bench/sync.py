@@ -6,6 +6,7 @@ sequencer needs a majority that survives one loss), with the client's ack latenc
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from typing import Any
 
@@ -53,15 +54,35 @@ def _one_mode(mode: str, n: int, gap_s: float, seed: int, floor_p50: float) -> d
         elapsed = time.perf_counter() - t0
         traces = pc.stop()
     ta, tb = traces.get(a, {}), traces.get(b, {})
+    stages: dict[str, float] = {}
     if mode == "eventual":
-        lat = [tb[k] - ta[k] for k in ta if k in tb and k.startswith(f"{a}:")]
+        keys = [k for k in ta if k in tb and k.startswith(f"{a}:")]
+        lat = [tb[k] - ta[k] for k in keys]
+        stages = _stages(keys, ta, tb, pc.stages.get(a, {}), pc.stages.get(b, {}))
     else:
         lat = [tb[r] - t for r, t in sent.items() if r in tb]
     s = latency_summary(lat)
     ack = latency_summary(acks)
     return {**s, "floor_p50_us": floor_p50, "ratio": round(s["p50_us"] / floor_p50, 2) if floor_p50 else None,
             "ack_p50_us": ack["p50_us"], "ack_p99_us": ack["p99_us"], "nodes": len(traces), "a": a, "b": b,
-            "orders": n, "acked": len(acks), "elapsed_s": round(elapsed, 2)}
+            "orders": n, "acked": len(acks), "elapsed_s": round(elapsed, 2), **stages}
+
+
+def _stages(keys: list[str], ta: dict[str, int], tb: dict[str, int], sa: dict[str, list[int]],
+            sb: dict[str, list[int]]) -> dict[str, float]:
+    """Medians of where the hop A -> B spends its time (from the runners' stage stamps): A's
+    outbox and encoding; the datagram through the kernel until B's trio task runs; B decoding and
+    handling its burst; B folding (and whatever else its loop does before the op is held)."""
+    parts: dict[str, list[int]] = {"a_encode_us": [], "wire_wakeup_us": [], "b_decode_us": [], "b_fold_us": []}
+    for k in keys:
+        if k not in sa or k not in sb:
+            continue
+        (sent,), (woke, decoded) = sa[k], sb[k]
+        parts["a_encode_us"].append(sent - ta[k])
+        parts["wire_wakeup_us"].append(woke - sent)
+        parts["b_decode_us"].append(decoded - woke)
+        parts["b_fold_us"].append(tb[k] - decoded)
+    return {name: round(statistics.median(v) / 1e3, 1) for name, v in parts.items() if v}
 
 
 def run_sync(n: int = 2000, gap_s: float = 0.001, seed: int = 1,

@@ -60,6 +60,11 @@ def measure(section: str, quick: bool, repeats: int, nodes: int | None, ops: int
             r = _median_run(lambda n=n: run_throughput(n, per), 1 if quick else repeats, "ops_per_s")
             r["floor_ops_per_s"] = round(floor)
             r["ratio"] = round(r["ops_per_s"] / floor, 3) if r.get("ops_per_s") else None
+            # ratio ~ (cores_busy / nodes) x efficiency: every node must fold every op, so with
+            # fewer cores than nodes the first factor caps the ratio whatever the code does
+            r["floor_cpu_us_per_op"] = round(1e6 / floor, 2)
+            if r.get("cpu_us_per_op"):
+                r["efficiency"] = round(r["floor_cpu_us_per_op"] / r["cpu_us_per_op"], 3)
             out.append(r)
         return out
     if section == "convergence":

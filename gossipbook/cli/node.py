@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stamp COUNT orders at RATE/s inside this node (0 = as fast as possible), starting "
                         "DELAY s after it is ready (benchmarks)")
     g.add_argument("--trace", default=None, metavar="FILE",
-                   help="on exit, write JSON {op id: monotonic ns it entered this node} (benchmarks)")
+                   help="on exit, write JSON {op id: monotonic ns it entered this node} (benchmarks); "
+                        "eventual mode also writes FILE.stages: where each op's hop spent its time")
     p.set_defaults(func=run)
 
 
@@ -103,4 +104,7 @@ def run(args: argparse.Namespace) -> int:
             import json
             with open(args.trace, "w") as fh:
                 json.dump(runner.trace, fh)
+            if runner.stages is not None:
+                with open(f"{args.trace}.stages", "w") as fh:
+                    json.dump(runner.stages, fh)
     return 0

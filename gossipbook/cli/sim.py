@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run a deliberately broken core (the checker should catch it): eventual mode "
                         "no-replay, no-anti-entropy, no-dedupe, wrong-tiebreak, no-offset-check; strong mode "
                         "vote-any-log, commit-without-majority, no-term-check, commit-old-term")
+    p.add_argument("--gossip", action="append", default=[], metavar="KEY=VALUE",
+                   help="eventual mode: a [gossip] setting as in cluster.toml (repeatable), e.g. "
+                        "--gossip defer_min_ops=30 to put every partition's catch-up through the held path")
     p.add_argument("--jobs", type=int, default=1, help="seeds to run in parallel processes (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--trace", metavar="FILE", default=None,
@@ -69,7 +72,26 @@ def _config(args: argparse.Namespace) -> Any:
         raise UsageError("--jobs must be at least 1")
     check_break(args.break_name, args.mode)
     return SimConfig(nodes=args.nodes, duration_s=args.duration, orders=args.orders,
-                     faults=parse_faults(args.faults), bound_s=args.bound, mode=args.mode)
+                     faults=parse_faults(args.faults), bound_s=args.bound, mode=args.mode,
+                     gossip=_gossip(args.gossip) if args.gossip else None)
+
+
+def _gossip(items: list[str]) -> Any:
+    """``KEY=VALUE`` pairs through the cluster.toml [gossip] reader (same keys, same checks)."""
+    from ..config import _section
+    from ..core.gossip import GossipConfig
+
+    raw: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--gossip wants KEY=VALUE, not {item!r}")
+        v = value.strip().lower()
+        try:
+            raw[key.strip()] = True if v == "true" else False if v == "false" else float(v) if "." in v else int(v)
+        except ValueError:
+            raise UsageError(f"--gossip {key}: {value!r} is not a number or true/false") from None
+    return _section(GossipConfig, raw, "--gossip")
 
 
 def _one(job: tuple[int, Any, str | None, str | None]) -> Any:

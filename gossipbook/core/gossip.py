@@ -60,7 +60,7 @@ class GossipConfig:
     repair_hold_ns: int = 300 * MS  # do not resend repair ops to a peer for this long (see above)
     defer_ns: int = 150 * MS  # catch-up folding: wait this long after the last batch (0: never wait)
     defer_ns_per_op: int = 10_000  # ... plus this much per op waiting
-    defer_min_ops: int = 1_000  # ... only once this many received ops are waiting
+    defer_min_ops: int = 1_000  # ... only once this many received ops wait, or land this deep in the log
     defer_max_ops: int = 500_000  # ... and never with more than this many waiting
     compact_every_ns: int = 1_000 * MS
     snapshot_chunk: int = 1_100  # bytes of snapshot per datagram

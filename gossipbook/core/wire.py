@@ -208,7 +208,7 @@ class ClientReply(NamedTuple):
 
 
 class ClientQuery(NamedTuple):
-    """A read: ``what`` is "book" or "status"."""
+    """A read: ``what`` is "book", "status" or "progress" (op counts only: no digest)."""
 
     req: str
     what: str

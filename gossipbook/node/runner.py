@@ -100,6 +100,11 @@ class NodeRunner:
         self.core.status_extra = self._shell_counters
         #: op id -> monotonic ns when it entered this node's op-set (benchmarks; None = off)
         self.trace: dict[str, int] | None = None
+        #: eventual mode, with the trace: op id -> where its hop spent time (``bench sync``):
+        #: [sent] for ours (frames encoded, first sendto next); [woke, decoded] for a peer's (the
+        #: wakeup that brought its datagram, and when that burst was decoded and handled)
+        self.stages: dict[str, list[int]] | None = None
+        self._burst_at = (0, 0)
         self.fault_control = False  # node --fault-control: accept "faults" queries (tests, benchmarks)
         self._compactions = 0
         self.core.status_info["addr"] = f"{self.entry.host}:{self.entry.port}"
@@ -111,7 +116,9 @@ class NodeRunner:
         trace: dict[str, int] = {}
         self.trace = trace
         core = self.core
-        if isinstance(core, StrongNodeCore):
+        if not isinstance(core, StrongNodeCore):
+            self.stages = {}
+        else:
             def folded(_index: int, op: Any, _out: Any) -> None:
                 if op is not None:
                     trace.setdefault(op.req, time.monotonic_ns())
@@ -206,8 +213,14 @@ class NodeRunner:
                 await trio.lowlevel.checkpoint()
                 burst = ep.drain()
             now = self.clock()
-            for data, addr in burst:
-                self._handle(data, addr, now)
+            if self.stages is not None:
+                woke = time.monotonic_ns()
+                for data, addr in burst:
+                    self._handle(data, addr, now)
+                self._burst_at = (woke, time.monotonic_ns())
+            else:
+                for data, addr in burst:
+                    self._handle(data, addr, now)
             if now >= core.next_deadline():
                 core.tick(now)
             await self._flush()
@@ -252,8 +265,11 @@ class NodeRunner:
         new_ops = core.take_new_ops()
         if self.trace is not None and new_ops:
             t = time.monotonic_ns()
+            stages, me = self.stages, self.node_id
             for op in new_ops:
                 self.trace.setdefault(op.op_id, t)
+                if stages is not None and op.origin != me:
+                    stages[op.op_id] = list(self._burst_at)
         outbox = core.outbox()
         if self.storage is not None:  # durable before anything below is sent
             outbox = self._persist_strong(outbox) if self.strong else self._persist(new_ops, outbox)
@@ -279,6 +295,11 @@ class NodeRunner:
                 self.counter += 1
                 frames.append((encode(msg, self.node_id, self.counter, key), addr))
         if ops_frames or frames:
+            if self.stages is not None and new_ops:
+                t = time.monotonic_ns()
+                for op in new_ops:
+                    if op.origin == self.node_id:
+                        self.stages[op.op_id] = [t]
             await self.endpoint.send_all(ops_frames + frames)  # type: ignore[union-attr]
         revised: list[TradeRevised] = []
         for ev in core.events():  # after sending: logging is slow, and nothing here waits for it

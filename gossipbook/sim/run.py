@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.gossip import GossipConfig
 from .breaks import STRONG_BREAKS, broken
 from .clock import SEC
 from .cluster import SimConfig, Simulation
@@ -63,6 +64,10 @@ def replay_command(seed: int, cfg: SimConfig, break_name: str | None = None) -> 
         parts.append(f"--bound {cfg.bound_s:g}")
     if break_name:
         parts.append(f"--break {break_name}")
+    if cfg.gossip is not None:
+        parts += [f"--gossip {f.name}={getattr(cfg.gossip, f.name)}".replace("=True", "=true").replace("=False", "=false")
+                  for f in dataclasses.fields(cfg.gossip)
+                  if getattr(cfg.gossip, f.name) != getattr(GossipConfig(), f.name)]
     return " ".join(parts)
 
 

@@ -80,6 +80,10 @@ def test_trace_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (["--duration", "-1"], "--duration"),
     (["--orders", "-5"], "--orders"),
     (["--jobs", "0"], "--jobs"),
+    (["--gossip", "nope=1"], "unknown key 'nope'"),
+    (["--gossip", "defer_min_ops"], "KEY=VALUE"),
+    (["--gossip", "defer_ms=soon"], "not a number"),
+    (["--gossip", "interval_ms=0"], "interval must be positive"),
 ])
 def test_bad_flags_are_one_clear_usage_error(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message.replace("-", r"\-").replace("'", "'")):
@@ -92,3 +96,25 @@ def test_jobs_give_the_same_results(capsys: pytest.CaptureFixture[str]) -> None:
     run_cli([*FAST, "--seeds", "3", "--jobs", "2", "--json"])
     two = [r["trace_hash"] for r in json.loads(capsys.readouterr().out)["results"]]
     assert one == two
+
+
+def test_a_gossip_setting_changes_the_run_and_its_replay_line_keeps_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--gossip`` reaches the nodes (a different trace) and the replay command carries it."""
+    from gossipbook.core.gossip import GossipConfig
+    from gossipbook.sim import SimConfig
+    from gossipbook.sim.run import replay_command
+
+    run_cli([*FAST, "--seed", "2", "--json"])
+    plain = json.loads(capsys.readouterr().out)["results"][0]["trace_hash"]
+    run_cli([*FAST, "--seed", "2", "--json", "--gossip", "interval_ms=37", "--gossip", "push=false"])
+    changed = json.loads(capsys.readouterr().out)["results"][0]
+    assert changed["trace_hash"] != plain
+    cmd = replay_command(2, SimConfig(gossip=GossipConfig(interval_ns=37_000_000, push=False)))
+    assert "--gossip interval_ns=37000000" in cmd and "--gossip push=false" in cmd
+    assert sim_cli._config(_parsed(shlex.split(cmd)[2:])).gossip == GossipConfig(interval_ns=37_000_000, push=False)
+
+
+def _parsed(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="gossipbook")
+    sim_cli.add_parser(p.add_subparsers(dest="command"))
+    return p.parse_args(["sim", *argv])
