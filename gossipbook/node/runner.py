@@ -11,7 +11,6 @@ graceful leave and closes the socket on the way out.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -40,8 +39,6 @@ from ..core.wire import (
     encode_ops,
 )
 from .transport import Addr, Endpoint, FaultFilter
-
-_sched_yield = getattr(os, "sched_yield", lambda: None)  # not on every platform
 
 
 class WallClock:
@@ -303,14 +300,7 @@ class NodeRunner:
                 for op in new_ops:
                     if op.origin == self.node_id:
                         self.stages[op.op_id] = [t]
-            if ops_frames and frames:
-                await self.endpoint.send_all(ops_frames)  # type: ignore[union-attr]
-                # the peer that was just woken may be queued behind this process on the same core
-                # (nodes and clients sharing a host): let it fold first, the rest can wait a few µs
-                _sched_yield()
-                await self.endpoint.send_all(frames)  # type: ignore[union-attr]
-            else:
-                await self.endpoint.send_all(ops_frames + frames)  # type: ignore[union-attr]
+            await self.endpoint.send_all(ops_frames + frames)  # type: ignore[union-attr]
         revised: list[TradeRevised] = []
         for ev in core.events():  # after sending: logging is slow, and nothing here waits for it
             if type(ev) is TradeRevised:
