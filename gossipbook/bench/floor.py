@@ -39,7 +39,7 @@ def _echo_trio(port_q: Any, n: int) -> None:
     trio.run(main)
 
 
-def _client_plain(port: int, n: int, warm: int) -> list[int]:
+def _client_plain(port: int, n: int, warm: int, gap_s: float = 0.0) -> list[int]:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(5)
     out = []
@@ -49,10 +49,12 @@ def _client_plain(port: int, n: int, warm: int) -> list[int]:
         s.recvfrom(2048)
         if i >= warm:
             out.append(time.perf_counter_ns() - t)
+        if gap_s:
+            time.sleep(gap_s)
     return out
 
 
-def _client_trio(port: int, n: int, warm: int) -> list[int]:
+def _client_trio(port: int, n: int, warm: int, gap_s: float = 0.0) -> list[int]:
     import trio
 
     async def main() -> list[int]:
@@ -65,12 +67,15 @@ def _client_trio(port: int, n: int, warm: int) -> list[int]:
             await s.recvfrom(2048)
             if i >= warm:
                 out.append(time.perf_counter_ns() - t)
+            if gap_s:
+                await trio.sleep(gap_s)
         return out
     return trio.run(main)
 
 
-def udp_rtt(kind: str = "trio", n: int = 5000, warm: int = 200) -> dict[str, float]:
-    """Round trip p50/p99 (µs) of a 64-byte datagram between two processes."""
+def udp_rtt(kind: str = "trio", n: int = 5000, warm: int = 200, gap_s: float = 0.0) -> dict[str, float]:
+    """Round trip p50/p99 (µs) of a 64-byte datagram between two processes; ``gap_s`` paces the
+    pings like the benchmark paces its orders (idle cores wake up slower than busy ones)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_echo_trio if kind == "trio" else _echo_plain, args=(q, n + warm), daemon=True)
@@ -78,7 +83,7 @@ def udp_rtt(kind: str = "trio", n: int = 5000, warm: int = 200) -> dict[str, flo
     try:
         port = q.get(timeout=20)
         time.sleep(0.2)
-        samples = (_client_trio if kind == "trio" else _client_plain)(port, n + warm, warm)
+        samples = (_client_trio if kind == "trio" else _client_plain)(port, n + warm, warm, gap_s)
     finally:
         p.join(timeout=5)
         if p.is_alive():

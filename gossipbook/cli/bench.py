@@ -107,23 +107,59 @@ def run(args: argparse.Namespace) -> int:
         return 0
     con = Console()
     for sec in sections:
-        con.print(_table(sec, results[sec]))
+        for table in _tables(sec, results[sec]):
+            con.print(table)
     return 0
 
 
-def _table(sec: str, res: Any) -> Table:
-    t = Table(title=f"bench {sec}")
-    rows = res if isinstance(res, list) else [res] if sec != "sync" else [
-        *({"mode": m, **res[m]} for m in ("eventual", "strong") if m in res),
-        {"mode": "floor: trio UDP RTT/2", "p50_us": res["floor_rtt_trio"]["p50_us"] / 2,
-         "p99_us": res["floor_rtt_trio"]["p99_us"] / 2},
-        {"mode": "floor: plain UDP RTT/2", "p50_us": res["floor_rtt_plain"]["p50_us"] / 2,
-         "p99_us": res["floor_rtt_plain"]["p99_us"] / 2}]
-    cols = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)] if rows else []
+#: the columns a terminal table shows per section (everything is in ``--json``)
+_COLUMNS = {
+    "core": ["name", "ops_per_s", "baseline", "floor_ops_per_s", "ratio"],
+    "sync": ["mode", "p50_us", "p99_us", "p999_us", "ratio", "ratio_paced", "ack_p50_us"],
+    "sync stages": ["mode", "a_encode_us", "wire_wakeup_us", "b_decode_us", "b_fold_us", "p50_us"],
+    "throughput": ["nodes", "ops_per_s", "floor_ops_per_s", "ratio", "cores_busy", "cpu_us_per_op",
+                   "floor_cpu_us_per_op", "efficiency", "ops_per_datagram", "bytes_per_op"],
+    "convergence": ["backlog", "nodes", "convergence_s", "repair_ops", "revised_trades"],
+    "scale": ["nodes", "ops", "msgs_per_op", "p50_us", "p99_us"],
+    "memory": ["ops", "mb_per_million_ops", "mb_per_million_after_compaction", "resting_orders"],
+}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return "" if v is None else str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v and abs(v) < 0.1:
+            return f"{v:.2g}"
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.2f}"
+    return str(v)
+
+
+def _tables(sec: str, res: Any) -> list[Table]:
+    if sec != "sync":
+        return [_table(f"bench {sec}", _COLUMNS.get(sec), res if isinstance(res, list) else [res])]
+    floors = [("floor: trio RTT/2", "floor_rtt_trio"), ("floor: trio RTT/2, paced",
+                                                         "floor_rtt_trio_paced"), ("floor: plain RTT/2", "floor_rtt_plain")]
+    rows = [*({"mode": m, **res[m]} for m in ("eventual", "strong") if m in res),
+            *({"mode": name, **{q: res[k][q] / 2 for q in ("p50_us", "p99_us", "p999_us") if q in res[k]}}
+              for name, k in floors if k in res)]
+    out = [_table("bench sync (µs; ratio: p50 / floor p50)", _COLUMNS["sync"], rows)]
+    staged = [{"mode": m, **res[m]} for m in ("eventual",) if "b_fold_us" in res.get(m, {})]
+    if staged:
+        out.append(_table("bench sync: where the eventual hop spends its time (medians, µs)",
+                          _COLUMNS["sync stages"], staged))
+    return out
+
+
+def _table(title: str, cols: list[str] | None, rows: list[dict[str, Any]]) -> Table:
+    t = Table(title=title)
+    if cols is None:
+        cols = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)] if rows else []
     for c in cols:
-        t.add_column(c)
+        t.add_column(c.removesuffix("_us").replace("_", " ") + (" µs" if c.endswith("_us") else ""),
+                     justify="left" if c in ("mode", "name", "baseline") else "right")
     for r in rows:
-        t.add_row(*[(f"{r.get(c):,.1f}" if isinstance(r.get(c), float) else str(r.get(c, ""))) for c in cols])
+        t.add_row(*[_fmt(r.get(c)) for c in cols])
     return t
-
-

@@ -15,7 +15,9 @@ def test_sync_traces_every_order_on_the_other_node_in_both_modes() -> None:
         assert s["acked"] == 40 and s["count"] == 40, s  # every order acked, and seen applied at B
         assert 0 < s["p50_us"] <= s["p99_us"] <= s["max_us"] and 0 < s["ack_p50_us"] <= s["ack_p99_us"]
         assert s["ratio"] == round(s["p50_us"] / s["floor_p50_us"], 2)
+        assert s["ratio_paced"] == round(s["p50_us"] / s["paced_floor_p50_us"], 2)
     assert r["floor_rtt_trio"]["p50_us"] > 0 and r["floor_rtt_plain"]["p50_us"] > 0
+    assert r["floor_rtt_trio_paced"]["count"] == 40
     # where the eventual hop spends its time: four stages, each measured, that roughly add up
     e = r["eventual"]
     parts = [e[k] for k in ("a_encode_us", "wire_wakeup_us", "b_decode_us", "b_fold_us")]
