@@ -55,3 +55,17 @@ def test_convergence_heals_a_diverged_backlog() -> None:
     r = run_convergence(400, timeout_s=60)
     assert "error" not in r, r
     assert r["diverged"] and r["backlog"] == 400 and 0 < r["convergence_s"] < 60
+
+
+def test_ab_runs_every_revision_in_every_round() -> None:
+    """``python -m gossipbook.bench.ab``: how each before/after in docs/performance.md was taken."""
+    import subprocess
+    from pathlib import Path
+
+    from gossipbook.bench.ab import run
+    repo = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                               check=True).stdout.strip())
+    res = run("convergence", ["HEAD", "HEAD~0"], 2, 400, repo)
+    for rev in ("HEAD", "HEAD~0"):
+        v = res["revisions"][rev]
+        assert v["errors"] == 0 and len(v["samples"]) == 2 and v["median"] > 0, v
