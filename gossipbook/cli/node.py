@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError("--generate wants RATE:COUNT[:DELAY], e.g. 0:100000") from None
 
+    from ..node.gctune import tune_gc
+    tune_gc()
+
     async def main() -> None:
         async with trio.open_nursery() as n:
             await n.start(runner.serve)
