@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -792,3 +793,40 @@ class ReplayModel(RuleBasedStateMachine):
 
 
 TestReplayModel = ReplayModel.TestCase
+
+
+_EDGES = [0, 1, 2, 3, 4, -1, True, False, None, 1.0, 1 << 32, (1 << 32) + 1, MAX_INT, MAX_INT + 1, U64 >> 1,
+          (U64 >> 1) + 1, U64, U64 + 1, "", "n1", "x" * 32, "x" * 33, "x" * 64, "x" * 65, "x" * 96, "x" * 97,
+          b"n1", [], {}]
+_VALID_OP = [10**18, 3, "n1", 7, 1, "GBX", "", 0, 10_000, 5, 0, "r1"]
+
+
+def _both(fields: list) -> tuple[object, object]:
+    from gossipbook.core.wire import _OP_FIELDS, OP_CHECK
+
+    def run(f: Callable[[Any], Any]) -> object:
+        try:
+            return f(list(fields))
+        except WireError as e:
+            return ("error", str(e))
+    return run(OP_CHECK), run(_OP_FIELDS)
+
+
+def test_the_op_fast_path_agrees_with_the_field_checks_on_every_edge() -> None:
+    """``OP_CHECK`` short-cuts the twelve field checks: every field of a valid op set to every edge
+    value (bounds and one past them, wrong types, bools) is accepted or refused alike."""
+    for i in range(12):
+        for e in _EDGES:
+            fields = list(_VALID_OP)
+            fields[i] = e
+            fast, slow = _both(fields)
+            assert fast == slow, (i, e)
+    for n in (0, 11, 13):
+        fast, slow = _both(_VALID_OP[:n] + [0] * max(0, n - 12))
+        assert fast == slow and fast[0] == "error"
+
+
+@given(fields=st.lists(st.sampled_from(_EDGES), min_size=11, max_size=13))
+def test_the_op_fast_path_agrees_with_the_field_checks_on_any_mix(fields: list) -> None:
+    fast, slow = _both(fields)
+    assert fast == slow
