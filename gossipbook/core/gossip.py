@@ -76,6 +76,21 @@ class GossipConfig:
             raise ValueError("repair_hold and defer must not be negative")
 
 
+def _raised(vv: dict[str, int], by: dict[str, int], ops: Iterable[Op] = ()) -> dict[str, int]:
+    """``vv`` raised per origin to ``by`` and to the seqs of ``ops`` (a new dict when anything
+    changes; ``vv`` itself otherwise)."""
+    out = vv
+    for o, sq in by.items():
+        if sq > out.get(o, 0):
+            out = out if out is not vv else dict(vv)
+            out[o] = sq
+    for op in ops:
+        if op.seq > out.get(op.origin, 0):
+            out = out if out is not vv else dict(vv)
+            out[op.origin] = op.seq
+    return out
+
+
 class _Runs:
     """Per origin, how far the ops held plus those received and not folded yet reach without a
     gap (``run``); seqs beyond a gap wait in ``gaps`` until it fills."""
@@ -237,7 +252,7 @@ class Gossip:
         events = self.fold_inbound() + self.replica.tick(now)
         live = [p for p in self.peers if p in self.live]
         if self._inbound and self._inbound_runs is not None:
-            self._pull_gaps(live, now)
+            self._pull_gaps(live, self._inbound_runs.run, now)
         if now >= self._next_round:
             self._next_round = now + cfg.interval_ns
             if live and cfg.anti_entropy:
@@ -276,7 +291,7 @@ class Gossip:
         sending what we already received or asked another peer for."""
         vv = self.replica.version_vector()
         runs, expect = self._inbound_runs, self._expect
-        if runs is None and not expect and not self._inbound:
+        if runs is None and not expect:  # no catch-up under way: nothing to skip
             return Summary(vv, reply)
         skip: dict[str, int] = {}
         if runs is not None:
@@ -300,10 +315,10 @@ class Gossip:
                     expect[o] = (top, now + self.config.repair_hold_ns, dst)
         return Summary(vv, reply, skip)
 
-    def _pull_gaps(self, live: list[str], now: int) -> None:
-        """While a catch-up is held, ask at once for what a peer shows and nobody is sending,
-        rather than at the next round: the fold waits for it."""
-        run, expect = self._inbound_runs.run, self._expect  # type: ignore[union-attr]
+    def _pull_gaps(self, live: list[str], run: dict[str, int], now: int) -> None:
+        """While a catch-up is held (``run``: how far it reaches per origin), ask at once for what a
+        peer shows and nobody is sending, rather than at the next round: the fold waits for it."""
+        expect = self._expect
         # peers in random order: a peer that cannot answer (a one-way partition) is not asked first
         # every time
         for p in self.rng.sample(live, len(live)):
@@ -327,52 +342,39 @@ class Gossip:
         """Send ``src`` what its summary shows it lacks, and our own summary when we lack something
         of its (push-pull) or the answer is large: it goes first, so the peer knows how much of its
         catch-up is on the way and holds the fold for it."""
-        r, vv = self.replica, msg.vv
-        reply = msg.reply and self._lacks(vv)
-        if r.needs_snapshot(vv):
-            if reply:
-                self._out.append((src, self._summary(src, False, now)))
+        snapshot = self.replica.needs_snapshot(msg.vv)
+        ops = [] if snapshot else self._repair(src, msg, now)
+        if (msg.reply and self._lacks(msg.vv)) or len(ops) >= self.config.defer_min_ops:
+            self._out.append((src, self._summary(src, False, now)))
+        if snapshot:
             self._send_snapshot(src)
-            return
+        elif ops:
+            self._out.append((src, OpBatch(ops)))
+
+    def _repair(self, src: str, msg: Summary, now: int) -> list[Op]:
+        """The ops ``src`` lacks and has not asked another peer for (``skip``), less those sent to it
+        within the repair hold, up to the token bucket; the bucket and the hold are charged."""
         self._refill(now)
         budget = int(self._tokens)
         if budget <= 0:
             self.counters["rate_limited"] += 1
-            if reply:
-                self._out.append((src, self._summary(src, False, now)))
-            return
-        skip = msg.skip
+            return []
+        have = _raised(msg.vv, msg.skip)
         held = self._repaired.get(src)
         sent: dict[str, int] = {}
-        have = vv
-        if skip:
-            have = dict(vv)
-            for o, sq in skip.items():
-                if sq > have.get(o, 0):
-                    have[o] = sq
         if held is not None and now - held[1] < self.config.repair_hold_ns:
             sent = held[0]
-            before = have
-            have = dict(have)
-            for o, sq in sent.items():
-                if sq > have.get(o, 0):
-                    have[o] = sq
+            before, have = have, _raised(have, sent)
             if have != before:
                 self.counters["repair_held"] += 1
-        ops = r.ops_missing(have, limit=budget)
-        if reply or len(ops) >= self.config.defer_min_ops:
-            self._out.append((src, self._summary(src, False, now)))
+        ops = self.replica.ops_missing(have, limit=budget)
         if ops:
             self._tokens -= len(ops)
             if len(ops) == budget:
                 self.counters["rate_limited"] += 1
             self.counters["repair_ops"] += len(ops)
-            self._out.append((src, OpBatch(ops)))
-            sent = dict(sent)
-            for op in ops:
-                if op.seq > sent.get(op.origin, 0):
-                    sent[op.origin] = op.seq
-            self._repaired[src] = (sent, now)
+            self._repaired[src] = (_raised(sent, {}, ops), now)
+        return ops
 
     def _send_snapshot(self, dst: str) -> None:
         data = snapshot_to_bytes(self.replica.snapshot())
