@@ -213,14 +213,11 @@ class NodeRunner:
                 await trio.lowlevel.checkpoint()
                 burst = ep.drain()
             now = self.clock()
-            if self.stages is not None:
-                woke = time.monotonic_ns()
-                for data, addr in burst:
-                    self._handle(data, addr, now)
+            woke = time.monotonic_ns() if self.stages is not None else 0
+            for data, addr in burst:
+                self._handle(data, addr, now)
+            if woke:
                 self._burst_at = (woke, time.monotonic_ns())
-            else:
-                for data, addr in burst:
-                    self._handle(data, addr, now)
             if now >= core.next_deadline():
                 core.tick(now)
             await self._flush()
