@@ -291,8 +291,10 @@ class Gossip:
         sending what we already received or asked another peer for."""
         vv = self.replica.version_vector()
         runs, expect = self._inbound_runs, self._expect
-        if runs is None and not expect:  # no catch-up under way: nothing to skip
-            return Summary(vv, reply)
+        theirs = self.replica.peer_vv(dst)
+        if runs is None and not expect and \
+                sum(s - vv.get(o, 0) for o, s in theirs.items() if s > vv.get(o, 0)) < self.config.defer_min_ops:
+            return Summary(vv, reply)  # no catch-up under way or about to start: nothing to skip
         skip: dict[str, int] = {}
         if runs is not None:
             skip = {o: sq for o, sq in runs.run.items() if sq > vv.get(o, 0)}
@@ -304,7 +306,6 @@ class Gossip:
         # what dst will send (its answer goes origin by origin, sorted, up to one repair burst):
         # the next summary to another peer skips it for a repair hold
         budget = self.config.repair_burst
-        theirs = self.replica.peer_vv(dst)
         for o in sorted(theirs):
             have = max(vv.get(o, 0), skip.get(o, 0))
             if theirs[o] > have and budget > 0:
