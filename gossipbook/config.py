@@ -69,7 +69,7 @@ class ClusterConfig:
         return NodeConfig(max_offset_ns=self.max_offset_ns, gossip=self.gossip, membership=self.membership)
 
 
-def _section(cls: type, raw: Any, where: str) -> Any:
+def parse_section(cls: type, raw: Any, where: str) -> Any:
     """Build a timing dataclass from a TOML table: ``*_ms`` keys map to ``*_ns`` fields."""
     if raw is None:
         return cls()
@@ -187,8 +187,8 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     if len({i.symbol for i in instruments}) != len(instruments):
         raise ConfigError(f"{where}: instrument symbols must be unique")
     return ClusterConfig(key=key, nodes=nodes, instruments=instruments, mode=mode, max_offset_ns=int(mo * 1e6),
-                         gossip=_section(GossipConfig, raw.get("gossip"), f"{where}: [gossip]"),
-                         membership=_section(MembershipConfig, raw.get("membership"), f"{where}: [membership]"),
+                         gossip=parse_section(GossipConfig, raw.get("gossip"), f"{where}: [gossip]"),
+                         membership=parse_section(MembershipConfig, raw.get("membership"), f"{where}: [membership]"),
                          fsync=fsync, path=where)
 
 

@@ -78,7 +78,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _gossip(items: list[str]) -> Any:
     """``KEY=VALUE`` pairs through the cluster.toml [gossip] reader (same keys, same checks)."""
-    from ..config import _section
+    from ..config import parse_section
     from ..core.gossip import GossipConfig
 
     raw: dict[str, Any] = {}
@@ -91,7 +91,7 @@ def _gossip(items: list[str]) -> Any:
             raw[key.strip()] = True if v == "true" else False if v == "false" else float(v) if "." in v else int(v)
         except ValueError:
             raise UsageError(f"--gossip {key}: {value!r} is not a number or true/false") from None
-    return _section(GossipConfig, raw, "--gossip")
+    return parse_section(GossipConfig, raw, "--gossip")
 
 
 def _one(job: tuple[int, Any, str | None, str | None]) -> Any:
