@@ -25,21 +25,15 @@ def floor_ops_per_s(n_ops: int) -> float:
     ops = sorted(make_history(n_ops, origins=4, seed=3, deliver_every=1))
     frames = encode_ops(ops, "bench", 1, KEY)
 
-    import gc
-
-    from ..node.gctune import tune_gc
+    from ..node.gctune import tuned_gc
 
     def run() -> int:
         r = Replica("floor", members=["floor"])
         for f in frames:
             r.receive(decode(f, KEY).msg.ops, 1 << 62)
         return len(ops)
-    before = gc.get_threshold()
-    tune_gc()  # the nodes run with it: the floor must too
-    try:
+    with tuned_gc():  # the nodes run with it: the floor must too
         return rate(run, 3)
-    finally:
-        gc.set_threshold(*before)
 
 
 def run_throughput(nodes: int = 4, per_node: int = 20_000, timeout_s: float = 120,

@@ -138,7 +138,6 @@ class Gossip:
         self._snap_in: dict[tuple[str, int], dict[int, bytes]] = {}
         self._inbound: list[Op] = []
         self._inbound_now = 0  # when the last OpBatch arrived
-        self._inbound_min: Op | None = None  # the oldest op waiting in _inbound
         #: how far held + received ops reach per origin; kept only while a catch-up may be held
         #: (built once it is large), so live traffic pays nothing for it
         self._inbound_runs: _Runs | None = None
@@ -179,9 +178,6 @@ class Gossip:
             if ops:
                 self._inbound.extend(ops)
                 self._inbound_now = now
-                oldest = min(ops)
-                if self._inbound_min is None or oldest < self._inbound_min:
-                    self._inbound_min = oldest
                 if self._inbound_runs is not None:
                     self._inbound_runs.add(ops)
             return []
@@ -212,7 +208,7 @@ class Gossip:
         if not self._inbound or self._deferring():
             return []
         ops, self._inbound = self._inbound, []
-        self._inbound_runs = self._inbound_min = None
+        self._inbound_runs = None
         return self.replica.receive(ops, self._inbound_now)
 
     def _deferring(self) -> bool:
@@ -222,8 +218,7 @@ class Gossip:
             return False
         # a catch-up is expensive when it is large or lands deep below the top of the log (the
         # fold undoes and replays everything above its oldest op); live traffic is neither
-        if n < cfg.defer_min_ops and (self._inbound_min is None
-                                      or self.replica.replay_depth(self._inbound_min) < cfg.defer_min_ops):
+        if n < cfg.defer_min_ops and self.replica.replay_depth(min(self._inbound)) < cfg.defer_min_ops:
             return False
         if self._last_input - self._inbound_now >= self._defer_wait():
             return False
@@ -251,7 +246,7 @@ class Gossip:
             self._last_input = now
         events = self.fold_inbound() + self.replica.tick(now)
         live = [p for p in self.peers if p in self.live]
-        if self._inbound and self._inbound_runs is not None:
+        if self._inbound_runs is not None:  # a catch-up is being held
             self._pull_gaps(live, self._inbound_runs.run, now)
         if now >= self._next_round:
             self._next_round = now + cfg.interval_ns

@@ -709,7 +709,10 @@ class Replica:
 
     def replay_depth(self, op: Op) -> int:
         """How many applied ops folding ``op`` now would undo and replay (0: it lands on top)."""
-        return len(self._applied) - bisect_left(self._applied, op)
+        applied = self._applied
+        if not applied or op > applied[-1]:  # live traffic: on top, no search
+            return 0
+        return len(applied) - bisect_left(applied, op)
 
     def needs_snapshot(self, peer_vv: Mapping[str, int]) -> bool:
         """True if the peer lacks ops that were compacted away here."""

@@ -771,12 +771,17 @@ class StrongNodeCore:
         elif q.what == "status":
             self._out.append((to, QueryReply(q.req, OK, "ok", self.status())))
         elif q.what == "progress":
-            self._out.append((to, QueryReply(q.req, OK, "ok", {
-                "id": self.node_id, "ops": r.op_count, "version_vector": r.version_vector(), "pending": 0})))
+            self._out.append((to, QueryReply(q.req, OK, "ok", self.progress())))
         else:
             self._out.append((to, QueryReply(q.req, E_BAD, f"unknown query {q.what!r}", None)))
 
     # ---- introspection -----------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        """``NodeCore.progress``'s keys: ops folded, the folded index as version vector, nothing
+        waiting (a follower folds committed entries as they come)."""
+        r = self.replica
+        return {"id": self.node_id, "ops": r.op_count, "version_vector": r.version_vector(), "pending": 0}
+
     def status(self) -> dict[str, Any]:
         """The eventual-mode status keys (``version_vector`` is ``{"log": commit index folded}``,
         every trade is final) plus the sequencer's: role, term, leader, commit / last index, and on

@@ -12,6 +12,8 @@ it is made rarer, not switched off.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 THRESHOLDS = (50_000, 20, 20)  # young collection every 50k allocations; older ones rarer still
 
@@ -20,3 +22,14 @@ def tune_gc() -> None:
     """Apply ``THRESHOLDS`` to this process (node processes and the benchmark floors that stand
     beside them, so a ratio to a floor is not flattered by it)."""
     gc.set_threshold(*THRESHOLDS)
+
+
+@contextmanager
+def tuned_gc() -> Iterator[None]:
+    """``THRESHOLDS`` for the duration of a block (a benchmark floor), then the previous ones."""
+    before = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
