@@ -30,6 +30,18 @@ Rules that hold:
   with the wall clock set back) the node's HLC never goes below what it announced.
 - A write that fails (disk full, read-only) leaves the file as it was (the partial record is cut
   off) and raises ``StorageError``; the node stops acknowledging and keeps serving reads.
+- The data dir is private: created 0700 (an existing one with a wider mode is logged as a warning,
+  not changed: it may be a mount point or a dir an operator shares with a backup group on purpose);
+  every file in it (segments, ``LOCK``, ``snapshot.bin``) is created 0600, and one an older version
+  left wider is tightened to 0600 at open (the files are the node's alone). The snapshot's temp file
+  is opened ``O_CREAT | O_EXCL | O_NOFOLLOW`` after removing a stale one, so a link planted there is
+  never followed.
+- Whatever recovery reads is checked before the node uses it: a record that passes its checksum but
+  does not parse, or holds a value out of range (incarnation, term or index above ``2**62``, an HLC
+  bound with logical above ``2**32`` or a wall a day or more ahead of this host's clock), and, in
+  strong mode, a sequencer snapshot that does not decode, all refuse the start with a
+  ``StorageError`` naming the file and offset, instead of a crash later or a node running on
+  state that is not what the log says.
 """
 
 from __future__ import annotations
@@ -37,7 +49,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +59,11 @@ from typing import Any
 
 import msgpack
 
-from ..core.errors import UsageError, WireError
+from ..core.errors import UsageError
 from ..core.hlc import Timestamp
 from ..core.ops import Op
 from ..core.sequencer import PersistDelta, PersistentState
+from ..core.strong import _SNAPSHOT as _STRONG_SNAPSHOT
 from ..core.strong import entry_from_storage
 from ..core.wire import OP_CHECK, snapshot_from_bytes, snapshot_to_bytes
 
@@ -61,6 +76,12 @@ HANDED_KEEP = 50_000  # request ids handed to a leader that recovery keeps (and 
 HLC_LEASE_NS = 200_000_000  # persist the HLC bound this far ahead (written ~10 times a second at most;
 # small, because a restarted node starts its HLC there and peers hold back ops beyond max_offset)
 SEGMENT_BYTES = 64 << 20
+MAX_COUNTER = 1 << 62  # incarnation, term, index: recovered values above this refuse the start (the
+# node must still be able to add one and encode the result)
+MAX_LOGICAL = 1 << 32  # the wire's limit on an HLC logical counter
+MAX_BOUND_AHEAD_NS = 86_400 * 10**9  # an HLC bound further ahead of this host's clock is not one we wrote
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 log = logging.getLogger("gossipbook.storage")
 
@@ -102,6 +123,7 @@ class Storage:
         # strong mode: the sequencer state folded from the REC_SEQ records (see _apply_seq)
         self._seq: dict[str, Any] | None = None
         self._seq_entries: list[Any] = []
+        self._seq_snap_at: tuple[Path, int] | None = None  # where the last sequencer snapshot was read
         #: strong mode: client request ids this node handed to a leader (the last HANDED_KEEP)
         self.handed: list[str] = []
 
@@ -110,9 +132,13 @@ class Storage:
     def open(cls, path: str | os.PathLike[str], node_id: str, fsync: str = "batch") -> Storage:
         p = Path(path)
         try:
-            p.mkdir(parents=True, exist_ok=True)
+            p.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            mode = stat.S_IMODE(os.stat(p).st_mode)
         except OSError as e:
             raise StorageError(f"cannot create data dir {p}: {e.strerror}") from None
+        if mode & 0o077:
+            log.warning("data dir %s has mode %04o: other users can list it (the files in it are 0600); "
+                        "chmod 700 %s to make it private", p, mode, p)
         s = cls(p, node_id, fsync)
         s._lock()
         s._recover()
@@ -120,9 +146,10 @@ class Storage:
 
     def _lock(self) -> None:
         try:
-            fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         except OSError as e:
             raise StorageError(f"cannot use data dir {self.path}: {e.strerror}") from None
+        _tighten(fd, self.path / "LOCK")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -142,19 +169,22 @@ class Storage:
     def _recover(self) -> None:
         snap_file = self.path / "snapshot.bin"
         if snap_file.exists():
+            _tighten_path(snap_file)
             data = snap_file.read_bytes()
             if len(data) < 4 or zlib.crc32(data[4:]) != struct.unpack("<I", data[:4])[0]:
                 raise StorageError(f"{snap_file}: checksum mismatch; the snapshot is damaged "
                                    f"(restore it from a peer's data dir or remove the data dir to resync)")
             try:
                 self._snapshot = snapshot_from_bytes(data[4:])
-            except WireError as e:
-                raise StorageError(f"{snap_file}: {e}") from None
+            except Exception as e:  # WireError, or anything else the decoder trips on: all mean damaged
+                raise StorageError(f"{snap_file}: the snapshot does not parse ({type(e).__name__}: {e})") from None
             self._snap_base = dict(self._snapshot.base_vv)
             self.kinds.add(REC_OPS)  # an eventual-mode compaction snapshot
         segs = self._segments()
         for i, (no, f) in enumerate(segs):
+            _tighten_path(f)
             self._read_segment(no, f, last=i == len(segs) - 1)
+        self._check_seq_snapshot()
         self._seg_no = segs[-1][0] if segs else 0
         self._open_segment(new=not segs)
 
@@ -203,11 +233,18 @@ class Storage:
     def _apply_record(self, payload: bytes, maxes: dict[str, int], f: Path, off: int) -> None:
         try:
             rec = msgpack.unpackb(payload, raw=False, use_list=True)
+            if type(rec) is not list or not rec:
+                raise ValueError(f"a record is a non-empty array, not {type(rec).__name__}")
             if rec[0] == REC_SEQ:
+                d = _parse_delta(rec)
                 self.kinds.add(REC_SEQ)
-                self._apply_seq(_parse_delta(rec))
+                if d.snapshot is not None:
+                    self._seq_snap_at = (f, off)
+                self._apply_seq(d)
                 return
             if rec[0] == REC_HANDED:
+                if len(rec) != 2:
+                    raise ValueError("bad handed-request record")
                 reqs = rec[1]
                 if not isinstance(reqs, list) or not all(type(r) is str for r in reqs):
                     raise ValueError("bad handed-request record")
@@ -217,11 +254,23 @@ class Storage:
                 return
             if rec[0] != REC_OPS:
                 raise ValueError(f"unknown record kind {rec[0]!r}")
+            if len(rec) != 5:
+                raise ValueError(f"an ops record has 5 fields, not {len(rec)}")
             _kind, wall, logical, inc, raw_ops = rec
+            _counter("incarnation", inc)
+            if type(wall) is not int or type(logical) is not int or not 0 <= logical <= MAX_LOGICAL or wall < 0:
+                raise ValueError(f"HLC bound ({wall!r}, {logical!r}) out of range")
+            ahead = wall - time.time_ns()
+            if ahead >= MAX_BOUND_AHEAD_NS:
+                raise ValueError(f"HLC bound {wall} is {ahead / 3.6e12:.1f} h ahead of this host's clock "
+                                 f"(is the clock right?)")
+            if type(raw_ops) is not list:
+                raise ValueError("the ops of an ops record are not an array")
             ops = [OP_CHECK(o) for o in raw_ops]
-        except (ValueError, TypeError, IndexError, WireError, msgpack.UnpackException) as e:
-            raise StorageError(f"{f}: record at offset {off} passes its checksum but does not parse ({e}); "
-                               f"written by another version?") from None
+        except Exception as e:  # whatever a damaged or foreign record trips: one clear refusal, no traceback
+            raise StorageError(f"{f}: record at offset {off} passes its checksum but does not parse or is out "
+                               f"of range ({type(e).__name__}: {e}); refusing to start (written by another "
+                               f"version, or damaged)") from None
         self.kinds.add(REC_OPS)
         self._hlc_bound = max(self._hlc_bound, Timestamp(wall, logical))
         self._incarnation = max(self._incarnation, inc)
@@ -236,7 +285,7 @@ class Storage:
         if new:
             self._seg_no += 1
         f = self.path / f"seg-{self._seg_no:06d}.log"
-        self._fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         self._seg_size = os.fstat(self._fd).st_size
         self._seg_max.setdefault(self._seg_no, {})
         if new:
@@ -317,7 +366,12 @@ class Storage:
         blob = struct.pack("<I", zlib.crc32(data)) + data
         tmp = self.path / "snapshot.bin.tmp"
         try:
-            with open(tmp, "wb") as fh:
+            # a stale temp file (a crash mid-write) or anything planted there goes first; unlink
+            # removes a link itself, never its target; O_EXCL | O_NOFOLLOW then refuse whatever
+            # appears in between instead of following it
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -354,6 +408,22 @@ class Storage:
         entries.extend(d.entries)
         st.update(term=d.term, voted_for=d.voted_for, commit_index=d.commit_index)
         self._seq = st
+
+    def _check_seq_snapshot(self) -> None:
+        """The sequencer snapshot recovery ends with must decode: the state machine would otherwise
+        skip it while the commit index moves past it (a node running on books the log does not
+        give). What needs the venue (an instrument this config no longer trades) is checked when
+        the core installs it."""
+        st = self._seq
+        if st is None or not st["snapshot_index"]:
+            return
+        f, off = self._seq_snap_at or (self.path, -1)
+        try:
+            check_strong_snapshot(st["snapshot_index"], st["snapshot"])
+        except Exception as e:
+            raise StorageError(f"{f}: the strong-mode snapshot in the record at offset {off} (log index "
+                               f"{st['snapshot_index']}) does not parse ({type(e).__name__}: {e}); refusing to "
+                               f"start (remove the data dir to resync it from the cluster)") from None
 
     def recover_sequencer(self) -> PersistentState | None:
         """The strong-mode state found on disk (None for a new or eventual-mode dir)."""
@@ -409,12 +479,61 @@ def _pack_delta(d: PersistDelta) -> bytes:
                           d.snapshot_index, d.snapshot_term, d.snapshot, d.commit_index], use_bin_type=True)
 
 
+def _counter(name: str, v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= MAX_COUNTER:
+        raise ValueError(f"{name} {v!r} is not an integer in 0..2**62")
+    return v
+
+
+def _tighten(fd: int, f: Path) -> None:
+    """A file of the data dir that an older version left readable by others becomes 0600."""
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:
+            os.fchmod(fd, FILE_MODE)
+            log.warning("%s had mode %04o; now 0600", f, mode)
+    except OSError as e:  # not ours to change (another owner): say so, it still works
+        log.warning("%s: cannot make it private: %s", f, e.strerror)
+
+
+def _tighten_path(f: Path) -> None:
+    try:
+        fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # reading it says what is wrong
+    try:
+        _tighten(fd, f)
+    finally:
+        os.close(fd)
+
+
+def check_strong_snapshot(index: int, data: Any) -> None:
+    """Decode a strong-mode snapshot the way ``SequencedBooks.install`` does, without a venue;
+    raises (``WireError``, ``ValueError``, ...) if it does not decode or covers another index."""
+    if type(data) is not bytes or not data:
+        raise ValueError("empty snapshot")
+    raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, max_ext_len=0)
+    if isinstance(raw, list) and len(raw) == 9 and isinstance(raw[8], list):
+        for r in raw[8]:
+            if isinstance(r, list) and len(r) == 3:
+                r.append([])  # written before the fold kept a request's trade rows (as install does)
+    fields = _STRONG_SNAPSHOT(raw)
+    if fields[1] != index:
+        raise ValueError(f"snapshot covers index {fields[1]}, not {index}")
+
+
 def _parse_delta(rec: list[Any]) -> PersistDelta:
+    if len(rec) != 9:
+        raise ValueError(f"a sequencer record has 9 fields, not {len(rec)}")
     _kind, term, voted, first, entries, snap_index, snap_term, snap, commit = rec
-    for v in (term, first, snap_index, snap_term, commit):
-        if type(v) is not int or v < 0:
-            raise ValueError("negative or non-integer index or term")
+    for name, v in (("term", term), ("first index", first), ("snapshot index", snap_index),
+                    ("snapshot term", snap_term), ("commit index", commit)):
+        _counter(name, v)
     if first < 1 or not (voted is None or type(voted) is str) or not (snap is None or type(snap) is bytes):
         raise ValueError("bad sequencer record")
-    return PersistDelta(term, voted, first, tuple(entry_from_storage(e) for e in entries), snap_index,
-                        snap_term, snap, commit)
+    if type(entries) is not list:
+        raise ValueError("the entries of a sequencer record are not an array")
+    parsed = tuple(entry_from_storage(e) for e in entries)
+    for e in parsed:
+        _counter("entry term", e.term)
+    return PersistDelta(term, voted, first, parsed, snap_index, snap_term, snap, commit)

@@ -10,9 +10,10 @@ import pytest
 
 from gossipbook.config import from_dict, render
 from gossipbook.core.errors import UsageError
+from gossipbook.core.instrument import Venue
 from gossipbook.core.ops import NEW, Op
 from gossipbook.core.sequencer import Entry, PersistDelta, PersistentState, apply_delta
-from gossipbook.core.strong import StrongConfig, StrongNodeCore
+from gossipbook.core.strong import SequencedBooks, StrongConfig, StrongNodeCore
 from gossipbook.core.wire import ClientSubmit
 from gossipbook.node.runner import NodeRunner
 from gossipbook.node.storage import Storage
@@ -20,6 +21,13 @@ from gossipbook.node.storage import Storage
 
 def _op(i: int) -> Op:
     return Op(10**18 + i, 0, "n1", i, NEW, "GBX", "", i % 2, 10_000 + i % 3, 1 + i % 4, 0, f"r{i}")
+
+
+def _snap(index: int) -> bytes:
+    """A real (empty-book) strong-mode snapshot at ``index``: recovery decodes the one it ends with."""
+    b = SequencedBooks(Venue())
+    b.index = index
+    return b.to_bytes()
 
 
 def _segments(path) -> list[str]:
@@ -50,8 +58,8 @@ def test_a_snapshot_rewrites_the_state_into_a_new_segment_and_drops_the_old(tmp_
     entries = tuple(Entry(1, _op(i)) for i in range(1, 21))
     s.persist_sequencer([PersistDelta(1, "n1", 1, entries, 0, 0, None, 20)], lambda: PersistentState())
     before = _segments(tmp_path)
-    full = PersistentState(1, "n1", entries[10:], 10, 1, b"snap", 20)
-    s.persist_sequencer([PersistDelta(1, "n1", 21, (), 10, 1, b"snap", 20)], lambda: full)
+    full = PersistentState(1, "n1", entries[10:], 10, 1, _snap(10), 20)
+    s.persist_sequencer([PersistDelta(1, "n1", 21, (), 10, 1, _snap(10), 20)], lambda: full)
     after = _segments(tmp_path)
     assert len(after) == 1 and after[0] not in before
     s.close()
@@ -142,8 +150,8 @@ def test_handed_over_request_ids_survive_a_restart_and_a_compaction(tmp_path):
     s.close()
     s = Storage.open(tmp_path, "n1")
     assert s.handed == ["r1", "r2", "r3"]
-    full = PersistentState(1, "n1", (), 1, 1, b"snap", 1)
-    s.persist_sequencer([PersistDelta(1, "n1", 2, (), 1, 1, b"snap", 1)], lambda: full, ["r4"])
+    full = PersistentState(1, "n1", (), 1, 1, _snap(1), 1)
+    s.persist_sequencer([PersistDelta(1, "n1", 2, (), 1, 1, _snap(1), 1)], lambda: full, ["r4"])
     s.close()
     assert len(_segments(tmp_path)) == 1  # the old segments went: the ids were rewritten with the state
     again = Storage.open(tmp_path, "n1")
