@@ -107,7 +107,9 @@ class ProcCluster:
         raise RuntimeError(f"benchmark nodes did not start; logs in {self.dir}")
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU the node processes have used so far (Linux ``/proc``; else None)."""
+        """User + system CPU the node processes have used so far (Linux ``/proc``; else None), in
+        whole clock ticks per process (``os.sysconf("SC_CLK_TCK")``, usually 100 a second): a
+        difference of two readings is short by up to one tick per process."""
         tick = os.sysconf("SC_CLK_TCK")
         total = 0
         for p in self.procs.values():
