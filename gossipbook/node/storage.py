@@ -285,7 +285,11 @@ class Storage:
         if new:
             self._seg_no += 1
         f = self.path / f"seg-{self._seg_no:06d}.log"
-        self._fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        try:
+            self._fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        except OSError as e:  # a link in place of a segment (ELOOP) included: never followed
+            self._fd = None
+            raise StorageError(f"cannot open {f}: {e.strerror or e}") from None
         self._seg_size = os.fstat(self._fd).st_size
         self._seg_max.setdefault(self._seg_no, {})
         if new:

@@ -119,6 +119,17 @@ def test_a_link_planted_after_the_stale_temp_is_removed_is_refused_not_followed(
     assert victim.read_bytes() == b"keep me" and not (d / "snapshot.bin").exists()
 
 
+def test_a_link_in_place_of_the_segment_to_append_to_is_refused_not_followed(tmp_path):
+    d = tmp_path / "data"
+    Storage.open(d, "n1").close()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"")
+    os.symlink(victim, d / "seg-000002.log")
+    with pytest.raises(StorageError, match="seg-000002.log"):
+        Storage.open(d, "n1")
+    assert victim.read_bytes() == b""
+
+
 # ---- recovered values --------------------------------------------------------------------------------
 def _raw_record(d, rec) -> None:
     """Append one well-checksummed record holding ``rec`` (whatever it is) to a fresh data dir."""
