@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from gossipbook.core.errors import ClockOffsetError, RemoteError
-from gossipbook.core.hlc import HLC, ZERO, Timestamp
+from gossipbook.core.hlc import HLC, MAX_LOGICAL, MAX_REMOTE_LOGICAL, ZERO, Timestamp, remote_ok
 
 MAX_OFFSET = 100  # small, so that random remote stamps are often rejected
 
@@ -157,6 +157,83 @@ def test_constructor() -> None:
 
 
 # --- several clocks exchanging messages -----------------------------------------------------------
+
+# --- the logical bound (DESIGN.md "One hostile frame harms nothing") -----------------------------
+WIRE_MAX_LOGICAL = 1 << 32  # what wire.py's Op and Heartbeat checks allow
+near_max = st.one_of(st.integers(min_value=0, max_value=WIRE_MAX_LOGICAL),
+                     st.integers(min_value=MAX_LOGICAL - 3, max_value=MAX_LOGICAL + 3),
+                     st.integers(min_value=MAX_REMOTE_LOGICAL - 3, max_value=MAX_REMOTE_LOGICAL + 3),
+                     st.sampled_from([WIRE_MAX_LOGICAL, (1 << 64) - 1]))
+walls = st.integers(min_value=0, max_value=50)
+bounded_events = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["now", "send"]), walls),
+        st.tuples(st.just("recv"), st.builds(Timestamp, walls, near_max), walls),
+        # a caller that merges without receive (the replica's batch admit) sets the state directly
+        st.tuples(st.just("adopt"), st.builds(Timestamp, walls, near_max)),
+    ),
+    max_size=40,
+)
+
+
+@given(st.builds(Timestamp, walls, near_max), bounded_events)
+def test_now_strictly_increases_and_never_passes_max_logical(start: Timestamp,
+                                                             evs: list[tuple]) -> None:
+    """Whatever the clock starts from or is made to hold, every stamp it issues is above the one
+    before and carries ``logical <= MAX_LOGICAL`` (so it always fits the wire), and ``wall`` runs at
+    most 1 ns past ``max(last wall, pt)``, only when rolling over."""
+    clock = HLC("n1", MAX_OFFSET, last=start)
+    for ev in evs:
+        before = clock.last
+        if ev[0] == "adopt":
+            if ev[1] > before:
+                clock.wall, clock.logical = ev[1]
+            continue
+        if ev[0] == "recv":
+            _, remote, pt = ev
+            refused = clock.refused_logical
+            if not remote_ok(remote):
+                with pytest.raises(RemoteError) as info:
+                    clock.receive(remote, pt)
+                assert info.value.reason == "bound"
+                assert clock.refused_logical == refused + 1 and clock.last == before
+                continue
+            if remote.wall - pt > MAX_OFFSET:
+                with pytest.raises(ClockOffsetError):
+                    clock.receive(remote, pt)
+                continue
+            ts = clock.receive(remote, pt)
+            assert ts > remote
+            assert ts.wall <= max(before.wall, remote.wall, pt) + 1
+        else:
+            pt = ev[1]
+            ts = clock.now(pt)
+            assert ts.wall <= max(before.wall, pt) + 1
+            assert ts.wall == max(before.wall, pt) or before.logical >= MAX_LOGICAL
+        assert ts > before
+        assert 0 <= ts.logical <= MAX_LOGICAL
+
+
+def test_logical_rolls_over_into_the_next_nanosecond() -> None:
+    c = HLC("n1", MAX_OFFSET, last=Timestamp(700, MAX_LOGICAL - 1))
+    assert c.now(600) == Timestamp(700, MAX_LOGICAL)
+    assert c.now(600) == Timestamp(701, 0)  # not MAX_LOGICAL + 1: the wall moves on by 1 ns
+    assert c.now(600) == Timestamp(701, 1)
+    c = HLC("n1", MAX_OFFSET, last=Timestamp(700, MAX_LOGICAL))
+    assert c.receive(Timestamp(700, 5), 600) == Timestamp(701, 0)  # receive rolls over the same way
+    c = HLC("n1", MAX_OFFSET, last=Timestamp(700, WIRE_MAX_LOGICAL))  # a state above the bound
+    assert c.now(700) == Timestamp(701, 0)
+
+
+def test_remote_logical_bound() -> None:
+    assert remote_ok(Timestamp(5, MAX_REMOTE_LOGICAL)) and not remote_ok(Timestamp(5, MAX_REMOTE_LOGICAL + 1))
+    assert MAX_REMOTE_LOGICAL + 1 < MAX_LOGICAL < WIRE_MAX_LOGICAL
+    c = HLC("n1", MAX_OFFSET, last=Timestamp(500, 3))
+    with pytest.raises(RemoteError) as info:
+        c.receive(Timestamp(500, WIRE_MAX_LOGICAL), 500)
+    assert info.value.reason == "bound" and c.refused_logical == 1 and c.rejected == 0
+    assert c.last == Timestamp(500, 3)
+
 
 NODES = ("a", "b", "c")
 
