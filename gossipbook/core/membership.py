@@ -24,7 +24,22 @@ carries m's incarnation; the transition table below says which updates may repla
 A node that hears itself suspected (or declared dead, or claimed alive at a newer incarnation) at
 an incarnation >= its own jumps to one more and broadcasts ALIVE: the *refutation*. A restarted node
 should be built with an incarnation above any of its past ones (persisted + 1, or its boot time in
-ns), so its first message already revives it; even if it is not, the refutation rule revives it.
+ms, as the shell does: ``max(stored + 1, time_ns() // 1_000_000)``), so its first message already
+revives it; even if it is not, the refutation rule revives it.
+
+**Bounds on incarnations** (DESIGN.md "One hostile frame harms nothing"). An incarnation from the
+network is *plausible* at ``now`` if it is at most
+``min(MAX_INCARNATION - 1, max(now // MS, boot) + INCARNATION_SLACK_MS)``, ``boot`` being the
+incarnation this node was built with. Honest incarnations are a node's boot time in ms plus its
+refutations, so they sit within the nodes' clock skew of ``now // MS`` (``boot`` keeps a caller whose
+``now`` is not the wall clock working); 2**32 ms of slack is 49 days of skew. The hard cap keeps every
+incarnation, our refutation included (at most ``MAX_INCARNATION`` = 2**62), an integer the wire and
+the storage can encode and still add one to. A message whose own fields (the sender's incarnation,
+an ``IndirectAck``'s target incarnation) are implausible raises ``RemoteError`` (reason ``bound``)
+before any state changes; an implausible piggybacked update is dropped alone (an honest relay must
+not be silenced by one claim it passed on). Both are counted in ``counters["refused_bound"]``. A
+hostile peer can still raise our incarnation by up to the slack per life (the anchor ``boot`` only
+moves at a restart), so reaching the cap takes about 2**30 restarts, and even then nothing overflows.
 
 **Talking to the suspected and the dead.** Any message we send to a member we believe SUSPECT,
 DEAD or LEFT carries that belief as its first update, so the member learns it and can refute (a
@@ -53,6 +68,8 @@ Rules that hold:
 - Only the transitions in ``TRANSITIONS`` happen; every state change emits ``MemberStateChanged``.
 - A message from an unknown node, or one that is not a membership message, raises ``RemoteError``
   before any state changes (the shell drops and counts it).
+- No incarnation held or sent exceeds ``MAX_INCARNATION``; an implausible one from the network is
+  refused (see "Bounds on incarnations") and changes nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +85,8 @@ from .errors import RemoteError
 
 MS = 1_000_000
 NEVER = 1 << 62  # a deadline that never comes (keeps next_deadline() an int for min())
+MAX_INCARNATION = 1 << 62  # no incarnation held or sent exceeds it (the wire carries up to 2**64 - 1)
+INCARNATION_SLACK_MS = 1 << 32  # how far (ms, ~49 days) past now a plausible incarnation may be
 
 
 class MemberState(StrEnum):
@@ -336,12 +355,13 @@ class Membership:
 
     def __init__(self, node_id: str, peers: Iterable[str], rng: random.Random,
                  config: MembershipConfig | None = None, *, incarnation: int = 0) -> None:
-        if incarnation < 0:
-            raise ValueError("incarnation cannot be negative")
+        if not 0 <= incarnation <= MAX_INCARNATION:
+            raise ValueError(f"incarnation must be in 0..{MAX_INCARNATION}")
         self.node_id = node_id
         self.config = config or MembershipConfig()
         self.rng = rng
         self.incarnation = incarnation
+        self._boot = incarnation  # the anchor of the plausibility bound (see the module header)
         self.left = False
         self._members: dict[str, _Member] = {
             p: _Member(ALIVE, 0) for p in sorted(set(peers) - {node_id})}
@@ -359,7 +379,7 @@ class Membership:
         self._next_gossip = 0
         self.counters: dict[str, int] = {
             "probes": 0, "acks": 0, "indirect_probes": 0, "relayed": 0, "probe_failures": 0,
-            "refutations": 0, "suspicions": 0, "deaths": 0, "bad_clock_samples": 0}
+            "refutations": 0, "suspicions": 0, "deaths": 0, "bad_clock_samples": 0, "refused_bound": 0}
         # Announce ourselves: after a restart this (at a newer incarnation) is what revives us.
         self._queue.add(Update(node_id, incarnation, ALIVE, node_id))
 
@@ -395,10 +415,16 @@ class Membership:
                 or (t is Ack and not (type(msg.t2) is int and type(msg.t3) is int))
                 or (t is IndirectAck and not _valid_incarnation(msg.target_incarnation))):
             raise RemoteError("malformed membership message", reason="malformed")
+        limit = self.incarnation_limit(now)
+        if msg.incarnation > limit or (t is IndirectAck and msg.target_incarnation > limit):
+            self.counters["refused_bound"] += 1
+            raise RemoteError(f"membership message from {src!r} with an incarnation above {limit}",
+                              reason="bound")
+        updates = self._plausible(msg.updates, limit)
         # Direct contact: the sender is alive at the incarnation it states (revives it if newer).
         self._apply(Update(src, msg.incarnation, ALIVE, src), now)
-        for u in msg.updates:
-            self._apply(Update(*u), now)
+        for u in updates:
+            self._apply(u, now)
         if t is Probe:
             self._send(src, Ack(msg.seq, self.incarnation, msg.t1, now, now, self._updates_for(src)))
         elif t is Ack:
@@ -460,8 +486,12 @@ class Membership:
         updates = list(updates)
         if not all(_valid_update(u) for u in updates):
             raise RemoteError("malformed membership update", reason="malformed")
-        for u in updates:
-            self._apply(Update(*u), now)
+        for u in self._plausible(updates, self.incarnation_limit(now)):
+            self._apply(u, now)
+
+    def incarnation_limit(self, now: int) -> int:
+        """The largest incarnation accepted from the network at ``now`` (see the module header)."""
+        return min(MAX_INCARNATION - 1, max(now // MS, self._boot) + INCARNATION_SLACK_MS)
 
     # ---- outputs -----------------------------------------------------------------------------------
     def outbox(self) -> list[tuple[str, Message]]:
@@ -574,6 +604,16 @@ class Membership:
                 self._send(m, Gossip(self.incarnation, ups))
 
     # ---- state ---------------------------------------------------------------------------------------
+    def _plausible(self, updates: Iterable[Any], limit: int) -> list[Update]:
+        """``updates`` as ``Update``s, less (and counting) those whose incarnation is above ``limit``."""
+        out = []
+        for u in updates:
+            if u[1] > limit:
+                self.counters["refused_bound"] += 1
+            else:
+                out.append(Update(*u))
+        return out
+
     def _apply(self, u: Update, now: int) -> None:
         """Apply one update through ``TRANSITIONS``; accepted news is queued for re-broadcast."""
         if u.member == self.node_id:
@@ -615,6 +655,9 @@ class Membership:
             if u.incarnation <= self.incarnation:
                 return
         elif u.incarnation < self.incarnation:
+            return
+        if u.incarnation >= MAX_INCARNATION:  # never reached: _plausible caps incarnations below it
+            self.counters["refused_bound"] += 1
             return
         # Someone holds (or may hold) a claim about us we must override: outbid it.
         self.incarnation = u.incarnation + 1

@@ -283,8 +283,8 @@ def test_restarted_node_rejoins_alive(seed: int, persisted: bool) -> None:
     net.run_for(crash_bound(n))
     assert net.all_see("n3", "dead")
     restarted_at = net.t
-    # with a boot-time incarnation its first message revives it; with 0 it must refute "you are dead"
-    net.boot("n3", incarnation=net.local("n3") if persisted else 0)
+    # with a boot-time incarnation (ms) its first message revives it; with 0 it must refute "you are dead"
+    net.boot("n3", incarnation=net.local("n3") // MS if persisted else 0)  # ms, as the shell does
     net.run_for(crash_bound(n))
     assert net.all_alive(), {i: net.view(i) for i in net.ids}
     back = [t for t, i, e in net.changes(restarted_at) if e.member == "n3" and e.new == "alive"]
