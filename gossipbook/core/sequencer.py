@@ -27,6 +27,20 @@ hear the leader cannot depose it while the others still can.
 that term (forgetting its vote); a message from an older term is answered with our term (so the
 sender steps down) and otherwise ignored.
 
+**Bounds** (DESIGN.md "One hostile frame harms nothing"). A message whose ``term`` is above
+``min(MAX_TERM, term + MAX_TERM_JUMP)`` (our current term), or any of whose index fields
+(``last_index``, ``prev_index``, ``commit``, ``index``, ``hint``, ``offset``, ``total``) is above
+``MAX_INDEX``, raises ``RemoteError`` (reason ``bound``) before any state changes and is counted in
+``counters["refused_bound"]``; its other terms (``last_term``, ``prev_term``, entry terms) are at most
+its ``term`` by validation. Terms grow by one per election and an election needs at least
+``election_timeout_min_ns``, so a legitimate cluster gains 2**32 terms only after 2**32 elections
+back to back (20 years at 150 ms): a node however far behind (a wiped data dir, a long partition
+without pre-vote) always accepts a real leader's or candidate's term, while one forged frame cannot
+push a term to where ``term + 1`` no longer encodes. ``MAX_TERM`` and ``MAX_INDEX`` (2**62) leave
+that room: a node at ``MAX_TERM`` stays a follower rather than campaign at ``MAX_TERM + 1``, and no
+term or index this node holds or sends ever exceeds them (a hostile peer needs about 2**30 accepted
+frames, each raising the term by the whole jump, to get there; nothing overflows even then).
+
 **Replication.** The leader keeps, per follower, ``next_index`` (the next entry to send) and
 ``match_index`` (the highest index known to match). ``AppendEntries`` carries ``prev_index`` /
 ``prev_term``; the follower accepts only if its log holds that entry (the consistency check, which
@@ -79,7 +93,8 @@ Rules that hold:
 - ``term`` never decreases; ``voted_for`` changes only when the term does or from None.
 - The commit index never decreases; committed entries are never truncated.
 - A malformed message, or one from a node outside ``members``, raises ``RemoteError`` before any
-  state changes (the shell drops and counts it).
+  state changes (the shell drops and counts it); so does one out of bounds (see "Bounds").
+- ``term <= MAX_TERM`` and every index held or sent is at most ``MAX_INDEX``.
 
 Deliberate breaks (``SequencerConfig.breaks``), for checking that the tests and the simulator
 catch a broken protocol; never set them outside tests. Each is one condition in one method:
@@ -102,6 +117,9 @@ from .errors import RemoteError, UsageError
 
 MS = 1_000_000
 NEVER = 1 << 62  # a deadline that never comes (keeps next_deadline() an int for min())
+MAX_TERM = 1 << 62  # no term held or sent exceeds it (the wire carries up to 2**64 - 1)
+MAX_TERM_JUMP = 1 << 32  # the furthest above our term a message's term may be (see "Bounds")
+MAX_INDEX = 1 << 62  # no log index from a peer may exceed it
 
 BREAKS = frozenset({"vote-any-log", "commit-without-majority", "no-term-check", "commit-old-term"})
 
@@ -413,6 +431,7 @@ class Sequencer:
         self._breaks = self.config.breaks
         p = persisted or PersistentState()
         if (min(p.term, p.snapshot_index, p.snapshot_term, p.commit_index) < 0
+                or p.term > MAX_TERM or max(p.snapshot_index, p.commit_index) > MAX_INDEX
                 or (p.snapshot_index == 0) != (p.snapshot_term == 0)
                 or any(not p.snapshot_term <= e[0] <= p.term for e in p.entries)):
             raise ValueError("inconsistent persisted sequencer state")
@@ -439,7 +458,7 @@ class Sequencer:
         self.counters: dict[str, int] = {
             "elections": 0, "pre_votes": 0, "votes_granted": 0, "votes_refused_sticky": 0, "votes_misaddressed": 0,
             "became_leader": 0, "step_downs": 0, "appends_rejected": 0, "truncated": 0,
-            "snapshots_sent": 0, "snapshots_installed": 0, "stale_messages": 0}
+            "snapshots_sent": 0, "snapshots_installed": 0, "stale_messages": 0, "refused_bound": 0}
         if self._snap_index:
             self._events.append(SnapshotInstalled(self._snap_index, self._snap_term, self._snapshot))
         self._commit_to(min(p.commit_index, self.last_index))
@@ -509,6 +528,11 @@ class Sequencer:
         if src not in self.peers:
             raise RemoteError(f"sequencer message from unknown node {src!r}", reason="unknown_member")
         entries = _validate(msg)
+        limit = min(MAX_TERM, self.term + MAX_TERM_JUMP)
+        if msg.term > limit or any(getattr(msg, f) > MAX_INDEX for f in _INT_FIELDS[t][1:]):
+            self.counters["refused_bound"] += 1
+            raise RemoteError(f"{t.__name__} from {src!r} out of bounds: term {msg.term} (at most {limit}) "
+                              f"or an index above {MAX_INDEX}", reason="bound")
         self._start(now)
         if t is AppendEntries:
             self._on_append(msg, entries, src, now)
@@ -595,11 +619,13 @@ class Sequencer:
 
     def _election_timeout(self, now: int) -> None:
         self._reset_election_timer(now)
-        if self.role is CANDIDATE and not self.config.pre_vote:
+        if self.role is CANDIDATE and not self.config.pre_vote and self.term < MAX_TERM:
             self._start_election(now)
             return
         if self.role is CANDIDATE or self._leader is not None:
             self._become(FOLLOWER, self.term, None)
+        if self.term >= MAX_TERM:
+            return  # a campaign would need term MAX_TERM + 1 (see "Bounds"): stay a follower
         if not self.config.pre_vote:
             self._start_election(now)
             return
