@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .lab import Lab, unavailable
+from .lab import Lab, reap_stale, unavailable
 
 _why: list[str | None] = []
 
@@ -27,6 +27,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def _require() -> None:
     if not _why:
         _why.append(unavailable())
+        if _why[0] is None:
+            reap_stale()
     if _why[0] is not None:
         if os.environ.get("GOSSIPBOOK_NETNS_REQUIRED"):
             pytest.fail(f"GOSSIPBOOK_NETNS_REQUIRED is set but: {_why[0]}")

@@ -1,10 +1,11 @@
 """A private network of namespaces for real ``gossipbook node`` processes, and nftables faults on it.
 
-Layout (every name starts with ``gbtest-<random>-``, so concurrent runs never meet)::
+Layout (every name starts with ``gbtest-<pytest pid>-<random>-``, so concurrent runs never meet, and
+namespaces of a run killed before its teardown are reaped by the next run)::
 
-    gbtest-XXXX-n1 .. -nN   one node each: lo + eth0 (10.213.7.11 .. ), no route anywhere else
-    gbtest-XXXX-cl          the client (status / submit): eth0 10.213.7.2
-    gbtest-XXXX-br          a bridge br0 joining the other end of every veth pair
+    gbtest-P-XXXX-n1 .. -nN   one node each: lo + eth0 (10.213.7.11 .. ), no route anywhere else
+    gbtest-P-XXXX-cl          the client (status / submit): eth0 10.213.7.2
+    gbtest-P-XXXX-br          a bridge br0 joining the other end of every veth pair
 
 The veth pairs are created directly between the bridge namespace and the member namespace
 (``ip -n BR link add ... peer ... netns NS``), so no interface ever exists in the host's namespace,
@@ -54,6 +55,31 @@ def sh(*args: str, timeout: float = 15, check: bool = True, input: str | None = 
     return r
 
 
+def reap_stale() -> None:
+    """Remove namespaces left by a test run that died without its teardown (killed pytest): their names
+    carry the pid of the pytest that made them, and only those whose pytest is gone are touched."""
+    out = sh("ip", "netns", "list", check=False).stdout
+    for ns in re.findall(rf"^({PREFIX}(\d+)-[0-9a-f]+-\w+)", out, flags=re.M):
+        name, pid = ns[0], int(ns[1])
+        try:
+            os.kill(pid, 0)
+            continue  # its run is still going
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        for p in sh("ip", "netns", "pids", name, check=False).stdout.split():
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        sh("ip", "netns", "del", name, check=False)
+
+
+def new_tag() -> str:
+    return f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+
+
 def unavailable() -> str | None:
     """Why namespaces + nftables cannot be used here (None when they can)."""
     if os.geteuid() != 0:
@@ -62,7 +88,7 @@ def unavailable() -> str | None:
         if shutil.which(tool) is None:
             return (f"'{tool}' not found: install it (apt-get install -y {pkg}); .ci/run installs it "
                     "when missing")
-    ns = f"{PREFIX}{secrets.token_hex(3)}-probe"
+    ns = f"{new_tag()}-probe"
     try:
         sh("ip", "netns", "add", ns)
     except (LabError, subprocess.TimeoutExpired) as e:
@@ -82,7 +108,7 @@ class Lab:
 
     def __init__(self, tmp: Path, n: int = 4) -> None:
         self.tmp = tmp
-        self.tag = f"{PREFIX}{secrets.token_hex(3)}"
+        self.tag = new_tag()
         self.ids = [f"n{i + 1}" for i in range(n)]
         self.ip = {nid: f"{SUBNET}.{11 + i}" for i, nid in enumerate(self.ids)}
         self.bridge_ns = f"{self.tag}-br"
