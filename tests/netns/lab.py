@@ -33,8 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-# the console script next to the interpreter running the tests (absolute: `ip netns exec` has no venv)
-GOSSIPBOOK = str(Path(sys.executable).parent / "gossipbook")
+# the console script next to the interpreter running the tests (absolute: `ip netns exec` has no venv),
+# or that interpreter with -m where there is no script
+_SCRIPT = Path(sys.executable).parent / "gossipbook"
+GOSSIPBOOK: list[str] = [str(_SCRIPT)] if os.access(_SCRIPT, os.X_OK) else [sys.executable, "-m", "gossipbook"]
 SUBNET = "10.213.7"  # /24; lives only inside the namespaces below
 CLIENT_IP = f"{SUBNET}.2"
 PREFIX = "gbtest-"
@@ -144,7 +146,7 @@ class Lab:
 
     def write_config(self, base_port: int = 7401, extra: str = "") -> Path:
         """``gossipbook cluster init`` output with only the ``addr`` lines moved into the namespaces."""
-        r = sh(GOSSIPBOOK, "cluster", "init", "--nodes", str(len(self.ids)), "--base-port", str(base_port))
+        r = sh(*GOSSIPBOOK, "cluster", "init", "--nodes", str(len(self.ids)), "--base-port", str(base_port))
         text, subs = r.stdout, 0
 
         def addr(m: re.Match[str]) -> str:
@@ -175,7 +177,7 @@ class Lab:
         self.logs[nid] = log
         with open(log, "ab") as fh:
             self.procs[nid] = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns(nid), GOSSIPBOOK, "node", "-c", str(self.config), "--id", nid,
+                ["ip", "netns", "exec", self.ns(nid), *GOSSIPBOOK, "node", "-c", str(self.config), "--id", nid,
                  "--log-level", "info"],
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -185,7 +187,7 @@ class Lab:
         self.wait(lambda st: all(s.get("reachable") and s.get("ready") for s in st), timeout, "nodes ready")
 
     def client(self, *args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
-        return sh("ip", "netns", "exec", self.client_ns, GOSSIPBOOK, *args, timeout=timeout, check=False)
+        return sh("ip", "netns", "exec", self.client_ns, *GOSSIPBOOK, *args, timeout=timeout, check=False)
 
     def status(self, timeout: float = 1.0) -> list[dict[str, Any]]:
         r = self.client("status", "-c", str(self.config), "--json", "--timeout", str(timeout),

@@ -46,7 +46,7 @@ def refreshed(samples: list[dict[str, Any]], before: dict[str, Any], peers: list
 def load(lab: Lab, nodes: list[str], orders: int, rate: int, seed: int) -> subprocess.Popen[str]:
     """``gossipbook load`` from the client namespace, in the background."""
     return subprocess.Popen(
-        ["ip", "netns", "exec", lab.client_ns, GOSSIPBOOK, "load", "-c", str(lab.config), "--nodes", ",".join(nodes),
+        ["ip", "netns", "exec", lab.client_ns, *GOSSIPBOOK, "load", "-c", str(lab.config), "--nodes", ",".join(nodes),
          "--orders", str(orders), "--rate", str(rate), "--seed", str(seed), "--timeout", "2", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
