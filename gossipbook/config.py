@@ -1,13 +1,24 @@
-"""``cluster.toml``: reading, validating and writing a cluster's configuration.
+"""``cluster.toml`` and client files: reading, validating and writing them.
 
 Every mistake in a config file becomes one ``ConfigError`` line that names the file and the key, so
 ``gossipbook node`` never starts half-configured and never shows a traceback for a typo.
+
+Two kinds of file, two kinds of principal:
+- ``cluster.toml`` (nodes and the operator) holds the peer key and every account's credential
+  (``[accounts]``, account id -> hex secret).
+- a client file (``clients/alice.toml``) holds one ``[client]`` account and its credential, the node
+  addresses and the instruments (public: a client needs the grid to turn decimals into ticks), and
+  never the peer key.
+Both hold secrets, so ``load`` refuses a file that group or others can read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import secrets
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +33,7 @@ from .core.node import NodeConfig
 
 MODES = ("eventual", "strong")
 FSYNC = ("always", "batch", "never")
+OPERATOR = "operator"  # the account an operator acts as with cluster.toml as its client file
 
 
 class ConfigError(UsageError):
@@ -40,9 +52,19 @@ class NodeEntry:
         return (self.host, self.port)
 
 
+def check_id(text: object, what: str) -> str:
+    """Node and account ids: 1-64 letters, digits, '-', '_' or '.' (they appear in logs, order ids
+    and frame headers, so nothing else)."""
+    if not isinstance(text, str) or not text or len(text) > 64 or not all(
+            c.isascii() and (c.isalnum() or c in "-_.") for c in text):
+        raise ConfigError(f"{what} must be 1-64 letters, digits, '-', '_' or '.', not {text!r}")
+    return text
+
+
 @dataclass(slots=True)
 class ClusterConfig:
-    key: bytes
+    #: the peer key: None in a client file (clients never hold it)
+    key: bytes | None = field(repr=False)
     nodes: list[NodeEntry]
     instruments: list[Instrument] = field(default_factory=lambda: [DEFAULT_INSTRUMENT])
     mode: str = "eventual"
@@ -51,6 +73,23 @@ class ClusterConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     fsync: str = "batch"
     path: str = "<memory>"
+    #: account id -> credential (cluster.toml: every account; a client file: its own)
+    accounts: dict[str, bytes] = field(default_factory=dict, repr=False)
+    #: the account a client acts as: the client file's, or ``operator`` for cluster.toml
+    account: str = OPERATOR
+
+    @property
+    def is_client_file(self) -> bool:
+        return self.key is None
+
+    def client_credential(self) -> tuple[str, bytes]:
+        """``(account, secret)`` a client using this file signs with."""
+        secret = self.accounts.get(self.account)
+        if secret is None:
+            raise ConfigError(f"{self.path}: no credential for account {self.account!r} (cluster.toml needs "
+                              f"[accounts] {OPERATOR} = \"<hex>\" for operator commands; "
+                              f"gossipbook cluster init makes one)")
+        return self.account, secret
 
     def node(self, node_id: str) -> NodeEntry:
         for n in self.nodes:
@@ -106,9 +145,22 @@ def parse_addr(text: str, where: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_private(p: Path) -> None:
+    """Refuse a secret-holding file that group or others can read (ssh's rule for private keys)."""
+    try:
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except OSError:
+        return  # the read below reports it
+    if mode & 0o077:
+        raise ConfigError(f"{p} holds secrets but is readable by group or others (mode {mode:04o}); "
+                          f"fix it with: chmod 600 {p}")
+
+
 def load(path: str | Path) -> ClusterConfig:
-    """Read and validate a cluster config; ``ConfigError`` with one clear line on any problem."""
+    """Read and validate a cluster config or a client file; ``ConfigError`` with one clear line on
+    any problem (a secret file others can read included)."""
     p = Path(path)
+    check_private(p)
     try:
         raw = tomllib.loads(p.read_text())
     except FileNotFoundError:
@@ -120,8 +172,28 @@ def load(path: str | Path) -> ClusterConfig:
     return from_dict(raw, str(p))
 
 
+def _secret(text: object, where: str) -> bytes:
+    try:
+        key = bytes.fromhex(str(text))
+    except ValueError:
+        raise ConfigError(f"{where} must be hex") from None
+    if not 16 <= len(key) <= 64:
+        raise ConfigError(f"{where} must be 16 to 64 bytes of hex (gossipbook cluster init makes one)")
+    return key
+
+
+def _accounts(raw: Any, where: str) -> dict[str, bytes]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [accounts] must be a table of account = \"<hex credential>\"")
+    return {check_id(a, f"{where}: account id"): _secret(v, f"{where}: accounts.{a}") for a, v in raw.items()}
+
+
 def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
-    known = {"cluster", "nodes", "instruments", "gossip", "membership"}
+    if "client" in raw:
+        return _client_from_dict(raw, where)
+    known = {"cluster", "nodes", "instruments", "gossip", "membership", "accounts"}
     extra = set(raw) - known
     if extra:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(extra))}")
@@ -131,12 +203,7 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     for k in cl:
         if k not in ("key", "mode", "max_offset_ms", "fsync", "name"):
             raise ConfigError(f"{where}: unknown key cluster.{k}")
-    try:
-        key = bytes.fromhex(str(cl.get("key", "")))
-    except ValueError:
-        raise ConfigError(f"{where}: cluster.key must be hex") from None
-    if not 16 <= len(key) <= 64:
-        raise ConfigError(f"{where}: cluster.key must be 16 to 64 bytes of hex (gossipbook cluster init makes one)")
+    key = _secret(cl.get("key", ""), f"{where}: cluster.key")
     mode = cl.get("mode", "eventual")
     if mode not in MODES:
         raise ConfigError(f"{where}: cluster.mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -146,7 +213,33 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     mo = cl.get("max_offset_ms", DEFAULT_MAX_OFFSET_NS / 1e6)
     if not isinstance(mo, int | float) or isinstance(mo, bool) or mo <= 0:
         raise ConfigError(f"{where}: cluster.max_offset_ms must be a positive number")
-    nodes_raw = raw.get("nodes")
+    nodes = _nodes(raw.get("nodes"), where)
+    instruments = _instruments(raw, where)
+    return ClusterConfig(key=key, nodes=nodes, instruments=instruments, mode=mode, max_offset_ns=int(mo * 1e6),
+                         gossip=parse_section(GossipConfig, raw.get("gossip"), f"{where}: [gossip]"),
+                         membership=parse_section(MembershipConfig, raw.get("membership"), f"{where}: [membership]"),
+                         fsync=fsync, path=where, accounts=_accounts(raw.get("accounts"), where))
+
+
+def _client_from_dict(raw: dict[str, Any], where: str) -> ClusterConfig:
+    """A client file: ``[client] account, key``, the nodes' addresses, the instruments."""
+    extra = set(raw) - {"client", "nodes", "instruments"}
+    if extra:
+        raise ConfigError(f"{where}: unknown section(s) in a client file: {', '.join(sorted(extra))} "
+                          f"(a client file holds [client], [[nodes]] and [[instruments]] only)")
+    cl = raw["client"]
+    if not isinstance(cl, dict):
+        raise ConfigError(f"{where}: [client] must be a table")
+    for k in cl:
+        if k not in ("account", "key"):
+            raise ConfigError(f"{where}: unknown key client.{k} (known: account, key)")
+    account = check_id(cl.get("account"), f"{where}: client.account")
+    secret = _secret(cl.get("key", ""), f"{where}: client.key")
+    return ClusterConfig(key=None, nodes=_nodes(raw.get("nodes"), where), instruments=_instruments(raw, where),
+                         path=where, accounts={account: secret}, account=account)
+
+
+def _nodes(nodes_raw: Any, where: str) -> list[NodeEntry]:
     if not isinstance(nodes_raw, list) or not nodes_raw:
         raise ConfigError(f"{where}: needs at least one [[nodes]] entry")
     nodes: list[NodeEntry] = []
@@ -159,9 +252,7 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
         for k in n:
             if k not in ("id", "addr", "data_dir"):
                 raise ConfigError(f"{w}: unknown key {k!r}")
-        nid = n.get("id")
-        if not isinstance(nid, str) or not nid or len(nid) > 64 or not all(c.isalnum() or c in "-_." for c in nid):
-            raise ConfigError(f"{w}: id must be 1-64 letters, digits, '-', '_' or '.'")
+        nid = check_id(n.get("id"), f"{w}: id")
         if nid in seen_ids:
             raise ConfigError(f"{w}: duplicate node id {nid!r}")
         host, port = parse_addr(n.get("addr", ""), w)
@@ -173,6 +264,10 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
         seen_ids.add(nid)
         seen_addr.add((host, port))
         nodes.append(NodeEntry(nid, host, port, dd))
+    return nodes
+
+
+def _instruments(raw: dict[str, Any], where: str) -> list[Instrument]:
     inst_raw = raw.get("instruments", [DEFAULT_INSTRUMENT.to_config()])
     if not isinstance(inst_raw, list) or not inst_raw:
         raise ConfigError(f"{where}: [[instruments]] must list at least one instrument")
@@ -186,28 +281,71 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
             raise ConfigError(f"{where}: instruments[{i}]: {e}") from None
     if len({i.symbol for i in instruments}) != len(instruments):
         raise ConfigError(f"{where}: instrument symbols must be unique")
-    return ClusterConfig(key=key, nodes=nodes, instruments=instruments, mode=mode, max_offset_ns=int(mo * 1e6),
-                         gossip=parse_section(GossipConfig, raw.get("gossip"), f"{where}: [gossip]"),
-                         membership=parse_section(MembershipConfig, raw.get("membership"), f"{where}: [membership]"),
-                         fsync=fsync, path=where)
+    return instruments
+
+
+def _q(text: str) -> str:
+    """A TOML basic string (JSON's string syntax is valid TOML for these): nothing a caller passes
+    can end the string and add keys."""
+    return json.dumps(text)
+
+
+def _node_lines(n_nodes: int, base_port: int, host: str, data_root: str | None = None) -> list[str]:
+    lines: list[str] = []
+    for i in range(n_nodes):
+        lines += ["[[nodes]]", f'id = "n{i + 1}"', f"addr = {_q(f'{host}:{base_port + i}')}"]
+        if data_root:
+            lines.append(f"data_dir = {_q(f'{data_root}/n{i + 1}')}")
+        lines.append("")
+    lines += ["[[instruments]]"] + [f"{k} = {_q(v) if isinstance(v, str) else v}"
+                                    for k, v in DEFAULT_INSTRUMENT.to_config().items()] + [""]
+    return lines
 
 
 def render(n_nodes: int, base_port: int = 7401, host: str = "127.0.0.1", mode: str = "eventual",
-           data_root: str | None = None, key: bytes | None = None) -> str:
-    """A fresh, valid ``cluster.toml`` (a new random key each time unless one is given)."""
+           data_root: str | None = None, key: bytes | None = None,
+           accounts: dict[str, bytes] | None = None) -> str:
+    """A fresh, valid ``cluster.toml`` (a new random key each time unless one is given). ``accounts``
+    (id -> credential) defaults to one fresh ``operator`` account."""
+    parse_addr(f"{host}:{base_port}", "--host")
     key = key or secrets.token_bytes(32)
-    inst = DEFAULT_INSTRUMENT.to_config()
-    lines = ["# gossipbook cluster config (gossipbook cluster init)", "[cluster]",
-             f'key = "{key.hex()}"  # shared secret: every datagram is authenticated with it',
+    if accounts is None:
+        accounts = {OPERATOR: secrets.token_bytes(32)}
+    lines = ["# gossipbook cluster config (gossipbook cluster init). It holds secrets: keep it mode 0600.",
+             "[cluster]",
+             f'key = "{key.hex()}"  # peer key: nodes only; every node-to-node datagram is authenticated with it',
              f'mode = "{mode}"  # eventual (CRDT) or strong (sequencer)',
              f"max_offset_ms = {DEFAULT_MAX_OFFSET_NS // 1_000_000}",
              'fsync = "batch"  # always | batch | never', ""]
-    for i in range(n_nodes):
-        lines += ["[[nodes]]", f'id = "n{i + 1}"', f'addr = "{host}:{base_port + i}"']
-        if data_root:
-            lines.append(f'data_dir = "{data_root}/n{i + 1}"')
-        lines.append("")
-    lines += ["[[instruments]]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in inst.items()] + [""]
+    lines += _node_lines(n_nodes, base_port, host, data_root)
     g = GossipConfig()
     lines += ["[gossip]", f"interval_ms = {g.interval_ns // 1_000_000}", f"heartbeat_ms = {g.heartbeat_ns // 1_000_000}", ""]
+    lines += ["[accounts]  # account id -> its credential; nodes verify client frames with these (SIGHUP reloads)"]
+    lines += [f'{check_id(a, "account id")} = "{k.hex()}"' for a, k in accounts.items()] + [""]
     return "\n".join(lines)
+
+
+def render_client(cfg: ClusterConfig, account: str) -> str:
+    """The client file of ``account``: its credential, the nodes' addresses, the instruments; never
+    the peer key."""
+    secret = cfg.accounts[account]
+    lines = [f"# gossipbook client file of account {account}. It holds that account's secret: keep it mode 0600.",
+             "[client]", f'account = "{account}"', f'key = "{secret.hex()}"', ""]
+    for n in cfg.nodes:
+        lines += ["[[nodes]]", f'id = "{n.id}"', f"addr = {_q(f'{n.host}:{n.port}')}", ""]
+    for inst in cfg.instruments:
+        lines += ["[[instruments]]"] + [f"{k} = {_q(v) if isinstance(v, str) else v}"
+                                        for k, v in inst.to_config().items()] + [""]
+    return "\n".join(lines)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create (or replace) ``path`` with mode 0600 from the first byte: a secret is never readable
+    by others, not even for a moment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from ..config import ClusterConfig, load
+from ..config import ClusterConfig, load, write_private
 from ..core.ops import NEW
 from ..core.wire import ClientSubmit
 from .procs import cluster_text, wait_leader
@@ -43,7 +43,7 @@ class StrongCluster:
         self.dir = root or Path(tempfile.mkdtemp(prefix="gossipbook-failover-"))
         text = cluster_text(n, "strong", str(self.dir / "data") if data else None)
         self.config_path = self.dir / "cluster.toml"
-        self.config_path.write_text(text + extra_config)
+        write_private(self.config_path, text + extra_config)
         self.cfg: ClusterConfig = load(self.config_path)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import load, render
+from ..config import load, render, write_private
 
 
 def free_ports(n: int) -> list[int]:
@@ -69,7 +69,7 @@ class ProcCluster:
         if fsync:  # durable nodes: a data dir each, with this fsync policy
             text = text.replace('fsync = "batch"', f'fsync = "{fsync}"')
         self.config_path = self.dir / "cluster.toml"
-        self.config_path.write_text(text + extra_config)
+        write_private(self.config_path, text + extra_config)
         self.cfg = load(self.config_path)
         self.trace = trace
         self.node_args = node_args or []

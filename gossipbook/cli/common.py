@@ -12,7 +12,9 @@ from ..config import ClusterConfig, load
 
 def add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", default="cluster.toml", metavar="FILE",
-                   help="cluster config (default: cluster.toml; make one with 'gossipbook cluster init')")
+                   help="cluster.toml (acts as the operator account) or a client file such as "
+                        "clients/alice.toml (acts as that account); default cluster.toml; make them with "
+                        "'gossipbook cluster init --accounts alice,bob --out DIR'")
 
 
 def config(args: argparse.Namespace) -> ClusterConfig:

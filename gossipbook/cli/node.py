@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("node", help="run one node of a cluster until stopped",
                        description="Run one node: a UDP socket at its configured address, gossiping with its "
                                    "peers. Logs one line per event on stderr; stop with Ctrl-C or SIGTERM "
-                                   "(it announces a graceful leave).")
+                                   "(it announces a graceful leave); SIGHUP re-reads the [accounts] of the "
+                                   "config (add or revoke accounts without a restart).")
     add_config(p)
     p.add_argument("--id", required=True, help="this node's id in the config (e.g. n1)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
@@ -93,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
             if args.metrics_port:
                 from ..node.metrics import serve_metrics
                 n.start_soon(serve_metrics, runner, args.metrics_port)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
                 async for sig in sigs:
+                    if sig == signal.SIGHUP:  # accounts added or revoked in the config file
+                        runner.reload_accounts()
+                        continue
                     logging.getLogger(f"gossipbook.{args.id}").info(
                         "received %s, leaving the cluster", signal.Signals(sig).name)
                     n.cancel_scope.cancel()

@@ -1,4 +1,5 @@
-"""``submit``, ``cancel``, ``amend`` and ``book``: one client request to one node."""
+"""``submit``, ``cancel``, ``amend``, ``book``, ``orders`` and ``trades``: one client request to one
+node, acting for the account of the client file given (or ``operator`` with cluster.toml)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from ..core.book import SIDES, TIFS
+from ..core.book import SIDE_NAMES, SIDES, TIFS
 from ..core.errors import UsageError
 from ..core.instrument import Instrument
-from ..core.ops import AMEND, CANCEL, NEW
+from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW
 from ..core.wire import LEVELS, REPLY_CODES, ClientQuery, ClientSubmit
 from .common import add_config, config, print_json
 
 #: reply code -> process exit code (0 ok; 2 bad input; 3 unreachable; 4 no quorum; 5 timeout;
-#: 6 unknown order; 7 clock out of sync; 8 storage unavailable; 9 node not ready yet)
-EXIT_CODES = {0: 0, 1: 2, 2: 6, 3: 7, 4: 4, 5: 5, 6: 2, 7: 8, 8: 2, 9: 9}
+#: 6 unknown order; 7 clock out of sync; 8 storage unavailable; 9 node not ready yet;
+#: 10 the order belongs to another account)
+EXIT_CODES = {0: 0, 1: 2, 2: 6, 3: 7, 4: 4, 5: 5, 6: 2, 7: 8, 8: 2, 9: 9, 10: 10}
 
 
 class Rejected(UsageError):
@@ -48,8 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tif", choices=list(TIFS), default="gtc", help="time in force (default gtc)")
     _common(s)
     s.set_defaults(func=run_submit)
-    c = sub.add_parser("cancel", help="cancel an order by id", description="Cancel a resting order by its id.")
-    c.add_argument("order_id", help="order id as printed by submit (NODE:SEQ)")
+    c = sub.add_parser("cancel", help="cancel an order by id, or all of yours (--all)",
+                       description="Cancel one of your resting orders by its id, or with --all every order of "
+                                   "your account (in --symbol only, if given) stamped before the cancel, on every "
+                                   "node: the kill switch.")
+    c.add_argument("order_id", nargs="?", default=None, help="order id as printed by submit (NODE:SEQ)")
+    c.add_argument("--all", action="store_true", help="cancel every order of this account (mass cancel)")
     _common(c)
     c.set_defaults(func=run_cancel)
     a = sub.add_parser("amend", help="amend an order: ID QTY [@ PRICE]",
@@ -64,6 +70,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _common(b, wait=False)
     b.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the node (default 3)")
     b.set_defaults(func=run_book)
+    o = sub.add_parser("orders", help="your open orders at one node",
+                       description="List the open orders of your account (the client file's) as one node holds "
+                                   "them. Nobody sees another account's orders.")
+    _common(o, wait=False)
+    o.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the node (default 3)")
+    o.set_defaults(func=run_orders)
+    t = sub.add_parser("trades", help="your fills at one node",
+                       description="List your account's fills as one node knows them (since it started): order, "
+                                   "side, price, quantity, maker or taker, final or provisional, and revisions. "
+                                   "The counterparty is never shown.")
+    _common(t, wait=False)
+    t.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the node (default 3)")
+    t.set_defaults(func=run_trades)
 
 
 def _pick(cfg: Any, args: argparse.Namespace) -> tuple[str, Instrument]:
@@ -125,9 +144,9 @@ def run_submit(args: argparse.Namespace) -> int:
         raise UsageError("expected buy|sell QTY @ PRICE, e.g. buy 10 @ 100.25")
     tif = TIFS[args.tif]
     qty, price = _parse_qty_price(words[1:], inst, need_price=tif != TIFS["market"])
-    from ..node.client import Client
+    from ..node.client import new_req
 
-    msg = ClientSubmit(Client(cfg).new_req(), NEW, inst.symbol, "", SIDES[words[0].lower()], price, qty, tif,
+    msg = ClientSubmit(new_req(), NEW, inst.symbol, "", SIDES[words[0].lower()], price, qty, tif,
                        LEVELS.index(args.wait), int(args.timeout * 1000))
     return _submit(args, cfg, node, inst, msg)
 
@@ -135,10 +154,16 @@ def run_submit(args: argparse.Namespace) -> int:
 def run_cancel(args: argparse.Namespace) -> int:
     cfg = config(args)
     node, inst = _pick(cfg, args)
-    from ..node.client import Client
+    from ..node.client import new_req
 
-    msg = ClientSubmit(Client(cfg).new_req(), CANCEL, inst.symbol, args.order_id, 0, 0, 0, 0,
-                       LEVELS.index(args.wait), int(args.timeout * 1000))
+    if args.all == (args.order_id is not None):
+        raise UsageError("give an order id, or --all to cancel every order of your account")
+    if args.all:
+        msg = ClientSubmit(new_req(), CANCEL_ALL, args.symbol or "", "", 0, 0, 0, 0,
+                           LEVELS.index(args.wait), int(args.timeout * 1000))
+    else:
+        msg = ClientSubmit(new_req(), CANCEL, inst.symbol, args.order_id, 0, 0, 0, 0,
+                           LEVELS.index(args.wait), int(args.timeout * 1000))
     return _submit(args, cfg, node, inst, msg)
 
 
@@ -146,9 +171,9 @@ def run_amend(args: argparse.Namespace) -> int:
     cfg = config(args)
     node, inst = _pick(cfg, args)
     qty, price = _parse_qty_price(args.change, inst, need_price=True)
-    from ..node.client import Client
+    from ..node.client import new_req
 
-    msg = ClientSubmit(Client(cfg).new_req(), AMEND, inst.symbol, args.order_id, 0, price, qty, 0,
+    msg = ClientSubmit(new_req(), AMEND, inst.symbol, args.order_id, 0, price, qty, 0,
                        LEVELS.index(args.wait), int(args.timeout * 1000))
     return _submit(args, cfg, node, inst, msg)
 
@@ -158,9 +183,9 @@ def run_book(args: argparse.Namespace) -> int:
     node, inst = _pick(cfg, args)
     if not 1 <= args.depth <= 1000:
         raise UsageError("--depth must be between 1 and 1000")
-    from ..node.client import Client
+    from ..node.client import new_req
 
-    q = ClientQuery(Client(cfg).new_req(), "book", inst.symbol, args.depth)
+    q = ClientQuery(new_req(), "book", inst.symbol, args.depth)
     rep, _lat = trio.run(_send, cfg, node, q, args.timeout)
     if rep.code != 0:
         raise Rejected(rep.message, 2)
@@ -185,3 +210,59 @@ def run_book(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def _query(args: argparse.Namespace, what: str) -> tuple[Any, str, Any]:
+    cfg = config(args)
+    node, _inst = _pick(cfg, args)
+    from ..node.client import new_req
+
+    rep, _lat = trio.run(_send, cfg, node, ClientQuery(new_req(), what, "", 0), args.timeout)
+    if rep.code != 0:
+        raise Rejected(rep.message, EXIT_CODES.get(rep.code, 1))
+    return cfg, node, rep.payload
+
+
+def run_orders(args: argparse.Namespace) -> int:
+    cfg, node, p = _query(args, "orders")
+    venue = cfg.venue()
+    rows = []
+    for oid, sym, side, price, qty in p["orders"]:
+        inst = venue.instruments.get(sym)
+        rows.append({"order_id": oid, "symbol": sym, "side": SIDE_NAMES[side],
+                     "price": str(inst.ticks_to_price(price)) if inst else price,
+                     "qty": str(inst.lots_to_qty(qty)) if inst else qty})
+    if args.json:
+        print_json({"node": node, "account": p["account"], "orders": rows, "truncated": p["truncated"]})
+        return 0
+    t = Table(title=f"open orders of {p['account']} at {node}" + (" (first 500)" if p["truncated"] else ""))
+    for col in ("order", "symbol", "side", "qty", "price"):
+        t.add_column(col, justify="right" if col in ("qty", "price") else "left")
+    for r in rows:
+        t.add_row(r["order_id"], r["symbol"], r["side"], r["qty"], r["price"])
+    Console().print(t if rows else f"no open orders of {p['account']} at {node}")
+    return 0
+
+
+def run_trades(args: argparse.Namespace) -> int:
+    cfg, node, p = _query(args, "trades")
+    venue = cfg.venue()
+    rows = []
+    for r in p["trades"]:
+        inst = venue.instruments.get(r["symbol"])
+        r = dict(r)
+        if inst is not None:
+            r["price"], r["qty"] = str(inst.ticks_to_price(r["price"])), str(inst.lots_to_qty(r["qty"]))
+        r["state"] = "undone" if r["undone"] else "final" if r["final"] else "provisional"
+        rows.append(r)
+    if args.json:
+        print_json({"node": node, "account": p["account"], "trades": rows, "truncated": p["truncated"]})
+        return 0
+    t = Table(title=f"fills of {p['account']} at {node}")
+    for col in ("trade", "order", "side", "qty", "price", "role", "state", "revised"):
+        t.add_column(col, justify="right" if col in ("qty", "price", "revised") else "left")
+    for r in rows:
+        t.add_row(r["trade_id"], r["order_id"], r["side"], r["qty"], r["price"], r["role"], r["state"],
+                  str(r["revisions"]))
+    Console().print(t if rows else f"no fills of {p['account']} at {node}")
+    return 0

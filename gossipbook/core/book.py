@@ -11,6 +11,13 @@ Rules that hold:
   completely or not at all (it trades nothing when the book cannot fill it).
 - Amend: a quantity decrease at the same price keeps priority; a price change or a quantity increase
   re-enters the order at the back (and may trade, as a taker, if the new price crosses).
+- Ownership: every resting order remembers its account (``owner``); trades name both accounts.
+- Self-trade prevention (``stp``): an order never trades with a resting order of its own (non-empty)
+  account unless ``stp`` is ``STP_OFF``. ``STP_CANCEL_NEWEST`` cancels the incoming order's remainder,
+  ``STP_CANCEL_OLDEST`` cancels the resting one and matching goes on, ``STP_CANCEL_BOTH`` does both,
+  ``STP_DECREMENT`` takes the smaller quantity off both without a trade. A FOK counts only what it
+  could fill before a self-match would stop it (resting orders ``STP_CANCEL_OLDEST`` would remove
+  are skipped). Like everything here it depends only on the calls made, so replicas agree on it.
 - ``digest()`` depends only on the resting state (orders, prices, quantities, priority), never on
   how the book got there.
 - Undo journal: while ``journal`` is a list, every mutation appends a record that ``undo`` can
@@ -31,13 +38,17 @@ SIDES = {"buy": BUY, "sell": SELL}
 SIDE_NAMES = ("buy", "sell")
 TIFS = {"gtc": GTC, "ioc": IOC, "fok": FOK, "market": MARKET}
 TIF_NAMES = ("gtc", "ioc", "fok", "market")
+STP_OFF, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH, STP_DECREMENT = range(5)
+STP_NAMES = ("off", "cancel-newest", "cancel-oldest", "cancel-both", "decrement")
+STP_MODES = {name: i for i, name in enumerate(STP_NAMES)}
 
 # Undo journal records, flat in the journal list (no object per record: nothing for the garbage
 # collector), each ending in a tag that says its length, read from the end:
 #   order_id                                    it rested, at the back of its level
 #   order_id, lots, _J_SET                      its remaining lots were ``lots`` (it still rests)
-#   order_id, lots, side, price, _J_FILLED      it was filled away from the front of its level
-#   order_id, lots, side, price, index, _J_CANCEL   it was cancelled from ``index`` in its level
+#   order_id, lots, side, price, account, _J_FILLED   it left the front of its level (filled, or
+#                                               removed by self-trade prevention)
+#   order_id, lots, side, price, account, index, _J_CANCEL   it was cancelled from ``index`` in its level
 _J_SET, _J_FILLED, _J_CANCEL = -1, -2, -3
 
 
@@ -51,6 +62,8 @@ class Trade(NamedTuple):
     maker: str
     taker: str
     taker_side: int
+    maker_account: str = ""
+    taker_account: str = ""
 
 
 class Level(NamedTuple):
@@ -76,7 +89,7 @@ class Book:
         # bids keyed by -price so index 0 is always the best level on both sides
         self._bids: SortedDict = SortedDict()
         self._asks: SortedDict = SortedDict()
-        self._where: dict[str, tuple[int, int]] = {}  # order_id -> (side, price)
+        self._where: dict[str, tuple[int, int, str]] = {}  # order_id -> (side, price, account)
 
     # --- queries -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -90,10 +103,18 @@ class Book:
         w = self._where.get(order_id)
         if w is None:
             return None
-        side, price = w
+        side, price, _acct = w
         lvl = (self._bids[-price] if side == BUY else self._asks[price])
         return side, price, lvl[order_id]
 
+    def owner(self, order_id: str) -> str | None:
+        """The account of a resting order ("" for none), or None if it does not rest here."""
+        w = self._where.get(order_id)
+        return None if w is None else w[2]
+
+    def orders_of(self, account: str) -> list[tuple[int, int, str, int]]:
+        """``account``'s resting orders in priority order: ``(side, price, order_id, remaining)``."""
+        return [(side, price, oid, q) for side, price, oid, q, a in self.entries() if a == account]
     def best_bid(self) -> int | None:
         return -self._bids.peekitem(0)[0] if self._bids else None
 
@@ -112,6 +133,13 @@ class Book:
         out += [(SELL, k, oid, q) for k, lvl in self._asks.items() for oid, q in lvl.items()]
         return out
 
+    def entries(self) -> list[tuple[int, int, str, int, str]]:
+        """``resting()`` with each order's account: what a snapshot keeps."""
+        w = self._where
+        out = [(BUY, -k, oid, q, w[oid][2]) for k, lvl in self._bids.items() for oid, q in lvl.items()]
+        out += [(SELL, k, oid, q, w[oid][2]) for k, lvl in self._asks.items() for oid, q in lvl.items()]
+        return out
+
     def digest(self) -> bytes:
         """16-byte hash of the resting state in canonical (priority) order.
 
@@ -120,16 +148,18 @@ class Book:
         """
         sym = self.symbol.encode()
         h = hashlib.blake2b(b"%d:%s" % (len(sym), sym), digest_size=16)
-        # the same bytes as one ``|side,price,len:oid,qty`` per order in ``resting()`` order, built
-        # per level and hashed in one call (a node's status computes this on every query)
+        # the same bytes as one ``|side,price,len:oid,qty,len:account`` per order in ``resting()``
+        # order, built per level and hashed in one call (a node's status computes this on every query)
         parts: list[bytes] = []
         add = parts.append
+        where = self._where
         for side, levels, sign in ((BUY, self._bids, -1), (SELL, self._asks, 1)):
             for k, lvl in levels.items():
                 pre = b"|%d,%d," % (side, sign * k)
                 for oid, q in lvl.items():
                     b = oid.encode()
-                    add(b"%s%d:%s,%d" % (pre, len(b), b, q))
+                    a = where[oid][2].encode()
+                    add(b"%s%d:%s,%d,%d:%s" % (pre, len(b), b, q, len(a), a))
         h.update(b"".join(parts))
         return h.digest()
 
@@ -143,21 +173,23 @@ class Book:
 
     # --- commands ------------------------------------------------------------------------------
     def submit(self, order_id: str, side: int, price: int, qty: int, tif: int = GTC,
-               cause: str | None = None) -> list[Trade]:
-        """Enter a new order; returns the trades it made as taker, in fill order.
+               cause: str | None = None, account: str = "", stp: int = STP_CANCEL_NEWEST) -> list[Trade]:
+        """Enter a new order of ``account``; returns the trades it made as taker, in fill order.
 
         ``price`` is ignored for ``MARKET``. The caller guarantees ``order_id`` is fresh and
-        ``qty > 0`` (the replica validates before stamping).
+        ``qty > 0`` (the replica validates before stamping). ``stp``: see the module's rules.
         """
         if order_id in self._where:
             return []  # a replayed NEW for a live order changes nothing
         trades: list[Trade] = []
         cause = cause or order_id
-        if tif == FOK and self._available(side, price) < qty:
+        if not account:
+            stp = STP_OFF
+        if tif == FOK and self._available(side, price, account, stp) < qty:
             return trades
-        left = self._match(order_id, side, price, qty, tif == MARKET, cause, trades)
+        left = self._match(order_id, side, price, qty, tif == MARKET, cause, trades, account, stp)
         if left and tif == GTC:
-            self._rest(order_id, side, price, left)
+            self._rest(order_id, side, price, left, account)
         return trades
 
     def cancel(self, order_id: str) -> int:
@@ -165,18 +197,27 @@ class Book:
         w = self._where.pop(order_id, None)
         if w is None:
             return 0
-        side, price = w
+        side, price, acct = w
         levels, key = (self._bids, -price) if side == BUY else (self._asks, price)
         lvl = levels[key]
         j = self.journal
         if j is not None:
-            j += (order_id, lvl[order_id], side, price, list(lvl).index(order_id), _J_CANCEL)
+            j += (order_id, lvl[order_id], side, price, acct, list(lvl).index(order_id), _J_CANCEL)
         qty = lvl.pop(order_id)
         if not lvl:
             del levels[key]
         return qty
 
-    def amend(self, order_id: str, price: int, qty: int, cause: str) -> list[Trade] | None:
+    def cancel_account(self, account: str) -> int:
+        """Cancel every resting order of ``account`` (a mass cancel); returns how many."""
+        oids = [oid for oid, w in self._where.items() if w[2] == account]
+        oids.sort(key=lambda o: self._where[o][:2])  # a fixed order: the undo journal replays it exactly
+        for oid in oids:
+            self.cancel(oid)
+        return len(oids)
+
+    def amend(self, order_id: str, price: int, qty: int, cause: str,
+              stp: int = STP_CANCEL_NEWEST) -> list[Trade] | None:
         """Change a resting order's price and/or remaining quantity.
 
         Returns None when the order is not resting (already filled or cancelled: a no-op), else
@@ -185,7 +226,7 @@ class Book:
         w = self._where.get(order_id)
         if w is None:
             return None
-        side, old_price = w
+        side, old_price, account = w
         levels, key = (self._bids, -old_price) if side == BUY else (self._asks, old_price)
         lvl = levels[key]
         if qty <= 0:
@@ -198,9 +239,9 @@ class Book:
             return []
         self.cancel(order_id)
         trades: list[Trade] = []
-        left = self._match(order_id, side, price, qty, False, cause, trades)
+        left = self._match(order_id, side, price, qty, False, cause, trades, account, stp if account else STP_OFF)
         if left:
-            self._rest(order_id, side, price, left)
+            self._rest(order_id, side, price, left, account)
         return trades
 
     def undo(self, journal: list[str | int], start: int = 0) -> None:
@@ -212,7 +253,7 @@ class Book:
             tag = journal[i - 1]
             if type(tag) is str:  # it rested at the back of its level
                 i -= 1
-                side, price = where.pop(tag)  # type: ignore[arg-type]
+                side, price, _a = where.pop(tag)  # type: ignore[arg-type]
                 levels, key = (self._bids, -price) if side == BUY else (self._asks, price)
                 lvl = levels[key]
                 del lvl[tag]
@@ -221,11 +262,11 @@ class Book:
             elif tag == _J_SET:  # its remaining lots changed
                 i -= 3
                 oid, qty = journal[i], journal[i + 1]
-                side, price = where[oid]  # type: ignore[index]
+                side, price, _a = where[oid]  # type: ignore[index]
                 (self._bids[-price] if side == BUY else self._asks[price])[oid] = qty
-            else:  # filled away from the front of its level, or cancelled from ``index``
-                i -= 5 if tag == _J_FILLED else 6
-                oid, qty, side, price, index = journal[i:i + 5]
+            else:  # left the front of its level, or cancelled from ``index``
+                i -= 6 if tag == _J_FILLED else 7
+                oid, qty, side, price, acct, index = journal[i:i + 6]
                 levels, key = (self._bids, -price) if side == BUY else (self._asks, price)  # type: ignore[operator]
                 lvl = levels.get(key)
                 if lvl is None:
@@ -236,37 +277,43 @@ class Book:
                     items = list(lvl.items())
                     items.insert(index, (oid, qty))  # type: ignore[arg-type]
                     levels[key] = dict(items)
-                where[oid] = (side, price)  # type: ignore[index,assignment]
+                where[oid] = (side, price, acct)  # type: ignore[index,assignment]
         del journal[start:]
 
     # --- internals -----------------------------------------------------------------------------
-    def _rest(self, order_id: str, side: int, price: int, qty: int) -> None:
+    def _rest(self, order_id: str, side: int, price: int, qty: int, account: str = "") -> None:
         levels, key = (self._bids, -price) if side == BUY else (self._asks, price)
         lvl = levels.get(key)
         if lvl is None:
             levels[key] = {order_id: qty}
         else:
             lvl[order_id] = qty
-        self._where[order_id] = (side, price)
+        self._where[order_id] = (side, price, account)
         if self.journal is not None:
             self.journal.append(order_id)
 
-    def _available(self, side: int, limit: int) -> int:
+    def _available(self, side: int, limit: int, account: str = "", stp: int = STP_OFF) -> int:
+        """What a FOK could fill at ``limit``, stopping where self-trade prevention would stop it."""
         total = 0
-        if side == BUY:
-            for p, lvl in self._asks.items():
-                if p > limit:
-                    break
+        where = self._where
+        for k, lvl in (self._asks if side == BUY else self._bids).items():
+            if (k > limit) if side == BUY else (-k < limit):
+                break
+            if stp == STP_OFF:
                 total += sum(lvl.values())
-        else:
-            for k, lvl in self._bids.items():
-                if -k < limit:
-                    break
-                total += sum(lvl.values())
+                continue
+            for oid, q in lvl.items():
+                if where[oid][2] != account:
+                    total += q
+                elif stp != STP_CANCEL_OLDEST:
+                    return total
         return total
 
     def _match(self, taker: str, side: int, limit: int, qty: int, market: bool, cause: str,
-               trades: list[Trade]) -> int:
+               trades: list[Trade], account: str = "", stp: int = STP_OFF) -> int:
+        """Fill ``qty`` against the opposite side; returns what is left to rest (0 also when
+        self-trade prevention cancelled the rest). Every maker removed here is at the front of its
+        level when removed (those before it left), which is where ``_J_FILLED`` restores it."""
         opp = self._asks if side == BUY else self._bids
         where = self._where
         j = self.journal
@@ -278,15 +325,37 @@ class Book:
                 break
             for maker in list(lvl):
                 mq = lvl[maker]
+                macct = where[maker][2]
+                if stp and macct == account:  # a self-match (stp is off for an empty account)
+                    if stp == STP_DECREMENT and mq > qty:
+                        if j is not None:
+                            j += (maker, mq, _J_SET)
+                        lvl[maker] = mq - qty
+                        qty = 0
+                        break
+                    if stp != STP_CANCEL_NEWEST:  # the resting order goes (decrement: all of it)
+                        del lvl[maker]
+                        del where[maker]
+                        if j is not None:
+                            j += (maker, mq, 1 - side, price, macct, _J_FILLED)
+                    if stp == STP_DECREMENT:
+                        qty -= mq
+                        if not qty:
+                            break
+                        continue
+                    if stp == STP_CANCEL_OLDEST:
+                        continue
+                    qty = 0  # cancel-newest / cancel-both: the incoming order's remainder is cancelled
+                    break
                 fill = mq if mq < qty else qty
-                trades.append(Trade(f"{cause}/{n}", self.symbol, price, fill, maker, taker, side))
+                trades.append(Trade(f"{cause}/{n}", self.symbol, price, fill, maker, taker, side, macct, account))
                 n += 1
                 qty -= fill
                 if fill == mq:
                     del lvl[maker]
                     del where[maker]
                     if j is not None:
-                        j += (maker, mq, 1 - side, price, _J_FILLED)
+                        j += (maker, mq, 1 - side, price, macct, _J_FILLED)
                 else:
                     lvl[maker] = mq - fill
                     if j is not None:

@@ -48,6 +48,10 @@ class UnknownOrder(UsageError):
     """A cancel or amend names an order this node does not hold."""
 
 
+class NotOwner(UsageError):
+    """A cancel or amend names an order of another account."""
+
+
 class DuplicateRequest(UsageError):
     """A NEW reuses the request id of an order this node placed and has since compacted away."""
 

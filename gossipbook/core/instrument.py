@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from .book import STP_NAMES
 from .errors import InvalidOrder, UnknownInstrument
 
 
@@ -26,7 +27,8 @@ def _dec(value: object, what: str) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
-    """One tradable symbol: tick and lot sizes, a price band, a size cap."""
+    """One tradable symbol: tick and lot sizes, a price band, a size cap, and what happens when an
+    account's order would trade with its own resting order (``stp``: one of ``book.STP_NAMES``)."""
 
     symbol: str
     tick_size: Decimal = Decimal("0.01")
@@ -34,6 +36,7 @@ class Instrument:
     min_price: Decimal = Decimal("0.01")
     max_price: Decimal = Decimal("1000000")
     max_qty_lots: int = 1_000_000
+    stp: str = "cancel-newest"
 
     def __post_init__(self) -> None:
         for name in ("tick_size", "lot_size", "min_price", "max_price"):
@@ -46,6 +49,8 @@ class Instrument:
             raise ValueError(f"{self.symbol}: need 0 < min_price <= max_price")
         if self.max_qty_lots <= 0:
             raise ValueError(f"{self.symbol}: max_qty_lots must be positive")
+        if self.stp not in STP_NAMES:
+            raise ValueError(f"{self.symbol}: stp must be one of {', '.join(STP_NAMES)}, not {self.stp!r}")
 
     @property
     def min_ticks(self) -> int:
@@ -76,12 +81,16 @@ class Instrument:
         return n
 
     def check_ticks(self, ticks: int) -> None:
+        if type(ticks) is not int:  # a float or a bool would become an op no peer can decode
+            raise InvalidOrder(f"price must be an integer number of ticks, not {type(ticks).__name__} {ticks!r}")
         if not (self.min_ticks <= ticks <= self.max_ticks):
             raise InvalidOrder(
                 f"price {self.ticks_to_price(ticks)} is outside {self.symbol}'s band "
                 f"[{self.min_price}, {self.max_price}]")
 
     def check_lots(self, lots: int) -> None:
+        if type(lots) is not int:
+            raise InvalidOrder(f"quantity must be an integer number of lots, not {type(lots).__name__} {lots!r}")
         if lots <= 0:
             raise InvalidOrder("quantity must be positive")
         if lots > self.max_qty_lots:
@@ -96,11 +105,11 @@ class Instrument:
     def to_config(self) -> dict[str, object]:
         return {"symbol": self.symbol, "tick_size": str(self.tick_size), "lot_size": str(self.lot_size),
                 "min_price": str(self.min_price), "max_price": str(self.max_price),
-                "max_qty_lots": self.max_qty_lots}
+                "max_qty_lots": self.max_qty_lots, "stp": self.stp}
 
     @classmethod
     def from_config(cls, raw: Mapping[str, object]) -> Instrument:
-        known = {"symbol", "tick_size", "lot_size", "min_price", "max_price", "max_qty_lots"}
+        known = {"symbol", "tick_size", "lot_size", "min_price", "max_price", "max_qty_lots", "stp"}
         extra = set(raw) - known
         if extra:
             raise ValueError(f"unknown instrument keys: {', '.join(sorted(extra))}")

@@ -7,8 +7,10 @@ The two drivers (the trio shell and the simulator) do the same three things in a
 ``next_deadline()`` passes; then persist ``take_new_ops()`` and send ``outbox()``. Nothing here reads
 a clock or touches a socket.
 
-Destinations in the outbox are peer node ids (``str``) or ``Client(addr)`` for a reply to whoever
-sent a client request; the shell maps both to addresses.
+Destinations in the outbox are peer node ids (``str``) or ``Client(addr, account)`` for a reply to
+whoever sent a client request; the shell maps both to addresses and signs a client's reply with its
+account's credential. A client request acts for the account whose credential signed it: the
+driver passes that account in, and every order, cancel, query and cached reply is scoped to it.
 
 Client requests carry a request id: a retried submit gets the first reply again and never makes a
 second order. A submit that waits for ``replicated`` or ``final`` is parked until the replica says
@@ -25,13 +27,22 @@ from typing import Any
 
 from .book import SIDE_NAMES, TIF_NAMES, Trade
 from .clocksync import ClockSync
-from .errors import ClockOutOfSync, InvalidOrder, RemoteError, UnknownInstrument, UnknownOrder, UsageError
+from .errors import (
+    ClockOutOfSync,
+    InvalidOrder,
+    NotOwner,
+    RemoteError,
+    UnknownInstrument,
+    UnknownOrder,
+    UsageError,
+)
+from .fills import AccountFills
 from .gossip import Gossip, GossipConfig
 from .hlc import DEFAULT_MAX_OFFSET_NS, ZERO, Timestamp
 from .instrument import Venue
 from .membership import MESSAGES as MEMBERSHIP_MESSAGES
 from .membership import ClockSample, Membership, MembershipConfig, MemberStateChanged
-from .ops import AMEND, CANCEL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised
+from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised
 from .replica import Replica
 from .wire import (
     ClientQuery,
@@ -47,16 +58,33 @@ from .wire import (
 
 ACCEPTED, REPLICATED, FINAL = 0, 1, 2
 (OK, E_INVALID, E_UNKNOWN_ORDER, E_CLOCK, E_NO_QUORUM, E_TIMEOUT, E_UNKNOWN_INSTRUMENT, E_STORAGE, E_BAD,
- E_NOT_READY) = range(10)
+ E_NOT_READY, E_NOT_OWNER) = range(11)
+#: a refusal the core raises -> its reply code (anything else a caller did wrong: E_BAD)
+USAGE_CODES = {InvalidOrder: E_INVALID, UnknownOrder: E_UNKNOWN_ORDER, ClockOutOfSync: E_CLOCK,
+               UnknownInstrument: E_UNKNOWN_INSTRUMENT, NotOwner: E_NOT_OWNER}
+#: rows an "orders" / "trades" query answers with at most (a reply stays one datagram)
+MAX_QUERY_ROWS = 500
 GOSSIP_TYPES = (OpBatch, Summary, Heartbeat, SnapshotChunk)
 MEMBERSHIP_TYPES = frozenset(MEMBERSHIP_MESSAGES)
 
 
 @dataclass(frozen=True, slots=True)
 class Client:
-    """A reply destination that is not a peer: whatever address the request came from."""
+    """A reply destination that is not a peer: whatever address the request came from, and the
+    account whose credential signed it (the reply is signed with the same)."""
 
     addr: Any
+    account: str = ""
+
+    def key(self, req: str) -> str:
+        """A request id scoped to this account (reply caches and waits are keyed by it)."""
+        return f"{self.account}/{req}"
+
+
+def orders_payload(node: str, account: str, rows: list[tuple[str, str, int, int, int]]) -> dict[str, Any]:
+    """The "orders" query's answer: ``account``'s open orders here, at most ``MAX_QUERY_ROWS``."""
+    return {"node": node, "account": account, "truncated": len(rows) > MAX_QUERY_ROWS,
+            "orders": [list(r) for r in rows[:MAX_QUERY_ROWS]]}
 
 
 @dataclass(slots=True)
@@ -96,7 +124,8 @@ class NodeCore:
         self._out: list[tuple[str | Client, Any]] = []
         self._events: list[Any] = []
         self._waiting: list[_Waiting] = []
-        self._replies: OrderedDict[str, ClientReply] = OrderedDict()
+        self._replies: OrderedDict[str, ClientReply] = OrderedDict()  # Client.key(req) -> reply
+        self.fills = AccountFills()
         self.accepting = True  # cleared by the shell when storage cannot persist
         self._now = 0
         # A node that starts without its own persisted ops may be a restart that lost them: it must
@@ -113,20 +142,23 @@ class NodeCore:
                                          "client_retries": 0, "client_timeouts": 0}
 
     # ---- inputs ------------------------------------------------------------------------------------
-    def receive(self, msg: Any, src: str, reply_to: Any, now: int) -> None:
-        """One validated message from ``src`` (a node id or a client id) at address ``reply_to``."""
+    def receive(self, msg: Any, src: str, reply_to: Any, now: int, account: str | None = None) -> None:
+        """One validated message from ``src`` (a node id or a client id) at address ``reply_to``;
+        ``account``: the account whose credential signed it (None: the peer key)."""
         self._now = now
         t = type(msg)
-        if t in GOSSIP_TYPES:
+        if t is ClientSubmit:  # ``wire.decode`` lets these through only under an account's credential
+            self._submit(msg, Client(reply_to, account or ""), now)
+        elif t is ClientQuery:
+            self._query(msg, Client(reply_to, account or ""))
+        elif account is not None:
+            raise RemoteError(f"{t.__name__} under account {account}'s credential", reason="not_peer")
+        elif t in GOSSIP_TYPES:
             if src in self.gossip.peers:
                 self._record(self.gossip.receive(msg, src, now))
                 if not self.ready and t in (Summary, Heartbeat):
                     self._note_sync(src, msg.vv)
                 self._settle(now)
-        elif t is ClientSubmit:
-            self._submit(msg, Client(reply_to), now)
-        elif t is ClientQuery:
-            self._query(msg, Client(reply_to))
         elif t in MEMBERSHIP_TYPES and src in self.gossip.peers:
             self.membership.receive(msg, src, now)  # RemoteError on a bad update: the shell drops it
             self._drain_membership()
@@ -199,6 +231,7 @@ class NodeCore:
     def _record(self, events: list[Event]) -> None:
         if events:
             self._events.extend(events)
+            self.fills.record(events)
             for w in self._waiting:
                 oid = w.op.target
                 for e in events:
@@ -207,7 +240,7 @@ class NodeCore:
 
     # ---- clients -----------------------------------------------------------------------------------
     def _reply(self, to: Client, reply: ClientReply) -> None:
-        self._replies[reply.req] = reply
+        self._replies[to.key(reply.req)] = reply
         if len(self._replies) > self.config.reply_cache:
             self._replies.popitem(last=False)
         self._out.append((to, reply))
@@ -215,19 +248,20 @@ class NodeCore:
     def _submit(self, m: ClientSubmit, to: Client, now: int) -> None:
         self.counters["client_submits"] += 1
         self._fold_inbound()  # stamp after everything received so far
-        prior = self._replies.get(m.req)
+        prior = self._replies.get(to.key(m.req))
         if prior is not None:
             self.counters["client_retries"] += 1
             self._out.append((to, prior))
             return
         for w in self._waiting:
-            if w.req == m.req:  # a retry while we wait: answer the latest address
+            if w.req == m.req and w.reply_to.account == to.account:  # a retry while we wait: answer the latest address
                 self.counters["client_retries"] += 1
                 w.reply_to = to
                 return
         r = self.replica
+        acct = to.account
         before = r.vv.get(self.node_id, 0)
-        done = r.compacted_request(m.req) if m.kind == NEW else None
+        done = r.compacted_request(m.req, acct) if m.kind == NEW else None
         if done is not None:  # placed before a restart and compacted since: final, and its fills are kept
             self.counters["client_retries"] += 1
             self._reply(to, ClientReply(m.req, OK, "ok", done[0], FINAL, [trade_row(t) for t in done[1]]))
@@ -239,18 +273,19 @@ class NodeCore:
                 raise _Refused(E_STORAGE, "storage unavailable: this node cannot persist orders now "
                                           "(disk full or read-only); reads still work")
             if m.kind == CANCEL:
-                op, events = r.submit_cancel(m.order_id, now)
+                op, events = r.submit_cancel(m.order_id, now, m.req, account=acct)
             elif m.kind == AMEND:
-                op, events = r.submit_amend(m.order_id, m.price, m.qty, now)
+                op, events = r.submit_amend(m.order_id, m.price, m.qty, now, m.req, account=acct)
+            elif m.kind == CANCEL_ALL:
+                op, _n = r.submit_cancel_all(m.symbol, now, m.req, account=acct)
+                events = []
             else:
-                op, events = r.submit_new(m.symbol, m.side, m.price, m.qty, m.tif, now, req=m.req)
+                op, events = r.submit_new(m.symbol, m.side, m.price, m.qty, m.tif, now, req=m.req, account=acct)
         except _Refused as e:
             self._reject(to, m.req, e.code, str(e))
             return
         except UsageError as e:
-            code = {InvalidOrder: E_INVALID, UnknownOrder: E_UNKNOWN_ORDER, ClockOutOfSync: E_CLOCK,
-                    UnknownInstrument: E_UNKNOWN_INSTRUMENT}.get(type(e), E_BAD)
-            self._reject(to, m.req, code, str(e))
+            self._reject(to, m.req, USAGE_CODES.get(type(e), E_BAD), str(e))
             return
         self.gossip.local(op)
         oid = op.target
@@ -325,6 +360,12 @@ class NodeCore:
             self._out.append((to, QueryReply(q.req, OK, "ok", self.status())))
         elif q.what == "progress":
             self._out.append((to, QueryReply(q.req, OK, "ok", self.progress())))
+        elif q.what == "orders":
+            payload = orders_payload(self.node_id, to.account, self.replica.orders_of(to.account))
+            self._out.append((to, QueryReply(q.req, OK, "ok", payload)))
+        elif q.what == "trades":
+            payload = self.fills.payload(self.node_id, to.account, self.replica.trade_is_final, MAX_QUERY_ROWS)
+            self._out.append((to, QueryReply(q.req, OK, "ok", payload)))
         else:
             self._out.append((to, QueryReply(q.req, E_BAD, f"unknown query {q.what!r}", None)))
 
@@ -365,7 +406,7 @@ class NodeCore:
 
     def describe_op(self, op: Op) -> str:
         """One log line for an op (the shell logs it at debug level)."""
-        return (f"{op.op_id} {('?', 'new', 'cancel', 'amend')[op.kind]} {op.symbol} {SIDE_NAMES[op.side]} "
+        return (f"{op.op_id} {('?', 'new', 'cancel', 'amend', 'cancel-all')[op.kind]} {op.symbol} {SIDE_NAMES[op.side]} "
                 f"{op.qty}@{op.price} {TIF_NAMES[op.tif]}")
 
 

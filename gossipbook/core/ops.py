@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 from .book import Trade
 
-NEW, CANCEL, AMEND = 1, 2, 3
-KIND_NAMES = {NEW: "new", CANCEL: "cancel", AMEND: "amend"}
+NEW, CANCEL, AMEND, CANCEL_ALL = 1, 2, 3, 4
+KIND_NAMES = {NEW: "new", CANCEL: "cancel", AMEND: "amend", CANCEL_ALL: "cancel-all"}
 
 
 class Op(NamedTuple):
@@ -25,12 +25,19 @@ class Op(NamedTuple):
     seq: int
     kind: int
     symbol: str
-    order_id: str  # target for CANCEL / AMEND; "" for NEW (its id is ``origin:seq``)
+    order_id: str  # target for CANCEL / AMEND; "" for NEW (its id is ``origin:seq``) and CANCEL_ALL
     side: int
     price: int  # ticks; 0 for market orders
     qty: int  # lots; for AMEND the new remaining quantity
     tif: int
-    req: str  # client request id; a second NEW with the same non-empty req is a no-op
+    req: str  # client request id; a second op of the same account with the same non-empty req is a no-op
+    account: str = ""  # who acts: a NEW's owner; a CANCEL / AMEND / CANCEL_ALL acts on its own orders only
+
+    @property
+    def req_key(self) -> str:
+        """The request id as the fold dedupes it: scoped to the account, so one participant's ids
+        can never shadow another's ("" when the op carries none)."""
+        return f"{self.account}/{self.req}" if self.req else ""
 
     @property
     def op_id(self) -> str:

@@ -21,6 +21,12 @@ trades and digest on every replica, whatever order the ops arrived in.
   ``min_m L_m``; ops (and their trades) at or below it are final and are never rolled back.
 - Compaction folds a prefix of final ops that every member holds into a ``Snapshot``. A peer behind
   the compaction point is sent the snapshot and then the ops above it.
+- Ownership: a NEW records its account; the fold itself skips a CANCEL or AMEND whose account is
+  not the order's owner, and a CANCEL_ALL cancels only its own account's orders, so the rule holds
+  on every replica whatever arrives (a forged or replayed op included), not only where it was stamped.
+- Requests: an op with a request id is folded only if it is the lowest-key op of its account with
+  that id; a retried or replayed NEW, CANCEL or AMEND changes nothing (ids are scoped per account).
+- Self-trade prevention is the book's rule (``Book``), with each instrument's mode.
 - A removed member is *fenced at a seq*: its ops above ``fence_seq`` are refused on every replica.
   (DESIGN.md fences at the watermark; replicas' watermarks differ at any instant, so a fence by
   watermark could let one replica accept an op another refuses. A seq is the same everywhere.)
@@ -35,13 +41,28 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .book import BUY, FOK, GTC, MARKET, SELL, Book, Trade
-from .errors import ClockOutOfSync, DuplicateRequest, InvalidOrder, UnknownOrder
+from .book import BUY, FOK, GTC, IOC, MARKET, SELL, STP_MODES, Book, Trade
+from .errors import ClockOutOfSync, DuplicateRequest, InvalidOrder, NotOwner, UnknownOrder
 from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, ZERO, Timestamp
 from .instrument import Venue
-from .ops import AMEND, CANCEL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised, parse_order_id
+from .ops import (
+    AMEND,
+    CANCEL,
+    CANCEL_ALL,
+    NEW,
+    Event,
+    Op,
+    OpFenced,
+    TradeExecuted,
+    TradeRevised,
+    parse_order_id,
+)
 
 CHAIN0 = b"\0" * 16
+#: closes one book's records in the undo journal of a CANCEL_ALL (which may touch several books):
+#: ``symbol, _J_BOOK`` after that book's cancel records (each ``Book`` record of a cancel is 7 long)
+_J_BOOK = -4
+_CANCEL_RECORD = 7
 _INF = Timestamp(1 << 63, 0)
 MIN_CHECKPOINT_INTERVAL = 64
 
@@ -51,7 +72,7 @@ class Snapshot:
     """The fold of a compacted prefix of the op-set: enough to continue folding above it."""
 
     base_vv: dict[str, int]  # per origin, the highest seq folded into this snapshot
-    books: dict[str, list[tuple[int, int, str, int]]]  # symbol -> resting orders, priority order
+    books: dict[str, list[tuple[int, int, str, int, str]]]  # symbol -> resting orders, priority order
     trades: int  # trades made by the compacted ops
     chain: bytes  # trade hash chain after the compacted ops
     last_key: tuple[int, int, str]  # the greatest op key in the snapshot
@@ -64,8 +85,8 @@ class Snapshot:
         out: dict[str, Book] = {}
         for sym, rows in self.books.items():
             b = Book(sym)
-            for side, price, oid, qty in rows:
-                b._rest(oid, side, price, qty)
+            for side, price, oid, qty, acct in rows:
+                b._rest(oid, side, price, qty, acct)
             out[sym] = b
         return out
 
@@ -105,8 +126,10 @@ class Replica:
         self.fenced: dict[str, int] = {}
         self.clock_in_sync = True
         self.checkpoint_interval = max(1, checkpoint_interval)
+        #: per instrument, its self-trade prevention mode (``book.STP_*``)
+        self._stp = {s: STP_MODES[i.stp] for s, i in self.venue.instruments.items()}
         self.counters: dict[str, int] = {
-            "ops_applied": 0, "duplicates": 0, "held_back_clock": 0, "waiting_gap": 0,
+            "not_owner": 0, "ops_applied": 0, "duplicates": 0, "held_back_clock": 0, "waiting_gap": 0,
             "replays": 0, "replayed_ops": 0, "revised_trades": 0, "fenced": 0, "snapshots_installed": 0,
             "compactions": 0, "invalid_ops": 0, "finality_violations": 0,
         }
@@ -115,7 +138,8 @@ class Replica:
         self._base: dict[str, int] = {}  # per origin, seq folded into the snapshot
         self._log: dict[str, list[Op]] = {}  # per origin, held ops above _base, by seq
         self._pending: dict[str, dict[int, Op]] = {}  # beyond a gap or held back by the clock
-        self._reqs: dict[str, Op | str] = {}  # client req -> the lowest-key NEW (op or compacted id)
+        #: ``Op.req_key`` -> the lowest-key op with it (the op, or its id once compacted)
+        self._reqs: dict[str, Op | str] = {}
         self._fills: dict[str, list[Trade]] = {}  # compacted NEW with a req -> the trades it made
         # fold
         self._snap_books: dict[str, Book] = {s: Book(s) for s in self.venue.instruments}
@@ -226,6 +250,20 @@ class Replica:
         w = self.watermark()
         return (op.wall, op.logical) <= (w.wall, w.logical)
 
+    def trade_is_final(self, trade_id: str) -> bool:
+        """Whether the op that made ``trade_id`` (``"<origin>:<seq>/<n>"``) is final here (a
+        compacted op is)."""
+        origin, _, rest = trade_id.rpartition("/")[0].rpartition(":")
+        if not rest.isdigit():
+            return False
+        seq = int(rest)
+        if seq <= self._base.get(origin, 0):
+            return True
+        log = self._log.get(origin)
+        if not log or not log[0].seq <= seq <= log[-1].seq:
+            return False
+        return self.is_final(log[seq - log[0].seq])
+
     def replicated(self, op: Op) -> bool:
         """Held by a majority of members, as far as their last reported version vectors say."""
         holders = 1 if self.holds(op.origin, op.seq) else 0
@@ -247,13 +285,13 @@ class Replica:
 
     # ==== local client ops ==========================================================================
     def submit_new(self, symbol: str, side: int, price: int, qty: int, tif: int, now: int,
-                   req: str = "") -> tuple[Op, list[Event]]:
-        """Validate, stamp and fold a new order from a client of this node."""
+                   req: str = "", *, account: str = "") -> tuple[Op, list[Event]]:
+        """Validate, stamp and fold a new order of ``account`` from a client of this node."""
         self._check_clock()
         inst = self.venue.get(symbol)
-        if side not in (BUY, SELL):
+        if type(side) is not int or side not in (BUY, SELL):
             raise InvalidOrder("side must be buy or sell")
-        if tif not in (GTC, 1, FOK, MARKET):
+        if type(tif) is not int or tif not in (GTC, IOC, FOK, MARKET):
             raise InvalidOrder("time in force must be gtc, ioc, fok or market")
         if tif == MARKET:
             price = 0
@@ -262,44 +300,82 @@ class Replica:
         inst.check_lots(qty)
         if self.venue.validate is not None:
             self.venue.validate(inst, side, price, qty)
-        if req and req in self._reqs:
-            prior = self._reqs[req]
-            if isinstance(prior, Op) and prior.origin == self.node_id:
-                return prior, []  # a retried request: the order already exists
-            if isinstance(prior, str) and self.compacted_request(req) is not None:
-                raise DuplicateRequest(f"request {req!r} placed order {prior}, which is final and compacted; "
-                                       f"ask compacted_request() for its fills")
-        return self._stamp(NEW, symbol, "", side, price, qty, tif, req, now)
+        retried = self._retried(req, account)
+        if retried is not None:
+            return retried, []  # a retried request: the order already exists
+        return self._stamp(NEW, symbol, "", side, price, qty, tif, req, now, account)
 
-    def compacted_request(self, req: str) -> tuple[str, list[Trade]] | None:
-        """``(order id, the trades its NEW made)`` if ``req`` placed an order of *this* node that is
-        compacted away: a client retrying after a restart must hear about the same order, not a new
-        one, and its fills are all that is left of it."""
-        prior = self._reqs.get(req) if req else None
+    def _retried(self, req: str, account: str) -> Op | None:
+        """The op this node already stamped for ``account``'s request ``req``, if any."""
+        key = f"{account}/{req}" if req else ""
+        prior = self._reqs.get(key) if key else None
+        if isinstance(prior, Op) and prior.origin == self.node_id:
+            return prior
+        if isinstance(prior, str) and self.compacted_request(req, account) is not None:
+            raise DuplicateRequest(f"request {req!r} placed order {prior}, which is final and compacted; "
+                                   f"ask compacted_request() for its fills")
+        return None
+
+    def compacted_request(self, req: str, account: str = "") -> tuple[str, list[Trade]] | None:
+        """``(op id, the trades a NEW made)`` if ``account``'s request ``req`` was an op of *this*
+        node that is compacted away: a client retrying after a restart must hear about the same
+        order, not a new one, and its fills are all that is left of it."""
+        prior = self._reqs.get(f"{account}/{req}") if req else None
         if not isinstance(prior, str) or prior.rpartition(":")[0] != self.node_id:
             return None
         return prior, list(self._fills.get(prior, ()))
 
-    def submit_cancel(self, order_id: str, now: int) -> tuple[Op, list[Event]]:
+    def submit_cancel(self, order_id: str, now: int, req: str = "", *, account: str = "") -> tuple[Op, list[Event]]:
+        """Stamp a cancel of ``account``'s own resting order (``NotOwner`` for another's)."""
         self._check_clock()
-        sym, side, _price, _qty = self._open_order(order_id)
-        return self._stamp(CANCEL, sym, order_id, side, 0, 0, GTC, "", now)
+        retried = self._retried(req, account)
+        if retried is not None:
+            return retried, []
+        sym, side, _price, _qty = self._open_order(order_id, account)
+        return self._stamp(CANCEL, sym, order_id, side, 0, 0, GTC, req, now, account)
 
-    def submit_amend(self, order_id: str, price: int, qty: int, now: int) -> tuple[Op, list[Event]]:
+    def submit_amend(self, order_id: str, price: int, qty: int, now: int, req: str = "", *,
+                     account: str = "") -> tuple[Op, list[Event]]:
+        """Stamp an amend of ``account``'s own resting order (``NotOwner`` for another's)."""
         self._check_clock()
-        sym, side, _p, _q = self._open_order(order_id)
+        retried = self._retried(req, account)
+        if retried is not None:
+            return retried, []
+        sym, side, _p, _q = self._open_order(order_id, account)
         inst = self.venue.get(sym)
         inst.check_ticks(price)
         if qty != 0:
             inst.check_lots(qty)
-        return self._stamp(AMEND, sym, order_id, side, price, qty, GTC, "", now)
+        return self._stamp(AMEND, sym, order_id, side, price, qty, GTC, req, now, account)
+
+    def submit_cancel_all(self, symbol: str, now: int, req: str = "", *, account: str) -> tuple[Op, int]:
+        """Stamp a mass cancel: every order of ``account`` (in ``symbol``, or in every book when it
+        is "") that folds before this op is cancelled, on every replica. Returns the op and how many
+        of the account's orders it cancelled here."""
+        self._check_clock()
+        if not account:
+            raise InvalidOrder("a mass cancel needs an account")
+        if symbol:
+            self.venue.get(symbol)
+        retried = self._retried(req, account)
+        if retried is not None:
+            return retried, 0
+        books = [self.books[symbol]] if symbol else list(self.books.values())
+        n = sum(len(b.orders_of(account)) for b in books)
+        op, _ev = self._stamp(CANCEL_ALL, symbol, "", 0, 0, 0, GTC, req, now, account)
+        return op, n
+
+    def orders_of(self, account: str) -> list[tuple[str, str, int, int, int]]:
+        """``account``'s resting orders: ``(order_id, symbol, side, price, remaining)``."""
+        return [(oid, sym, side, price, q) for sym in sorted(self.books)
+                for side, price, oid, q in self.books[sym].orders_of(account)]
 
     def _check_clock(self) -> None:
         if not self.clock_in_sync:
             raise ClockOutOfSync("clock out of sync: this node is not taking orders until its clock is back "
                                  "within max_offset/2 of its peers")
 
-    def _open_order(self, order_id: str) -> tuple[str, int, int, int]:
+    def _open_order(self, order_id: str, account: str) -> tuple[str, int, int, int]:
         parsed = parse_order_id(order_id)
         if parsed is None:
             raise UnknownOrder(f"order id {order_id!r} is not of the form NODE:SEQ")
@@ -310,15 +386,17 @@ class Replica:
         for sym, b in self.books.items():
             o = b.order(order_id)
             if o is not None:
+                if b.owner(order_id) != account:
+                    raise NotOwner(f"order {order_id} belongs to another account")
                 return sym, o[0], o[1], o[2]
         raise UnknownOrder(f"order {order_id} is not open (filled, cancelled or never rested)")
 
     def _stamp(self, kind: int, symbol: str, order_id: str, side: int, price: int, qty: int, tif: int,
-               req: str, now: int) -> tuple[Op, list[Event]]:
+               req: str, now: int, account: str = "") -> tuple[Op, list[Event]]:
         ts = self.hlc.now(now)
         me = self.node_id
         seq = self.vv.get(me, 0) + 1
-        op = Op(ts.wall, ts.logical, me, seq, kind, symbol, order_id, side, price, qty, tif, req)
+        op = Op(ts.wall, ts.logical, me, seq, kind, symbol, order_id, side, price, qty, tif, req, account)
         applied = self._applied
         if me in self._pending or (applied and not op > applied[-1]):
             return op, self._admit([op])
@@ -327,10 +405,8 @@ class Replica:
         self._log.setdefault(me, []).append(op)
         self.vv[me] = seq
         self.new_ops.append(op)
-        if kind == NEW and req:
-            prior = self._reqs.get(req)
-            if prior is None or (isinstance(prior, Op) and op < prior):
-                self._reqs[req] = op
+        if req:
+            self._note_req(op)
         self.counters["ops_applied"] += 1
         applied.append(op)
         return op, [TradeExecuted(t) for t in self._apply(op)]
@@ -355,7 +431,8 @@ class Replica:
                 self.counters["fenced"] += 1
                 events.append(OpFenced(op))
                 continue
-            if op.symbol not in self.books or op.kind not in (NEW, CANCEL, AMEND):
+            if (op.symbol not in self.books and not (op.kind == CANCEL_ALL and not op.symbol)) \
+                    or op.kind not in (NEW, CANCEL, AMEND, CANCEL_ALL):
                 self.counters["invalid_ops"] += 1  # a venue mismatch or a bad peer: drop, count
                 continue
             if op.wall > limit:
@@ -432,12 +509,17 @@ class Replica:
         if (newest.wall, newest.logical) > tuple(self.hlc.last):
             self.hlc.wall, self.hlc.logical = newest.wall, newest.logical  # receive rule, bound checked above
         for op in fresh:
-            if op.kind == NEW and op.req:
-                prior = self._reqs.get(op.req)
-                if prior is None or (isinstance(prior, Op) and op < prior):
-                    self._reqs[op.req] = op
+            if op.req:
+                self._note_req(op)
         self.counters["ops_applied"] += len(fresh)
         return self._fold_in(fresh, fc)
+
+    def _note_req(self, op: Op) -> None:
+        """Remember the lowest-key op of each request (the one the fold keeps)."""
+        key = op.req_key
+        prior = self._reqs.get(key)
+        if prior is None or (isinstance(prior, Op) and op < prior):
+            self._reqs[key] = op
 
     def _fold_in(self, fresh: list[Op], final_count: int) -> list[Event]:
         fresh.sort()
@@ -477,7 +559,11 @@ class Replica:
         if marks[pos] >= base and n - pos <= 4 * (pos - ck.pos) + self._resting() // 4:
             books, applied = self.books, self._applied
             for i in range(n - 1, pos - 1, -1):
-                books[applied[i].symbol].undo(journal, marks[i] - base)
+                op = applied[i]
+                if op.kind == CANCEL_ALL:
+                    self._undo_books(journal, marks[i] - base)
+                else:
+                    books[op.symbol].undo(journal, marks[i] - base)
             while self._ckpts[-1].pos > pos:
                 self._ckpts.pop()
             return pos
@@ -486,6 +572,16 @@ class Replica:
             del journal[max(0, marks[ck.pos] - base):]
         self.books = self._live(self._clone_books(ck.books))
         return ck.pos
+
+    def _undo_books(self, journal: list[str | int], start: int) -> None:
+        """Undo a CANCEL_ALL's records: one segment per book, each closed by ``symbol, _J_BOOK``."""
+        while len(journal) > start:
+            sym = journal[-2]
+            del journal[-2:]
+            k = len(journal)
+            while k > start and journal[k - 1] != _J_BOOK:
+                k -= _CANCEL_RECORD
+            self.books[sym].undo(journal, k)  # type: ignore[index]
 
     def _replay_from(self, start: int) -> list[Event]:
         """Refold the applied ops from ``start`` (where ``books`` are) and diff their trades."""
@@ -518,18 +614,31 @@ class Replica:
 
     def _fold_op(self, books: Mapping[str, Book], op: Op) -> list[Trade]:
         """The fold's step function: one op into ``books``; returns the trades it made."""
+        oid = f"{op.origin}:{op.seq}"
+        if op.req:
+            first = self._reqs.get(op.req_key)
+            if first is not None and (first if isinstance(first, str) else first.op_id) != oid:
+                return []  # a retry of a request already folded: a no-op on every replica
+        kind = op.kind
+        if kind == NEW:
+            return books[op.symbol].submit(oid, op.side, op.price, op.qty, op.tif, oid, op.account,
+                                           self._stp[op.symbol])
+        if kind == CANCEL_ALL:
+            if op.account:
+                for sym in ([op.symbol] if op.symbol else sorted(books)):
+                    b = books[sym]
+                    if b.cancel_account(op.account) and b.journal is not None:
+                        b.journal += (sym, _J_BOOK)
+            return []
         book = books[op.symbol]
-        if op.kind == NEW:
-            oid = f"{op.origin}:{op.seq}"
-            if op.req:
-                first = self._reqs.get(op.req)
-                if first is not None and (first if isinstance(first, str) else first.op_id) != oid:
-                    return []  # a retry of a request already placed: a no-op on every replica
-            return book.submit(oid, op.side, op.price, op.qty, op.tif, oid)
-        if op.kind == CANCEL:
+        if book.owner(op.order_id) != op.account:  # not resting, or another account's: a no-op
+            if op.order_id in book:
+                self.counters["not_owner"] += 1
+            return []
+        if kind == CANCEL:
             book.cancel(op.order_id)
             return []
-        return book.amend(op.order_id, op.price, op.qty, f"{op.origin}:{op.seq}") or []
+        return book.amend(op.order_id, op.price, op.qty, oid, self._stp[op.symbol]) or []
 
     def _apply(self, op: Op) -> list[Trade]:
         """Fold one op (already appended to ``_applied``) and record its trades, chain and undo
@@ -682,8 +791,8 @@ class Replica:
         last = applied[k - 1]
         self._snap_key = (last.wall, last.logical, last.origin)
         for op, made in zip(applied[:k], self._op_trades[:k], strict=True):
-            if op.kind == NEW and op.req and self._reqs.get(op.req) == op:
-                self._reqs[op.req] = op.op_id
+            if op.req and self._reqs.get(op.req_key) == op:
+                self._reqs[op.req_key] = op.op_id
                 if made:
                     self._fills[op.op_id] = list(made)
         self._snap_books, self._snap_trades, self._snap_chain = snap_books, snap_trades, snap_chain
@@ -703,7 +812,7 @@ class Replica:
         """The current compaction snapshot, to send to a peer behind it."""
         return Snapshot(
             base_vv=dict(self._base),
-            books={s: b.resting() for s, b in self._snap_books.items()},
+            books={s: b.entries() for s, b in self._snap_books.items()},
             trades=self._snap_trades, chain=self._snap_chain, last_key=self._snap_key,
             reqs={r: v for r, v in self._reqs.items() if isinstance(v, str)}, fills=dict(self._fills))
 

@@ -63,9 +63,17 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .book import BUY, GTC, MARKET, SELL, Book, Trade
+from .book import BUY, FOK, GTC, IOC, MARKET, SELL, STP_MODES, STP_OFF, Book, Trade
 from .clocksync import ClockSync
-from .errors import InvalidOrder, RemoteError, UnknownInstrument, UnknownOrder, UsageError, WireError
+from .errors import (
+    InvalidOrder,
+    NotOwner,
+    RemoteError,
+    UnknownOrder,
+    UsageError,
+    WireError,
+)
+from .fills import AccountFills
 from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, Timestamp
 from .instrument import Venue
 from .membership import MESSAGES as MEMBERSHIP_MESSAGES
@@ -74,15 +82,19 @@ from .node import (
     E_BAD,
     E_INVALID,
     E_NO_QUORUM,
+    E_NOT_OWNER,
     E_STORAGE,
     E_TIMEOUT,
     E_UNKNOWN_INSTRUMENT,
     E_UNKNOWN_ORDER,
     FINAL,
+    MAX_QUERY_ROWS,
     OK,
+    USAGE_CODES,
     Client,
+    orders_payload,
 )
-from .ops import CANCEL, NEW, Op, TradeExecuted, parse_order_id
+from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id
 from .sequencer import (
     LEADER,
     MS,
@@ -166,12 +178,12 @@ def _chain(prev: bytes, trades: Iterable[Trade]) -> bytes:
 
 
 # ---- the fold ---------------------------------------------------------------------------------------
-_RESTING = record(lambda *f: tuple(f), [one_of(0, 1), uint(1 << 53), string(96), uint(1 << 53)])
+_RESTING = record(lambda *f: tuple(f), [one_of(0, 1), uint(1 << 53), string(96), uint(1 << 53), string(64)])
 _SNAPSHOT = record(lambda *f: f, [
     one_of(1), uint(), uint(), uint(), binary(16), uint(), uint(1 << 32),
     list_of(record(lambda *f: (f[0], list(f[1])), [string(32, 1), list_of(_RESTING, 10_000_000)]), 4096),
     list_of(record(lambda *f: (f[0], f[1], f[2], [list(r) for r in f[3]]),
-                   [string(64, 1), uint(255), string(96), list_of(TRADE, 1024)]), 10_000_000)])
+                   [string(130, 1), uint(255), string(96), list_of(TRADE, 1024)]), 10_000_000)])
 
 
 class SequencedBooks:
@@ -186,15 +198,16 @@ class SequencedBooks:
         self.venue = venue
         self.dedupe_window = dedupe_window
         self.books: dict[str, Book] = {s: Book(s) for s in venue.instruments}
+        self._stp = {s: STP_MODES[i.stp] for s, i in venue.instruments.items()}
         self.index = 0  # the last log index folded
         self.op_count = 0  # client entries folded (duplicates of a request id excluded)
         self.trade_count = 0
         self.chain = CHAIN0
         self.last_stamp = Timestamp(0, 0)  # the greatest leader timestamp folded (audit)
-        #: request id -> (code, order id, the trade rows it made): a retry or a second commit of the
-        #: request is answered with the first one's outcome, fills included
+        #: ``Op.req_key`` -> (code, order id, the trade rows it made): a retry or a second commit of
+        #: the request is answered with the first one's outcome, fills included
         self.reqs: OrderedDict[str, tuple[int, str, list[list[Any]]]] = OrderedDict()
-        self.counters = {"entries_folded": 0, "noops_folded": 0, "duplicates": 0, "fold_rejected": 0,
+        self.counters = {"entries_folded": 0, "noops_folded": 0, "duplicates": 0, "fold_rejected": 0, "not_owner": 0,
                          "snapshots_installed": 0, "bad_snapshots": 0}
 
     # ---- Replica's read side -----------------------------------------------------------------------
@@ -237,7 +250,7 @@ class SequencedBooks:
         self.counters["entries_folded"] += 1
         if (op.wall, op.logical) > self.last_stamp:
             self.last_stamp = Timestamp(op.wall, op.logical)
-        prior = self.reqs.get(op.req)
+        prior = self.reqs.get(op.req_key)
         if prior is not None:
             self.counters["duplicates"] += 1
             code, oid, rows = prior
@@ -250,7 +263,7 @@ class SequencedBooks:
         if out.trades:
             self.trade_count += len(out.trades)
             self.chain = _chain(self.chain, out.trades)
-        self.reqs[op.req] = (out.code, out.order_id, out.client_rows())
+        self.reqs[op.req_key] = (out.code, out.order_id, out.client_rows())
         if len(self.reqs) > self.dedupe_window:
             self.reqs.popitem(last=False)
         return out
@@ -268,14 +281,24 @@ class SequencedBooks:
             except InvalidOrder as e:
                 return Outcome(E_INVALID, str(e), oid)
             trades = self.books[op.symbol].submit(oid, op.side, 0 if op.tif == MARKET else op.price, op.qty,
-                                                  op.tif, oid)
+                                                  op.tif, oid, op.account, self._stp[op.symbol])
             return Outcome(OK, "ok", oid, tuple(trades))
+        if op.kind == CANCEL_ALL:
+            n = 0
+            if op.account:
+                for sym in ([op.symbol] if op.symbol else sorted(self.books)):
+                    if sym in self.books:
+                        n += self.books[sym].cancel_account(op.account)
+            return Outcome(OK, f"mass cancel: {n} order{'' if n == 1 else 's'} cancelled", f"{op.origin}:{index}")
         target = op.order_id
         found = self.find(target)
         if found is None:
             return Outcome(E_UNKNOWN_ORDER, f"order {target} is not open (filled, cancelled or never rested)",
                            target)
         book, _o = found
+        if book.owner(target) != op.account:
+            self.counters["not_owner"] += 1
+            return Outcome(E_NOT_OWNER, f"order {target} belongs to another account", target)
         if op.kind == CANCEL:
             book.cancel(target)
             return Outcome(OK, "ok", target)
@@ -286,7 +309,7 @@ class SequencedBooks:
                 inst.check_lots(op.qty)
         except InvalidOrder as e:
             return Outcome(E_INVALID, str(e), target)
-        trades = book.amend(target, op.price, op.qty, f"{op.origin}:{index}") or []
+        trades = book.amend(target, op.price, op.qty, f"{op.origin}:{index}", self._stp[book.symbol]) or []
         return Outcome(OK, "ok", target, tuple(trades))
 
     # ---- snapshots -----------------------------------------------------------------------------------
@@ -295,7 +318,7 @@ class SequencedBooks:
         return msgpack.packb([
             1, self.index, self.op_count, self.trade_count, self.chain, self.last_stamp.wall,
             self.last_stamp.logical,
-            [[s, [list(r) for r in b.resting()]] for s, b in sorted(self.books.items())],
+            [[s, [list(r) for r in b.entries()]] for s, b in sorted(self.books.items())],
             [[r, c, o, rows] for r, (c, o, rows) in self.reqs.items()]], use_bin_type=True)
 
     def install(self, index: int, data: bytes) -> None:
@@ -317,8 +340,8 @@ class SequencedBooks:
             b = new_books.get(sym)
             if b is None:
                 raise WireError(f"snapshot names unknown instrument {sym!r}", reason="bad_snapshot")
-            for side, price, oid, qty in rows:  # resting orders never cross: re-entering them in
-                b.submit(oid, side, price, qty, GTC, oid)  # priority order rebuilds the same levels
+            for side, price, oid, qty, acct in rows:  # resting orders never cross: re-entering them in
+                b.submit(oid, side, price, qty, GTC, oid, acct, STP_OFF)  # priority order rebuilds the levels
         self.books, self.index, self.op_count, self.trade_count, self.chain = new_books, idx, ops, trades, chain
         self.last_stamp = Timestamp(wall, logical)
         self.reqs = OrderedDict((r, (c, o, rows)) for r, c, o, rows in reqs)
@@ -332,6 +355,7 @@ class _Wait:
     peer to us as leader (``reply_to`` the peer's id)."""
 
     msg: ClientSubmit
+    account: str
     reply_to: Client | str
     deadline: int
     no_quorum_at: int  # not yet handed to a leader and none known by then: "no quorum"
@@ -339,6 +363,11 @@ class _Wait:
     index: int = 0  # appended here at (index, term)
     term: int = 0
     retry_at: int = 0  # relayed: when to relay again (0: not relayed now)
+
+    @property
+    def key(self) -> str:
+        """The request id scoped to its account (``Op.req_key``): what every map here is keyed by."""
+        return f"{self.account}/{self.msg.req}"
 
 
 class _SequencerCounters:
@@ -375,11 +404,12 @@ class StrongNodeCore:
         self.membership = Membership(node_id, self.peers, random.Random(self.rng.random()),
                                      self.config.membership, incarnation=incarnation)
         self.clock = ClockSync()
+        self.fills = AccountFills()
         self.hlc = HLC(node_id, self.config.max_offset_ns)
         self._out: list[tuple[str | Client, Any]] = []
         self._events: list[Any] = []
         self._waits: dict[str, _Wait] = {}
-        self._by_index: dict[int, str] = {}  # index appended here -> request id
+        self._by_index: dict[int, str] = {}  # index appended here -> scoped request id (``_Wait.key``)
         self._replies: OrderedDict[str, ClientReply] = OrderedDict()
         #: request ids this node (this life or, from storage, an earlier one) handed to a leader: a
         #: request among them is never answered "no quorum" (its first copy may still commit)
@@ -402,19 +432,22 @@ class StrongNodeCore:
         self._drain(0)  # a restart: rebuild the books from the persisted committed prefix
 
     # ---- inputs ------------------------------------------------------------------------------------
-    def receive(self, msg: Any, src: str, reply_to: Any, now: int) -> None:
-        """One validated message from ``src`` (a node id or a client id) at address ``reply_to``."""
+    def receive(self, msg: Any, src: str, reply_to: Any, now: int, account: str | None = None) -> None:
+        """One validated message from ``src`` (a node id or a client id) at address ``reply_to``;
+        ``account``: the account whose credential signed it (None: the peer key)."""
         self._now = max(self._now, now)
         t = type(msg)
-        if t in SEQUENCER_TYPES and src in self.peers:
+        if t is ClientSubmit:  # ``wire.decode`` lets these through only under an account's credential
+            self._client_submit(msg, Client(reply_to, account or ""), now)
+        elif t is ClientQuery:
+            self._query(msg, Client(reply_to, account or ""))
+        elif account is not None:
+            raise RemoteError(f"{t.__name__} under account {account}'s credential", reason="not_peer")
+        elif t in SEQUENCER_TYPES and src in self.peers:
             if t is AppendEntries and msg.entries:
                 msg = AppendEntries(msg.term, msg.prev_index, msg.prev_term, msg.commit,
                                     tuple(Entry(e[0], e[1][0] if e[1] else None) for e in msg.entries))
             self.seq.receive(msg, src, now)  # RemoteError on a malformed message: the shell drops it
-        elif t is ClientSubmit:
-            self._client_submit(msg, Client(reply_to), now)
-        elif t is ClientQuery:
-            self._query(msg, Client(reply_to))
         elif t is Forward and src in self.peers:
             self._on_forward(msg, src, now)
         elif t is ForwardReply and src in self.peers:
@@ -434,7 +467,7 @@ class StrongNodeCore:
         self._drain(now)
         self.clock_in_sync = self.clock.in_sync(self.config.max_offset_ns)
         for w in list(self._waits.values()):
-            if w.msg.req not in self._waits:
+            if w.key not in self._waits:
                 continue  # answered while handling an earlier one
             if now >= w.deadline:
                 self._timeout(w)
@@ -524,7 +557,7 @@ class StrongNodeCore:
                 self.ready = True
                 # relayed and parked requests go to the new leader now, not at their next retry
                 for w in list(self._waits.values()):
-                    if w.msg.req in self._waits and (w.retry_at or not w.attempted):
+                    if w.key in self._waits and (w.retry_at or not w.attempted):
                         self._route(w, now)
         elif t is SnapshotInstalled:
             self._snapshot_installed(ev, now)
@@ -535,9 +568,10 @@ class StrongNodeCore:
         if self.on_fold is not None:
             self.on_fold(ev.index, op, out)
         if op is not None and out is not None:
-            for t in out.trades:
-                self._events.append(TradeExecuted(t))
-            w = self._waits.get(op.req)
+            executed = [TradeExecuted(t) for t in out.trades]
+            self._events += executed
+            self.fills.record(executed)
+            w = self._waits.get(op.req_key)
             if w is not None:
                 self._answer(w, out)
         req = self._by_index.pop(ev.index, None)
@@ -555,7 +589,7 @@ class StrongNodeCore:
             self.replica.counters["bad_snapshots"] += 1
             return
         for w in list(self._waits.values()):
-            prior = self.replica.reqs.get(w.msg.req)
+            prior = self.replica.reqs.get(w.key)
             if prior is not None:
                 self._answer(w, Outcome(prior[0], REPLY_CODES.get(prior[0], "ok"), prior[1], (), prior[2]))
             elif w.index and w.index <= ev.index:
@@ -574,36 +608,37 @@ class StrongNodeCore:
     # ---- requests ------------------------------------------------------------------------------------
     def _client_submit(self, m: ClientSubmit, to: Client, now: int) -> None:
         self.counters["client_submits"] += 1
-        prior = self._replies.get(m.req)
+        key = to.key(m.req)
+        prior = self._replies.get(key)
         if prior is not None:
             self.counters["client_retries"] += 1
             self._out.append((to, prior))
             return
-        w = self._waits.get(m.req)
+        w = self._waits.get(key)
         if w is not None:  # a retry while we wait: answer the latest address, relay again if due
             self.counters["client_retries"] += 1
             w.reply_to = to
             if w.retry_at and now >= w.retry_at:
                 self._route(w, now)
             return
-        done = self.replica.reqs.get(m.req)
+        done = self.replica.reqs.get(key)
         if done is not None:  # committed long ago (the reply cache forgot it)
             self._out.append((to, ClientReply(m.req, done[0], REPLY_CODES.get(done[0], "ok"), done[1],
                                               FINAL if done[0] == OK else 0, done[2])))
             return
         # answer a little before the client's own timeout, so a "timeout" reply reaches it
-        w = _Wait(m, to, now + m.timeout_ms * MS * 9 // 10, now + self.config.no_leader_wait_ns)
-        if m.req in self._handed:
+        w = _Wait(m, to.account, to, now + m.timeout_ms * MS * 9 // 10, now + self.config.no_leader_wait_ns)
+        if key in self._handed:
             w.attempted = True  # handed over before (an earlier wait or life): its fate is unknown
-        self._waits[m.req] = w
+        self._waits[key] = w
         self._route(w, now)
 
     def _on_forward(self, f: Forward, src: str, now: int) -> None:
         self.counters["forwards_in"] += 1
-        req = f.req
+        req = f"{f.account}/{f.req}"  # ForwardReply names the request by this scoped id
         prior = self._replies.get(req)
         if prior is not None:
-            self._out.append((src, ForwardReply(*prior)))
+            self._out.append((src, ForwardReply(req, *prior[1:])))
             return
         w = self._waits.get(req)
         if w is not None:  # already ours: answered when it commits (a client's own wait keeps its client)
@@ -620,7 +655,7 @@ class StrongNodeCore:
         if self.seq.role is not LEADER:
             self._retry(src, req)
             return
-        w = _Wait(ClientSubmit(*f), src, now + f.timeout_ms * MS, now, attempted=True)
+        w = _Wait(f.submit, f.account, src, now + f.timeout_ms * MS, now, attempted=True)
         self._waits[req] = w
         self._route(w, now)
 
@@ -641,7 +676,7 @@ class StrongNodeCore:
     def _route(self, w: _Wait, now: int) -> None:
         """Hand ``w`` to the leader: append it here, relay it, or (never handed over and no leader
         known for ``no_leader_wait_ns``) refuse it with "no quorum"."""
-        req = w.msg.req
+        req = w.key
         w.retry_at = 0
         leader = self.seq.leader()
         if leader == self.node_id:
@@ -652,14 +687,12 @@ class StrongNodeCore:
                                                    "(disk full or read-only); reads still work", w.msg.order_id))
                 return
             try:
-                op = self._validate(w.msg, now)
+                op = self._validate(w.msg, w.account, now)
                 index = self.seq.submit(op, now)
             except NotLeader as e:
                 leader = e.leader_hint
             except UsageError as e:
-                code = {InvalidOrder: E_INVALID, UnknownOrder: E_UNKNOWN_ORDER,
-                        UnknownInstrument: E_UNKNOWN_INSTRUMENT}.get(type(e), E_BAD)
-                self._answer(w, Outcome(code, str(e), w.msg.order_id))
+                self._answer(w, Outcome(USAGE_CODES.get(type(e), E_BAD), str(e), w.msg.order_id))
                 return
             else:
                 assert index == op.seq, (index, op.seq)
@@ -676,7 +709,7 @@ class StrongNodeCore:
             return
         if leader is not None:
             self.counters["forwards_out" if not w.attempted else "forward_retries"] += 1
-            self._out.append((leader, Forward(*w.msg)))
+            self._out.append((leader, Forward(*w.msg, w.account)))
             self._handed_over(w)
             w.attempted = True
             w.retry_at = now + self.config.forward_retry_ns
@@ -690,20 +723,23 @@ class StrongNodeCore:
                                                  "retry later", w.msg.order_id))
 
     def _handed_over(self, w: _Wait) -> None:
-        req = w.msg.req
+        req = w.key
         if not w.attempted and isinstance(w.reply_to, Client) and req not in self._handed:
             self._handed[req] = None
             self._handed_new.append(req)
             if len(self._handed) > self.config.dedupe_window:
                 self._handed.popitem(last=False)
 
-    def _validate(self, m: ClientSubmit, now: int) -> Op:
-        """Check a request at the leader before it takes a log index; the ``Op`` to append."""
+    def _validate(self, m: ClientSubmit, account: str, now: int) -> Op:
+        """Check a request of ``account`` at the leader before it takes a log index; the ``Op`` to
+        append (the fold checks again, in log order: this only spares a log entry)."""
         price, tif = m.price, m.tif
         if m.kind == NEW:
             inst = self.venue.get(m.symbol)
             if m.side not in (BUY, SELL):
                 raise InvalidOrder("side must be buy or sell")
+            if tif not in (GTC, IOC, FOK, MARKET):
+                raise InvalidOrder("time in force must be gtc, ioc, fok or market")
             if tif == MARKET:
                 price = 0
             else:
@@ -711,35 +747,41 @@ class StrongNodeCore:
             inst.check_lots(m.qty)
             if self.venue.validate is not None:
                 self.venue.validate(inst, m.side, price, m.qty)
+        elif m.kind == CANCEL_ALL:
+            if m.symbol:
+                self.venue.get(m.symbol)
+            tif = GTC
         else:
             parsed = parse_order_id(m.order_id)
             if parsed is None:
                 raise UnknownOrder(f"order id {m.order_id!r} is not of the form NODE:SEQ")
             # an order committed at or below the folded index and not resting now can never rest
             # again: refuse without spending a log entry (the fold decides everything else)
-            if parsed[1] <= self.replica.index and self.replica.find(m.order_id) is None:
+            found = self.replica.find(m.order_id)
+            if parsed[1] <= self.replica.index and found is None:
                 raise UnknownOrder(f"order {m.order_id} is not open (filled, cancelled or never rested)")
+            if found is not None and found[0].owner(m.order_id) != account:
+                raise NotOwner(f"order {m.order_id} belongs to another account")
             tif = GTC
         ts = self.hlc.now(max(now, self.replica.last_stamp.wall))
         return Op(ts.wall, ts.logical, self.node_id, self.seq.last_index + 1, m.kind, m.symbol,
-                  m.order_id if m.kind != NEW else "", m.side, price, m.qty, tif, m.req)
+                  m.order_id if m.kind in (CANCEL, AMEND) else "", m.side, price, m.qty, tif, m.req, account)
 
     def _answer(self, w: _Wait, out: Outcome, level: int | None = None, rows: list[list[Any]] | None = None) -> None:
-        req = w.msg.req
         if level is None:
             level = FINAL if out.code == OK else 0
-        reply = ClientReply(req, out.code, out.message, out.order_id, level,
+        reply = ClientReply(w.msg.req, out.code, out.message, out.order_id, level,
                             rows if rows is not None else out.client_rows())
         if isinstance(w.reply_to, Client):
             if out.code == OK:
-                self._replies[req] = reply
+                self._replies[w.key] = reply
                 if len(self._replies) > self.config.reply_cache:
                     self._replies.popitem(last=False)
             elif out.code != E_TIMEOUT:
                 self.counters["client_rejects"] += 1
             self._out.append((w.reply_to, reply))
         else:
-            self._out.append((w.reply_to, ForwardReply(*reply)))
+            self._out.append((w.reply_to, ForwardReply(w.key, *reply[1:])))
         self._drop(w)
 
     def _timeout(self, w: _Wait) -> None:
@@ -752,8 +794,8 @@ class StrongNodeCore:
                                            f"before sending it again)", w.msg.order_id))
 
     def _drop(self, w: _Wait) -> None:
-        self._waits.pop(w.msg.req, None)
-        if w.index and self._by_index.get(w.index) == w.msg.req:
+        self._waits.pop(w.key, None)
+        if w.index and self._by_index.get(w.index) == w.key:
             del self._by_index[w.index]
 
     def _query(self, q: ClientQuery, to: Client) -> None:
@@ -772,6 +814,13 @@ class StrongNodeCore:
             self._out.append((to, QueryReply(q.req, OK, "ok", self.status())))
         elif q.what == "progress":
             self._out.append((to, QueryReply(q.req, OK, "ok", self.progress())))
+        elif q.what == "orders":
+            rows = [(oid, sym, side, price, qty) for sym in sorted(r.books)
+                    for side, price, oid, qty in r.books[sym].orders_of(to.account)]
+            self._out.append((to, QueryReply(q.req, OK, "ok", orders_payload(self.node_id, to.account, rows))))
+        elif q.what == "trades":
+            payload = self.fills.payload(self.node_id, to.account, lambda _tid: True, MAX_QUERY_ROWS)
+            self._out.append((to, QueryReply(q.req, OK, "ok", payload)))
         else:
             self._out.append((to, QueryReply(q.req, E_BAD, f"unknown query {q.what!r}", None)))
 

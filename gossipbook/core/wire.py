@@ -2,10 +2,17 @@
 
 Theory of operation
 -------------------
-A frame is ``MAGIC (2) | VERSION (1) | body | tag (16)``. ``body`` is a msgpack array
-``[type, sender, counter, *fields]``; ``tag`` is keyed BLAKE2b-128 of everything before it under the
-cluster key (BLAKE2b's keyed mode is a MAC by design and ~1.5x faster than HMAC-SHA256 here; see
+A frame is ``MAGIC (2) | VERSION (1) | PLEN (1) | PRINCIPAL (PLEN) | body | tag (16)``. ``body`` is a
+msgpack array ``[type, sender, counter, *fields]``; ``tag`` is keyed BLAKE2b-128 of everything before
+it (BLAKE2b's keyed mode is a MAC by design and ~1.5x faster than HMAC-SHA256 here; see
 floors/REPORT.md). Message bodies are positional arrays, not maps: smaller and faster.
+
+Two kinds of principal sign frames. An empty ``PRINCIPAL`` means the peer key: only nodes hold it,
+and it signs every node-to-node type. A non-empty one names an *account*, whose own credential
+signs the frame: a client acting for that account, or a node answering it. Under an account
+credential only the client types (``ACCOUNT_TYPES``) are valid, under the peer key never: a client
+that holds only its own credential cannot speak as a node (``not_peer``), and the account a request
+acts for is the one whose key verified it, never a field the client fills in.
 
 Rules that hold:
 - ``decode`` either returns a fully validated ``Frame`` or raises ``WireError``; nothing else
@@ -13,7 +20,8 @@ Rules that hold:
 - Type numbers are append-only; a new field goes at the end of a message with a default, so an
   older reader ignores nothing silently: extra trailing fields are rejected by length.
 - ``counter`` grows per sender; ``ReplayGuard`` drops a frame seen before (sliding window), so a
-  captured datagram replayed later changes nothing.
+  captured datagram replayed later changes nothing. The shell keys the window by principal and
+  sender, so one account's frames can never move another principal's window.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import reprlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgpack
@@ -34,7 +42,7 @@ from .ops import Op
 from .sequencer import AppendEntries, AppendReply, Entry, InstallSnapshot, RequestVote, VoteReply
 
 MAGIC = b"GB"
-VERSION = 2  # 2: Summary gained `skip`, VoteReply gained `candidate` (2026-11-25)
+VERSION = 3  # 3: principals (accounts), Op.account, CANCEL_ALL, trades name accounts (2026-12-04)
 TAG_LEN = 16
 HEADER = MAGIC + bytes([VERSION])
 MAX_DATAGRAM = 65_507  # the largest UDP payload; gossip batches stay under ``mtu``
@@ -143,27 +151,29 @@ def plain(depth: int = 6) -> Check:
 NODE_ID = string(64, 1)
 ORDER_ID = string(96)
 SYMBOL = string(32, 1)
-_OP_FIELDS = record(Op, [uint(), uint(1 << 32), NODE_ID, uint(U64 >> 1), one_of(1, 2, 3), SYMBOL, ORDER_ID,
-                         one_of(0, 1), uint(MAX_INT), uint(MAX_INT), one_of(0, 1, 2, 3), string(64)])
+ACCOUNT = string(64)
+_OP_FIELDS = record(Op, [uint(), uint(1 << 32), NODE_ID, uint(U64 >> 1), one_of(1, 2, 3, 4), string(32), ORDER_ID,
+                         one_of(0, 1), uint(MAX_INT), uint(MAX_INT), one_of(0, 1, 2, 3), string(64), ACCOUNT])
 
 
 def OP_CHECK(v: Any) -> Op:  # noqa: N802 (a check, named like the others)
     """``_OP_FIELDS`` in one expression for the common case (every op of every batch goes through
     here: ~12 closure calls per op were a third of decoding); anything it does not accept goes to
     ``_OP_FIELDS``, which accepts exactly the same values and names what is wrong."""
-    if (type(v) is list and len(v) == 12
+    if (type(v) is list and len(v) == 13
             and type(v[0]) is int and 0 <= v[0] <= U64
             and type(v[1]) is int and 0 <= v[1] <= 1 << 32
             and type(v[2]) is str and 1 <= len(v[2]) <= 64
             and type(v[3]) is int and 0 <= v[3] <= U64 >> 1
-            and type(v[4]) is int and v[4] in (1, 2, 3)
-            and type(v[5]) is str and 1 <= len(v[5]) <= 32
+            and type(v[4]) is int and v[4] in (1, 2, 3, 4)
+            and type(v[5]) is str and len(v[5]) <= 32
             and type(v[6]) is str and len(v[6]) <= 96
             and type(v[7]) is int and v[7] in (0, 1)
             and type(v[8]) is int and 0 <= v[8] <= MAX_INT
             and type(v[9]) is int and 0 <= v[9] <= MAX_INT
             and type(v[10]) is int and v[10] in (0, 1, 2, 3)
-            and type(v[11]) is str and len(v[11]) <= 64):
+            and type(v[11]) is str and len(v[11]) <= 64
+            and type(v[12]) is str and len(v[12]) <= 64):
         return Op(*v)
     return _OP_FIELDS(v)  # type: ignore[no-any-return]
 VV = map_of(NODE_ID, uint(U64 >> 1), 1024)
@@ -203,10 +213,11 @@ class Heartbeat(NamedTuple):
 
 
 class ClientSubmit(NamedTuple):
-    """A client's order action; ``req`` makes retries idempotent."""
+    """A client's order action; ``req`` makes retries idempotent. It acts for the account whose
+    credential signed the frame (there is no account field to fill in)."""
 
     req: str
-    kind: int  # 1 new, 2 cancel, 3 amend
+    kind: int  # 1 new, 2 cancel, 3 amend, 4 cancel all (``symbol`` "" for every instrument)
     symbol: str
     order_id: str
     side: int
@@ -229,7 +240,8 @@ class ClientReply(NamedTuple):
 
 
 class ClientQuery(NamedTuple):
-    """A read: ``what`` is "book", "status" or "progress" (op counts only: no digest)."""
+    """A read: ``what`` is "book" (depth only), "status", "progress" (op counts only: no digest),
+    "orders" (the asking account's open orders) or "trades" (the asking account's fills)."""
 
     req: str
     what: str
@@ -272,8 +284,8 @@ register(1, OpBatch, [list_of(OP_CHECK, 4096)])
 register(2, Summary, [VV, boolean, VV])
 register(3, Pull, [list_of(record(lambda *f: tuple(f), [NODE_ID, uint(), uint()]), 1024)])
 register(4, Heartbeat, [uint(), uint(1 << 32), uint(), VV])
-_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3), SYMBOL, ORDER_ID, one_of(0, 1), uint(MAX_INT), uint(MAX_INT),
-                  one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)]
+_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3, 4), string(32), ORDER_ID, one_of(0, 1), uint(MAX_INT),
+                  uint(MAX_INT), one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)]
 _REPLY_FIELDS = [string(64), uint(255), string(1024), ORDER_ID, uint(2), list_of(TRADE, 1024)]
 register(5, ClientSubmit, _SUBMIT_FIELDS)
 register(6, ClientReply, _REPLY_FIELDS)
@@ -303,16 +315,32 @@ register(14, MemberGossip, [uint(), _tuple(_UPDATES)])
 
 
 # strong mode: the sequencer's messages (its dataclasses, fields in wire order) and the forward pair
-class Forward(ClientSubmit):
-    """A follower relays a client's submit to the leader (the fields of ``ClientSubmit``); the
-    leader answers the follower with ``ForwardReply``, which the follower passes on to the client."""
+class Forward(NamedTuple):
+    """A follower relays a client's submit to the leader (the fields of ``ClientSubmit``, then the
+    account the follower verified it for: peers are trusted to relay that); the leader answers the
+    follower with ``ForwardReply``, which the follower passes on to the client."""
 
-    __slots__ = ()
+    req: str
+    kind: int
+    symbol: str
+    order_id: str
+    side: int
+    price: int
+    qty: int
+    tif: int
+    wait: int
+    timeout_ms: int
+    account: str
+
+    @property
+    def submit(self) -> ClientSubmit:
+        return ClientSubmit(*self[:-1])
 
 
 class ForwardReply(ClientReply):
-    """The leader's answer to a ``Forward`` (the fields of ``ClientReply``; strong.py's internal
-    ``E_RETRY`` code means "not the leader: try the current one", never shown to a client)."""
+    """The leader's answer to a ``Forward`` (the fields of ``ClientReply``, ``req`` being the
+    request id scoped to its account, ``"<account>/<req>"``; strong.py's internal ``E_RETRY`` code
+    means "not the leader: try the current one", never shown to a client)."""
 
     __slots__ = ()
 
@@ -325,14 +353,21 @@ register(16, VoteReply, [uint(), boolean, boolean, NODE_ID])
 register(17, AppendEntries, [uint(), uint(), uint(), uint(), _ENTRIES])
 register(18, AppendReply, [uint(), boolean, uint(), uint()])
 register(19, InstallSnapshot, [uint(), uint(), uint(), uint(), uint(), binary(MAX_DATAGRAM)])
-register(20, Forward, _SUBMIT_FIELDS)
-register(21, ForwardReply, _REPLY_FIELDS)
+register(20, Forward, [*_SUBMIT_FIELDS, ACCOUNT])
+register(21, ForwardReply, [string(130), *_REPLY_FIELDS[1:]])  # req: the account-scoped request id
 
 
 class Frame(NamedTuple):
     sender: str
     counter: int
     msg: Any
+    account: str | None = None  # the account whose credential signed it; None: the peer key
+
+
+#: the only types an account credential may sign: a client's requests and a node's replies to it
+ACCOUNT_TYPES = frozenset({ClientSubmit, ClientQuery, ClientReply, QueryReply})
+_ACCOUNT_TYPE_NOS = frozenset({5, 6, 7, 8})
+_PEER = b"\0"  # PLEN 0: signed with the peer key
 
 
 # ---- codec -----------------------------------------------------------------------------------------
@@ -342,34 +377,75 @@ def check_key(key: bytes) -> bytes:
     return bytes(key)
 
 
+class Keys:
+    """The credentials a party verifies frames with: the peer key (nodes only; None for a client)
+    and account credentials (a node knows every account's, a client only its own). Replacing
+    ``accounts`` (a reload) takes effect for the next frame."""
+
+    __slots__ = ("peer", "accounts")
+
+    def __init__(self, peer: bytes | None, accounts: Mapping[str, bytes] | None = None) -> None:
+        self.peer = peer
+        self.accounts: Mapping[str, bytes] = accounts if accounts is not None else {}
+
+    def __repr__(self) -> str:  # never the secrets
+        return f"Keys(peer={'***' if self.peer else None}, accounts={sorted(self.accounts)})"
+
+
 def _tag(key: bytes, data: bytes | memoryview) -> bytes:
     return hashlib.blake2b(data, key=key, digest_size=TAG_LEN).digest()
 
 
-def encode(msg: Any, sender: str, counter: int, key: bytes) -> bytes:
-    """One authenticated frame for ``msg``."""
+def encode(msg: Any, sender: str, counter: int, key: bytes, account: str | None = None) -> bytes:
+    """One authenticated frame for ``msg``: under the peer key, or, with ``account``, under that
+    account's credential ``key``."""
     fields = msg if isinstance(msg, tuple) else [getattr(msg, f) for f in msg.__slots__]
     body = msgpack.packb([_TYPE_OF[type(msg)], sender, counter, *fields], use_bin_type=True)
-    head = HEADER + body
+    if account:
+        name = account.encode()
+        head = HEADER + bytes([len(name)]) + name + body
+    else:
+        head = HEADER + _PEER + body
     return head + _tag(key, head)
 
 
-def decode(data: bytes, key: bytes, max_size: int = MAX_DATAGRAM) -> Frame:
-    """Authenticate, unpack and validate one frame; ``WireError`` on anything wrong."""
+def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM) -> Frame:
+    """Authenticate, unpack and validate one frame; ``WireError`` on anything wrong (``reason``
+    says what: ``auth`` for a wrong key or an unknown account, ``not_peer`` for a node-to-node type
+    under an account credential, ``not_account`` for a client type under the peer key)."""
     n = len(data)
     if n > max_size:
         raise WireError(f"frame of {n} bytes exceeds {max_size}", reason="oversized")
-    if n < len(HEADER) + 1 + TAG_LEN:
+    if n < len(HEADER) + 2 + TAG_LEN:
         raise WireError(f"frame of {n} bytes is too short", reason="malformed")
     if data[:2] != MAGIC:
         raise WireError("not a gossipbook frame (bad magic)", reason="malformed")
     if data[2] != VERSION:
         raise WireError(f"wire version {data[2]} (this node speaks {VERSION})", reason="version")
+    if not isinstance(keys, Keys):
+        keys = Keys(keys)
+    plen = data[3]
+    start = len(HEADER) + 1 + plen
+    account: str | None = None
+    if plen:
+        if n < start + 1 + TAG_LEN:
+            raise WireError(f"frame of {n} bytes is too short", reason="malformed")
+        try:
+            account = data[len(HEADER) + 1:start].decode("ascii")
+        except UnicodeDecodeError:
+            raise WireError("account name is not ASCII", reason="malformed") from None
+        key = keys.accounts.get(account)
+        if key is None:
+            raise WireError(f"unknown or revoked account {account[:64]!r}", reason="auth")
+    else:
+        key = keys.peer  # type: ignore[assignment]
+        if key is None:
+            raise WireError("frame signed with the peer key, which this party does not hold", reason="auth")
     mv = memoryview(data)
     if not hmac.compare_digest(_tag(key, mv[:-TAG_LEN]), mv[-TAG_LEN:]):
-        raise WireError("authentication failed (wrong cluster key or tampered frame)", reason="auth")
+        raise WireError("authentication failed (wrong key or tampered frame)", reason="auth")
     try:
-        body = msgpack.unpackb(mv[len(HEADER):-TAG_LEN], raw=False, use_list=True, strict_map_key=True,
+        body = msgpack.unpackb(mv[start:-TAG_LEN], raw=False, use_list=True, strict_map_key=True,
                                max_str_len=65_536, max_bin_len=MAX_DATAGRAM, max_array_len=65_536,
                                max_map_len=65_536, max_ext_len=0)
     except Exception as e:  # msgpack raises several types for bad input; all mean the same here
@@ -379,6 +455,12 @@ def decode(data: bytes, key: bytes, max_size: int = MAX_DATAGRAM) -> Frame:
     spec = MESSAGES.get(body[0]) if type(body[0]) is int else None
     if spec is None:
         raise WireError(f"unknown message type {body[0]!r}", reason="unknown_type")
+    if (account is not None) != (body[0] in _ACCOUNT_TYPE_NOS):
+        if account is not None:
+            raise WireError(f"{spec[0].__name__} under account {account!r}'s credential: only nodes "
+                            f"send it", reason="not_peer")
+        raise WireError(f"{spec[0].__name__} under the peer key: client requests and replies are "
+                        f"signed by an account", reason="not_account")
     try:
         sender = NODE_ID(body[1])
         counter = uint()(body[2])
@@ -387,7 +469,7 @@ def decode(data: bytes, key: bytes, max_size: int = MAX_DATAGRAM) -> Frame:
         raise
     except Exception as e:  # a constructor refusing a value: still the peer's fault
         raise WireError(f"invalid {spec[0].__name__}: {e}", reason="malformed") from None
-    return Frame(sender, counter, msg)
+    return Frame(sender, counter, msg, account)
 
 
 def encode_ops(ops: Sequence[Op], sender: str, counter: int, key: bytes, mtu: int = DEFAULT_MTU) -> list[bytes]:
@@ -457,17 +539,17 @@ def trade_row(t: Trade) -> list[Any]:
 
 REPLY_CODES = {0: "ok", 1: "invalid order", 2: "unknown order", 3: "clock out of sync", 4: "no quorum",
                5: "timeout", 6: "unknown instrument", 7: "storage unavailable", 8: "bad request",
-               9: "not ready"}
+               9: "not ready", 10: "not owner"}
 LEVELS = ("accepted", "replicated", "final")
 
 
 # ---- snapshots ----------------------------------------------------------------------------------------
-_RESTING = record(lambda *f: tuple(f), [one_of(0, 1), uint(MAX_INT), ORDER_ID, uint(MAX_INT)])
+_RESTING = record(lambda *f: tuple(f), [one_of(0, 1), uint(MAX_INT), ORDER_ID, uint(MAX_INT), ACCOUNT])
 _FILL = record(lambda *f: Trade(*f), [string(128, 1), SYMBOL, uint(MAX_INT), uint(MAX_INT), ORDER_ID, ORDER_ID,
-                                       one_of(0, 1)])
+                                       one_of(0, 1), ACCOUNT, ACCOUNT])
 _SNAPSHOT = record(lambda *f: f, [VV, map_of(SYMBOL, list_of(_RESTING, 10_000_000), 4096), uint(),
                                   binary(64), record(lambda *f: tuple(f), [uint(), uint(1 << 32), string(64)]),
-                                  map_of(string(64), ORDER_ID, 10_000_000),
+                                  map_of(string(130), ORDER_ID, 10_000_000),
                                   map_of(ORDER_ID, list_of(_FILL, 1_000_000), 10_000_000)])
 
 

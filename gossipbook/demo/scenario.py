@@ -41,7 +41,7 @@ from typing import Any
 
 import trio
 
-from ..config import ClusterConfig, from_dict, render
+from ..config import ClusterConfig, from_dict, render, write_private
 from ..core.errors import UsageError
 from ..core.membership import MemberStateChanged, Refuted
 from ..core.node import E_NO_QUORUM
@@ -293,7 +293,7 @@ class Scenario:
             ports = free_ports(opts.nodes)
             text = cluster_text(opts.nodes, ports, opts.mode)
             path = tmp / "cluster.toml"
-            path.write_text(text)
+            write_private(path, text)
             self.config_path = str(path)
             self.cfg = cfg = from_dict(tomllib.loads(text), str(path))
             self.runners = {nid: NodeRunner(cfg, nid, faults=FaultFilter(seed=opts.seed * 100 + i),

@@ -2,7 +2,9 @@
 
 A request carries a request id; retrying with the same id is idempotent at the node (a retried
 submit gets the first reply back, never a second order), so the client simply resends until it
-hears back or its deadline passes.
+hears back or its deadline passes. Every frame is signed with the credential of the account the
+config names (a client file's account, or ``operator`` with cluster.toml); a reply is accepted only
+if it verifies under the same credential.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ import trio
 
 from ..config import ClusterConfig
 from ..core.errors import UsageError, WireError
-from ..core.wire import ClientReply, QueryReply, decode, encode
+from ..core.wire import ClientReply, Keys, QueryReply, decode, encode
 from .transport import Endpoint
 
 
 class Unreachable(UsageError):
     exit_code = 3
+
+
+def new_req() -> str:
+    """A fresh request id (random: a retry reuses it, a new request never does)."""
+    return secrets.token_hex(8)
 
 
 class Client:
@@ -29,6 +36,8 @@ class Client:
     def __init__(self, cfg: ClusterConfig, retry_s: float = 0.25) -> None:
         self.cfg = cfg
         self.retry_s = retry_s
+        self.account, self._secret = cfg.client_credential()
+        self._keys = Keys(None, {self.account: self._secret})
         self.id = "client-" + secrets.token_hex(6)
         self.counter = time.time_ns()
         self.ep: Endpoint | None = None
@@ -43,17 +52,21 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        # the reader is ours; an exception from the caller's block passes through as itself (handing
+        # it to the nursery would wrap it in an ExceptionGroup the caller does not expect)
         self._nursery.cancel_scope.cancel()
-        await self._nursery_cm.__aexit__(*exc)
-        if self.ep is not None:
-            self.ep.close()
+        try:
+            await self._nursery_cm.__aexit__(None, None, None)
+        finally:
+            if self.ep is not None:
+                self.ep.close()
 
     async def _reader(self) -> None:
         assert self.ep is not None
         while True:
             for data, _addr in await self.ep.recv_burst():
                 try:
-                    frame = decode(data, self.cfg.key)
+                    frame = decode(data, self._keys)
                 except WireError:
                     continue
                 msg = frame.msg
@@ -66,7 +79,7 @@ class Client:
                             pass
 
     def new_req(self) -> str:
-        return secrets.token_hex(8)
+        return new_req()
 
     async def request(self, node_id: str, make: Any, req: str, timeout: float = 3.0) -> Any:
         """Send ``make`` (a message with ``req``) to ``node_id`` until a reply comes or ``timeout``."""
@@ -78,10 +91,11 @@ class Client:
             with trio.move_on_after(timeout):
                 while True:
                     self.counter += 1
-                    await self.ep.send_all([(encode(make, self.id, self.counter, self.cfg.key), node.addr)])
+                    await self.ep.send_all([(encode(make, self.id, self.counter, self._secret, self.account),
+                                             node.addr)])
                     with trio.move_on_after(self.retry_s):
                         return await recv.receive()
         finally:
             del self._waiters[req]
         raise Unreachable(f"node {node_id} at {node.host}:{node.port} did not answer within {timeout:g} s "
-                          f"(is it running? is the cluster key right?)")
+                          f"(is it running? does it know account {self.account!r} with this credential?)")

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from ..config import ClusterConfig
+from ..config import OPERATOR, ClusterConfig, ConfigError, load
 from ..core.errors import RemoteError, UsageError, WireError
 from ..core.membership import MemberStateChanged
 from ..core.node import E_STORAGE, Client, NodeCore
@@ -30,6 +30,7 @@ from ..core.wire import (
     ClientQuery,
     ClientReply,
     ForwardReply,
+    Keys,
     OpBatch,
     QueryReply,
     ReplayGuard,
@@ -63,8 +64,13 @@ class NodeRunner:
     def __init__(self, cfg: ClusterConfig, node_id: str, *, faults: FaultFilter | None = None,
                  clock: Callable[[], int] | None = None, log: logging.Logger | None = None,
                  seed: int | None = None, storage: Any = None, mtu: int = 1400) -> None:
+        if cfg.key is None:
+            raise UsageError(f"{cfg.path} is a client file (account {cfg.account}); a node needs the cluster's "
+                             f"cluster.toml, which holds the peer key")
         self.cfg = cfg
         self.entry = cfg.node(node_id)
+        #: the peer key and every account's credential; ``reload_accounts`` swaps the accounts
+        self.keys = Keys(cfg.key, cfg.accounts)
         self.node_id = node_id
         self.clock = clock or WallClock()
         self.faults = faults
@@ -228,21 +234,38 @@ class NodeRunner:
 
     def _handle(self, data: bytes, addr: Addr, now: int) -> None:
         try:
-            frame = decode(data, self.cfg.key)
+            frame = decode(data, self.keys)
         except WireError as e:
             self._drop(e.reason)
             return
-        if not self.guard.accept(frame.sender, frame.counter):
+        acct = frame.account
+        # one window per principal and sender: an account's frames never move a node's window
+        if not self.guard.accept(frame.sender if acct is None else f"{acct}/{frame.sender}", frame.counter):
             self._drop("replay")
             return
         msg = frame.msg
-        if type(msg) is ClientQuery and msg.what == "faults" and self.fault_control:
+        if type(msg) is ClientQuery and msg.what == "faults" and self.fault_control and acct == OPERATOR:
             self._set_faults(msg, addr)
             return
         try:
-            self.core.receive(msg, frame.sender, addr, now)
+            self.core.receive(msg, frame.sender, addr, now, acct)
         except RemoteError as e:  # authenticated but wrong for this node: drop, count, carry on
             self._drop(e.reason)
+
+    def reload_accounts(self) -> None:
+        """Re-read the accounts from the config file (SIGHUP): added accounts work and revoked
+        ones are refused from the next frame on; nothing else is reloaded (a changed peer key or
+        node list needs a restart). A file that does not load leaves the accounts as they were."""
+        try:
+            fresh = load(self.cfg.path)
+        except ConfigError as e:
+            self.log.error("accounts not reloaded: %s", e)
+            return
+        before, after = set(self.keys.accounts), set(fresh.accounts)
+        self.keys.accounts = dict(fresh.accounts)
+        self.cfg.accounts = dict(fresh.accounts)
+        self.log.info("accounts reloaded: %d (added %s; revoked %s)", len(after),
+                      ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none")
 
     def _set_faults(self, q: ClientQuery, addr: Addr) -> None:
         """Test-only (``node --fault-control``): block the peers listed in ``q.symbol`` (comma
@@ -253,7 +276,7 @@ class NodeRunner:
                 self.endpoint.faults = self.faults
         ids = [p for p in q.symbol.split(",") if p]
         self.faults.blocked = {self.peer_addr[p] for p in ids if p in self.peer_addr}
-        self.core._out.append((Client(addr), QueryReply(q.req, 0, f"blocked {','.join(ids) or 'none'}", None)))
+        self.core._out.append((Client(addr, OPERATOR), QueryReply(q.req, 0, f"blocked {','.join(ids) or 'none'}", None)))
         self.log.info("test fault control: blocking %s", ",".join(ids) or "nobody")
 
     # ---- output ------------------------------------------------------------------------------------
@@ -277,20 +300,33 @@ class NodeRunner:
         ops_frames: list[tuple[bytes, Addr]] = []
         frames: list[tuple[bytes, Addr]] = []
         key = self.cfg.key
+        assert key is not None
         for dst, msg in outbox:
-            addr = dst.addr if isinstance(dst, Client) else self.peer_addr.get(dst)
-            if addr is None:
-                continue
-            if type(msg) is OpBatch:
-                batch = encode_ops(msg.ops, self.node_id, self.counter + 1, key, self.mtu)
-                self.counter += len(batch)
-                ops_frames.extend((f, addr) for f in batch)
-            elif type(msg) is Summary:  # keeps its place before the repair that follows it
-                self.counter += 1
-                ops_frames.append((encode(msg, self.node_id, self.counter, key), addr))
-            else:
-                self.counter += 1
-                frames.append((encode(msg, self.node_id, self.counter, key), addr))
+            try:
+                if isinstance(dst, Client):  # a reply, signed with the credential of the account asking
+                    acct_key = self.keys.accounts.get(dst.account)
+                    if acct_key is None:
+                        self._drop("revoked_account_reply")
+                        continue
+                    self.counter += 1
+                    frames.append((encode(msg, self.node_id, self.counter, acct_key, dst.account), dst.addr))
+                    continue
+                addr = self.peer_addr.get(dst)
+                if addr is None:
+                    continue
+                if type(msg) is OpBatch:
+                    batch = encode_ops(msg.ops, self.node_id, self.counter + 1, key, self.mtu)
+                    self.counter += len(batch)
+                    ops_frames.extend((f, addr) for f in batch)
+                elif type(msg) is Summary:  # keeps its place before the repair that follows it
+                    self.counter += 1
+                    ops_frames.append((encode(msg, self.node_id, self.counter, key), addr))
+                else:
+                    self.counter += 1
+                    frames.append((encode(msg, self.node_id, self.counter, key), addr))
+            except (OverflowError, ValueError, TypeError) as e:  # a value msgpack cannot carry: one frame lost
+                self._drop("encode_error")
+                self.log.error("could not encode %s for %s: %s", type(msg).__name__, dst, e)
         if ops_frames or frames:
             if self.stages is not None and new_ops:
                 t = time.monotonic_ns()

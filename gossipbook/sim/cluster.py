@@ -57,6 +57,7 @@ from ..core.wire import (
     ClientReply,
     ClientSubmit,
     Heartbeat,
+    Keys,
     OpBatch,
     ReplayGuard,
     decode,
@@ -73,6 +74,32 @@ from .workload import Request, Workload
 
 DELIVER, WAKE, NEMESIS, ARRIVAL, RETRY, CHECK, PHASE = range(7)
 KEY = b"gossipbook-simulator-cluster-key"  # any 32 bytes: every datagram is still authenticated
+
+
+def account_key(account: str) -> bytes:
+    """Each simulated client acts for its own account (its name), with a credential of its own."""
+    return hashlib.blake2b(account.encode(), key=KEY, digest_size=32).digest()
+
+
+class _SimKeys(Keys):
+    """Every account's credential, derived on demand (the simulator's clients are made up per run)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(KEY, _AccountKeys())
+
+
+class _AccountKeys(dict[str, bytes]):
+    def __missing__(self, account: str) -> bytes:
+        k = self[account] = account_key(account)
+        return k
+
+    def get(self, account: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[account]
+
+
+KEYS = _SimKeys()
 SOCKET_BUFFER = 4096  # datagrams a paused node's socket holds before the kernel drops
 
 
@@ -345,11 +372,12 @@ class Simulation:
             for data, src in msgs:
                 self._hash_datagram(t, src, node.id, data)
                 try:
-                    frame = decode(data, KEY)
+                    frame = decode(data, KEYS)
                 except WireError:
                     self.stats.dropped_wire += 1
                     continue
-                if not node.guard.accept(frame.sender, frame.counter):
+                acct = frame.account
+                if not node.guard.accept(frame.sender if acct is None else f"{acct}/{frame.sender}", frame.counter):
                     self.stats.dropped_replay += 1
                     continue
                 msg = frame.msg
@@ -358,7 +386,7 @@ class Simulation:
                     self.strong_checker.submitted(node.id, msg.req, t)
                 seq0 = rep.vv.get(node.id, 0)
                 try:
-                    core.receive(msg, frame.sender, src, now)
+                    core.receive(msg, frame.sender, src, now, acct)
                 except RemoteError as e:
                     # the shell drops and counts it; here every sender is honest, so it is a bug
                     self.checker.violation("remote_error", node.id, t, f"{node.id} refused {type(msg).__name__} "
@@ -452,10 +480,13 @@ class Simulation:
         for dst, msg in out:
             tmsg = type(msg)
             if isinstance(dst, Client):
-                addr = dst.addr
                 if tmsg is ClientReply:
                     on_reply(msg)
-            elif dst in self.nodes and dst != node.id:
+                node.counter += 1
+                self._send(node.id, dst.addr, [encode(msg, node.id, node.counter, account_key(dst.account),
+                                                      dst.account)], tmsg, t)
+                continue
+            if dst in self.nodes and dst != node.id:
                 addr = dst
             else:
                 continue
@@ -538,7 +569,7 @@ class Simulation:
             wl.counters["no_node"] += 1
         else:
             wl.sent(rq, node)
-            data = encode(rq.msg, rq.client, self._client_counter(rq.client), KEY)
+            data = encode(rq.msg, rq.client, self._client_counter(rq.client), account_key(rq.client), rq.client)
             self.stats.client_msgs += 1
             self.stats.client_bytes += len(data)
             for d in self.net.route(rq.client, node):
@@ -558,7 +589,7 @@ class Simulation:
     def _client_receive(self, client: str, data: bytes, src: str, t: int) -> None:
         self._hash_datagram(t, src, client, data)
         try:
-            frame = decode(data, KEY)
+            frame = decode(data, KEYS)
         except WireError:
             self.stats.dropped_wire += 1
             return
@@ -765,7 +796,7 @@ class Simulation:
         h.update(data)
         if self.trace is not None:
             try:
-                m = decode(data, KEY).msg
+                m = decode(data, KEYS).msg
                 text = _short(m)
             except WireError as e:
                 text = f"<undecodable: {e}>"

@@ -159,7 +159,7 @@ class StrongChecker:
                 self.violation("final_ack_trades", node, at, f"request {req}: ack lists {rows}, its commit at "
                                f"{first} made {f.rows}")
             for n, fold in folds.items():
-                have = fold.reqs.get(req)
+                have = fold.reqs.get(f.op.req_key if f.op is not None else req)
                 if have is not None and (have[0], have[1]) != (f.code, f.order_id):
                     self.violation("ack_mismatch", n, t, f"request {req}: {n}'s fold remembers {have[:2]}, the "
                                    f"commit at {first} was {(f.code, f.order_id)}")

@@ -25,10 +25,11 @@ from gossipbook.core.node import E_NO_QUORUM, E_TIMEOUT, E_UNKNOWN_ORDER, OK, Cl
 from gossipbook.core.ops import AMEND, CANCEL, NEW, Op
 from gossipbook.core.sequencer import PersistentState, apply_delta
 from gossipbook.core.strong import SequencedBooks, StrongConfig, StrongNodeCore
-from gossipbook.core.wire import ClientReply, ClientSubmit, Forward, decode, encode
+from gossipbook.core.wire import ClientReply, ClientSubmit, Forward, Keys, decode, encode
 from gossipbook.workload.orders import OrderFlow
 
 KEY = bytes(range(32))
+ACCOUNT_KEY = bytes(range(2, 34))
 MS = 1_000_000
 T0 = 1_000_000 * MS
 
@@ -79,11 +80,13 @@ class Net:
             self.disk[nid] = apply_delta(self.disk.get(nid, PersistentState()), d)
         for dst, msg in core.outbox():
             self.counter += 1
-            data = encode(msg, nid, self.counter, KEY)
-            if isinstance(dst, Client):
-                rep = decode(data, KEY).msg
+            if isinstance(dst, Client):  # a reply to a client: signed with its account's credential
+                data = encode(msg, nid, self.counter, ACCOUNT_KEY, dst.account or "anyone")
+                rep = decode(data, Keys(None, {dst.account or "anyone": ACCOUNT_KEY})).msg
                 self.replies.setdefault(rep.req, []).append((self.now, rep))
-            elif (nid, dst) not in self.blocked:
+                continue
+            data = encode(msg, nid, self.counter, KEY)
+            if (nid, dst) not in self.blocked:
                 for _copy in range(2 if self.rng.random() < self.dup else 1):
                     if self.rng.random() < self.loss:
                         continue
@@ -362,7 +365,7 @@ def test_random_load_with_partitions_and_crashes_keeps_books_equal_at_equal_inde
     assert leader is not None
     fold = net.nodes[leader].replica
     for req in acked:  # every acknowledged request is in the committed log (the fold remembers it)
-        assert req in fold.reqs
+        assert f"/{req}" in fold.reqs
     assert max(s["snapshot_index"] for s in st) > 0  # compaction ran
 
 
@@ -436,9 +439,9 @@ def test_random_faults_never_ack_a_lost_order_and_never_fold_one_twice(seed: int
     assert set(answered) | orphans == {s.req for s in sent}  # every request answered (ok, no quorum, timeout)
     for req, r in answered.items():
         if r.code == OK:
-            assert req in fold.reqs and fold.reqs[req][1] == r.order_id
+            assert f"/{req}" in fold.reqs and fold.reqs[f"/{req}"][1] == r.order_id
         if r.code == E_NO_QUORUM:
-            assert req not in fold.reqs  # refused means never committed
+            assert f"/{req}" not in fold.reqs  # refused means never committed
     assert fold.op_count == len(fold.reqs)  # each request id folded once
     assert sum(r.code == OK for r in answered.values()) > 20
 
@@ -471,7 +474,7 @@ def test_a_forward_to_a_non_leader_is_sent_back() -> None:
     net = Net(3, seed=10)
     lead = net.wait_leader()
     follower = next(n for n in net.ids if n != lead)
-    f = Forward(*new())
+    f = Forward(*new(), "")
     other = next(n for n in net.ids if n not in (lead, follower))
     net.nodes[follower].receive(f, other, None, net.now)
     out = net.nodes[follower].outbox()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gossipbook.bench.procs import free_ports
-from gossipbook.config import render
+from gossipbook.config import render, write_private
 
 PY = sys.executable
 
@@ -26,7 +26,7 @@ def write_config(path: Path, n: int, extra: str = "", data_root: str | None = No
     # fast failure detection for tests
     text += ("\n[membership]\nprobe_interval_ms = 100\nprobe_timeout_ms = 50\nsuspicion_timeout_ms = 400\n"
              "suspicion_max_timeout_ms = 800\n") + extra
-    path.write_text(text)
+    write_private(path, text)
     return path
 
 

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from gossipbook.config import write_private
+
 from .harness import cli, write_config
 
 
@@ -35,7 +37,7 @@ def test_missing_config(tmp_path):
 ])
 def test_invalid_config(tmp_path, text, needle):
     p = tmp_path / "c.toml"
-    p.write_text(text)
+    write_private(p, text)
     line = _clean_error(cli("node", "-c", str(p), "--id", "n1"))
     assert needle in line
 
@@ -106,7 +108,7 @@ def test_cluster_init_writes_a_valid_config(tmp_path):
     r = cli("cluster", "init", "--nodes", "3", "--base-port", "9100")
     assert r.returncode == 0
     p = tmp_path / "c.toml"
-    p.write_text(r.stdout)
+    write_private(p, r.stdout)
     from gossipbook.config import load
     cfg = load(p)
     assert cfg.ids == ["n1", "n2", "n3"] and cfg.node("n3").port == 9102 and len(cfg.key) == 32
