@@ -25,16 +25,24 @@ Invariants (DESIGN.md, "Invariants every test harness checks"):
 4. HLC: the timestamps a node issues (its ops and heartbeats, across restarts) strictly increase
    and its seqs go 1, 2, 3...; no node applies or adopts a timestamp more than ``max_offset`` ahead
    of its own physical clock; one op id never names two different ops.
+5. Accounts (issue 14): no replica ever applies a CANCEL or AMEND of an order by another account
+   than the order's owner (``watch_fold`` wraps each replica's fold step and compares the order
+   before and after: a non-owner's op must leave it as it was), and no node acks one
+   (``not_owner_acked``); no trade has one non-empty account as both maker and taker unless the
+   instrument's ``stp`` is "off" (``self_trade``); once a mass cancel folds, no order of its account
+   in its scope (its symbol, or every book) rests, checked right after each fold of it and, at the
+   end, on every replica against every mass cancel it holds: an order whose NEW sorts before a
+   mass cancel of its account must not rest (``mass_cancel_missed``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.book import Trade
-from ..core.ops import NEW, Op, TradeExecuted, TradeRevised
+from ..core.book import Book, Trade
+from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, TradeRevised, parse_order_id
 from .clock import SEC, T0
 
 KINDS: dict[str, str] = {
@@ -63,7 +71,14 @@ KINDS: dict[str, str] = {
     "trade_conflict": "strong: two replicas report different trades under one trade id",
     "no_quorum_lie": "strong: a request refused with 'no quorum' was committed anyway",
     "remote_error": "the core refused a message an honest peer sent",
+    # accounts (both modes)
+    "not_owner_applied": "a cancel or amend by an account other than the order's owner was applied",
+    "not_owner_acked": "a cancel or amend by an account other than the order's owner was acknowledged",
+    "self_trade": "a trade has one account as maker and taker (self-trade prevention is on)",
+    "mass_cancel_missed": "an order of an account rests after a mass cancel of that account folded after it",
 }
+#: the book's own owner lookup, taken before any ``--break`` can patch it: the checker's reference
+_OWNER: Callable[[Book, str], str | None] = Book.owner
 MAX_EVIDENCE = 3  # per kind: the first few are enough to start debugging
 
 
@@ -107,6 +122,7 @@ class Checker:
     revised_ids: set[str] = field(default_factory=set)
     stamped: dict[tuple[str, str], Op] = field(default_factory=dict)  # (node, req) -> op
     unreported: dict[str, int] = field(default_factory=dict)  # trades of a snapshot a node booted from
+    stp_off: frozenset[str] = frozenset()  # symbols whose instrument has ``stp = "off"``
 
     # ---- bookkeeping ------------------------------------------------------------------------------
     def violation(self, kind: str, node: str, t: int, evidence: str) -> None:
@@ -129,6 +145,75 @@ class Checker:
                 seen.add(v.kind)
                 out.append(v)
         return out
+
+    # ---- accounts ----------------------------------------------------------------------------------
+    def self_trade(self, node: str, tr: Any, t: int) -> None:
+        """A trade (``Trade``) with one non-empty account on both sides, where STP is on."""
+        if tr.maker_account and tr.maker_account == tr.taker_account and tr.symbol not in self.stp_off:
+            self.violation("self_trade", node, t, f"trade {tr.trade_id} on {node}: {tr.maker_account} "
+                           f"traded with itself (maker {tr.maker}, taker {tr.taker})")
+
+    def watch_fold(self, node: str, replica: Any, clock: Callable[[], int]) -> None:
+        """Wrap ``replica``'s fold step (``Replica._fold_op``, on the instance only) to check each op
+        as it folds, in every fold the replica runs (live, replay, compaction): a CANCEL/AMEND of an
+        order resting under another account leaves it unchanged; after a CANCEL_ALL no order of its
+        account rests in its scope. ``clock()``: the true time, for the evidence."""
+        orig = replica._fold_op
+
+        def fold_op(books: Mapping[str, Book], op: Op) -> list[Trade]:
+            kind = op.kind
+            if kind == CANCEL or kind == AMEND:
+                b = books.get(op.symbol)
+                owner = None if b is None else _OWNER(b, op.order_id)
+                if b is None or owner is None or owner == op.account:
+                    return orig(books, op)
+                before = b.order(op.order_id)
+                trades = orig(books, op)
+                after = b.order(op.order_id)
+                if after != before or trades:
+                    self.violation("not_owner_applied", node, clock(), f"{node} folded {_op(op)} "
+                                   f"({'cancel' if kind == CANCEL else 'amend'} by {op.account or '-'}) on "
+                                   f"{op.order_id} of {owner}: {before} -> {after}"
+                                   f"{f', {len(trades)} trades' if trades else ''}")
+                return trades
+            if kind == CANCEL_ALL and op.account:
+                first = replica._reqs.get(op.req_key) if op.req else None
+                if first is not None and (first if isinstance(first, str) else first.op_id) != op.op_id:
+                    return orig(books, op)  # a retry of a request already folded: a no-op (as _fold_op)
+                trades = orig(books, op)
+                for sym in ([op.symbol] if op.symbol else sorted(books)):
+                    b = books.get(sym)
+                    left = b.orders_of(op.account) if b is not None else []
+                    if left:
+                        self.violation("mass_cancel_missed", node, clock(), f"{node} folded mass cancel "
+                                       f"{_op(op)} of {op.account} ({op.symbol or 'all'}); {len(left)} of its "
+                                       f"orders still rest in {sym}, e.g. {left[0][2]}")
+                return trades
+            return orig(books, op)
+
+        replica._fold_op = fold_op
+
+    def _owner_of(self, order_id: str) -> str | None:
+        """The account of the NEW that placed ``order_id`` (eventual mode: ``origin:seq``)."""
+        p = parse_order_id(order_id)
+        new = self.ops_by_id.get(p) if p is not None else None
+        return new.account if new is not None and new.kind == NEW else None
+
+    def _mass_cancels(self, r: Any) -> dict[tuple[str, str], Op]:
+        """The latest CANCEL_ALL ``r`` holds per (account, symbol or ""); of several ops of one request
+        (a retry stamped twice) only the lowest folds, the others are no-ops."""
+        firsts: dict[str, Op] = {}
+        for o in self.ops_by_id.values():
+            if o.kind == CANCEL_ALL and o.account and r.holds(o.origin, o.seq):
+                k = o.req_key or o.op_id
+                if k not in firsts or o < firsts[k]:
+                    firsts[k] = o
+        last: dict[tuple[str, str], Op] = {}
+        for o in firsts.values():
+            k2 = (o.account, o.symbol)
+            if k2 not in last or last[k2] < o:
+                last[k2] = o
+        return last
 
     # ---- streaming observations -------------------------------------------------------------------
     def booted(self, node: str, refeed_events: Iterable[Any] = (), snapshot_trades: int = 0) -> None:
@@ -189,6 +274,7 @@ class Checker:
                     self.violation("trade_duplicated", node, t, f"trade {tr.trade_id} reported again "
                                    f"without a revision: {live[tr.trade_id]} then {tr}")
                 live[tr.trade_id] = tr
+                self.self_trade(node, tr, t)
             elif type(ev) is TradeRevised:
                 old, new = ev.old, ev.new
                 self.revised_ids.add(old.trade_id)
@@ -202,6 +288,7 @@ class Checker:
                     live.pop(old.trade_id, None)
                 else:
                     live[new.trade_id] = new
+                    self.self_trade(node, new, t)
 
     def finalized(self, node: str, trades: Iterable[Trade], t: int) -> None:
         """Trades that ``node`` now counts as final (at or below its stable watermark).
@@ -282,6 +369,9 @@ class Checker:
                 self.violation("silent_revision", node, t, f"{node} reported {len(live)} live trades"
                                f"{f' (+{unreported} in the snapshot it booted from)' if unreported else ''}, "
                                f"holds {r.trade_count}")
+            mass = self._mass_cancels(r)
+            if mass:
+                self._check_mass_cancels(node, r, mass, t)
             fv = r.counters.get("finality_violations", 0)
             if fv:
                 self.violation("finality_counter", node, t, f"{node} rolled back below its watermark {fv} times")
@@ -294,6 +384,11 @@ class Checker:
             if op is None:
                 self.violation("ack_mismatch", ack.node, ack.at, f"ack of {ack.req} without an op")
                 continue
+            if op.kind in (CANCEL, AMEND):
+                owner = self._owner_of(op.order_id)
+                if owner is not None and owner != op.account:
+                    self.violation("not_owner_acked", ack.node, ack.at, f"{ack.node} acked request {ack.req}: "
+                                   f"{_op(op)} by {op.account or '-'} on {op.order_id}, an order of {owner}")
             first = first_new.get(ack.req)
             if (op.kind == NEW and first is not None and first != op and first.origin == ack.node
                     and first.seq < op.seq):
@@ -307,6 +402,23 @@ class Checker:
                                    f"{('accepted', 'replicated', 'final')[ack.level]} by {ack.node} at "
                                    f"{(ack.at - T0) / SEC:.3f}s) is not in {node}'s op-set")
                     break
+
+    def _check_mass_cancels(self, node: str, r: Any, mass: dict[tuple[str, str], Op], t: int) -> None:
+        """No order rests whose NEW sorts before a mass cancel (in scope) of its account that ``r`` holds."""
+        for sym, b in sorted(r.books.items()):
+            for _side, _price, oid, _q, acct in b.entries():
+                if not acct:
+                    continue
+                cs = [c for c in (mass.get((acct, sym)), mass.get((acct, ""))) if c is not None]
+                p = parse_order_id(oid)
+                new = self.ops_by_id.get(p) if p is not None else None
+                if new is None or not cs:
+                    continue
+                c = max(cs)
+                if new < c:
+                    self.violation("mass_cancel_missed", node, t, f"order {oid} of {acct} ({_op(new)}) rests in "
+                                   f"{sym} on {node}, after mass cancel {_op(c)} ({c.symbol or 'all'})")
+                    return
 
     def final_ack_trades(self, req: str, node: str, rows: Iterable[Sequence[Any]], t: int,
                          complete: bool = True) -> None:

@@ -213,6 +213,7 @@ class Simulation:
             sequencer=SequencerConfig(max_batch=16, max_inflight=16, breaks=frozenset(cfg.seq_breaks)))
         self.stats = Stats()
         self.venue = Venue()
+        self.checker.stp_off = frozenset(s for s, i in self.venue.instruments.items() if i.stp == "off")
         gossip = cfg.gossip or GossipConfig()
         self.node_config = NodeConfig(max_offset_ns=cfg.max_offset_ns, gossip=gossip)
         self.trace = trace
@@ -300,6 +301,7 @@ class Simulation:
                         self.node_config, hlc_last=hlc_last or ZERO,
                         incarnation=max(incarnation or 0, now // MS))
         node.core = core
+        self.checker.watch_fold(node.id, core.replica, lambda: self.now)  # accounts: see Checker.watch_fold
         node.state = "up"
         self._fresh_life(node, now)
         try:

@@ -106,6 +106,9 @@ def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
             counters[f"strong_{key}"] = sum(c.counters.get(key, 0) for c in cores)
         counters["strong_committed_entries"] = len(sim.strong_checker.log)
     wl = sim.workload.counters
+    for key in ("foreign", "foreign_refused", "foreign_acked", "mass_cancels"):
+        counters[f"client_{key}"] = wl[key]
+    counters["replica_not_owner"] = sum(r.counters.get("not_owner", 0) for r in reps)
     return RunResult(
         seed=seed, ok=ck.ok, violations=[v.to_json() for v in ck.first()], violation_counts=dict(ck.counts),
         convergence_s=conv, finality_s=fin,

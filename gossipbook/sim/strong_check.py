@@ -22,7 +22,12 @@ and time that first folded it) and holds every replica to it:
   (``trade_conflict``);
 - a ``no quorum`` refusal is true: a request refused so never commits, unless a copy of it reached
   some node after the refusal or reached another node (a client retry, a duplicate datagram: those
-  may rightly commit) (``no_quorum_lie``).
+  may rightly commit) (``no_quorum_lie``);
+- accounts: a CANCEL/AMEND whose account is not that of the NEW which placed its order never folds
+  to ``ok`` (``not_owner_applied``) nor is acked (``not_owner_acked``); no trade has one non-empty
+  account on both sides where STP is on (``self_trade``); at the end no replica's books hold an
+  order placed at a lower index than a mass cancel of its account (in scope) it has folded
+  (``mass_cancel_missed``).
 
 It shares ``Checker``'s violation registry (``checker.KINDS``), so results read the same in both
 modes. Plain data in, violations out: ``tests/sim/test_strong_check.py`` feeds it fabricated
@@ -35,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.ops import NEW, Op, TradeExecuted
+from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id
 from ..core.wire import trade_row
 from .checker import Checker
 from .clock import SEC, T0
@@ -95,6 +100,11 @@ class StrongChecker:
             self.log[index] = Folded(op, node, t, None, "", [], False)
             return
         rows = _rows(outcome.client_rows())
+        if op.kind in (CANCEL, AMEND) and outcome.code == 0:
+            owner = self.owner_of(op.order_id)
+            if owner is not None and owner != op.account:
+                self.violation("not_owner_applied", node, t, f"index {index} ({_entry(op)}, by {op.account or '-'}) "
+                               f"folded ok on {op.order_id}, an order of {owner}")
         first = self.first_of.get(op.req)
         dup = first is not None and first < index
         self.log[index] = Folded(op, node, t, outcome.code, outcome.order_id, rows, dup)
@@ -107,11 +117,20 @@ class StrongChecker:
         elif first is None:
             self.first_of[op.req] = index
 
+    def owner_of(self, order_id: str) -> str | None:
+        """The account of the NEW whose commit placed ``order_id`` (``origin:index``), if known."""
+        p = parse_order_id(order_id)
+        f = self.log.get(p[1]) if p is not None else None
+        if f is None or f.op is None or f.op.kind != NEW or f.duplicate or f.op.origin != p[0]:  # type: ignore[index]
+            return None
+        return f.op.account
+
     def events(self, node: str, evs: Iterable[Any], t: int) -> None:
         live = self.live.setdefault(node, {})
         for ev in evs:
             if type(ev) is not TradeExecuted:
                 continue
+            self.base.self_trade(node, ev.trade, t)
             row = trade_row(ev.trade)
             tid = row[0]
             if tid in live:
@@ -152,6 +171,11 @@ class StrongChecker:
                                f"is in no replica's committed log")
                 continue
             f = self.log[first]
+            if f.op is not None and f.op.kind in (CANCEL, AMEND):
+                owner = self.owner_of(f.op.order_id)
+                if owner is not None and owner != f.op.account:
+                    self.violation("not_owner_acked", node, at, f"request {req} ({_entry(f.op)}, by "
+                                   f"{f.op.account or '-'}) acked: {f.op.order_id} is an order of {owner}")
             if f.code != 0 or order_id != f.order_id:
                 self.violation("ack_mismatch", node, at, f"request {req}: ack names {order_id or '-'}, its "
                                f"commit at {first} folded to code {f.code}, order {f.order_id}")
@@ -169,10 +193,34 @@ class StrongChecker:
             if req in self.first_of and all(n == node and rt < at for n, rt in self.received.get(req, ())):
                 self.violation("no_quorum_lie", node, at, f"{node} answered request {req} 'no quorum' at "
                                f"{(at - T0) / SEC:.3f}s, but it committed at index {self.first_of[req]}")
+        self._mass_cancels(folds, t)
         for n, fold in folds.items():
             if fold.op_count > len(fold.reqs) and len(fold.reqs) < fold.dedupe_window:
                 self.violation("applied_twice", n, t, f"{n} folded {fold.op_count} requests but remembers "
                                f"{len(fold.reqs)} request ids")
+
+    def _mass_cancels(self, folds: Mapping[str, Any], t: int) -> None:
+        """No order rests on a replica below a mass cancel (of its account, in scope) it has folded."""
+        mass = sorted((i, f.op) for i, f in self.log.items()
+                      if f.op is not None and f.op.kind == CANCEL_ALL and f.op.account and f.code == 0
+                      and not f.duplicate)
+        if not mass:
+            return
+        for n, fold in folds.items():
+            last: dict[tuple[str, str], int] = {}  # (account, symbol or "") -> highest index folded here
+            for i, op in mass:
+                if i <= fold.index:
+                    last[(op.account, op.symbol)] = i
+            if not last:
+                continue
+            for sym, b in sorted(fold.books.items()):
+                for _side, _price, oid, _q, acct in b.entries():
+                    c = max(last.get((acct, sym), 0), last.get((acct, ""), 0))
+                    p = parse_order_id(oid)
+                    if c and p is not None and p[1] < c:
+                        self.violation("mass_cancel_missed", n, t, f"order {oid} of {acct} rests in {sym} on {n} "
+                                       f"(folded to {fold.index}) after the mass cancel at index {c}")
+                        break
 
     def committed_new_orders(self) -> int:
         return sum(1 for f in self.log.values() if f.op is not None and f.op.kind == NEW and not f.duplicate)

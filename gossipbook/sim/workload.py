@@ -13,6 +13,12 @@ retry with its first reply, and replicas fold only the first NEW of a request.
 A reply ``ok`` (or, in eventual mode, ``timeout`` with an order id: "accepted and will not be
 lost") is an **acknowledgement** at the level it names; the checker holds the cluster to every one of them.
 The workload only decides and records; the simulator owns time and the network.
+
+Every client is its own account (its name). A small share of requests are hostile or awkward, drawn
+from the same seeded stream: a client tries to cancel or amend *another* client's open order (the
+stamping node must refuse it, "not owner", and no replica may ever apply it; ``Request.foreign``),
+or sends a mass cancel (``CANCEL_ALL``) of its own orders in the market's symbol or in every book
+("" symbol), after which the client's open orders are forgotten.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..core.book import GTC, MARKET
-from ..core.node import ACCEPTED, E_TIMEOUT, FINAL, OK, REPLICATED
-from ..core.ops import AMEND, CANCEL, NEW
+from ..core.node import ACCEPTED, E_NOT_OWNER, E_TIMEOUT, FINAL, OK, REPLICATED
+from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW
 from ..core.wire import ClientReply, ClientSubmit
 from ..workload.orders import OrderFlow
 from .clock import MS
@@ -43,6 +49,12 @@ class Request:
     reply: ClientReply | None = None
     reply_from: str = ""
     replied_at: int = 0
+    foreign: str = ""  # a cancel/amend of another client's order: that client (the order's owner)
+
+
+#: shares of requests that are a cancel/amend of another client's open order, and a mass cancel
+FOREIGN_SHARE = 0.04
+MASS_CANCEL_SHARE = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +92,8 @@ class Workload:
         self._n = 0
         self.stopped = False
         self.counters = {"submitted": 0, "sent": 0, "retries": 0, "acked": 0, "rejected": 0,
-                         "no_node": 0, "gave_up": 0, "late_replies": 0}
+                         "no_node": 0, "gave_up": 0, "late_replies": 0, "foreign": 0, "foreign_refused": 0,
+                         "foreign_acked": 0, "mass_cancels": 0}
         self.rejects: dict[int, int] = {}
 
     def _arrivals(self, n: int, start: int, end: int) -> list[tuple[int, str]]:
@@ -99,17 +112,37 @@ class Workload:
     # ---- decisions -------------------------------------------------------------------------------
     def new_request(self, client: str, t: int) -> Request:
         """The client's next action as a request (not yet sent)."""
-        o = self.flow.next(self.open[client])
-        if o.kind in (CANCEL, AMEND):
-            self.open[client] = [x for x in self.open[client] if x[0] != o.order_id]
+        r0 = self.rng.random()
+        victims = [c for c in self.clients if c != client and self.open[c]] if r0 < FOREIGN_SHARE else []
         self._n += 1
         req = f"{client}-{self._n}"
         r = self.rng.random()
         wait = ACCEPTED if r < 0.7 else REPLICATED if r < 0.9 else FINAL
-        price = 0 if (o.kind == NEW and o.tif == MARKET) else o.price
-        msg = ClientSubmit(req, o.kind, self.symbol, o.order_id, o.side, price, o.qty,
-                           o.tif if o.kind == NEW else GTC, wait, self.reply_timeout_ms)
-        rq = Request(req, client, msg, t)
+        foreign = ""
+        if victims:
+            # hostile: another client's open order, as if this client had guessed or seen its id
+            foreign = self.rng.choice(victims)
+            oid, side = self.rng.choice(self.open[foreign])
+            if self.rng.random() < 0.5:
+                msg = ClientSubmit(req, CANCEL, self.symbol, oid, side, 0, 0, GTC, wait, self.reply_timeout_ms)
+            else:
+                price = self.flow.mid + (-1 if side == 0 else 1) * self.rng.randint(-5, 20)
+                msg = ClientSubmit(req, AMEND, self.symbol, oid, side, max(1, price), self.rng.randint(1, 20),
+                                   GTC, wait, self.reply_timeout_ms)
+            self.counters["foreign"] += 1
+        elif FOREIGN_SHARE <= r0 < FOREIGN_SHARE + MASS_CANCEL_SHARE:
+            sym = self.symbol if self.rng.random() < 0.5 else ""
+            msg = ClientSubmit(req, CANCEL_ALL, sym, "", 0, 0, 0, GTC, wait, self.reply_timeout_ms)
+            self.open[client] = []
+            self.counters["mass_cancels"] += 1
+        else:
+            o = self.flow.next(self.open[client])
+            if o.kind in (CANCEL, AMEND):
+                self.open[client] = [x for x in self.open[client] if x[0] != o.order_id]
+            price = 0 if (o.kind == NEW and o.tif == MARKET) else o.price
+            msg = ClientSubmit(req, o.kind, self.symbol, o.order_id, o.side, price, o.qty,
+                               o.tif if o.kind == NEW else GTC, wait, self.reply_timeout_ms)
+        rq = Request(req, client, msg, t, foreign=foreign)
         self.requests[req] = rq
         self.counters["submitted"] += 1
         return rq
@@ -148,6 +181,11 @@ class Workload:
             self.counters["late_replies"] += 1
             return None
         rq.reply, rq.reply_from, rq.replied_at = rep, node, t
+        if rq.foreign:
+            if rep.code == E_NOT_OWNER:
+                self.counters["foreign_refused"] += 1
+            elif rep.code == OK:
+                self.counters["foreign_acked"] += 1  # the checker flags it (``not_owner_acked``)
         if rep.code == OK or (self.ack_timeouts and rep.code == E_TIMEOUT and rep.order_id):
             ack = Ack(rep.req, node, rq.msg.kind, rep.order_id, rep.level, t)
             self.acks.append(ack)
