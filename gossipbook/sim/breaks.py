@@ -15,6 +15,14 @@ DESIGN.md relies on, and the simulator must report a violation for some seeds:
 - ``no-offset-check``: ops stamped beyond ``now + max_offset`` are adopted at once instead of held
   back, so a clock far ahead drags every HLC with it.
 
+- ``no-owner-check`` (both modes): ``Book.owner`` answers "whoever asks" for a resting order, so
+  neither the stamping node (the eventual replica's ``_open_order``, the strong leader's
+  ``_validate``) nor the fold (``Replica._fold_op``, ``SequencedBooks._fold``) refuses a cancel or
+  amend by another account. (Removing the fold's check alone is invisible with honest nodes in
+  eventual mode: the stamping node refuses such a request first, so it never becomes an op; the
+  tests show the fold's check holding on its own with the stamping check removed, see
+  ``stamp_owner_check_removed``.)
+
 Strong mode (``--mode strong``) breaks the sequencer instead, through ``SequencerConfig.breaks``
 (one condition each in ``core/sequencer.py``; nothing is patched): ``STRONG_BREAKS``.
 """
@@ -27,8 +35,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..core import book as book_mod
 from ..core import gossip as gossip_mod
 from ..core import replica as replica_mod
+from ..core import strong as strong_mod
 from ..core.errors import UsageError
 from ..core.ops import Op, TradeExecuted
 
@@ -38,7 +48,10 @@ BREAKS: dict[str, str] = {
     "no-dedupe": "an op that arrives again is folded again",
     "wrong-tiebreak": "ties in (wall, logical) put the local node's own ops first",
     "no-offset-check": "ops beyond max_offset are adopted at once (the HLC jumps ahead)",
+    "no-owner-check": "any account may cancel or amend any order (no owner check at the stamping node nor in the fold)",
 }
+#: breaks that patch the core in either mode
+BOTH_MODES: frozenset[str] = frozenset({"no-owner-check"})
 
 
 STRONG_BREAKS: dict[str, str] = {
@@ -50,7 +63,7 @@ STRONG_BREAKS: dict[str, str] = {
 
 
 def check_break(name: str | None, mode: str = "eventual") -> str | None:
-    known = STRONG_BREAKS if mode == "strong" else BREAKS
+    known = ({**STRONG_BREAKS, **{b: BREAKS[b] for b in BOTH_MODES}} if mode == "strong" else BREAKS)
     if name is not None and name not in known:
         other = BREAKS if mode == "strong" else STRONG_BREAKS
         hint = f" ({name} is {'an eventual' if mode == 'strong' else 'a strong'}-mode break)" if name in other else ""
@@ -114,13 +127,68 @@ def _patch_gossip_init(orig: Callable[..., Any]) -> Callable[..., Any]:
     return init
 
 
+class _Anyone(str):
+    """An owner equal to every account (``==`` and ``!=`` both say "same")."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        return False
+
+    __hash__ = str.__hash__
+
+
+def _owner_anyone(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def owner(self: Any, order_id: str) -> str | None:
+        acct = orig(self, order_id)
+        return None if acct is None else _Anyone(acct)  # no-owner-check: every account owns it
+    return owner
+
+
+@contextmanager
+def stamp_owner_check_removed() -> Iterator[None]:
+    """Not a ``--break``: only the stamping node's owner check is gone (eventual ``_open_order``,
+    strong ``_validate``), the fold's stays. Non-owner cancels and amends then reach the op-set
+    and the log, and the fold alone must refuse them (tests use it to exercise the fold's check)."""
+    orig = book_mod.Book.owner
+    R, S = replica_mod.Replica, strong_mod.StrongNodeCore
+    saved = [(R, "_open_order", R.__dict__["_open_order"]), (S, "_validate", S.__dict__["_validate"]),
+             (book_mod.Book, "owner", orig)]
+    depth = [0]
+    anyone = _owner_anyone(orig)
+
+    def owner(self: Any, order_id: str) -> str | None:
+        return anyone(self, order_id) if depth[0] else orig(self, order_id)
+
+    def at_stamp(f: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*a: Any, **k: Any) -> Any:
+            depth[0] += 1
+            try:
+                return f(*a, **k)
+            finally:
+                depth[0] -= 1
+        return wrapped
+
+    try:
+        R._open_order = at_stamp(R.__dict__["_open_order"])  # type: ignore[method-assign]
+        S._validate = at_stamp(S.__dict__["_validate"])  # type: ignore[method-assign]
+        book_mod.Book.owner = owner  # type: ignore[method-assign]
+        yield
+    finally:
+        for cls, attr, value in reversed(saved):
+            setattr(cls, attr, value)
+
+
 @contextmanager
 def broken(name: str | None) -> Iterator[None]:
     """Apply the named break for the duration of the block (``None``: nothing)."""
     if name is None or name in STRONG_BREAKS:  # strong ones go in through SequencerConfig.breaks
         yield
         return
-    check_break(name)
+    check_break(name, "strong" if name in BOTH_MODES else "eventual")
     R, G = replica_mod.Replica, gossip_mod.Gossip
     saved: list[tuple[type, str, Any]] = []
 
@@ -139,6 +207,8 @@ def broken(name: str | None) -> Iterator[None]:
             patch(R, "receive", _patch_receive_offset(R.receive))
         elif name == "no-anti-entropy":
             patch(G, "__init__", _patch_gossip_init(G.__init__))
+        elif name == "no-owner-check":
+            patch(book_mod.Book, "owner", _owner_anyone(book_mod.Book.owner))
         yield
     finally:
         for cls, attr, value in reversed(saved):

@@ -8,10 +8,13 @@ slip through. One clean history checks that honest input raises nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from gossipbook.core import NEW, Op, Replica, Trade, TradeExecuted, TradeRevised
+from gossipbook.core.book import Book
+from gossipbook.core.ops import AMEND, CANCEL, CANCEL_ALL
 from gossipbook.sim import KINDS, T0, Checker
 from gossipbook.sim.workload import Ack
 
@@ -270,3 +273,119 @@ def test_every_kind_is_documented() -> None:
     assert all(isinstance(v, str) and v for v in KINDS.values())
 
 
+
+
+# ---- accounts (issue 14) ---------------------------------------------------------------------------
+def acct_op(origin: str, seq: int, wall: int, kind: int, account: str, order_id: str = "", symbol: str = "GBX",
+            req: str = "") -> Op:
+    return Op(T0 + wall, 0, origin, seq, kind, symbol, order_id, 1, 10_010, 3, 0, req, account)
+
+
+@dataclass
+class FoldOnly:
+    """A replica's fold step with the owner check as a flag (``honest=False``: the break)."""
+
+    honest: bool = True
+    _reqs: dict[str, Any] = field(default_factory=dict)
+
+    def _fold_op(self, books: dict[str, Book], op: Op) -> list[Trade]:
+        b = books[op.symbol] if op.symbol else None
+        if op.kind == NEW:
+            return books[op.symbol].submit(op.op_id, op.side, op.price, op.qty, op.tif, op.op_id, op.account)
+        if op.kind == CANCEL_ALL:
+            if self.honest:
+                for sym in [op.symbol] if op.symbol else sorted(books):
+                    books[sym].cancel_account(op.account)
+            return []
+        assert b is not None
+        if self.honest and b.owner(op.order_id) != op.account:
+            return []
+        if op.kind == CANCEL:
+            b.cancel(op.order_id)
+            return []
+        return b.amend(op.order_id, op.price, op.qty, op.op_id) or []
+
+
+def test_a_cancel_or_amend_by_another_account_applied_is_caught(ck: Checker) -> None:
+    for honest in (True, False):
+        ck = Checker(NODES, MAX_OFFSET)
+        rep = FoldOnly(honest)
+        ck.watch_fold("n1", rep, lambda: T0 + 5)
+        books = {"GBX": Book("GBX")}
+        rep._fold_op(books, acct_op("n1", 1, 1, NEW, "alice"))
+        rep._fold_op(books, acct_op("n1", 2, 2, NEW, "bob"))
+        rep._fold_op(books, acct_op("n2", 1, 3, AMEND, "bob", "n1:1")._replace(qty=2))  # bob amends alice's order
+        rep._fold_op(books, acct_op("n2", 2, 4, CANCEL, "bob", "n1:1"))  # ... and cancels it
+        rep._fold_op(books, acct_op("n2", 3, 5, CANCEL, "bob", "n1:2"))  # his own: fine
+        assert kinds(ck) == (set() if honest else {"not_owner_applied"}), ck.violations
+        assert honest or ck.counts["not_owner_applied"] == 2
+
+
+def test_an_order_resting_after_a_mass_cancel_is_caught(ck: Checker) -> None:
+    for honest in (True, False):
+        ck = Checker(NODES, MAX_OFFSET)
+        rep = FoldOnly(honest)
+        ck.watch_fold("n1", rep, lambda: T0 + 5)
+        books = {"GBX": Book("GBX"), "XYZ": Book("XYZ")}
+        rep._fold_op(books, acct_op("n1", 1, 1, NEW, "alice"))
+        rep._fold_op(books, acct_op("n1", 2, 2, NEW, "alice", symbol="XYZ"))
+        rep._fold_op(books, acct_op("n1", 3, 3, CANCEL_ALL, "alice", symbol="GBX"))
+        assert kinds(ck) == (set() if honest else {"mass_cancel_missed"}), ck.violations
+        assert "XYZ" not in str(ck.violations)  # a mass cancel of GBX leaves XYZ alone
+
+
+def test_a_mass_cancel_retried_as_a_second_op_is_a_no_op(ck: Checker) -> None:
+    rep = FoldOnly(False)  # the second copy of a request folds to nothing: not a violation
+    ck.watch_fold("n1", rep, lambda: T0)
+    books = {"GBX": Book("GBX")}
+    first = acct_op("n1", 1, 1, CANCEL_ALL, "alice", req="r1")
+    rep._reqs[first.req_key] = first
+    rep._fold_op(books, acct_op("n1", 2, 2, NEW, "alice"))
+    rep._fold_op(books, acct_op("n2", 1, 3, CANCEL_ALL, "alice", req="r1"))
+    assert ck.ok, ck.violations
+
+
+@dataclass
+class BookReplica(FakeReplica):
+    books: dict[str, Book] = field(default_factory=dict)
+
+
+def test_at_the_end_an_order_below_a_held_mass_cancel_must_not_rest(ck: Checker) -> None:
+    new1, new2 = acct_op("n1", 1, 1, NEW, "alice"), acct_op("n1", 3, 3, NEW, "alice")
+    mass = acct_op("n1", 2, 2, CANCEL_ALL, "alice", symbol="")
+    ck.ops_taken("n1", [new1, mass, new2], T0 + 3, T0 + 3)
+    b = Book("GBX")
+    b.submit("n1:3", 1, 10_010, 3, 0, "n1:3", "alice")  # placed after the mass cancel: fine
+    rep = BookReplica([new1, mass, new2], [], {"n1": 3}, books={"GBX": b})
+    ck.final_state({"n1": rep}, [], T0 + 10)
+    assert ck.ok, ck.violations
+    b.submit("n1:1", 1, 10_010, 3, 0, "n1:1", "alice")  # placed before it, still resting
+    ck.final_state({"n1": rep}, [], T0 + 10)
+    assert kinds(ck) == {"mass_cancel_missed"}
+
+
+def test_an_acked_cancel_by_another_account_is_caught(ck: Checker) -> None:
+    new1 = acct_op("n1", 1, 1, NEW, "alice")
+    cancel = acct_op("n2", 1, 2, CANCEL, "bob", "n1:1", req="r9")
+    ck.ops_taken("n1", [new1], T0 + 1, T0 + 1)
+    ck.ops_taken("n2", [new1, cancel], T0 + 2, T0 + 2)
+    ck.stamp("n2", "r9", cancel)
+    rep = FakeReplica([new1, cancel], [], {"n1": 1, "n2": 1})
+    ck.final_state({"n2": rep}, [Ack("r9", "n2", CANCEL, "n1:1", 0, T0 + 3)], T0 + 10)
+    assert kinds(ck) == {"not_owner_acked"}
+
+
+def test_a_self_trade_is_caught_unless_stp_is_off(ck: Checker) -> None:
+    own = Trade("n1:2/0", "GBX", 10_000, 1, "n1:1", "n1:2", 0, "alice", "alice")
+    other = Trade("n1:3/0", "GBX", 10_000, 1, "n1:1", "n1:3", 0, "alice", "bob")
+    anon = Trade("n1:4/0", "GBX", 10_000, 1, "n1:1", "n1:4", 0, "", "")
+    ck.events("n1", [TradeExecuted(other), TradeExecuted(anon)], T0)
+    assert ck.ok
+    ck.events("n1", [TradeExecuted(own)], T0)
+    assert kinds(ck) == {"self_trade"}
+    off = Checker(NODES, MAX_OFFSET, stp_off=frozenset({"GBX"}))
+    off.events("n1", [TradeExecuted(own)], T0)
+    assert off.ok
+    rev = Checker(NODES, MAX_OFFSET)
+    rev.events("n1", [TradeExecuted(other), TradeRevised(other, own)], T0)
+    assert kinds(rev) == {"self_trade"}

@@ -9,8 +9,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from gossipbook.core.book import BUY, GTC, SELL, Trade
-from gossipbook.core.ops import NEW, Op, TradeExecuted
+from gossipbook.core.book import BUY, GTC, SELL, Book, Trade
+from gossipbook.core.node import E_NOT_OWNER
+from gossipbook.core.ops import CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted
 from gossipbook.core.strong import Outcome
 from gossipbook.sim.checker import Checker
 from gossipbook.sim.clock import T0
@@ -29,6 +30,7 @@ def checker() -> tuple[Checker, StrongChecker]:
 
 
 def fold_view(reqs: dict[str, tuple[int, str, list[Any]]], op_count: int | None = None) -> Any:
+    """``reqs`` keyed as the fold keys them: ``Op.req_key`` ("ACCOUNT/REQ"; these ops carry no account)."""
     return SimpleNamespace(reqs=reqs, op_count=len(reqs) if op_count is None else op_count, dedupe_window=50_000)
 
 
@@ -56,7 +58,7 @@ def clean_history(sc: StrongChecker) -> None:
 
 def folds_after_clean() -> dict[str, Any]:
     t = trade("n1:2")
-    return {n: fold_view({"r1": (0, "n1:1", []), "r2": (0, "n1:2", [row(t)])}) for n in IDS}
+    return {n: fold_view({"/r1": (0, "n1:1", []), "/r2": (0, "n1:2", [row(t)])}) for n in IDS}
 
 
 def test_a_clean_history_passes() -> None:
@@ -147,12 +149,50 @@ def test_a_fold_that_forgets_a_request_is_caught() -> None:
     base, sc = checker()
     clean_history(sc)
     folds = folds_after_clean()
-    folds["n2"] = fold_view({"r1": (0, "n1:1", []), "r2": (0, "n1:9", [])})
+    folds["n2"] = fold_view({"/r1": (0, "n1:1", []), "/r2": (0, "n1:9", [])})
     sc.final_state(folds, T0 + 60)
     assert set(base.counts) == {"ack_mismatch"}
     base, sc = checker()
     clean_history(sc)
     folds = folds_after_clean()
-    folds["n3"] = fold_view({"r1": (0, "n1:1", [])}, op_count=2)
+    folds["n3"] = fold_view({"/r1": (0, "n1:1", [])}, op_count=2)
     sc.final_state(folds, T0 + 60)
     assert set(base.counts) == {"applied_twice"}
+
+
+# ---- accounts (issue 14) ---------------------------------------------------------------------------
+def acct(index: int, kind: int, account: str, req: str, order_id: str = "", symbol: str = "GBX") -> Op:
+    return Op(T0 + index, 0, "n1", index, kind, symbol, order_id, SELL, 100, 1, GTC, req, account)
+
+
+def test_a_cancel_by_another_account_folded_ok_or_acked_is_caught() -> None:
+    for code in (E_NOT_OWNER, 0):
+        base, sc = checker()
+        sc.booted("n1")
+        sc.folded("n1", 1, acct(1, NEW, "alice", "r1"), Outcome(0, "ok", "n1:1"), T0 + 1)
+        sc.folded("n1", 2, acct(2, CANCEL, "bob", "r2", "n1:1"), Outcome(code, "x", "n1:1"), T0 + 2)
+        sc.folded("n1", 3, acct(3, CANCEL, "alice", "r3", "n1:1"), Outcome(0 if code else 2, "x", "n1:1"), T0 + 3)
+        sc.replied("n1", "r2", code, "n1:1", [], T0 + 4)
+        sc.final_state({}, T0 + 5)
+        assert set(base.counts) == (set() if code else {"not_owner_applied", "not_owner_acked"}), base.violations
+
+
+def test_an_order_resting_below_a_folded_mass_cancel_is_caught() -> None:
+    for stays in ("n1:3", "n1:1"):
+        base, sc = checker()
+        sc.booted("n1")
+        sc.folded("n1", 1, acct(1, NEW, "alice", "r1"), Outcome(0, "ok", "n1:1"), T0 + 1)
+        sc.folded("n1", 2, acct(2, CANCEL_ALL, "alice", "r2", symbol=""), Outcome(0, "ok", "n1:2"), T0 + 2)
+        sc.folded("n1", 3, acct(3, NEW, "alice", "r3"), Outcome(0, "ok", "n1:3"), T0 + 3)
+        b = Book("GBX")
+        b.submit(stays, SELL, 100, 1, GTC, stays, "alice")
+        view = SimpleNamespace(reqs={}, op_count=0, dedupe_window=50_000, index=3, books={"GBX": b})
+        sc.final_state({"n1": view}, T0 + 5)
+        assert set(base.counts) == (set() if stays == "n1:3" else {"mass_cancel_missed"}), base.violations
+
+
+def test_a_self_trade_reported_in_strong_mode_is_caught() -> None:
+    base, sc = checker()
+    sc.booted("n1")
+    sc.events("n1", [TradeExecuted(Trade("n1:2/0", "GBX", 100, 1, "n1:1", "n1:2", BUY, "alice", "alice"))], T0)
+    assert set(base.counts) == {"self_trade"}
