@@ -1,21 +1,29 @@
 """Properties of the wire format (``gossipbook.core.wire``).
 
-What must hold (the module's "rules that hold"): a frame is ``MAGIC | VERSION | msgpack body |
-keyed BLAKE2b-128 tag``; every registered message survives encode/decode unchanged; ``decode``
+What must hold (the module's "rules that hold"): a frame is ``MAGIC | VERSION | PLEN | PRINCIPAL |
+msgpack body | keyed BLAKE2b-128 tag``; an empty principal means the peer key (nodes only), a
+non-empty one names an account whose own credential signs the frame; under an account credential
+only the client types (``ClientSubmit``, ``ClientReply``, ``ClientQuery``, ``QueryReply``) are valid
+(anything else is ``not_peer``), under the peer key never (``not_account``), and an unknown account or
+a credential that is not the named account's is ``auth``; every registered message survives
+encode/decode unchanged under the principal it belongs to; ``decode``
 either returns a fully validated ``Frame`` or raises ``WireError`` -- whatever the bytes, whether the
 tag is wrong (random bytes, truncations, flipped bits) or right (a body built or mutated by someone
-holding the key), and a replica fed only what decodes never changes on a rejected frame;
+holding the key), and a replica fed only what decodes never changes on a rejected frame (a
+client's credential cannot make it take an ``OpBatch``); ``Keys`` never shows a secret;
 ``encode_ops`` packs ops in order into frames no larger than the MTU; ``ReplayGuard`` accepts each
 ``(sender, counter)`` at most once inside its sliding window.
 
 The shape of every message is written down here a second time, as a small test-side schema
 (``SCHEMA``), independent of the validators in ``wire.py``. Valid values (for round trips) and
 invalid ones (for rejection) are both derived from it, so a new message type needs one schema
-entry, and a type registered without one fails ``test_every_message_type_has_a_schema``.
+entry, and a type registered without one fails ``test_every_message_type_has_a_schema``. Which
+types an account may sign is written down here too (``CLIENT_TYPE_NOS``).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 from collections.abc import Callable
@@ -42,6 +50,7 @@ from gossipbook.core.sequencer import (
     VoteReply,
 )
 from gossipbook.core.wire import (
+    ACCOUNT_TYPES,
     MAGIC,
     MAX_DATAGRAM,
     MESSAGES,
@@ -54,6 +63,7 @@ from gossipbook.core.wire import (
     ForwardReply,
     Frame,
     Heartbeat,
+    Keys,
     OpBatch,
     Pull,
     QueryReply,
@@ -66,27 +76,68 @@ from gossipbook.core.wire import (
 )
 from gossipbook.workload.history import make_history
 
-KEY = bytes(range(32))
-OTHER_KEY = bytes(range(1, 33))
+KEY = bytes(range(32))  # the peer key: nodes only
+ALICE_KEY = bytes(range(100, 132))  # account credentials: each client holds only its own
+BOB_KEY = bytes(range(200, 232))
+ACCOUNTS = {"alice": ALICE_KEY, "bob": BOB_KEY}
+KEYS = Keys(KEY, ACCOUNTS)  # what a node verifies with
+#: the types an account credential signs, and only those: a client's requests and a node's replies
+#: to it (ClientSubmit, ClientReply, ClientQuery, QueryReply). Written here independently of wire.py.
+CLIENT_TYPE_NOS = frozenset({5, 6, 7, 8})
 U64 = (1 << 64) - 1
 MAX_INT = 1 << 53
 BIG = 1 << 24  # a ``max_size`` for tests that must reach validation whatever the frame's size
 
 
-def seal(body: bytes, key: bytes = KEY, version: int = VERSION) -> bytes:
-    """A frame around ``body`` with a correct tag: what a peer holding the key can send."""
-    head = MAGIC + bytes([version]) + body
+def is_client_type(type_no: Any) -> bool:
+    return type(type_no) is int and type_no in CLIENT_TYPE_NOS
+
+
+def type_no_of(msg: Any) -> int:
+    return next(t for t, (cls, _) in MESSAGES.items() if cls is type(msg))
+
+
+def credential(type_no: Any) -> tuple[bytes, str]:
+    """``(key, principal)`` that properly signs a frame of ``type_no``: alice's credential for a
+    client type, the peer key (empty principal) for everything else."""
+    return (ALICE_KEY, "alice") if is_client_type(type_no) else (KEY, "")
+
+
+def sign(msg: Any, sender: str = "n1", counter: int = 1) -> bytes:
+    """``msg`` encoded under the principal it belongs to (see ``credential``)."""
+    key, principal = credential(type_no_of(msg))
+    return encode(msg, sender, counter, key, account=principal or None)
+
+
+def seal(body: bytes, key: bytes = KEY, version: int = VERSION, principal: str | bytes = "") -> bytes:
+    """A frame around ``body`` with a correct tag under ``key``, naming ``principal`` (empty: the
+    peer key): what a party holding that key can send."""
+    name = principal.encode("ascii") if isinstance(principal, str) else principal
+    head = MAGIC + bytes([version, len(name)]) + name + body
     return head + hashlib.blake2b(head, key=key, digest_size=TAG_LEN).digest()
 
 
+def seal_as(type_no: Any, body: bytes, version: int = VERSION) -> bytes:
+    """``seal`` under the principal a frame of ``type_no`` belongs to."""
+    key, principal = credential(type_no)
+    return seal(body, key, version, principal)
+
+
+def split(frame: bytes) -> tuple[bytes, bytes]:
+    """``(principal, body)`` of a frame built by ``encode``."""
+    plen = frame[3]
+    return frame[4:4 + plen], frame[4 + plen:-TAG_LEN]
+
+
 def raw(type_no: Any, *fields: Any, sender: Any = "n1", counter: Any = 1) -> bytes:
-    return seal(msgpack.packb([type_no, sender, counter, *fields], use_bin_type=True))
+    return seal_as(type_no, msgpack.packb([type_no, sender, counter, *fields], use_bin_type=True))
 
 
-def rejects(data: bytes, reason: str | None = None, max_size: int = MAX_DATAGRAM) -> WireError:
+def rejects(data: bytes, reason: str | None = None, max_size: int = MAX_DATAGRAM,
+            keys: Keys | bytes = KEYS) -> WireError:
     """``decode`` must raise ``WireError`` (with ``reason``); its message is one short line."""
     with pytest.raises(WireError) as info:
-        decode(data, KEY, max_size)
+        decode(data, keys, max_size)
     err = info.value
     if reason is not None:
         assert err.reason == reason, f"reason {err.reason!r} ({err}), expected {reason!r}"
@@ -98,7 +149,7 @@ def rejects(data: bytes, reason: str | None = None, max_size: int = MAX_DATAGRAM
 def decode_or_wire_error(data: bytes, max_size: int = MAX_DATAGRAM) -> Frame | None:
     """Anything but a ``Frame`` or a ``WireError`` escaping ``decode`` fails the test."""
     try:
-        frame = decode(data, KEY, max_size)
+        frame = decode(data, KEYS, max_size)
     except WireError:
         return None
     assert type(frame) is Frame
@@ -183,8 +234,11 @@ def _triple(*f: Any) -> tuple[Any, ...]:
     return tuple(f)
 
 
-OP = R(Op, (U(), U(1 << 32), NODE, U(U64 >> 1), One((1, 2, 3)), S(32, 1), S(96), One((0, 1)), U(MAX_INT),
-            U(MAX_INT), One((0, 1, 2, 3)), S(64)))
+OP = R(Op, (U(), U(1 << 32), NODE, U(U64 >> 1), One((1, 2, 3, 4)), S(32), S(96), One((0, 1)), U(MAX_INT),
+            U(MAX_INT), One((0, 1, 2, 3)), S(64), S(64)))
+SUBMIT = (S(64, 1), One((1, 2, 3, 4)), S(32), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT), One((0, 1, 2, 3)),
+          One((0, 1, 2)), U(600_000))
+REPLY = (S(64), U(255), S(1024), S(96), U(2), L(L(Plain(1), 8), 1024))
 VV = M(NODE, U(U64 >> 1), 1024)
 UPDATES = T(L(R(Update, (NODE, U(), One(("alive", "suspect", "dead", "left")), NODE)), 256))
 
@@ -193,9 +247,8 @@ SCHEMA: dict[type, tuple[Any, ...]] = {
     Summary: (VV, Bool(), VV),
     Pull: (L(R(_triple, (NODE, U(), U())), 1024),),
     Heartbeat: (U(), U(1 << 32), U(), VV),
-    ClientSubmit: (S(64, 1), One((1, 2, 3)), S(32, 1), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT),
-                   One((0, 1, 2, 3)), One((0, 1, 2)), U(600_000)),
-    ClientReply: (S(64), U(255), S(1024), S(96), U(2), L(L(Plain(1), 8), 1024)),
+    ClientSubmit: SUBMIT,
+    ClientReply: REPLY,
     ClientQuery: (S(64, 1), S(16, 1), S(32), U(1000)),
     QueryReply: (S(64), U(255), S(1024), Plain(6)),
     SnapshotChunk: (U(), U(1 << 20), U(1 << 20), B(MAX_DATAGRAM)),
@@ -210,9 +263,8 @@ SCHEMA: dict[type, tuple[Any, ...]] = {
     AppendEntries: (U(), U(), U(), U(), T(L(R(Entry, (U(), T(L(OP, 1)))), 1024))),
     AppendReply: (U(), Bool(), U(), U()),
     InstallSnapshot: (U(), U(), U(), U(), U(), B(MAX_DATAGRAM)),
-    Forward: (S(64, 1), One((1, 2, 3)), S(32, 1), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT),
-              One((0, 1, 2, 3)), One((0, 1, 2)), U(600_000)),
-    ForwardReply: (S(64), U(255), S(1024), S(96), U(2), L(L(Plain(1), 8), 1024)),
+    Forward: (*SUBMIT, S(64)),  # + the account the follower verified the submit for
+    ForwardReply: (S(130), *REPLY[1:]),  # req: "<account>/<req>"
 }
 
 TEXT = st.characters(codec="utf-8")
@@ -367,12 +419,23 @@ def messages(cls: type) -> st.SearchStrategy[Any]:
 ANY_MESSAGE = st.one_of([messages(MESSAGES[t][0]) for t in sorted(MESSAGES) if MESSAGES[t][0] in SCHEMA])
 SENDERS = valid(NODE)
 COUNTERS = st.one_of(st.integers(0, 1000), st.integers(0, U64))
+#: any principal the layout can carry (PLEN is one byte; the name is ASCII), real account ids among them
+PRINCIPALS = st.one_of(st.sampled_from(sorted(ACCOUNTS)),
+                       st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=64),
+                       st.text(st.characters(max_codepoint=127), min_size=1, max_size=255))
+CREDENTIALS = st.binary(min_size=16, max_size=64)
 
 
 # ---- round trips ---------------------------------------------------------------------------------
 def test_every_message_type_has_a_schema() -> None:
     missing = [f"{t} ({MESSAGES[t][0].__name__})" for t in sorted(MESSAGES) if MESSAGES[t][0] not in SCHEMA]
     assert not missing, f"message types without a test schema in {__name__}.SCHEMA: {', '.join(missing)}"
+
+
+def test_the_account_types_are_the_client_types() -> None:
+    """wire.py's own list agrees with the one written here (what decode enforces is tested below)."""
+    assert {MESSAGES[t][0] for t in CLIENT_TYPE_NOS} == {ClientSubmit, ClientReply, ClientQuery, QueryReply}
+    assert set(ACCOUNT_TYPES) == {MESSAGES[t][0] for t in CLIENT_TYPE_NOS}
 
 
 @pytest.mark.parametrize("type_no", sorted(MESSAGES))
@@ -382,52 +445,211 @@ def test_round_trip(type_no: int, data: st.DataObject, sender: str, counter: int
     if cls not in SCHEMA:
         pytest.fail(f"message type {type_no} ({cls.__name__}) has no schema in {__name__}.SCHEMA: add one")
     msg = data.draw(messages(cls), label="msg")
-    frame = encode(msg, sender, counter, KEY)
-    # the documented layout: MAGIC | VERSION | msgpack [type, sender, counter, *fields] | tag
-    assert frame[:3] == MAGIC + bytes([VERSION])
-    assert frame[-TAG_LEN:] == hashlib.blake2b(frame[:-TAG_LEN], key=KEY, digest_size=TAG_LEN).digest()
-    assert msgpack.unpackb(frame[3:-TAG_LEN], raw=False)[:3] == [type_no, sender, counter]
-    got = decode(frame, KEY)
-    assert strict_eq(got, Frame(sender, counter, msg)), (got, msg)
+    if is_client_type(type_no):  # signed by an account with its own credential
+        account: str | None = data.draw(PRINCIPALS, label="account")
+        key = data.draw(CREDENTIALS, label="credential")
+        assert account
+        name = account.encode("ascii")
+        keys = Keys(KEY, {**ACCOUNTS, account: key})  # a node's view: every account's credential
+        own = Keys(None, {account: key})  # a client's: its own credential only
+        frame = encode(msg, sender, counter, key, account=account)
+    else:  # node to node: the peer key, no principal
+        account, key, name, keys, own = None, KEY, b"", KEYS, Keys(KEY)
+        frame = encode(msg, sender, counter, KEY)
+    # the documented layout: MAGIC | VERSION | PLEN | PRINCIPAL | msgpack [type, sender, counter, *fields] | tag
+    assert frame[:4] == MAGIC + bytes([VERSION, len(name)])
+    assert frame[4:4 + len(name)] == name
+    assert frame[-TAG_LEN:] == hashlib.blake2b(frame[:-TAG_LEN], key=key, digest_size=TAG_LEN).digest()
+    assert msgpack.unpackb(frame[4 + len(name):-TAG_LEN], raw=False)[:3] == [type_no, sender, counter]
+    for k in (keys, own):
+        got = decode(frame, k)
+        assert strict_eq(got, Frame(sender, counter, msg, account)), (got, msg)
+    if account is None:
+        assert strict_eq(decode(frame, KEY), Frame(sender, counter, msg, None))  # plain bytes: the peer key
+
+
+@pytest.mark.parametrize("type_no", sorted(MESSAGES))
+@given(data=st.data())
+def test_every_type_under_the_other_kind_of_principal_is_refused(type_no: int, data: st.DataObject) -> None:
+    """A node-to-node type under an account credential is ``not_peer`` (a client cannot speak as a
+    node), a client type under the peer key ``not_account`` (requests act for an account); and only
+    once the tag checked out: with a bad tag both are plain ``auth``, saying nothing about the body."""
+    msg = data.draw(messages(MESSAGES[type_no][0]), label="msg")
+    if is_client_type(type_no):
+        frame, reason = encode(msg, "n1", 1, KEY), "not_account"
+    else:
+        frame, reason = encode(msg, "n1", 1, BOB_KEY, account="bob"), "not_peer"
+    rejects(frame, reason, max_size=BIG)
+    rejects(frame[:-1] + bytes([frame[-1] ^ 1]), "auth", max_size=BIG)
+    assert decode(sign(msg), KEYS, BIG).msg == msg  # positive control: the right principal decodes
+
+
+def test_ops_and_membership_under_an_account_credential_are_not_peer() -> None:
+    """A client holds only its own credential: whatever it signs, a node never takes ops, membership
+    news, votes or a ``Forward`` (whose account field peers trust) from it."""
+    updates = (Update("n2", 9, "dead", "n1"), Update("alice", 1, "alive", "alice"))
+    entry = Entry(3, (HISTORY[0],))
+    submit = ClientSubmit("r1", 1, "GBX", "", 0, 100, 1, 0, 0, 0)
+    for msg in (OpBatch(HISTORY[:5]), Probe(1, 1, 0, updates), MemberGossip(1, updates), Ack(1, 1, 0, 0, 0, updates),
+                PingReq(1, "n2", 1, updates), Summary({"n1": 3}, True), Pull([("n1", 0, 3)]),
+                Heartbeat(1, 0, 1, {}), AppendEntries(5, 0, 0, 0, (entry,)), RequestVote(9, 0, 0, False),
+                Forward(*submit, "bob"), ForwardReply("bob/r1", 0, "", "", 2, [])):
+        for account, key in ACCOUNTS.items():
+            err = rejects(encode(msg, "alice", 1, key, account=account), "not_peer")
+            assert type(msg).__name__ in str(err), str(err)
+        assert decode(encode(msg, "n1", 1, KEY), KEYS).msg == msg  # under the peer key it is fine
+
+
+def test_an_op_batch_under_an_account_credential_leaves_the_replica_unchanged() -> None:
+    replica = Replica("n9", members=["n1", "n2", "n9"])
+    replica.receive(HISTORY[:10], NOW)
+    before = _state(replica)
+    for account, key in ACCOUNTS.items():
+        assert not deliver(replica, encode(OpBatch(HISTORY[10:]), "n1", 5, key, account=account))
+        assert _state(replica) == before
+    assert deliver(replica, encode(OpBatch(HISTORY[10:]), "n1", 5, KEY))  # positive control
+    assert replica.op_count == len(HISTORY)
+
+
+def test_client_requests_and_replies_under_the_peer_key_are_not_account() -> None:
+    """Whoever holds the peer key still cannot submit without naming an account: a request acts for
+    the account whose credential verified it, never for no one."""
+    for msg in (ClientSubmit("r1", 1, "GBX", "", 0, 100, 1, 0, 0, 0), ClientSubmit("r2", 4, "", "", 0, 0, 0, 0, 0, 0),
+                ClientQuery("q1", "orders", "", 0), ClientReply("r1", 0, "", "n1:1", 1, []),
+                QueryReply("q1", 0, "", {"orders": []})):
+        err = rejects(encode(msg, "n1", 1, KEY), "not_account")
+        assert type(msg).__name__ in str(err), str(err)
+        got = decode(encode(msg, "n1", 1, ALICE_KEY, account="alice"), KEYS)  # positive control
+        assert got.msg == msg and got.account == "alice"
+
+
+def test_unknown_and_revoked_accounts_are_auth() -> None:
+    submit = ClientSubmit("r1", 1, "GBX", "", 0, 100, 1, 0, 0, 0)
+    carol_key = bytes(range(50, 82))
+    rejects(encode(submit, "c", 1, carol_key, account="carol"), "auth")  # never known
+    rejects(encode(submit, "c", 1, ALICE_KEY, account="Alice"), "auth")  # names are exact
+    rejects(encode(submit, "c", 1, ALICE_KEY, account="alice "), "auth")
+    # a reload that drops bob: his next frame, correctly signed, is refused; alice is unaffected
+    keys = Keys(KEY, dict(ACCOUNTS))
+    bob_frame = encode(submit, "c", 1, BOB_KEY, account="bob")
+    assert decode(bob_frame, keys).account == "bob"
+    keys.accounts = {"alice": ALICE_KEY}
+    rejects(bob_frame, "auth", keys=keys)
+    assert decode(encode(submit, "c", 2, ALICE_KEY, account="alice"), keys).account == "alice"
+    # a rotated credential: the old one no longer verifies
+    keys.accounts = {"alice": bytes(range(7, 39))}
+    rejects(encode(submit, "c", 3, ALICE_KEY, account="alice"), "auth", keys=keys)
+    # a party with no accounts at all (or no peer key) refuses what it cannot verify as auth
+    rejects(encode(submit, "c", 1, ALICE_KEY, account="alice"), "auth", keys=KEY)
+    rejects(encode(submit, "c", 1, ALICE_KEY, account="alice"), "auth", keys=Keys(KEY, {}))
+    rejects(encode(Summary({}, False), "n1", 1, KEY), "auth", keys=Keys(None, {"alice": ALICE_KEY}))
+
+
+def test_a_credential_signing_for_another_principal_is_auth() -> None:
+    """The tag is checked with the named principal's key: alice's credential cannot make a frame
+    that passes as bob's, as the peer's, or the other way round, however the principal is spliced in."""
+    submit = ClientSubmit("r1", 2, "GBX", "n1:7", 0, 0, 0, 0, 0, 0)
+    body = split(encode(submit, "c", 1, ALICE_KEY, account="alice"))[1]
+    rejects(seal(body, ALICE_KEY, principal="bob"), "auth")  # alice signs, naming bob
+    rejects(encode(submit, "c", 1, ALICE_KEY, account="bob"), "auth")
+    rejects(seal(body, BOB_KEY, principal="alice"), "auth")
+    rejects(seal(body, KEY, principal="bob"), "auth")  # the peer key is not bob's credential either
+    rejects(seal(body, ALICE_KEY), "auth")  # alice's credential as the peer key
+    # alice's valid frame with the principal renamed (the tag covers PLEN and the name)
+    good = encode(submit, "c", 1, ALICE_KEY, account="alice")
+    rejects(MAGIC + bytes([VERSION, 3]) + b"bob" + good[9:], "auth")
+    rejects(MAGIC + bytes([VERSION, 0]) + good[9:], "auth")
+    keys = Keys(KEY, {"alice": ALICE_KEY, "bob": ALICE_KEY[::-1]})
+    err = rejects(seal(body, ALICE_KEY, principal="bob"), "auth", keys=keys)
+    for secret in (KEY, ALICE_KEY, BOB_KEY):  # the error never carries key material
+        assert secret.hex()[:16] not in str(err) and repr(secret)[2:20] not in str(err)
+    assert decode(seal(body, ALICE_KEY, principal="alice"), KEYS).account == "alice"  # positive control
+
+
+def test_keys_repr_never_shows_secrets() -> None:
+    peer = b"peer-s3cret-PEER-s3cret-PEER-s3c"
+    alice = b"alice-s3cret-ALICE-s3cret-ALICE!"
+    bob = bytes(range(240, 256)) + bytes(range(16))
+    secrets = [peer, alice, bob, KEY, ALICE_KEY]
+    for keys in (Keys(peer, {"alice": alice, "bob": bob}), Keys(None, {"alice": alice}), Keys(peer),
+                 Keys(KEY, {"alice": ALICE_KEY}), KEYS):
+        texts = [repr(keys), str(keys), f"{keys}", f"{keys!r}", repr([keys]), repr({"keys": keys})]
+        for text in texts:
+            for secret in secrets:
+                forms = {secret.hex(), secret.hex().upper(), repr(secret), str(list(secret)),
+                         base64.b64encode(secret).decode(), secret.decode("latin-1")}
+                # no recognisable piece either: any 6-byte window in any of the usual spellings
+                for i in range(len(secret) - 5):
+                    w = secret[i:i + 6]
+                    forms |= {w.hex(), repr(w)[2:-1], str(list(w))[1:-1]}
+                leaked = sorted(f for f in forms if f and f in text)
+                assert not leaked, (text, leaked)
+        assert "s3cret" not in repr(keys).lower()
 
 
 # ---- garbage in, WireError out -------------------------------------------------------------------
 @given(st.one_of(st.binary(max_size=300),
-                 st.binary(max_size=300).map(lambda b: MAGIC + bytes([VERSION]) + b)))
+                 st.binary(max_size=300).map(lambda b: MAGIC + bytes([VERSION]) + b),
+                 st.binary(max_size=300).map(lambda b: MAGIC + bytes([VERSION, 0]) + b),
+                 st.binary(max_size=300).map(lambda b: MAGIC + bytes([VERSION, 5]) + b"alice" + b)))
 def test_random_bytes_are_rejected(data: bytes) -> None:
     rejects(data)
 
 
-@given(st.binary(max_size=300))
-def test_random_bodies_with_a_valid_tag_decode_or_raise_wire_error(body: bytes) -> None:
-    decode_or_wire_error(seal(body))
+@given(body=st.binary(max_size=300), signer=st.sampled_from([("", KEY), ("alice", ALICE_KEY)]))
+def test_random_bodies_with_a_valid_tag_decode_or_raise_wire_error(body: bytes, signer: tuple[str, bytes]) -> None:
+    principal, key = signer
+    decode_or_wire_error(seal(body, key, principal=principal))
 
 
 @given(msg=ANY_MESSAGE, sender=SENDERS, counter=COUNTERS, data=st.data())
 def test_truncations_are_rejected(msg: Any, sender: str, counter: int, data: st.DataObject) -> None:
-    frame = encode(msg, sender, counter, KEY)
+    frame = sign(msg, sender, counter)
     cut = data.draw(st.integers(0, len(frame) - 1), label="cut")
     rejects(frame[:cut])
 
 
+def tampered_reason(frame: bytes) -> str:
+    """The reason a frame changed after signing is refused with, from the layout alone: the header
+    is read before the tag can be checked (it says which key to check it with), so a bad magic, a
+    PLEN running past the end or a non-ASCII name is malformed, another version is version, and
+    everything else -- an unknown name, any other change -- is auth."""
+    if frame[:2] != MAGIC:
+        return "malformed"
+    if frame[2] != VERSION:
+        return "version"
+    plen = frame[3]
+    if plen and len(frame) < 4 + plen + 1 + TAG_LEN:
+        return "malformed"
+    if not frame[4:4 + plen].isascii():
+        return "malformed"
+    return "auth"
+
+
 @given(msg=ANY_MESSAGE, sender=SENDERS, counter=COUNTERS, data=st.data())
 def test_every_single_byte_change_is_rejected(msg: Any, sender: str, counter: int, data: st.DataObject) -> None:
-    frame = bytearray(encode(msg, sender, counter, KEY))
-    pos = data.draw(st.integers(0, len(frame) - 1), label="pos")
+    frame = bytearray(sign(msg, sender, counter))
+    plen = frame[3]
+    pos = data.draw(st.one_of(st.integers(0, len(frame) - 1), st.integers(0, 3 + plen)), label="pos")
     if data.draw(st.booleans(), label="bit flip"):
         frame[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
     else:
         frame[pos] = data.draw(st.integers(0, 255).filter(lambda b: b != frame[pos]), label="byte")
     err = rejects(bytes(frame))
-    expected = "version" if pos == 2 else "malformed" if pos < 2 else "auth"
+    expected = tampered_reason(bytes(frame))
     assert err.reason == expected, (pos, err.reason, str(err))
+    if pos > 3 + plen:  # past the header: only the tag can tell
+        assert expected == "auth"
 
 
 @given(msg=ANY_MESSAGE, sender=SENDERS, counter=COUNTERS, data=st.data())
 def test_mutated_bodies_with_a_valid_tag_decode_or_raise_wire_error(
         msg: Any, sender: str, counter: int, data: st.DataObject) -> None:
     """Someone holding the key sends a corrupted body: validation, not the tag, must hold the line."""
-    body = bytearray(encode(msg, sender, counter, KEY)[3:-TAG_LEN])
+    key, principal = credential(type_no_of(msg))
+    name, body_bytes = split(sign(msg, sender, counter))
+    assert name == principal.encode()
+    body = bytearray(body_bytes)
     for _ in range(data.draw(st.integers(1, 3), label="edits")):
         pos = data.draw(st.integers(0, max(len(body) - 1, 0)), label="pos")
         kind = data.draw(st.sampled_from(["byte", "bit", "insert", "delete"]), label="kind")
@@ -439,10 +661,12 @@ def test_mutated_bodies_with_a_valid_tag_decode_or_raise_wire_error(
             body[pos:pos] = data.draw(st.binary(min_size=1, max_size=9), label="inserted")
         else:
             del body[pos:pos + data.draw(st.integers(1, 9), label="deleted")]
-    frame = decode_or_wire_error(seal(bytes(body)))
+    frame = decode_or_wire_error(seal(bytes(body), key, principal=principal))
     if frame is not None:  # whatever got through is a well-formed message that encodes back as it was
         assert type(frame.msg) in {cls for cls, _ in MESSAGES.values()}
-        again = decode(encode(frame.msg, frame.sender, frame.counter, KEY), KEY, BIG)
+        assert frame.account == (principal or None)
+        assert is_client_type(type_no_of(frame.msg)) == bool(principal)  # never the other kind's type
+        again = decode(encode(frame.msg, frame.sender, frame.counter, key, account=frame.account), KEYS, BIG)
         assert strict_eq(again, frame)
 
 
@@ -454,7 +678,7 @@ def test_fields_of_the_wrong_shape_are_rejected(data: st.DataObject) -> None:
     fields = data.draw(invalid(R(MESSAGES[type_no][0], SCHEMA[MESSAGES[type_no][0]])), label="fields")
     assume(isinstance(fields, list))  # a non-list "record" is covered at the body level below
     body = msgpack.packb([type_no, "n1", 7, *fields], use_bin_type=True)
-    rejects(seal(body), "malformed", max_size=BIG)
+    rejects(seal_as(type_no, body), "malformed", max_size=BIG)
 
 
 @given(bad=invalid(NODE))
@@ -483,6 +707,7 @@ def test_unknown_message_types_are_rejected(type_no: Any) -> None:
 ])
 def test_malformed_bodies_are_rejected(body: bytes) -> None:
     rejects(seal(body), "malformed")
+    rejects(seal(body, ALICE_KEY, principal="alice"), "malformed")
 
 
 DEEP = [7, 100, 999, 1023, 1024, 1100, 5000]
@@ -491,9 +716,11 @@ HUGE = [b"\xdd\xff\xff\xff\xff", b"\xdc\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xd
 
 
 def _positions(value: bytes) -> list[bytes]:
-    """Bodies with the raw msgpack ``value`` as sender, as counter and as each message's first field."""
+    """Frames, each under its type's principal, of bodies with the raw msgpack ``value`` as sender,
+    as counter and as each message's first field."""
     p = msgpack.packb
-    out = [b"\x94\x02" + value + b"\x01\x80", b"\x94\x02\xa2n1" + value + b"\x80"]
+    out = [seal(b"\x94\x02" + value + b"\x01\x80"), seal(b"\x94\x02\xa2n1" + value + b"\x80"),
+           seal(b"\x94\x05" + value + b"\x01\x80", ALICE_KEY, principal="alice")]
     for type_no, (cls, _) in sorted(MESSAGES.items()):
         fields = SCHEMA.get(cls, (U(),))
         head = p([type_no, "n1", 1, *(minimal(f) for f in fields)])
@@ -501,20 +728,20 @@ def _positions(value: bytes) -> list[bytes]:
         prefix = p([type_no, "n1", 1])[1:]
         first = p(minimal(fields[0]))
         header_len = len(head) - len(prefix) - sum(len(p(minimal(f))) for f in fields)
-        out.append(head[:header_len] + prefix + value + head[header_len + len(prefix) + len(first):])
+        out.append(seal_as(type_no, head[:header_len] + prefix + value + head[header_len + len(prefix) + len(first):]))
     return out
 
 
 @pytest.mark.parametrize("depth", DEEP)
 def test_deep_nesting_is_rejected_anywhere(depth: int) -> None:
-    for body in _positions(b"\x91" * depth + b"\x00"):
-        rejects(seal(body), "malformed")
+    for frame in _positions(b"\x91" * depth + b"\x00"):
+        rejects(frame, "malformed")
 
 
 @pytest.mark.parametrize("header", HUGE, ids=lambda h: h.hex())
 def test_huge_declared_lengths_are_rejected_anywhere(header: bytes) -> None:
-    for body in _positions(header):
-        rejects(seal(body), "malformed")
+    for frame in _positions(header):
+        rejects(frame, "malformed")
 
 
 def edge_valid(spec: Any) -> list[Any]:
@@ -586,8 +813,9 @@ def test_every_field_at_and_past_its_limits(type_no: int) -> None:
         pytest.fail(f"message type {type_no} ({cls.__name__}) has no schema in {__name__}.SCHEMA: add one")
     record = R(cls, SCHEMA[cls])
     for fields in edge_valid(record):
-        frame = decode(raw(type_no, *fields), KEY, BIG)
+        frame = decode(raw(type_no, *fields), KEYS, BIG)
         assert type(frame.msg) is cls
+        assert frame.account == ("alice" if is_client_type(type_no) else None)
     for fields in edge_invalid(record):
         if isinstance(fields, list):
             rejects(raw(type_no, *fields), "malformed", max_size=BIG)
@@ -599,32 +827,51 @@ def test_every_field_at_and_past_its_limits(type_no: int) -> None:
 
 def test_boundary_lengths() -> None:
     """The limits are inclusive: ``max`` is accepted, ``max + 1`` is not."""
-    op = Op(1, 0, "n" * 64, 1, 1, "S" * 32, "o" * 96, 0, MAX_INT, MAX_INT, 3, "r" * 64)
-    assert decode(encode(OpBatch([op] * 4096), "n1", 1, KEY), KEY, BIG).msg.ops == [op] * 4096
+    op = Op(1, 0, "n" * 64, 1, 1, "S" * 32, "o" * 96, 0, MAX_INT, MAX_INT, 3, "r" * 64, "a" * 64)
+    assert decode(encode(OpBatch([op] * 4096), "n1", 1, KEY), KEYS, BIG).msg.ops == [op] * 4096
     rejects(raw(1, [list(op)] * 4097), "malformed", max_size=BIG)
+    rejects(raw(1, [[*op[:12], "a" * 65]]), "malformed")  # the op's account: at most 64
+    rejects(raw(1, [[*op[:5], "S" * 33, *op[6:]]]), "malformed")
+    cancel_all = Op(1, 0, "n1", 2, 4, "", "", 0, 0, 0, 0, "", "alice")  # every symbol: "" is fine now
+    assert decode(encode(OpBatch([cancel_all]), "n1", 1, KEY), KEYS).msg.ops == [cancel_all]
+    rejects(raw(1, [[*cancel_all[:4], 5, *cancel_all[5:]]]), "malformed")
+    submit = ClientSubmit("r", 4, "", "", 0, 0, 0, 0, 0, 0)
+    assert decode(sign(submit), KEYS).msg == submit
+    rejects(raw(5, "r", 5, "", "", 0, 0, 0, 0, 0, 0), "malformed")
+    rejects(raw(20, "r", 4, "", "", 0, 0, 0, 0, 0, 0), "malformed")  # a Forward names its account
+    assert decode(raw(20, "r", 4, "", "", 0, 0, 0, 0, 0, 0, "a" * 64), KEYS).msg.account == "a" * 64
+    assert decode(raw(21, "a" * 64 + "/" + "r" * 64, 0, "", "", 0, []), KEYS).msg.req == "a" * 64 + "/" + "r" * 64
     vv = {f"n{i}": i for i in range(1024)}
-    assert decode(encode(Summary(vv, True), "n1", 1, KEY), KEY, BIG).msg.vv == vv
+    assert decode(encode(Summary(vv, True), "n1", 1, KEY), KEYS, BIG).msg.vv == vv
     rejects(raw(2, {**vv, "extra": 1}, True), "malformed", max_size=BIG)
     nested = [[[[[{"k": "leaf"}]]]]]  # six containers, the leaf at depth 6: as deep as a payload may go
-    assert decode(encode(QueryReply("r", 0, "", nested), "n1", 1, KEY), KEY).msg.payload == nested
+    assert decode(sign(QueryReply("r", 0, "", nested)), KEYS).msg.payload == nested
     rejects(raw(8, "r", 0, "", [nested]), "malformed")
-    assert decode(raw(6, "r", 0, "", "", 0, [[1, [2], "x"]]), KEY).msg.trades == [[1, [2], "x"]]
+    assert decode(raw(6, "r", 0, "", "", 0, [[1, [2], "x"]]), KEYS).msg.trades == [[1, [2], "x"]]
     rejects(raw(6, "r", 0, "", "", 0, [[1, [[2]]]]), "malformed")
+    # the principal: PLEN is one byte, so a name of 255 ASCII characters is the longest there is
+    long_name = "p" * 255
+    frame = encode(submit, "c", 1, ALICE_KEY, account=long_name)
+    assert frame[3] == 255 and decode(frame, Keys(None, {long_name: ALICE_KEY})).account == long_name
+    err = rejects(seal(split(frame)[1], ALICE_KEY, principal="\x01" * 255), "auth")  # unknown, shown short
+    assert len(str(err)) < 300
 
 
 # ---- key, version, size --------------------------------------------------------------------------
 @given(msg=ANY_MESSAGE, key=st.binary(min_size=16, max_size=64))
 def test_wrong_key_is_rejected_as_auth(msg: Any, key: bytes) -> None:
-    assume(key != KEY)
-    frame = encode(msg, "n1", 1, key)
+    right, principal = credential(type_no_of(msg))
+    assume(key != right)
+    frame = encode(msg, "n1", 1, key, account=principal or None)
     rejects(frame, "auth")
-    assert decode(frame, key).msg == msg
+    assert decode(frame, Keys(key, {principal: key}) if principal else key).msg == msg
 
 
 @given(msg=ANY_MESSAGE, version=st.integers(0, 255).filter(lambda v: v != VERSION))
 def test_other_versions_are_rejected_as_version(msg: Any, version: int) -> None:
-    body = encode(msg, "n1", 1, KEY)[3:-TAG_LEN]
-    err = rejects(seal(body, version=version), "version")
+    key, principal = credential(type_no_of(msg))
+    body = split(sign(msg))[1]
+    err = rejects(seal(body, key, version, principal), "version")
     assert str(version) in str(err)
 
 
@@ -642,7 +889,15 @@ def test_short_frames_and_bad_magic_are_malformed() -> None:
     frame = encode(Summary({}, False), "n1", 1, KEY)
     rejects(b"", "malformed")
     rejects(frame[:3 + TAG_LEN], "malformed")
+    rejects(frame[:4 + TAG_LEN], "malformed")  # a header and a tag, no body
     rejects(b"XB" + frame[2:], "malformed")
+    query = ClientQuery("q", "status", "", 0)
+    rejects(seal(b"", ALICE_KEY, principal="alice"), "malformed")  # a principal, no body
+    body = split(sign(query))[1]
+    head = MAGIC + bytes([VERSION, 255]) + b"alice" + body  # PLEN runs past the end of the frame
+    rejects(head + hashlib.blake2b(head, key=ALICE_KEY, digest_size=TAG_LEN).digest(), "malformed")
+    rejects(seal(body, ALICE_KEY, principal="al\xefce".encode("latin-1")), "malformed")  # not ASCII
+    assert decode(seal(body, ALICE_KEY, principal="alice"), KEYS).msg == query
 
 
 # ---- a replica behind decode -----------------------------------------------------------------------
@@ -653,7 +908,7 @@ NOW = HISTORY[-1].wall
 def deliver(replica: Replica, data: bytes) -> bool:
     """What the shell does with a datagram: decode, and only an ``OpBatch`` reaches the replica."""
     try:
-        frame = decode(data, KEY)
+        frame = decode(data, KEYS)
     except WireError:
         return False
     if isinstance(frame.msg, OpBatch):
@@ -671,10 +926,10 @@ def test_replica_is_unchanged_by_rejected_frames(split: int, retag: bool, data: 
     replica.receive(HISTORY[:split], NOW)
     frame = bytearray(encode(OpBatch(HISTORY[split:]), "n1", 5, KEY))
     before = _state(replica)
-    pos = data.draw(st.integers(3 if retag else 0, len(frame) - 1 - (TAG_LEN if retag else 0)), label="pos")
+    pos = data.draw(st.integers(4 if retag else 0, len(frame) - 1 - (TAG_LEN if retag else 0)), label="pos")
     frame[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
     if retag:
-        frame = bytearray(seal(bytes(frame[3:-TAG_LEN])))
+        frame = bytearray(seal(bytes(frame[4:-TAG_LEN])))
     delivered = deliver(replica, bytes(frame))
     if not retag:
         assert not delivered, "a frame with a bit flipped and the old tag was accepted"
@@ -713,7 +968,7 @@ def test_encode_ops_fits_the_mtu_where_the_counter_grows_a_byte(counter: int) ->
     """msgpack widens an int at 128, 256, 65536 and 2**32: a later frame's counter can take more
     bytes than the first one's. Every fill level of the second frame is tried, with fewer and with
     more than 15 ops per frame (where the ops array header grows too)."""
-    ops = [Op(1_700_000_000_000_000_000 + i, 0, "n1", i + 1, 1, "GBX", "", 0, 10_000 + i, 5, 0, "")
+    ops = [Op(1_700_000_000_000_000_000 + i, 0, "n1", i + 1, 1, "GBX", "", 0, 10_000 + i, 5, 0, "", "desk-7")
            for i in range(80)]
     for mtu in range(120, 1400):
         frames = encode_ops(ops, "n1", counter, KEY, mtu)
@@ -798,7 +1053,7 @@ TestReplayModel = ReplayModel.TestCase
 _EDGES = [0, 1, 2, 3, 4, -1, True, False, None, 1.0, 1 << 32, (1 << 32) + 1, MAX_INT, MAX_INT + 1, U64 >> 1,
           (U64 >> 1) + 1, U64, U64 + 1, "", "n1", "x" * 32, "x" * 33, "x" * 64, "x" * 65, "x" * 96, "x" * 97,
           b"n1", [], {}]
-_VALID_OP = [10**18, 3, "n1", 7, 1, "GBX", "", 0, 10_000, 5, 0, "r1"]
+_VALID_OP = [10**18, 3, "n1", 7, 1, "GBX", "", 0, 10_000, 5, 0, "r1", "alice"]
 
 
 def _both(fields: list) -> tuple[object, object]:
@@ -813,20 +1068,20 @@ def _both(fields: list) -> tuple[object, object]:
 
 
 def test_the_op_fast_path_agrees_with_the_field_checks_on_every_edge() -> None:
-    """``OP_CHECK`` short-cuts the twelve field checks: every field of a valid op set to every edge
+    """``OP_CHECK`` short-cuts the thirteen field checks: every field of a valid op set to every edge
     value (bounds and one past them, wrong types, bools) is accepted or refused alike."""
-    for i in range(12):
+    for i in range(13):
         for e in _EDGES:
             fields = list(_VALID_OP)
             fields[i] = e
             fast, slow = _both(fields)
             assert fast == slow, (i, e)
-    for n in (0, 11, 13):
-        fast, slow = _both(_VALID_OP[:n] + [0] * max(0, n - 12))
+    for n in (0, 12, 14):
+        fast, slow = _both(_VALID_OP[:n] + [0] * max(0, n - 13))
         assert fast == slow and fast[0] == "error"
 
 
-@given(fields=st.lists(st.sampled_from(_EDGES), min_size=11, max_size=13))
+@given(fields=st.lists(st.sampled_from(_EDGES), min_size=12, max_size=14))
 def test_the_op_fast_path_agrees_with_the_field_checks_on_any_mix(fields: list) -> None:
     fast, slow = _both(fields)
     assert fast == slow
