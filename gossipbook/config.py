@@ -82,14 +82,16 @@ class ClusterConfig:
     def is_client_file(self) -> bool:
         return self.key is None
 
-    def client_credential(self) -> tuple[str, bytes]:
-        """``(account, secret)`` a client using this file signs with."""
-        secret = self.accounts.get(self.account)
+    def client_credential(self, account: str | None = None) -> tuple[str, bytes]:
+        """``(account, secret)`` a client using this file signs with (``account``: another account
+        whose credential the file holds)."""
+        name = account or self.account
+        secret = self.accounts.get(name)
         if secret is None:
-            raise ConfigError(f"{self.path}: no credential for account {self.account!r} (cluster.toml needs "
+            raise ConfigError(f"{self.path}: no credential for account {name!r} (cluster.toml needs "
                               f"[accounts] {OPERATOR} = \"<hex>\" for operator commands; "
                               f"gossipbook cluster init makes one)")
-        return self.account, secret
+        return name, secret
 
     def node(self, node_id: str) -> NodeEntry:
         for n in self.nodes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import time
 from typing import Any
@@ -22,7 +23,9 @@ from .common import add_config, config, print_json
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("load", help="send a seeded order flow to the cluster",
                        description="Send N orders (new, cancel, amend) spread over all nodes at a target rate, "
-                                   "then print sent / acked / rejected / errors and ack latency percentiles.")
+                                   "then print sent / acked / rejected / errors and ack latency percentiles. "
+                                   "With cluster.toml the flow is spread over every account it holds (so "
+                                   "accounts trade with each other); with a client file, its account only.")
     add_config(p)
     p.add_argument("--orders", type=int, required=True, help="number of client actions to send")
     p.add_argument("--rate", type=float, default=1000.0, help="target actions per second (default 1000)")
@@ -46,11 +49,15 @@ async def run_load(cfg: Any, n: int, rate: float, seed: int, concurrency: int, w
     flow.mid = mid
     stats = {"sent": 0, "acked": 0, "rejected": 0, "errors": 0}
     lat: list[int] = []
-    open_orders: list[tuple[str, int]] = []
+    accounts = sorted(cfg.accounts) if not cfg.is_client_file else [cfg.account]
+    by_account: dict[str, list[tuple[str, int]]] = {a: [] for a in accounts}  # each account's open orders
     limiter = trio.CapacityLimiter(concurrency)
     t0 = time.perf_counter()
-    async with Client(cfg) as c:
-        async def one(node: str, msg: ClientSubmit) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {a: await stack.enter_async_context(Client(cfg, account=a)) for a in accounts}
+
+        async def one(node: str, msg: ClientSubmit, c: Client) -> None:
+            open_orders = by_account[c.account]
             async with limiter:
                 s = time.perf_counter_ns()
                 try:
@@ -78,6 +85,8 @@ async def run_load(cfg: Any, n: int, rate: float, seed: int, concurrency: int, w
                     await trio.sleep(delay)
                 await limiter.acquire_on_behalf_of(i)
                 limiter.release_on_behalf_of(i)
+                c = clients[accounts[i % len(accounts)]]
+                open_orders = by_account[c.account]
                 o = flow.next(open_orders)
                 if o.kind in (CANCEL, AMEND):
                     open_orders[:] = [x for x in open_orders if x[0] != o.order_id]
@@ -87,7 +96,7 @@ async def run_load(cfg: Any, n: int, rate: float, seed: int, concurrency: int, w
                 if o.kind != CANCEL and o.tif != 3:
                     msg = msg._replace(price=min(max(msg.price, inst.min_ticks), inst.max_ticks))
                 stats["sent"] += 1
-                nursery.start_soon(one, node, msg)
+                nursery.start_soon(one, node, msg, c)
     elapsed = time.perf_counter() - t0
     summ = latency_summary(lat)
     return {**stats, "elapsed_s": round(elapsed, 3), "rate_per_s": round(stats["sent"] / elapsed, 1),

@@ -291,6 +291,7 @@ class NodeCore:
         oid = op.target
         trades = [e.trade for e in events if isinstance(e, TradeExecuted) and oid in (e.trade.taker, e.trade.maker)]
         self._events.extend(events)
+        self.fills.record(events)
         w = _Waiting(m.req, op, m.wait, to, now + m.timeout_ms * 1_000_000, trades)
         # a retried request returns its earlier op with no events: its trades come from the fold
         if not self._try_settle(w, fresh=op.seq > before):

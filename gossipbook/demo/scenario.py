@@ -24,10 +24,12 @@ Rules that hold:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import random
 import re
+import secrets
 import signal
 import socket
 import statistics
@@ -41,7 +43,7 @@ from typing import Any
 
 import trio
 
-from ..config import ClusterConfig, from_dict, render, write_private
+from ..config import OPERATOR, ClusterConfig, from_dict, render, write_private
 from ..core.errors import UsageError
 from ..core.membership import MemberStateChanged, Refuted
 from ..core.node import E_NO_QUORUM
@@ -169,11 +171,18 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def desks(n: int) -> list[str]:
+    """The demo's trading accounts: one desk per node, each sending its orders to its own node, so
+    desks trade with each other (an account never trades with itself: self-trade prevention)."""
+    return [f"desk{i + 1}" for i in range(n)]
+
+
 def cluster_text(n: int, ports: list[int], mode: str) -> str:
     """A ``cluster.toml`` for the demo: fresh key, the given ports, fast failure detection."""
     it = iter(ports)
+    accounts = {a: secrets.token_bytes(32) for a in [OPERATOR, *desks(n)]}
     text = re.sub(r'^addr = "127\.0\.0\.1:\d+"$', lambda _m: f'addr = "127.0.0.1:{next(it)}"',
-                  render(n, 7000, mode=mode), flags=re.M)
+                  render(n, 7000, mode=mode, accounts=accounts), flags=re.M)
     text += "\n[membership]\n" + "".join(f"{k} = {v}\n" for k, v in FAST_MEMBERSHIP.items())
     return text
 
@@ -414,7 +423,11 @@ class Scenario:
         open_orders: dict[str, list[tuple[str, int]]] = {nid: [] for nid in self.ids}
         limiter = trio.CapacityLimiter(64)
         interval = 1.0 / (self.opts.rate * len(self.ids))
-        async with Client(cfg, retry_s=0.2) as c, trio.open_nursery() as n:
+        async with contextlib.AsyncExitStack() as stack:
+            # one desk per node (its own account and client socket): desks trade with each other
+            desk_of = {nid: await stack.enter_async_context(Client(cfg, retry_s=0.2, account=d))
+                       for nid, d in zip(self.ids, desks(len(self.ids)), strict=True)}
+            n = await stack.enter_async_context(trio.open_nursery())  # closed before the clients
             start, i = trio.current_time(), 0
             while True:
                 target = start + i * interval
@@ -431,6 +444,7 @@ class Scenario:
                 price = o.price if o.kind != NEW or o.tif != 3 else 0
                 if o.kind != CANCEL and o.tif != 3:
                     price = min(max(price, inst.min_ticks), inst.max_ticks)
+                c = desk_of[nid]
                 msg = ClientSubmit(c.new_req(), o.kind, inst.symbol, o.order_id, o.side, price, o.qty,
                                    o.tif if o.kind == NEW else 0, 0, int(REQUEST_TIMEOUT_S * 1000))
                 self.orders["sent"] += 1

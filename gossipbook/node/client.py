@@ -33,10 +33,12 @@ def new_req() -> str:
 class Client:
     """One client socket; use as ``async with Client(cfg) as c``."""
 
-    def __init__(self, cfg: ClusterConfig, retry_s: float = 0.25) -> None:
+    def __init__(self, cfg: ClusterConfig, retry_s: float = 0.25, account: str | None = None) -> None:
+        """``account``: act for this account of the config (cluster.toml holds every account's
+        credential) instead of the config's own (a client file's account, or ``operator``)."""
         self.cfg = cfg
         self.retry_s = retry_s
-        self.account, self._secret = cfg.client_credential()
+        self.account, self._secret = cfg.client_credential(account)
         self._keys = Keys(None, {self.account: self._secret})
         self.id = "client-" + secrets.token_hex(6)
         self.counter = time.time_ns()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,20 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from gossipbook.bench.procs import free_ports
-from gossipbook.config import render, write_private
+from gossipbook.config import load, render, render_client, write_private
 
 PY = sys.executable
 
 
+ACCOUNTS = ("operator", "alice", "bob")
+
+
 def write_config(path: Path, n: int, extra: str = "", data_root: str | None = None) -> Path:
+    """cluster.toml for ``n`` nodes on free ports, with the accounts ``ACCOUNTS``; each account's
+    client file is written beside it as ``clients/<account>.toml`` (mode 0600, like cluster init)."""
     ports = free_ports(n)
-    text = render(n, 7000, data_root=data_root)
+    text = render(n, 7000, data_root=data_root, accounts={a: secrets.token_bytes(32) for a in ACCOUNTS})
     for i, p in enumerate(ports):
         text = text.replace(f'addr = "127.0.0.1:{7000 + i}"', f'addr = "127.0.0.1:{p}"')
     # fast failure detection for tests
     text += ("\n[membership]\nprobe_interval_ms = 100\nprobe_timeout_ms = 50\nsuspicion_timeout_ms = 400\n"
              "suspicion_max_timeout_ms = 800\n") + extra
     write_private(path, text)
+    cfg = load(path)
+    for a in ACCOUNTS:
+        write_private(path.parent / "clients" / f"{a}.toml", render_client(cfg, a))
     return path
 
 

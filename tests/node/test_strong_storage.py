@@ -90,7 +90,7 @@ def test_a_node_restarts_from_its_sequencer_state_to_the_same_books(tmp_path):
     again = StrongNodeCore("n1", ["n1"], config=cfg, persisted=s2.recover_sequencer())
     assert (again.replica.index, again.replica.digest()) == (core.replica.index, core.replica.digest())
     assert again.replica.reqs == core.replica.reqs
-    assert all(core._replies[f"q{i}"].code == 0 for i in range(30))  # each acknowledged (at once: a majority of one)
+    assert all(core._replies[f"/q{i}"].code == 0 for i in range(30))  # each acknowledged (at once: a majority of one)
 
 
 def test_a_data_dir_of_one_mode_is_refused_by_the_other(tmp_path):
@@ -174,7 +174,7 @@ def test_a_restarted_node_never_says_no_quorum_for_a_request_it_had_handed_over(
     first.receive(submit, "client-1", ("127.0.0.1", 9), t)
     assert any(type(m).__name__ == "Forward" for _d, m in first.outbox())
     handed = first.take_handed()
-    assert handed == ["r"] and first.take_handed() == []
+    assert handed == ["/r"] and first.take_handed() == []  # scoped to its account (here "")
     again = StrongNodeCore("n2", ids, rng=random.Random(2), handed=handed)
     for msg in (submit, other):
         again.receive(msg, "client-1", ("127.0.0.1", 9), t)
