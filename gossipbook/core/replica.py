@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from .book import BUY, FOK, GTC, IOC, MARKET, SELL, STP_MODES, Book, Trade
 from .errors import ClockOutOfSync, DuplicateRequest, InvalidOrder, NotOwner, UnknownOrder
-from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, ZERO, Timestamp
+from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, MAX_REMOTE_LOGICAL, ZERO, Timestamp
 from .instrument import Venue
 from .ops import (
     AMEND,
@@ -432,7 +432,9 @@ class Replica:
                 events.append(OpFenced(op))
                 continue
             if (op.symbol not in self.books and not (op.kind == CANCEL_ALL and not op.symbol)) \
-                    or op.kind not in (NEW, CANCEL, AMEND, CANCEL_ALL):
+                    or op.kind not in (NEW, CANCEL, AMEND, CANCEL_ALL) or op.logical > MAX_REMOTE_LOGICAL:
+                # a venue mismatch, or a logical no honest clock reaches (adopting it would push our own
+                # stamps toward the wire's limit): a bad peer
                 self.counters["invalid_ops"] += 1  # a venue mismatch or a bad peer: drop, count
                 continue
             if op.wall > limit:
@@ -684,7 +686,7 @@ class Replica:
         """
         if member == self.node_id:
             return
-        if ts.wall - now > self.hlc.max_offset_ns:
+        if ts.wall - now > self.hlc.max_offset_ns or ts.logical > MAX_REMOTE_LOGICAL:
             self.hlc.rejected += 1
             return
         prev = self._announced.get(member)

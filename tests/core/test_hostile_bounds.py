@@ -316,3 +316,23 @@ def test_receive_refuses_a_remote_logical_above_the_bound() -> None:
     assert clock.last == Timestamp(T0, 3) and clock.refused_logical == 3
     assert remote_ok(Timestamp(T0, MAX_REMOTE_LOGICAL)) and remote_ok(Timestamp(T0, 0))
     assert clock.receive(Timestamp(T0, MAX_REMOTE_LOGICAL), T0) == Timestamp(T0, MAX_REMOTE_LOGICAL + 1)
+
+
+def test_an_op_with_a_huge_logical_is_refused_and_the_node_keeps_stamping_encodable_ops() -> None:
+    """Reproduction (issue 15): one op with wall = now + 400 ms and logical = 2**32 was admitted, the
+    replica's HLC adopted it, and its own next orders were stamped above the wire limit (every peer
+    dropped them as malformed). Now the op is refused as invalid and our stamps stay small."""
+    from gossipbook.core.book import BUY, GTC
+    from gossipbook.core.ops import NEW, Op
+    from gossipbook.core.replica import Replica
+    from gossipbook.core.wire import OpBatch, decode, encode
+
+    now = 10**18
+    r = Replica("n1", members=["n1", "n2"])
+    bad = Op(now + 400_000_000, 1 << 32, "n2", 1, NEW, "GBX", "", BUY, 100, 1, GTC, "", "mallory")
+    r.receive([bad], now)
+    assert r.counters["invalid_ops"] == 1 and r.vv.get("n2", 0) == 0
+    op, _ = r.submit_new("GBX", BUY, 100, 1, GTC, now + 1)
+    assert op.logical < 1 << 24
+    frame = encode(OpBatch([op]), "n1", 1, KEY)
+    assert decode(frame, KEY).msg.ops == [op]
