@@ -11,8 +11,9 @@ import dataclasses
 
 import pytest
 
-from gossipbook.core import gossip, replica
-from gossipbook.sim import BREAKS, broken, scripted
+from gossipbook.core import book, gossip, replica, strong
+from gossipbook.sim import BREAKS, broken, run_seed, scripted
+from gossipbook.sim.breaks import check_break, stamp_owner_check_removed
 
 from .conftest import SMALL, explain, run_many
 
@@ -22,6 +23,8 @@ EXPECTED = {
     "no-dedupe": {"applied_twice", "trade_duplicated"},
     "wrong-tiebreak": {"convergence", "final_disagree", "final_revised"},
     "no-offset-check": {"hlc_offset"},
+    # the account invariant itself, not its visible consequence (not_owner_acked) alone
+    "no-owner-check": {"not_owner_applied"},
 }
 CONFIGS = {
     # ties in (wall, logical) need coarse clocks that tick together: the skew fault draws them
@@ -45,12 +48,46 @@ def test_each_break_is_caught(name: str) -> None:
     assert f"--break {name}" in caught[0].command
 
 
+def test_no_owner_check_is_caught_in_strong_mode_too() -> None:
+    cfg = dataclasses.replace(SMALL, mode="strong")
+    assert check_break("no-owner-check", "strong") == "no-owner-check"
+    results = run_many(range(1, 51), cfg, "no-owner-check", stop_at_failure=True)
+    caught = [r for r in results if "not_owner_applied" in r.violation_counts]
+    assert caught, f"--mode strong --break no-owner-check passed {len(results)} seeds:\n{explain(results)}"
+    assert "--break no-owner-check" in caught[0].command and "--mode strong" in caught[0].command
+
+
+@pytest.mark.parametrize("mode", ["eventual", "strong"])
+def test_the_folds_owner_check_holds_alone(mode: str) -> None:
+    """With only the stamping node's owner check removed, other accounts' cancels and amends reach
+    the op-set (the log): the fold must refuse every one of them on every replica. Eventual mode
+    still acks them (the stamping node's refusal is what makes the reply honest): not_owner_acked."""
+    cfg = dataclasses.replace(SMALL, mode=mode)
+    refused = 0
+    for seed in range(1, 4):
+        with stamp_owner_check_removed():
+            r = run_seed(seed, cfg)
+        assert "not_owner_applied" not in r.violation_counts, explain([r])
+        assert set(r.violation_counts) <= {"not_owner_acked"}, explain([r])
+        refused += r.counters["replica_not_owner"]
+    assert refused > 0  # the fold's check was exercised
+    assert book.Book.owner is BOOK_OWNER
+
+
+BOOK_OWNER = book.Book.owner
+
+
 def test_breaks_restore_the_core() -> None:
-    before = (replica.Replica._fold_in, replica.Replica.receive, gossip.Gossip.__init__)
+    before = (replica.Replica._fold_in, replica.Replica.receive, gossip.Gossip.__init__, book.Book.owner,
+              replica.Replica._open_order, strong.StrongNodeCore._validate)
     for name in BREAKS:
         with broken(name):
             pass
-        assert (replica.Replica._fold_in, replica.Replica.receive, gossip.Gossip.__init__) == before
+        assert (replica.Replica._fold_in, replica.Replica.receive, gossip.Gossip.__init__, book.Book.owner,
+                replica.Replica._open_order, strong.StrongNodeCore._validate) == before
+    with stamp_owner_check_removed():
+        assert book.Book.owner is not before[3]
+    assert (book.Book.owner, replica.Replica._open_order, strong.StrongNodeCore._validate) == before[3:]
     with pytest.raises(RuntimeError), broken("no-replay"):
         raise RuntimeError("boom")
     assert replica.Replica._fold_in is before[0]
