@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--break", dest="break_name", default=None, metavar="NAME",
                    help="run a deliberately broken core (the checker should catch it): eventual mode "
                         "no-replay, no-anti-entropy, no-dedupe, wrong-tiebreak, no-offset-check; both modes "
-                        "no-owner-check; strong mode "
+                        "no-owner-check, no-stp; strong mode "
                         "vote-any-log, commit-without-majority, no-term-check, commit-old-term")
     p.add_argument("--gossip", action="append", default=[], metavar="KEY=VALUE",
                    help="eventual mode: a [gossip] setting as in cluster.toml (repeatable), e.g. "

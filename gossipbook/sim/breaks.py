@@ -23,6 +23,10 @@ DESIGN.md relies on, and the simulator must report a violation for some seeds:
   tests show the fold's check holding on its own with the stamping check removed, see
   ``stamp_owner_check_removed``.)
 
+- ``no-stp`` (both modes): every instrument's self-trade prevention reads as "off" in the fold
+  (the ``STP_MODES`` the replica and the strong fold build their per-symbol table from), so an
+  account's order trades with its own resting order.
+
 Strong mode (``--mode strong``) breaks the sequencer instead, through ``SequencerConfig.breaks``
 (one condition each in ``core/sequencer.py``; nothing is patched): ``STRONG_BREAKS``.
 """
@@ -49,9 +53,10 @@ BREAKS: dict[str, str] = {
     "wrong-tiebreak": "ties in (wall, logical) put the local node's own ops first",
     "no-offset-check": "ops beyond max_offset are adopted at once (the HLC jumps ahead)",
     "no-owner-check": "any account may cancel or amend any order (no owner check at the stamping node nor in the fold)",
+    "no-stp": "self-trade prevention is off for every instrument: an account trades with itself",
 }
 #: breaks that patch the core in either mode
-BOTH_MODES: frozenset[str] = frozenset({"no-owner-check"})
+BOTH_MODES: frozenset[str] = frozenset({"no-owner-check", "no-stp"})
 
 
 STRONG_BREAKS: dict[str, str] = {
@@ -190,9 +195,9 @@ def broken(name: str | None) -> Iterator[None]:
         return
     check_break(name, "strong" if name in BOTH_MODES else "eventual")
     R, G = replica_mod.Replica, gossip_mod.Gossip
-    saved: list[tuple[type, str, Any]] = []
+    saved: list[tuple[Any, str, Any]] = []
 
-    def patch(cls: type, attr: str, value: Any) -> None:
+    def patch(cls: Any, attr: str, value: Any) -> None:
         saved.append((cls, attr, cls.__dict__[attr]))
         setattr(cls, attr, value)
 
@@ -209,6 +214,10 @@ def broken(name: str | None) -> Iterator[None]:
             patch(G, "__init__", _patch_gossip_init(G.__init__))
         elif name == "no-owner-check":
             patch(book_mod.Book, "owner", _owner_anyone(book_mod.Book.owner))
+        elif name == "no-stp":
+            off = {n: book_mod.STP_OFF for n in book_mod.STP_NAMES}
+            patch(replica_mod, "STP_MODES", off)
+            patch(strong_mod, "STP_MODES", off)
         yield
     finally:
         for cls, attr, value in reversed(saved):

@@ -13,7 +13,7 @@ import pytest
 
 from gossipbook.core import book, gossip, replica, strong
 from gossipbook.sim import BREAKS, broken, run_seed, scripted
-from gossipbook.sim.breaks import check_break, stamp_owner_check_removed
+from gossipbook.sim.breaks import BOTH_MODES, check_break, stamp_owner_check_removed
 
 from .conftest import SMALL, explain, run_many
 
@@ -25,6 +25,7 @@ EXPECTED = {
     "no-offset-check": {"hlc_offset"},
     # the account invariant itself, not its visible consequence (not_owner_acked) alone
     "no-owner-check": {"not_owner_applied"},
+    "no-stp": {"self_trade"},
 }
 CONFIGS = {
     # ties in (wall, logical) need coarse clocks that tick together: the skew fault draws them
@@ -48,13 +49,14 @@ def test_each_break_is_caught(name: str) -> None:
     assert f"--break {name}" in caught[0].command
 
 
-def test_no_owner_check_is_caught_in_strong_mode_too() -> None:
+@pytest.mark.parametrize("name", sorted(BOTH_MODES))
+def test_account_breaks_are_caught_in_strong_mode_too(name: str) -> None:
     cfg = dataclasses.replace(SMALL, mode="strong")
-    assert check_break("no-owner-check", "strong") == "no-owner-check"
-    results = run_many(range(1, 51), cfg, "no-owner-check", stop_at_failure=True)
-    caught = [r for r in results if "not_owner_applied" in r.violation_counts]
-    assert caught, f"--mode strong --break no-owner-check passed {len(results)} seeds:\n{explain(results)}"
-    assert "--break no-owner-check" in caught[0].command and "--mode strong" in caught[0].command
+    assert check_break(name, "strong") == name
+    results = run_many(range(1, 51), cfg, name, stop_at_failure=True)
+    caught = [r for r in results if set(r.violation_counts) & EXPECTED[name]]
+    assert caught, f"--mode strong --break {name} passed {len(results)} seeds:\n{explain(results)}"
+    assert f"--break {name}" in caught[0].command and "--mode strong" in caught[0].command
 
 
 @pytest.mark.parametrize("mode", ["eventual", "strong"])
@@ -83,6 +85,7 @@ def test_breaks_restore_the_core() -> None:
     for name in BREAKS:
         with broken(name):
             pass
+        assert replica.STP_MODES is book.STP_MODES and strong.STP_MODES is book.STP_MODES
         assert (replica.Replica._fold_in, replica.Replica.receive, gossip.Gossip.__init__, book.Book.owner,
                 replica.Replica._open_order, strong.StrongNodeCore._validate) == before
     with stamp_owner_check_removed():
