@@ -250,7 +250,7 @@ class SequencedBooks:
         self.counters["entries_folded"] += 1
         if (op.wall, op.logical) > self.last_stamp:
             self.last_stamp = Timestamp(op.wall, op.logical)
-        prior = self.reqs.get(op.req_key)
+        prior = self.reqs.get(op.req_key) if op.req else None  # no request id: nothing to dedupe by
         if prior is not None:
             self.counters["duplicates"] += 1
             code, oid, rows = prior
@@ -263,7 +263,8 @@ class SequencedBooks:
         if out.trades:
             self.trade_count += len(out.trades)
             self.chain = _chain(self.chain, out.trades)
-        self.reqs[op.req_key] = (out.code, out.order_id, out.client_rows())
+        if op.req:
+            self.reqs[op.req_key] = (out.code, out.order_id, out.client_rows())
         if len(self.reqs) > self.dedupe_window:
             self.reqs.popitem(last=False)
         return out
