@@ -124,7 +124,7 @@ def _submit(args: argparse.Namespace, cfg: Any, node: str, inst: Instrument, msg
         print_json(out)
     elif rep.code == 0 or rep.order_id:
         con = Console()
-        verb = {NEW: "order", CANCEL: "cancel of", AMEND: "amend of"}[msg.kind]
+        verb = {NEW: "order", CANCEL: "cancel of", AMEND: "amend of", CANCEL_ALL: "mass cancel"}[msg.kind]
         con.print(f"{verb} [bold]{rep.order_id}[/] {LEVELS[rep.level]} at {node} ({lat:.2f} ms)"
                   + ("" if rep.code == 0 else f" — {rep.message}"))
         for t in trades:

@@ -259,6 +259,8 @@ def test_client_credential_cannot_send_peer_messages_and_mass_cancel(venue: Acco
     for n in c.ids:
         assert _orders(c, "alice", n) == []
     assert _orders(c, "bob", "n1") == [bobs] and len(mine) == 3
+    r = cli("cancel", "-c", c.client("alice"), "--all", "--node", "n1", "--timeout", "3")  # plain output too
+    assert r.returncode == 0 and "mass cancel" in r.stdout and "Traceback" not in r.stderr, r.stderr
 
 
 # ==== SIGHUP reload ======================================================================================
