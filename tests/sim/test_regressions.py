@@ -61,12 +61,14 @@ def _old_prune(_orig: Any) -> Any:
     return _prune_checkpoints
 
 
-@pytest.mark.parametrize("seed", [1041, 1095])
+@pytest.mark.parametrize("seed", [1095, 1127])
 def test_the_old_checkpoint_pruning_is_caught(seed: int) -> None:
     """Whether a seed reaches the pruning case depends on the gossip's schedule: 1041 needed the
     repair hold switched off between the hold (4bd391f) and one-peer-per-gap catch-up; with the
     latter it reaches it with the defaults again, and so does 1095 (a search of seeds 1000-1095
-    with the old pruning patched in). If a gossip change moves them, search again the same way."""
+    with the old pruning patched in). The workload's hostile requests and mass cancels (issue 14)
+    changed the flow: a search of seeds 1000-1399 then hit 1095, 1127 and 1369 (1041 no longer).
+    If a gossip or workload change moves them, search again the same way."""
     with patched(Replica, "_prune_checkpoints", _old_prune):
         r = run_seed(seed, FIVE)
     assert {"final_disagree", "convergence"} & set(r.violation_counts), explain([r])
@@ -87,7 +89,7 @@ def test_compaction_snapshot_is_the_fold_of_the_compacted_prefix() -> None:
     model = Book("GBX")
     for op in ops[:3]:
         model.submit(op.op_id, op.side, op.price, op.qty, op.tif)
-    assert rep.snapshot().books["GBX"] == model.resting()
+    assert rep.snapshot().books["GBX"] == model.entries()  # (a snapshot keeps each order's account)
 
 
 # ---- a 'final' ack listed trades that were still provisional -----------------------------------
