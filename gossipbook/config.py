@@ -63,7 +63,7 @@ def check_id(text: object, what: str) -> str:
 
 @dataclass(slots=True)
 class ClusterConfig:
-    #: the peer key: None in a client file (clients never hold it)
+    #: the primary peer key: None in a client file (clients never hold it)
     key: bytes | None = field(repr=False)
     nodes: list[NodeEntry]
     instruments: list[Instrument] = field(default_factory=lambda: [DEFAULT_INSTRUMENT])
@@ -73,21 +73,30 @@ class ClusterConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     fsync: str = "batch"
     path: str = "<memory>"
-    #: account id -> credential (cluster.toml: every account; a client file: its own)
-    accounts: dict[str, bytes] = field(default_factory=dict, repr=False)
+    #: account id -> its credentials, primary first (cluster.toml: every account; a client file: its own)
+    accounts: dict[str, tuple[bytes, ...]] = field(default_factory=dict, repr=False)
     #: the account a client acts as: the client file's, or ``operator`` for cluster.toml
     account: str = OPERATOR
+    #: the cluster's name: bound into every frame's MAC (frames of another cluster never verify)
+    name: str = ""
+    #: the whole peer keyring, primary first (``key`` is its first); from ``key`` or ``key_file``
+    key_ring: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if self.key is not None and not self.key_ring:
+            self.key_ring = (self.key,)
+        self.accounts = {a: (k,) if isinstance(k, bytes) else tuple(k) for a, k in self.accounts.items()}
 
     @property
     def is_client_file(self) -> bool:
         return self.key is None
 
-    def client_credential(self, account: str | None = None) -> tuple[str, bytes]:
-        """``(account, secret)`` a client using this file signs with (``account``: another account
-        whose credential the file holds)."""
+    def client_credential(self, account: str | None = None) -> tuple[str, tuple[bytes, ...]]:
+        """``(account, credentials)`` a client using this file signs with (the first) and verifies
+        replies with (any); ``account``: another account whose credential the file holds."""
         name = account or self.account
         secret = self.accounts.get(name)
-        if secret is None:
+        if not secret:
             raise ConfigError(f"{self.path}: no credential for account {name!r} (cluster.toml needs "
                               f"[accounts] {OPERATOR} = \"<hex>\" for operator commands; "
                               f"gossipbook cluster init makes one)")
@@ -184,12 +193,48 @@ def _secret(text: object, where: str) -> bytes:
     return key
 
 
-def _accounts(raw: Any, where: str) -> dict[str, bytes]:
+def _ring(v: Any, what: str) -> tuple[bytes, ...]:
+    """One secret (hex) or a list of them, primary first (a rotation in progress)."""
+    items = v if isinstance(v, list) else [v]
+    if not items:
+        raise ConfigError(f"{what} must name at least one credential")
+    ring = tuple(_secret(x, what) for x in items)
+    if len(set(ring)) != len(ring):
+        raise ConfigError(f"{what} lists a credential twice")
+    return ring
+
+
+def _accounts(raw: Any, where: str) -> dict[str, tuple[bytes, ...]]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: [accounts] must be a table of account = \"<hex credential>\"")
-    return {check_id(a, f"{where}: account id"): _secret(v, f"{where}: accounts.{a}") for a, v in raw.items()}
+    return {check_id(a, f"{where}: account id"): _ring(v, f"{where}: accounts.{a}") for a, v in raw.items()}
+
+
+def _key_file(path: Any, where: str) -> tuple[bytes, ...]:
+    """The peer keyring from ``cluster.key_file``: one hex key per line (``#`` comments), the first
+    primary. A file others can read is refused like the config itself."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{where}: cluster.key_file must be a path")
+    p = Path(path)
+    if not p.is_absolute() and where not in ("<config>", "<memory>"):
+        p = Path(where).parent / p
+    check_private(p)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read key_file {p}: {e}") from None
+    keys = [ln.split("#", 1)[0].strip() for ln in lines]
+    return _ring([k for k in keys if k], f"{p}: a key")
+
+
+def _name(v: Any, where: str) -> str:
+    if v is None:
+        return ""
+    if not isinstance(v, str) or len(v) > 64:
+        raise ConfigError(f"{where}: cluster name must be a string of at most 64 characters")
+    return v
 
 
 def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
@@ -203,9 +248,11 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     if not isinstance(cl, dict):
         raise ConfigError(f"{where}: missing [cluster] table")
     for k in cl:
-        if k not in ("key", "mode", "max_offset_ms", "fsync", "name"):
+        if k not in ("key", "key_file", "mode", "max_offset_ms", "fsync", "name"):
             raise ConfigError(f"{where}: unknown key cluster.{k}")
-    key = _secret(cl.get("key", ""), f"{where}: cluster.key")
+    if "key" in cl and "key_file" in cl:
+        raise ConfigError(f"{where}: give cluster.key or cluster.key_file, not both")
+    ring = _key_file(cl["key_file"], where) if "key_file" in cl else _ring(cl.get("key", ""), f"{where}: cluster.key")
     mode = cl.get("mode", "eventual")
     if mode not in MODES:
         raise ConfigError(f"{where}: cluster.mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -217,10 +264,11 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
         raise ConfigError(f"{where}: cluster.max_offset_ms must be a positive number")
     nodes = _nodes(raw.get("nodes"), where)
     instruments = _instruments(raw, where)
-    return ClusterConfig(key=key, nodes=nodes, instruments=instruments, mode=mode, max_offset_ns=int(mo * 1e6),
+    return ClusterConfig(key=ring[0], nodes=nodes, instruments=instruments, mode=mode, max_offset_ns=int(mo * 1e6),
                          gossip=parse_section(GossipConfig, raw.get("gossip"), f"{where}: [gossip]"),
                          membership=parse_section(MembershipConfig, raw.get("membership"), f"{where}: [membership]"),
-                         fsync=fsync, path=where, accounts=_accounts(raw.get("accounts"), where))
+                         fsync=fsync, path=where, accounts=_accounts(raw.get("accounts"), where),
+                         name=_name(cl.get("name"), where), key_ring=ring)
 
 
 def _client_from_dict(raw: dict[str, Any], where: str) -> ClusterConfig:
@@ -233,12 +281,13 @@ def _client_from_dict(raw: dict[str, Any], where: str) -> ClusterConfig:
     if not isinstance(cl, dict):
         raise ConfigError(f"{where}: [client] must be a table")
     for k in cl:
-        if k not in ("account", "key"):
-            raise ConfigError(f"{where}: unknown key client.{k} (known: account, key)")
+        if k not in ("account", "key", "cluster"):
+            raise ConfigError(f"{where}: unknown key client.{k} (known: account, key, cluster)")
     account = check_id(cl.get("account"), f"{where}: client.account")
-    secret = _secret(cl.get("key", ""), f"{where}: client.key")
+    secret = _ring(cl.get("key", ""), f"{where}: client.key")
     return ClusterConfig(key=None, nodes=_nodes(raw.get("nodes"), where), instruments=_instruments(raw, where),
-                         path=where, accounts={account: secret}, account=account)
+                         path=where, accounts={account: secret}, account=account,
+                         name=_name(cl.get("cluster"), where))
 
 
 def _nodes(nodes_raw: Any, where: str) -> list[NodeEntry]:
@@ -306,7 +355,7 @@ def _node_lines(n_nodes: int, base_port: int, host: str, data_root: str | None =
 
 def render(n_nodes: int, base_port: int = 7401, host: str = "127.0.0.1", mode: str = "eventual",
            data_root: str | None = None, key: bytes | None = None,
-           accounts: dict[str, bytes] | None = None) -> str:
+           accounts: dict[str, bytes] | None = None, name: str | None = None) -> str:
     """A fresh, valid ``cluster.toml`` (a new random key each time unless one is given). ``accounts``
     (id -> credential) defaults to one fresh ``operator`` account."""
     parse_addr(f"{host}:{base_port}", "--host")
@@ -315,6 +364,7 @@ def render(n_nodes: int, base_port: int = 7401, host: str = "127.0.0.1", mode: s
         accounts = {OPERATOR: secrets.token_bytes(32)}
     lines = ["# gossipbook cluster config (gossipbook cluster init). It holds secrets: keep it mode 0600.",
              "[cluster]",
+             f"name = {_q(name or 'gb-' + secrets.token_hex(4))}  # bound into every frame: another cluster's never verify",
              f'key = "{key.hex()}"  # peer key: nodes only; every node-to-node datagram is authenticated with it',
              f'mode = "{mode}"  # eventual (CRDT) or strong (sequencer)',
              f"max_offset_ms = {DEFAULT_MAX_OFFSET_NS // 1_000_000}",
@@ -330,9 +380,10 @@ def render(n_nodes: int, base_port: int = 7401, host: str = "127.0.0.1", mode: s
 def render_client(cfg: ClusterConfig, account: str) -> str:
     """The client file of ``account``: its credential, the nodes' addresses, the instruments; never
     the peer key."""
-    secret = cfg.accounts[account]
+    ring = cfg.accounts[account]
+    key = f'"{ring[0].hex()}"' if len(ring) == 1 else "[" + ", ".join(f'"{k.hex()}"' for k in ring) + "]"
     lines = [f"# gossipbook client file of account {account}. It holds that account's secret: keep it mode 0600.",
-             "[client]", f'account = "{account}"', f'key = "{secret.hex()}"', ""]
+             "[client]", f'account = "{account}"', f"key = {key}", f"cluster = {_q(cfg.name)}", ""]
     for n in cfg.nodes:
         lines += ["[[nodes]]", f'id = "{n.id}"', f"addr = {_q(f'{n.host}:{n.port}')}", ""]
     for inst in cfg.instruments:

@@ -2,10 +2,19 @@
 
 Theory of operation
 -------------------
-A frame is ``MAGIC (2) | VERSION (1) | PLEN (1) | PRINCIPAL (PLEN) | body | tag (16)``. ``body`` is a
-msgpack array ``[type, sender, counter, *fields]``; ``tag`` is keyed BLAKE2b-128 of everything before
-it (BLAKE2b's keyed mode is a MAC by design and ~1.5x faster than HMAC-SHA256 here; see
-floors/REPORT.md). Message bodies are positional arrays, not maps: smaller and faster.
+A frame is ``MAGIC (2) | VERSION (1) | KEYID (1) | STAMP (6) | PLEN (1) | PRINCIPAL (PLEN) | body |
+tag (16)``. ``body`` is a msgpack array ``[type, sender, counter, *fields]``; ``tag`` is keyed
+BLAKE2b-128 over the cluster label and the destination's id (neither is sent) and then everything
+before the tag (BLAKE2b's keyed mode is a MAC by design and ~1.5x faster than HMAC-SHA256 here; see
+floors/REPORT.md). Message bodies are positional arrays, not maps: smaller and faster. ``KEYID`` names
+which key of the principal's ring signed (rotation without downtime: every key of a ring verifies,
+the first signs); ``STAMP`` is the sender's clock in ms.
+
+Replay: a frame verifies only at its destination and in its cluster (the MAC binds both), only
+once per sender and counter (``ReplayGuard``: counters grow per sender, and a restarted sender's
+counters start above everything it sent before, so its earlier frames fall out of the window), and
+only within ``window_ms`` of its stamp (``stale``), which bounds a replay to a restarted receiver,
+whose windows are empty.
 
 Two kinds of principal sign frames. An empty ``PRINCIPAL`` means the peer key: only nodes hold it,
 and it signs every node-to-node type. A non-empty one names an *account*, whose own credential
@@ -42,7 +51,8 @@ from .ops import Op
 from .sequencer import AppendEntries, AppendReply, Entry, InstallSnapshot, RequestVote, VoteReply
 
 MAGIC = b"GB"
-VERSION = 3  # 3: principals (accounts), Op.account, CANCEL_ALL, trades name accounts (2026-12-04)
+VERSION = 4  # 4: key id, stamp, MAC bound to cluster and destination; 3: principals (accounts), Op.account,
+#              CANCEL_ALL, trades name accounts (2026-12-04)
 TAG_LEN = 16
 HEADER = MAGIC + bytes([VERSION])
 MAX_DATAGRAM = 65_507  # the largest UDP payload; gossip batches stay under ``mtu``
@@ -362,12 +372,18 @@ class Frame(NamedTuple):
     counter: int
     msg: Any
     account: str | None = None  # the account whose credential signed it; None: the peer key
+    key_id: int = 0  # which key of that principal's ring verified it (a reply is signed with the same)
+    stamp_ms: int = 0  # the sender's wall clock when it sent the frame (ms)
 
 
 #: the only types an account credential may sign: a client's requests and a node's replies to it
 ACCOUNT_TYPES = frozenset({ClientSubmit, ClientQuery, ClientReply, QueryReply})
 _ACCOUNT_TYPE_NOS = frozenset({5, 6, 7, 8})
-_PEER = b"\0"  # PLEN 0: signed with the peer key
+_STAMP_LEN = 6  # ms since the epoch, big-endian: good until the year 10889
+_FIXED = len(HEADER) + 1 + _STAMP_LEN + 1  # magic, version, key id, stamp, principal length
+#: a frame stamped further than this from the receiver's clock is refused as ``stale``: a captured
+#: frame can be replayed to a restarted node (whose replay windows are empty) only within it
+DEFAULT_REPLAY_WINDOW_MS = 30_000
 
 
 # ---- codec -----------------------------------------------------------------------------------------
@@ -377,46 +393,137 @@ def check_key(key: bytes) -> bytes:
     return bytes(key)
 
 
+def key_id(key: bytes) -> int:
+    """A key's one-byte id, sent in the header so a receiver holding several keys (a rotation in
+    progress) verifies one MAC, not one per key. A keyed hash of nothing: it reveals nothing usable."""
+    return hashlib.blake2b(b"gossipbook key id", key=key, digest_size=1).digest()[0]
+
+
+Ring = tuple[bytes, ...]  # a principal's keys, the first one primary (what it signs with)
+
+
+def _ring(keys: bytes | Sequence[bytes] | None) -> Ring:
+    if keys is None:
+        return ()
+    if isinstance(keys, bytes | bytearray):
+        return (bytes(keys),)
+    return tuple(bytes(k) for k in keys)
+
+
 class Keys:
-    """The credentials a party verifies frames with: the peer key (nodes only; None for a client)
-    and account credentials (a node knows every account's, a client only its own). Replacing
-    ``accounts`` (a reload) takes effect for the next frame."""
+    """The credentials a party verifies frames with, and what binds a frame to one cluster and one
+    destination.
 
-    __slots__ = ("peer", "accounts")
+    - ``peer``: the peer keyring (nodes only; empty for a client): the first key signs, every key
+      verifies (rotation: install a key everywhere, make it primary, remove the old one).
+    - ``accounts``: account -> its credential(s), same rule (a node knows every account's; a client
+      only its own).
+    - ``label``: the cluster's name, mixed into every MAC: a frame of another cluster that happens
+      to share a key is refused.
+    - ``me``: this party's id (a node id, or a client's sender id): frames are verified as addressed
+      to it, so a frame captured on its way to one node is refused by every other.
+    - ``window_ms``: how far a frame's stamp may be from this party's clock (``stale`` beyond).
+    Replace the object, or ``accounts`` / ``peer``, to reload; lookups are cached per ring.
+    """
 
-    def __init__(self, peer: bytes | None, accounts: Mapping[str, bytes] | None = None) -> None:
-        self.peer = peer
-        self.accounts: Mapping[str, bytes] = accounts if accounts is not None else {}
+    __slots__ = ("_peer", "_accounts", "label", "me", "window_ms", "_by_id")
+
+    def __init__(self, peer: bytes | Sequence[bytes] | None, accounts: Mapping[str, Any] | None = None,
+                 label: str = "", me: str = "", window_ms: int = DEFAULT_REPLAY_WINDOW_MS) -> None:
+        self._peer: Ring = _ring(peer)
+        self._accounts: Mapping[str, Any] = accounts if accounts is not None else {}
+        self.label, self.me, self.window_ms = label, me, window_ms
+        self._by_id: dict[str | None, dict[int, list[bytes]]] = {}
+
+    @property
+    def peer(self) -> bytes | None:
+        """The primary peer key (what this node signs with), or None."""
+        return self._peer[0] if self._peer else None
+
+    @peer.setter
+    def peer(self, keys: bytes | Sequence[bytes] | None) -> None:
+        self._peer = _ring(keys)
+        self._by_id.pop(None, None)
+
+    @property
+    def peer_ring(self) -> Ring:
+        return self._peer
+
+    @property
+    def accounts(self) -> Mapping[str, Any]:
+        return self._accounts
+
+    @accounts.setter
+    def accounts(self, accounts: Mapping[str, Any]) -> None:
+        self._accounts = accounts
+        self._by_id = {None: self._by_id[None]} if None in self._by_id else {}
+
+    def account_ring(self, account: str) -> Ring:
+        return _ring(self._accounts.get(account))
+
+    def signing_key(self, account: str | None = None, kid: int | None = None) -> bytes | None:
+        """The key to sign with: the principal's primary, or the key with id ``kid`` (a reply goes
+        out under the key its request came in with, so a client not yet given a new key still
+        verifies it)."""
+        ring = self._peer if account is None else self.account_ring(account)
+        if kid is not None:
+            for k in ring:
+                if key_id(k) == kid:
+                    return k
+        return ring[0] if ring else None
+
+    def candidates(self, account: str | None, kid: int) -> list[bytes]:
+        by = self._by_id.get(account)
+        if by is None:
+            by = {}
+            for k in (self._peer if account is None else self.account_ring(account)):
+                by.setdefault(key_id(k), []).append(k)
+            if account is None or account in self._accounts:
+                self._by_id[account] = by
+        return by.get(kid, [])
 
     def __repr__(self) -> str:  # never the secrets
-        return f"Keys(peer={'***' if self.peer else None}, accounts={sorted(self.accounts)})"
+        return (f"Keys(peer={len(self._peer)} key(s), accounts={sorted(self._accounts)}, label={self.label!r}, "
+                f"me={self.me!r})")
 
 
-def _tag(key: bytes, data: bytes | memoryview) -> bytes:
-    return hashlib.blake2b(data, key=key, digest_size=TAG_LEN).digest()
+def _bind(label: str, dst: str) -> bytes:
+    """What a frame's MAC covers besides the frame itself: the cluster and the destination."""
+    lb, db = label.encode(), dst.encode()
+    return b"%d:%s%d:%s" % (len(lb), lb, len(db), db)
 
 
-def encode(msg: Any, sender: str, counter: int, key: bytes, account: str | None = None) -> bytes:
+def _tag(key: bytes, data: bytes | memoryview, bound: bytes) -> bytes:
+    h = hashlib.blake2b(bound, key=key, digest_size=TAG_LEN)
+    h.update(data)
+    return h.digest()
+
+
+def encode(msg: Any, sender: str, counter: int, key: bytes, account: str | None = None, *,
+           dst: str = "", label: str = "", stamp_ms: int = 0) -> bytes:
     """One authenticated frame for ``msg``: under the peer key, or, with ``account``, under that
-    account's credential ``key``."""
+    account's credential ``key``; bound to cluster ``label`` and destination ``dst`` (the MAC covers
+    both, the frame carries neither) and stamped with the sender's clock ``stamp_ms``."""
     fields = msg if isinstance(msg, tuple) else [getattr(msg, f) for f in msg.__slots__]
     body = msgpack.packb([_TYPE_OF[type(msg)], sender, counter, *fields], use_bin_type=True)
-    if account:
-        name = account.encode()
-        head = HEADER + bytes([len(name)]) + name + body
-    else:
-        head = HEADER + _PEER + body
-    return head + _tag(key, head)
+    name = account.encode("ascii") if account else b""
+    if len(name) > 255:
+        raise ValueError(f"account name of {len(name)} bytes (at most 255)")
+    head = (HEADER + bytes([key_id(key)]) + stamp_ms.to_bytes(_STAMP_LEN, "big") + bytes([len(name)]) + name
+            + body)
+    return head + _tag(key, head, _bind(label, dst))
 
 
-def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM) -> Frame:
-    """Authenticate, unpack and validate one frame; ``WireError`` on anything wrong (``reason``
-    says what: ``auth`` for a wrong key or an unknown account, ``not_peer`` for a node-to-node type
-    under an account credential, ``not_account`` for a client type under the peer key)."""
+def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM, *, now_ms: int | None = None) -> Frame:
+    """Authenticate, unpack and validate one frame addressed to ``keys.me`` in cluster ``keys.label``;
+    ``WireError`` on anything wrong (``reason`` says what: ``auth`` for a wrong key, another
+    destination or cluster, or an unknown account; ``stale`` for a stamp more than
+    ``keys.window_ms`` from ``now_ms`` (checked when given); ``not_peer`` for a node-to-node type
+    under an account credential; ``not_account`` for a client type under the peer key)."""
     n = len(data)
     if n > max_size:
         raise WireError(f"frame of {n} bytes exceeds {max_size}", reason="oversized")
-    if n < len(HEADER) + 2 + TAG_LEN:
+    if n < _FIXED + 1 + TAG_LEN:
         raise WireError(f"frame of {n} bytes is too short", reason="malformed")
     if data[:2] != MAGIC:
         raise WireError("not a gossipbook frame (bad magic)", reason="malformed")
@@ -424,26 +531,33 @@ def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM) -> Fra
         raise WireError(f"wire version {data[2]} (this node speaks {VERSION})", reason="version")
     if not isinstance(keys, Keys):
         keys = Keys(keys)
-    plen = data[3]
-    start = len(HEADER) + 1 + plen
+    kid = data[3]
+    plen = data[_FIXED - 1]
+    start = _FIXED + plen
     account: str | None = None
     if plen:
         if n < start + 1 + TAG_LEN:
             raise WireError(f"frame of {n} bytes is too short", reason="malformed")
         try:
-            account = data[len(HEADER) + 1:start].decode("ascii")
+            account = data[_FIXED:start].decode("ascii")
         except UnicodeDecodeError:
             raise WireError("account name is not ASCII", reason="malformed") from None
-        key = keys.accounts.get(account)
-        if key is None:
-            raise WireError(f"unknown or revoked account {account[:64]!r}", reason="auth")
-    else:
-        key = keys.peer  # type: ignore[assignment]
-        if key is None:
-            raise WireError("frame signed with the peer key, which this party does not hold", reason="auth")
+    cands = keys.candidates(account, kid)
+    if not cands:
+        if account is not None:
+            raise WireError(f"unknown or revoked account {account[:64]!r} (or none of its keys has id {kid})",
+                            reason="auth")
+        raise WireError(f"no peer key with id {kid} here (wrong cluster key, or a rotation not installed "
+                        f"here yet)", reason="auth")
     mv = memoryview(data)
-    if not hmac.compare_digest(_tag(key, mv[:-TAG_LEN]), mv[-TAG_LEN:]):
-        raise WireError("authentication failed (wrong key or tampered frame)", reason="auth")
+    bound = _bind(keys.label, keys.me)
+    if not any(hmac.compare_digest(_tag(k, mv[:-TAG_LEN], bound), mv[-TAG_LEN:]) for k in cands):
+        raise WireError("authentication failed (wrong key, another cluster or destination, or a tampered frame)",
+                        reason="auth")
+    stamp_ms = int.from_bytes(data[4:4 + _STAMP_LEN], "big")
+    if now_ms is not None and abs(stamp_ms - now_ms) > keys.window_ms:
+        raise WireError(f"frame stamped {(stamp_ms - now_ms) / 1e3:+.1f} s from this clock (window "
+                        f"{keys.window_ms / 1e3:g} s): a replay, or a clock far off", reason="stale")
     try:
         body = msgpack.unpackb(mv[start:-TAG_LEN], raw=False, use_list=True, strict_map_key=True,
                                max_str_len=65_536, max_bin_len=MAX_DATAGRAM, max_array_len=65_536,
@@ -469,27 +583,29 @@ def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM) -> Fra
         raise
     except Exception as e:  # a constructor refusing a value: still the peer's fault
         raise WireError(f"invalid {spec[0].__name__}: {e}", reason="malformed") from None
-    return Frame(sender, counter, msg, account)
+    return Frame(sender, counter, msg, account, kid, stamp_ms)
 
 
-def encode_ops(ops: Sequence[Op], sender: str, counter: int, key: bytes, mtu: int = DEFAULT_MTU) -> list[bytes]:
+def encode_ops(ops: Sequence[Op], sender: str, counter: int, key: bytes, mtu: int = DEFAULT_MTU, *,
+               dst: str = "", label: str = "", stamp_ms: int = 0) -> list[bytes]:
     """Pack ops into as few ``OpBatch`` frames as fit under ``mtu`` bytes each (in order)."""
     frames: list[bytes] = []
+    bind = {"dst": dst, "label": label, "stamp_ms": stamp_ms}
     # sized at the largest counter any frame here can carry (msgpack widens ints at 2**7, 2**8, 2**16,
     # 2**32, so a later frame's counter may be longer); +3: the ops array header may grow
-    overhead = len(encode(OpBatch([]), sender, counter + max(len(ops) - 1, 0), key)) + 3
+    overhead = len(encode(OpBatch([]), sender, counter + max(len(ops) - 1, 0), key, **bind)) + 3
     batch: list[Op] = []
     size = overhead
     packb = msgpack.packb
     for op in ops:
         s = len(packb(op, use_bin_type=True))
         if batch and size + s > mtu:
-            frames.append(encode(OpBatch(batch), sender, counter + len(frames), key))
+            frames.append(encode(OpBatch(batch), sender, counter + len(frames), key, **bind))
             batch, size = [], overhead
         batch.append(op)
         size += s
     if batch:
-        frames.append(encode(OpBatch(batch), sender, counter + len(frames), key))
+        frames.append(encode(OpBatch(batch), sender, counter + len(frames), key, **bind))
     return frames
 
 
@@ -497,24 +613,34 @@ class ReplayGuard:
     """Per-sender sliding window over frame counters (RFC 4303's anti-replay idea).
 
     ``accept`` is True exactly once per ``(sender, counter)`` within the window; counters more than
-    ``window`` below the highest seen are refused as too old.
+    ``window`` below the highest seen are refused as too old. At most ``max_senders`` windows are
+    kept (least recently used dropped first, counted in ``evicted``): senders a peer can make up
+    (clients) cost bounded memory; a dropped window only re-opens what ``stale`` still bounds.
     """
 
-    __slots__ = ("window", "_top", "_seen")
+    __slots__ = ("window", "max_senders", "evicted", "_top", "_seen")
 
-    def __init__(self, window: int = 1024) -> None:
+    def __init__(self, window: int = 1024, max_senders: int | None = None) -> None:
         self.window = window
+        self.max_senders = max_senders
+        self.evicted = 0
         self._top: dict[str, int] = {}
         self._seen: dict[str, int] = {}  # bitmap: bit i set = counter (top - i) seen
 
     def accept(self, sender: str, counter: int) -> bool:
         top = self._top.get(sender)
         if top is None:
+            if self.max_senders is not None and len(self._top) >= self.max_senders:
+                old = next(iter(self._top))  # dicts keep insertion order: the least recently refreshed
+                self.forget(old)
+                self.evicted += 1
             self._top[sender], self._seen[sender] = counter, 1
             return True
         if counter > top:
             shift = counter - top
             self._seen[sender] = ((self._seen[sender] << shift) | 1) & ((1 << self.window) - 1) if shift < self.window else 1
+            if self.max_senders is not None:  # refresh its place in the LRU order
+                del self._top[sender]
             self._top[sender] = counter
             return True
         back = top - counter
@@ -530,6 +656,9 @@ class ReplayGuard:
         """Drop a sender's window (a restarted peer with a fresh counter base)."""
         self._top.pop(sender, None)
         self._seen.pop(sender, None)
+
+    def __len__(self) -> int:
+        return len(self._top)
 
 
 def trade_row(t: Trade) -> list[Any]:

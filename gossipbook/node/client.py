@@ -38,9 +38,11 @@ class Client:
         credential) instead of the config's own (a client file's account, or ``operator``)."""
         self.cfg = cfg
         self.retry_s = retry_s
-        self.account, self._secret = cfg.client_credential(account)
-        self._keys = Keys(None, {self.account: self._secret})
+        self.account, ring = cfg.client_credential(account)
+        self._secret = ring[0]
         self.id = "client-" + secrets.token_hex(6)
+        # replies are bound to this client's id and the cluster's name, and verify under any of its keys
+        self._keys = Keys(None, {self.account: ring}, label=cfg.name, me=self.id)
         self.counter = time.time_ns()
         self.ep: Endpoint | None = None
         self._waiters: dict[str, trio.MemorySendChannel[Any]] = {}
@@ -68,7 +70,7 @@ class Client:
         while True:
             for data, _addr in await self.ep.recv_burst():
                 try:
-                    frame = decode(data, self._keys)
+                    frame = decode(data, self._keys, now_ms=time.time_ns() // 1_000_000)
                 except WireError:
                     continue
                 msg = frame.msg
@@ -93,8 +95,9 @@ class Client:
             with trio.move_on_after(timeout):
                 while True:
                     self.counter += 1
-                    await self.ep.send_all([(encode(make, self.id, self.counter, self._secret, self.account),
-                                             node.addr)])
+                    await self.ep.send_all([(encode(make, self.id, self.counter, self._secret, self.account,
+                                                    dst=node_id, label=self.cfg.name,
+                                                    stamp_ms=time.time_ns() // 1_000_000), node.addr)])
                     with trio.move_on_after(self.retry_s):
                         return await recv.receive()
         finally:

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -38,8 +38,18 @@ from ..core.wire import (
     decode,
     encode,
     encode_ops,
+    key_id,
 )
 from .transport import Addr, Endpoint, FaultFilter
+
+
+class _Route(NamedTuple):
+    """Where a client's reply goes: its address, its sender id (the reply is bound to it) and the
+    id of the key its request was signed with (the reply is signed with the same)."""
+
+    addr: Addr
+    sender: str
+    key_id: int
 
 
 class WallClock:
@@ -69,8 +79,8 @@ class NodeRunner:
                              f"cluster.toml, which holds the peer key")
         self.cfg = cfg
         self.entry = cfg.node(node_id)
-        #: the peer key and every account's credential; ``reload_accounts`` swaps the accounts
-        self.keys = Keys(cfg.key, cfg.accounts)
+        #: the peer keyring and every account's credentials; ``reload_accounts`` swaps both
+        self.keys = Keys(cfg.key_ring, cfg.accounts, label=cfg.name, me=node_id)
         self.node_id = node_id
         self.clock = clock or WallClock()
         self.faults = faults
@@ -97,7 +107,8 @@ class NodeRunner:
             if storage:
                 storage.load_into(self.core)
         self.peer_addr: dict[str, Addr] = {n.id: n.addr for n in cfg.nodes if n.id != node_id}
-        self.guard = ReplayGuard()
+        self.guard = ReplayGuard()  # peers' frames (only peer-key holders can add senders)
+        self.client_guard = ReplayGuard(max_senders=10_000)  # clients make up their ids: bounded
         self.counter = time.time_ns()  # frame counters only grow, across restarts too
         self.dropped: dict[str, int] = {}
         self.endpoint: Endpoint | None = None
@@ -234,16 +245,19 @@ class NodeRunner:
 
     def _handle(self, data: bytes, addr: Addr, now: int) -> None:
         try:
-            frame = decode(data, self.keys)
+            frame = decode(data, self.keys, now_ms=now // 1_000_000)
         except WireError as e:
             self._drop(e.reason)
             return
         acct = frame.account
         # one window per principal and sender: an account's frames never move a node's window
-        if not self.guard.accept(frame.sender if acct is None else f"{acct}/{frame.sender}", frame.counter):
+        if not (self.guard.accept(frame.sender, frame.counter) if acct is None
+                else self.client_guard.accept(f"{acct}/{frame.sender}", frame.counter)):
             self._drop("replay")
             return
         msg = frame.msg
+        if acct is not None:  # the reply goes back to this client, under the key it used
+            addr = _Route(addr, frame.sender, frame.key_id)  # type: ignore[assignment]
         if type(msg) is ClientQuery and msg.what == "faults" and self.fault_control and acct == OPERATOR:
             self._set_faults(msg, addr)
             return
@@ -253,19 +267,27 @@ class NodeRunner:
             self._drop(e.reason)
 
     def reload_accounts(self) -> None:
-        """Re-read the accounts from the config file (SIGHUP): added accounts work and revoked
-        ones are refused from the next frame on; nothing else is reloaded (a changed peer key or
-        node list needs a restart). A file that does not load leaves the accounts as they were."""
+        """Re-read the peer keyring and the accounts from the config file (SIGHUP): a key installed
+        verifies from the next frame on, a new primary signs from the next frame on, added accounts
+        work and revoked ones are refused. Nothing else is reloaded (a changed node list needs a
+        restart). A file that does not load leaves everything as it was."""
         try:
             fresh = load(self.cfg.path)
         except ConfigError as e:
             self.log.error("accounts not reloaded: %s", e)
             return
+        if fresh.key_ring and fresh.key_ring != self.keys.peer_ring:
+            self.keys.peer = fresh.key_ring
+            self.cfg.key, self.cfg.key_ring = fresh.key_ring[0], fresh.key_ring
+            self.log.info("peer keyring reloaded: %d key(s), primary id %d", len(fresh.key_ring),
+                          key_id(fresh.key_ring[0]))
         before, after = set(self.keys.accounts), set(fresh.accounts)
+        changed = sorted(a for a in before & after if self.keys.accounts[a] != fresh.accounts[a])
         self.keys.accounts = dict(fresh.accounts)
         self.cfg.accounts = dict(fresh.accounts)
-        self.log.info("accounts reloaded: %d (added %s; revoked %s)", len(after),
-                      ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none")
+        self.log.info("accounts reloaded: %d (added %s; revoked %s; credentials changed %s)", len(after),
+                      ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none",
+                      ", ".join(changed) or "none")
 
     def _set_faults(self, q: ClientQuery, addr: Addr) -> None:
         """Test-only (``node --fault-control``): block the peers listed in ``q.symbol`` (comma
@@ -276,7 +298,7 @@ class NodeRunner:
                 self.endpoint.faults = self.faults
         ids = [p for p in q.symbol.split(",") if p]
         self.faults.blocked = {self.peer_addr[p] for p in ids if p in self.peer_addr}
-        self.core._out.append((Client(addr, OPERATOR), QueryReply(q.req, 0, f"blocked {','.join(ids) or 'none'}", None)))
+        self.core._out.append((Client(addr, OPERATOR), QueryReply(q.req, 0, f"blocked {','.join(ids) or 'none'}", None)))  # addr: a _Route
         self.log.info("test fault control: blocking %s", ",".join(ids) or "nobody")
 
     # ---- output ------------------------------------------------------------------------------------
@@ -299,31 +321,35 @@ class NodeRunner:
         # few µs they take (and a client woken first competes with the peer for the CPU)
         ops_frames: list[tuple[bytes, Addr]] = []
         frames: list[tuple[bytes, Addr]] = []
-        key = self.cfg.key
+        keys = self.keys
+        key = keys.peer
         assert key is not None
+        bind = {"label": keys.label, "stamp_ms": self.clock() // 1_000_000}
         for dst, msg in outbox:
             try:
                 if isinstance(dst, Client):  # a reply, signed with the credential of the account asking
-                    acct_key = self.keys.accounts.get(dst.account)
+                    route = dst.addr
+                    acct_key = keys.signing_key(dst.account, route.key_id)
                     if acct_key is None:
                         self._drop("revoked_account_reply")
                         continue
                     self.counter += 1
-                    frames.append((encode(msg, self.node_id, self.counter, acct_key, dst.account), dst.addr))
+                    frames.append((encode(msg, self.node_id, self.counter, acct_key, dst.account, dst=route.sender,
+                                          **bind), route.addr))
                     continue
                 addr = self.peer_addr.get(dst)
                 if addr is None:
                     continue
                 if type(msg) is OpBatch:
-                    batch = encode_ops(msg.ops, self.node_id, self.counter + 1, key, self.mtu)
+                    batch = encode_ops(msg.ops, self.node_id, self.counter + 1, key, self.mtu, dst=dst, **bind)
                     self.counter += len(batch)
                     ops_frames.extend((f, addr) for f in batch)
                 elif type(msg) is Summary:  # keeps its place before the repair that follows it
                     self.counter += 1
-                    ops_frames.append((encode(msg, self.node_id, self.counter, key), addr))
+                    ops_frames.append((encode(msg, self.node_id, self.counter, key, dst=dst, **bind), addr))
                 else:
                     self.counter += 1
-                    frames.append((encode(msg, self.node_id, self.counter, key), addr))
+                    frames.append((encode(msg, self.node_id, self.counter, key, dst=dst, **bind), addr))
             except (OverflowError, ValueError, TypeError) as e:  # a value msgpack cannot carry: one frame lost
                 self._drop("encode_error")
                 self.log.error("could not encode %s for %s: %s", type(msg).__name__, dst, e)

@@ -218,16 +218,19 @@ def test_client_credential_cannot_send_peer_messages_and_mass_cancel(venue: Acco
     seq = max(s["version_vector"].get("n3", 0) for s in st0) + 1
     cancel = Op(now, 0, "n3", seq, CANCEL, "GBX", oid, SELL, 0, 0, GTC, "x1", "alice")
     buy = Op(now + 1, 0, "n3", seq + 1, NEW, "GBX", "", 0, 10_000, 5, GTC, "x2", "alice")
-    frames = [encode(OpBatch([cancel, buy]), "n3", 1, secret, account="alice"),
-              encode(OpBatch([cancel]), "n2", 2, secret, account="alice"),
-              # a membership update: "n2 is dead", as if n3 said so
-              encode(MemberGossip(7, (Update("n2", 99, "dead", "n3"),)), "n3", 3, secret, account="alice"),
-              encode(MemberGossip(7, (Update("n1", 99, "left", "n1"),)), "n1", 4, secret, account="alice")]
+    def frames_to(n: str) -> list[bytes]:  # well-formed, bound to node n and this cluster, fresh
+        bind = {"dst": n, "label": alice.name, "stamp_ms": time.time_ns() // 1_000_000}
+        return [encode(OpBatch([cancel, buy]), "n3", 1, secret[0], account="alice", **bind),
+                encode(OpBatch([cancel]), "n2", 2, secret[0], account="alice", **bind),
+                # a membership update: "n2 is dead", as if n3 said so
+                encode(MemberGossip(7, (Update("n2", 99, "dead", "n3"),)), "n3", 3, secret[0], account="alice", **bind),
+                encode(MemberGossip(7, (Update("n1", 99, "left", "n1"),)), "n1", 4, secret[0], account="alice", **bind)]
+    frames = frames_to("n1")
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         for n in c.ids:
             addr = alice.node(n).addr
-            for f in frames:
+            for f in frames_to(n):
                 s.sendto(f, addr)
     finally:
         s.close()

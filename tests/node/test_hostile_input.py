@@ -22,8 +22,9 @@ def test_hostile_datagrams_are_dropped_and_counted(make_cluster):
     now = time.time_ns()
     # a valid frame, as if from n2: an op n2 never stamped (seq far ahead: waits for the gap, never folds)
     op = Op(now, 0, "n2", 10_000, NEW, "GBX", "", 0, 10_000, 1, 0, "")
-    valid = encode(OpBatch([op]), "n2", 1, cfg.key)
-    wrong_key = encode(OpBatch([op]), "n2", 2, b"x" * 32)
+    bind = {"dst": "n1", "label": cfg.name, "stamp_ms": now // 1_000_000}
+    valid = encode(OpBatch([op]), "n2", 1, cfg.key, **bind)
+    wrong_key = encode(OpBatch([op]), "n2", 2, b"x" * 32, **bind)
     sent = {"garbage": 0, "truncated": 0, "wrong_key": 0, "replay": 0, "mutated": 0}
     for _ in range(200):
         s.sendto(rng.randbytes(rng.randint(0, 1500)), n1)
