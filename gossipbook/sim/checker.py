@@ -159,6 +159,14 @@ class Checker:
         order resting under another account leaves it unchanged; after a CANCEL_ALL no order of its
         account rests in its scope. ``clock()``: the true time, for the evidence."""
         orig = replica._fold_op
+        is_retry = getattr(replica, "_is_retry", None)  # the fold's own test, where it has one
+
+        def retry(op: Op) -> bool:
+            """Whether the fold takes ``op`` for a retry of its request (a no-op), asked before it folds."""
+            if is_retry is not None:
+                return bool(is_retry(op))
+            first = replica._reqs.get(op.req_key)
+            return first is not None and (first if isinstance(first, str) else first.op_id) != op.op_id
 
         def fold_op(books: Mapping[str, Book], op: Op) -> list[Trade]:
             kind = op.kind
@@ -177,8 +185,7 @@ class Checker:
                                    f"{f', {len(trades)} trades' if trades else ''}")
                 return trades
             if kind == CANCEL_ALL and op.account:
-                first = replica._reqs.get(op.req_key) if op.req else None
-                if first is not None and (first if isinstance(first, str) else first.op_id) != op.op_id:
+                if op.req and retry(op):
                     return orig(books, op)  # a retry of a request already folded: a no-op (as _fold_op)
                 trades = orig(books, op)
                 for sym in ([op.symbol] if op.symbol else sorted(books)):
