@@ -1,0 +1,393 @@
+"""``Client``: typed order entry and reads for one trading account, in ccxt's vocabulary.
+
+Theory of operation: a thin layer over the authenticated request/reply client
+(``gossipbook.node.client.Client``). Each method checks and converts its arguments first (symbol,
+side, type, time in force, ``Decimal`` price and amount onto the instrument's grid), so a wrong
+value is an ``InvalidOrder`` before anything is sent; then it sends one request with a fresh request
+id (retries reuse it, so a retried order is never placed twice) and turns the reply into frozen
+dataclasses in ``Decimal``, or a reply code into the library's exception.
+
+Rules that hold:
+- Prices and amounts are accepted as ``Decimal``, ``str`` or ``int``; a ``float`` (or ``bool``) is an
+  ``InvalidOrder``: binary floats are not on any decimal grid.
+- An exception raised inside ``async with Client(...)`` comes out as itself, never wrapped in an
+  ``ExceptionGroup``; the methods raise the library's own exceptions (``gossipbook.errors``).
+- Each request goes to one node: the ``node`` argument, else the client's default node (the
+  ``node`` given to ``Client``, else the config's first). There is no silent fail-over.
+- ``watch_my_trades`` is a polling feed: it asks the node for this account's fills every
+  ``interval`` seconds and yields what changed. A fill revised or undone by a replay after a heal is
+  yielded again with its new state, and once more when it becomes final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from os import PathLike
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from ..config import ClusterConfig
+from ..core.book import BUY, FOK, GTC, IOC, MARKET, SELL
+from ..core.errors import InvalidOrder, UnknownOrder, UsageError
+from ..core.instrument import Instrument, Venue
+from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW
+from ..core.wire import ClientQuery, ClientSubmit
+from ..node import client as _wire_client
+from .cluster import load_config
+from .errors import Unreachable, from_reply
+from .types import (
+    LEVELS,
+    Ack,
+    AckLevel,
+    BookLevel,
+    Fill,
+    NodeStatus,
+    Order,
+    OrderBook,
+    OrderType,
+    Side,
+    TimeInForce,
+)
+
+Number = Decimal | str | int
+#: reply code of an address check (``ClientGate``): resend with ``"<req>#<cookie>"``
+E_ADDRESS = 12
+_SIDE = {Side.BUY: BUY, Side.SELL: SELL}
+_TIF = {TimeInForce.GTC: GTC, TimeInForce.IOC: IOC, TimeInForce.FOK: FOK}
+_WAIT = {AckLevel.ACCEPTED: 0, AckLevel.REPLICATED: 1, AckLevel.FINAL: 2}
+
+
+def _enum(cls: Any, value: object, what: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return cls(value.lower())
+        except ValueError:
+            pass
+    choices = ", ".join(repr(m.value) for m in cls)
+    raise InvalidOrder(f"{what} must be one of {choices} (or {cls.__name__}), not {value!r}")
+
+
+def _number(value: object, what: str) -> Decimal | str | int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidOrder(f"{what} must be a Decimal, str or int, not {type(value).__name__} {value!r} "
+                           f"(a float is not exact on a decimal grid: pass Decimal('...') or a string)")
+    if not isinstance(value, Decimal | str | int):
+        raise InvalidOrder(f"{what} must be a Decimal, str or int, not {type(value).__name__}")
+    return value
+
+
+def _fill_from_row(inst: Instrument, row: dict[str, Any]) -> Fill:
+    return Fill(trade_id=str(row["trade_id"]), symbol=inst.symbol, order_id=str(row["order_id"]),
+                side=Side(row["side"]), price=inst.ticks_to_price(int(row["price"])),
+                amount=inst.lots_to_qty(int(row["qty"])), role=str(row["role"]), final=bool(row["final"]),
+                revisions=int(row["revisions"]), undone=bool(row["undone"]))
+
+
+class Client:
+    """One trading account's connection to a cluster; use as ``async with Client(cfg) as c``.
+
+    ``cfg``: a client file (``clients/<account>.toml``), a ``cluster.toml`` or a ``ClusterConfig``.
+    ``account``: act for this account of the config (a ``cluster.toml`` holds every account's
+    credential; default: the file's own account, or ``operator``). ``node``: the default node to
+    send to (default: the config's first). ``timeout``: seconds a request may take by default.
+    """
+
+    def __init__(self, cfg: ClusterConfig | str | PathLike[str], *, account: str | None = None,
+                 node: str | None = None, timeout: float = 5.0) -> None:
+        self.cfg = load_config(cfg)
+        self.venue: Venue = Venue.of(self.cfg.instruments)
+        self.node = node or self.cfg.nodes[0].id
+        self.cfg.node(self.node)  # an unknown node id is an error now
+        if timeout <= 0:
+            raise UsageError("timeout must be positive")
+        self.timeout = timeout
+        self._wire = _wire_client.Client(self.cfg, account=account)
+        self.account: str = self._wire.account
+        self._symbols: dict[str, str] = {}  # order id -> symbol, for the orders placed here
+        self._open = False
+
+    async def __aenter__(self) -> Client:
+        await self._wire.__aenter__()
+        self._open = True
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._open = False
+        await self._wire.__aexit__(None, None, None)  # the block's exception passes through as itself
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument ``symbol`` (``UnknownInstrument`` if the venue does not trade it)."""
+        if not isinstance(symbol, str):
+            raise InvalidOrder(f"symbol must be a str, not {type(symbol).__name__}")
+        return self.venue.get(symbol)
+
+    async def _request(self, node: str | None, msg: Any, timeout: float | None) -> Any:
+        if not self._open:
+            raise UsageError("use the client inside 'async with Client(...) as client:'")
+        target = node or self.node
+        self.cfg.node(target)
+        try:
+            rep = await self._wire.request(target, msg, msg.req, timeout or self.timeout)
+            if rep.code == E_ADDRESS and len(rep.message) == 16:
+                # an address check (a large reply to an unproven source): send the same request
+                # again with the node's cookie; the node strips it, so it is the same request
+                rep = await self._wire.request(target, msg._replace(req=f"{msg.req}#{rep.message}"), msg.req,
+                                               timeout or self.timeout)
+            return rep
+        except _wire_client.Unreachable as e:
+            err = Unreachable(str(e))
+            err.node = target  # type: ignore[attr-defined]
+            raise err from None
+
+    async def _submit(self, node: str | None, msg: ClientSubmit, timeout: float | None) -> Any:
+        rep = await self._request(node, msg, (timeout or self.timeout) + 1.0)
+        if rep.code != 0:
+            raise from_reply(rep.code, rep.message, node=node or self.node, order_id=rep.order_id,
+                             level=LEVELS[rep.level] if 0 <= rep.level < 3 else None)
+        return rep
+
+    def _reply_fills(self, inst: Instrument, order_id: str, side: Side, rows: Iterable[list[Any]],
+                     final: bool) -> tuple[Fill, ...]:
+        out = []
+        for trade_id, price, qty, maker, taker in rows:
+            mine_taker = taker == order_id
+            if not mine_taker and maker != order_id:
+                continue
+            out.append(Fill(trade_id=str(trade_id), symbol=inst.symbol, order_id=order_id, side=side,
+                            price=inst.ticks_to_price(int(price)), amount=inst.lots_to_qty(int(qty)),
+                            role="taker" if mine_taker else "maker", final=final))
+        return tuple(out)
+
+    async def _symbol_of(self, order_id: str, node: str | None) -> str:
+        sym = self._symbols.get(order_id)
+        if sym is not None:
+            return sym
+        for o in await self.fetch_open_orders(node=node):
+            if o.id == order_id:
+                return o.symbol
+        raise UnknownOrder(f"order {order_id} is not open at node {node or self.node} (filled, cancelled, "
+                           f"not yet replicated there, or never placed)")
+
+    # ---- orders ------------------------------------------------------------------------------------
+    async def create_order(self, symbol: str, side: Side | str, amount: Number, price: Number | None = None, *,
+                           type: OrderType | str = OrderType.LIMIT,
+                           time_in_force: TimeInForce | str = TimeInForce.GTC,
+                           wait: AckLevel | str = AckLevel.ACCEPTED, node: str | None = None,
+                           timeout: float | None = None) -> Order:
+        """Place an order of this account: ``amount`` of ``symbol`` at ``price`` (a limit order) or
+        at any price (``type="market"``, no ``price``). ``wait``: the level the node answers at
+        (``AckLevel``). Returns the ``Order`` as the ack saw it, with the fills made at once.
+        Raises ``InvalidOrder`` (off the grid or band, a float, a venue rule), ``UnknownInstrument``,
+        ``NotReady``, ``NoQuorum``, ``AckTimeout`` (the order stands; ``.order_id``), ..."""
+        inst = self.instrument(symbol)
+        side_e: Side = _enum(Side, side, "side")
+        type_e: OrderType = _enum(OrderType, type, "type")
+        tif_e: TimeInForce = _enum(TimeInForce, time_in_force, "time_in_force")
+        wait_e: AckLevel = _enum(AckLevel, wait, "wait")
+        lots = inst.qty_to_lots(_number(amount, "amount"))
+        if type_e is OrderType.MARKET:
+            if price is not None:
+                raise InvalidOrder("a market order takes no price")
+            ticks, tif = 0, MARKET
+        else:
+            if price is None:
+                raise InvalidOrder("a limit order needs a price (or type='market')")
+            ticks, tif = inst.price_to_ticks(_number(price, "price")), _TIF[tif_e]
+        t = timeout or self.timeout
+        msg = ClientSubmit(_wire_client.new_req(), NEW, inst.symbol, "", _SIDE[side_e], ticks, lots, tif,
+                           _WAIT[wait_e], int(t * 1000))
+        rep = await self._submit(node, msg, t)
+        level = LEVELS[rep.level]
+        fills = self._reply_fills(inst, rep.order_id, side_e, rep.trades, level is AckLevel.FINAL)
+        self._symbols[rep.order_id] = inst.symbol
+        if len(self._symbols) > 100_000:
+            self._symbols.pop(next(iter(self._symbols)))
+        amt = inst.lots_to_qty(lots)
+        filled = sum((f.amount for f in fills), Decimal(0))
+        remaining = amt - filled
+        if remaining <= 0:
+            status = "closed"
+        elif type_e is OrderType.MARKET or tif_e is not TimeInForce.GTC:
+            status = "canceled"
+        else:
+            status = "open"
+        return Order(id=rep.order_id, symbol=inst.symbol, side=side_e,
+                     price=None if type_e is OrderType.MARKET else inst.ticks_to_price(ticks), amount=amt,
+                     remaining=remaining if status == "open" else Decimal(0), type=type_e,
+                     time_in_force=TimeInForce.IOC if type_e is OrderType.MARKET else tif_e, status=status,
+                     filled=filled, fills=fills, node=node or self.node, level=level)
+
+    async def cancel_order(self, order_id: str, *, wait: AckLevel | str = AckLevel.ACCEPTED,
+                           node: str | None = None, timeout: float | None = None) -> Ack:
+        """Cancel one of this account's resting orders. ``UnknownOrder`` if the node does not hold it
+        open, ``NotOwner`` if it is another account's."""
+        if not isinstance(order_id, str):
+            raise InvalidOrder(f"order_id must be a str, not {type(order_id).__name__}")
+        wait_e: AckLevel = _enum(AckLevel, wait, "wait")
+        t = timeout or self.timeout
+        msg = ClientSubmit(_wire_client.new_req(), CANCEL, self._symbols.get(order_id, ""), order_id, 0, 0, 0, 0,
+                           _WAIT[wait_e], int(t * 1000))
+        rep = await self._submit(node, msg, t)
+        return Ack(rep.order_id or order_id, node or self.node, LEVELS[rep.level], msg.req)
+
+    async def cancel_all_orders(self, symbol: str | None = None, *, wait: AckLevel | str = AckLevel.ACCEPTED,
+                                node: str | None = None, timeout: float | None = None) -> Ack:
+        """Cancel every order of this account (in ``symbol`` only, if given) that every replica folds
+        before this request: the kill switch."""
+        sym = self.instrument(symbol).symbol if symbol is not None else ""
+        wait_e: AckLevel = _enum(AckLevel, wait, "wait")
+        t = timeout or self.timeout
+        msg = ClientSubmit(_wire_client.new_req(), CANCEL_ALL, sym, "", 0, 0, 0, 0, _WAIT[wait_e], int(t * 1000))
+        rep = await self._submit(node, msg, t)
+        return Ack(rep.order_id, node or self.node, LEVELS[rep.level], msg.req)
+
+    async def amend_order(self, order_id: str, amount: Number, price: Number, *, symbol: str | None = None,
+                          wait: AckLevel | str = AckLevel.ACCEPTED, node: str | None = None,
+                          timeout: float | None = None) -> Ack:
+        """Change a resting order's remaining ``amount`` and ``price``. A smaller amount at the same
+        price keeps time priority; anything else re-enters at the back (and may trade). ``symbol``
+        is looked up when not given (orders placed by this client are remembered)."""
+        if not isinstance(order_id, str):
+            raise InvalidOrder(f"order_id must be a str, not {type(order_id).__name__}")
+        a, p = _number(amount, "amount"), _number(price, "price")
+        inst = self.instrument(symbol) if symbol is not None else self.instrument(await self._symbol_of(order_id, node))
+        lots, ticks = inst.qty_to_lots(a), inst.price_to_ticks(p)
+        wait_e: AckLevel = _enum(AckLevel, wait, "wait")
+        t = timeout or self.timeout
+        msg = ClientSubmit(_wire_client.new_req(), AMEND, inst.symbol, order_id, 0, ticks, lots, 0, _WAIT[wait_e],
+                           int(t * 1000))
+        rep = await self._submit(node, msg, t)
+        level = LEVELS[rep.level]
+        side = Side.BUY
+        fills = self._reply_fills(inst, order_id, side, rep.trades, level is AckLevel.FINAL)
+        if fills:  # the reply does not say the side: ask (rare: an amend that trades)
+            for f in await self.fetch_my_trades(node=node):
+                if f.order_id == order_id:
+                    fills = tuple(Fill(x.trade_id, x.symbol, x.order_id, f.side, x.price, x.amount, x.role,
+                                       x.final) for x in fills)
+                    break
+        return Ack(order_id, node or self.node, level, msg.req, fills)
+
+    # ---- reads -------------------------------------------------------------------------------------
+    async def fetch_order_book(self, symbol: str, limit: int = 10, *, node: str | None = None,
+                               timeout: float | None = None) -> OrderBook:
+        """The top ``limit`` levels per side of ``symbol``'s book as one node holds it."""
+        inst = self.instrument(symbol)
+        if type(limit) is not int or not 1 <= limit <= 1000:
+            raise UsageError("limit must be an int between 1 and 1000")
+        rep = await self._request(node, ClientQuery(_wire_client.new_req(), "book", inst.symbol, limit), timeout)
+        if rep.code != 0:
+            raise from_reply(rep.code, rep.message, node=node or self.node)
+        p = rep.payload
+
+        def levels(rows: list[list[int]]) -> tuple[BookLevel, ...]:
+            return tuple(BookLevel(inst.ticks_to_price(r[0]), inst.lots_to_qty(r[1]), int(r[2])) for r in rows)
+
+        return OrderBook(inst.symbol, levels(p["bids"]), levels(p["asks"]), str(p.get("node", node or self.node)),
+                         str(p.get("digest", "")))
+
+    async def _query(self, what: str, node: str | None, timeout: float | None) -> Any:
+        rep = await self._request(node, ClientQuery(_wire_client.new_req(), what, "", 0), timeout)
+        if rep.code != 0:
+            raise from_reply(rep.code, rep.message, node=node or self.node)
+        return rep.payload
+
+    async def fetch_open_orders(self, symbol: str | None = None, *, node: str | None = None,
+                                timeout: float | None = None) -> list[Order]:
+        """This account's resting orders as one node holds them (at most 500). ``amount`` and
+        ``remaining`` are both the remaining quantity."""
+        if symbol is not None:
+            self.instrument(symbol)
+        p = await self._query("orders", node, timeout)
+        out = []
+        for oid, sym, side, price, qty in p["orders"]:
+            inst = self.venue.instruments.get(sym)
+            if inst is None or (symbol is not None and sym != symbol):
+                continue
+            q = inst.lots_to_qty(qty)
+            out.append(Order(id=oid, symbol=sym, side=Side.BUY if side == BUY else Side.SELL,
+                             price=inst.ticks_to_price(price), amount=q, remaining=q, node=str(p["node"])))
+        return out
+
+    async def fetch_my_trades(self, symbol: str | None = None, *, node: str | None = None,
+                              timeout: float | None = None) -> list[Fill]:
+        """This account's fills as one node knows them (its newest 500, oldest first), each with its
+        state: provisional, final, revised (``revisions``) or undone."""
+        if symbol is not None:
+            self.instrument(symbol)
+        p = await self._query("trades", node, timeout)
+        out = []
+        for row in p["trades"]:
+            inst = self.venue.instruments.get(row["symbol"])
+            if inst is None or (symbol is not None and row["symbol"] != symbol):
+                continue
+            out.append(_fill_from_row(inst, row))
+        return out
+
+    async def status(self, node: str | None = None, *, timeout: float | None = None) -> NodeStatus:
+        """A node's status (members, digest, op and trade counts; ``raw`` holds everything)."""
+        return NodeStatus.from_status(await self._query("status", node, timeout))
+
+    def watch_my_trades(self, symbol: str | None = None, *, interval: float = 0.2, node: str | None = None,
+                        history: bool = False) -> TradeWatch:
+        """A polling feed of this account's fills: ``async for fill in client.watch_my_trades()``.
+        Every ``interval`` seconds it asks the node for the account's fills and yields each fill
+        that is new or changed (revised, undone, or now final), in the node's order. ``history``:
+        also yield the fills the node already held at the first poll."""
+        if interval <= 0:
+            raise UsageError("interval must be positive")
+        if symbol is not None:
+            self.instrument(symbol)
+        return TradeWatch(self, symbol, interval, node, history)
+
+
+class TradeWatch:
+    """The iterator ``Client.watch_my_trades`` returns (polling; see there). A node that does not
+    answer is asked again next interval; ``Unreachable`` is raised after ``give_up_s`` seconds
+    without an answer."""
+
+    give_up_s = 10.0
+
+    def __init__(self, client: Client, symbol: str | None, interval: float, node: str | None,
+                 history: bool) -> None:
+        self._c = client
+        self._symbol = symbol
+        self._interval = interval
+        self._node = node
+        self._seen: dict[str, Fill] | None = {} if history else None
+        self._queue: list[Fill] = []
+        self._last_ok = trio.current_time()
+
+    def __aiter__(self) -> TradeWatch:
+        return self
+
+    async def __anext__(self) -> Fill:
+        while not self._queue:
+            try:
+                fills = await self._c.fetch_my_trades(self._symbol, node=self._node, timeout=max(1.0, self._interval))
+            except Unreachable:
+                if trio.current_time() - self._last_ok > self.give_up_s:
+                    raise
+                await trio.sleep(self._interval)
+                continue
+            self._last_ok = trio.current_time()
+            if self._seen is None:  # the first poll is the baseline
+                self._seen = {f.trade_id: f for f in fills}
+            else:
+                for f in fills:
+                    if self._seen.get(f.trade_id) != f:
+                        self._seen[f.trade_id] = f
+                        self._queue.append(f)
+                if len(self._seen) > 4 * 1000:  # the node keeps ~1000 per account: forget the oldest
+                    for k in list(self._seen)[:len(self._seen) - 2000]:
+                        del self._seen[k]
+            if not self._queue:
+                await trio.sleep(self._interval)
+        return self._queue.pop(0)
