@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         BookLevel,
         Client,
         ClockOutOfSync,
+        ClusterConfig,
         DuplicateRequest,
         EventFeed,
         FaultFilter,
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "Client", "ClockOutOfSync", "DuplicateRequest",
+    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "Client", "ClockOutOfSync", "ClusterConfig",
+    "DuplicateRequest",
     "EventFeed", "FaultFilter", "Fill", "GossipbookError", "Instrument", "InvalidOrder", "MemberStateChanged",
     "Missed", "NoQuorum", "Node", "NodeStatus", "NotOwner", "NotReady", "OpFenced", "Order", "OrderBook",
     "OrderType", "RateLimited", "RequestFailed", "RoleChanged", "Side", "StorageUnavailable", "TimeInForce",

@@ -7,6 +7,7 @@ return. ``docs/library.md`` is the guide and the reference.
 
 from __future__ import annotations
 
+from ..config import ClusterConfig
 from ..core.book import Trade
 from ..core.instrument import Instrument, Venue
 from ..core.membership import MemberStateChanged
@@ -50,7 +51,8 @@ from .types import (
 )
 
 __all__ = [
-    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "Client", "ClockOutOfSync", "DuplicateRequest",
+    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "Client", "ClockOutOfSync", "ClusterConfig",
+    "DuplicateRequest",
     "EventFeed", "FaultFilter", "Fill", "GossipbookError", "Instrument", "InvalidOrder", "MemberStateChanged",
     "Missed", "NoQuorum", "Node", "NodeStatus", "NotOwner", "NotReady", "OpFenced", "Order", "OrderBook",
     "OrderType", "RateLimited", "RequestFailed", "RoleChanged", "Side", "StorageUnavailable", "TimeInForce",
