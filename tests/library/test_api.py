@@ -11,6 +11,7 @@ library's own exceptions, never wrapped in an ``ExceptionGroup``.
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import trio
@@ -37,6 +38,13 @@ def test_public_names() -> None:
     assert gb.Venue is gb.api.Venue and gb.Side.BUY == "buy"
     assert issubclass(gb.InvalidOrder, gb.UsageError) and issubclass(gb.UsageError, gb.GossipbookError)
     assert issubclass(gb.NoQuorum, gb.RequestFailed) and issubclass(gb.Unreachable, gb.GossipbookError)
+
+
+def test_every_public_name_is_documented() -> None:
+    doc = (Path(__file__).resolve().parent.parent.parent / "docs" / "library.md").read_text(encoding="utf-8")
+    reference = doc.split("## Reference", 1)[1]
+    missing = [n for n in gb.__all__ if f"**`{n}" not in reference]
+    assert not missing, f"docs/library.md has no reference entry for {missing}"
 
 
 async def test_feed_drops_are_counted_and_reported_as_missed(nursery: trio.Nursery) -> None:

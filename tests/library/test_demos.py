@@ -70,3 +70,16 @@ def test_market_maker() -> None:
     for line in re.findall(r"^  \w+: (\d+) fills \((\d+) final, (\d+) undone", out, re.M):
         total, final, undone = map(int, line)
         assert final + undone == total, out
+
+
+def test_readme_library_example(tmp_path: Path) -> None:
+    """The README's library example runs as printed."""
+    readme = (DEMOS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Use it as a library", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(code, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("closed 100.25 OrderBook(symbol='GBX', bids=(), asks=(BookLevel(price=Decimal('100.25'), "
+                                  "amount=Decimal('6'), orders=1),)"), proc.stdout
