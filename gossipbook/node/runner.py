@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import trio
 
 from ..config import OPERATOR, ClusterConfig, ConfigError, load
+from ..core.instrument import Venue
 from ..core.errors import RemoteError, UsageError, WireError
 from ..core.membership import MemberStateChanged
 from ..core.node import E_STORAGE, Client, NodeCore
@@ -73,11 +74,14 @@ class NodeRunner:
 
     def __init__(self, cfg: ClusterConfig, node_id: str, *, faults: FaultFilter | None = None,
                  clock: Callable[[], int] | None = None, log: logging.Logger | None = None,
-                 seed: int | None = None, storage: Any = None, mtu: int = 1400) -> None:
+                 seed: int | None = None, storage: Any = None, mtu: int = 1400, venue: Venue | None = None) -> None:
+        """``venue``: the venue this node folds with (hooks included); default the config's
+        instruments with no hooks. Every node of a cluster must be given the same one."""
         if cfg.key is None:
             raise UsageError(f"{cfg.path} is a client file (account {cfg.account}); a node needs the cluster's "
                              f"cluster.toml, which holds the peer key")
         self.cfg = cfg
+        self.venue = venue or cfg.venue()
         self.entry = cfg.node(node_id)
         #: the peer keyring and every account's credentials; ``reload_accounts`` swaps both
         self.keys = Keys(cfg.key_ring, cfg.accounts, label=cfg.name, me=node_id)
@@ -103,7 +107,7 @@ class NodeRunner:
             kw: dict[str, Any] = {}
             if hlc_last is not None:
                 kw["hlc_last"] = hlc_last
-            self.core = NodeCore(node_id, cfg.ids, cfg.venue(), rng, cfg.node_config(), incarnation=incarnation, **kw)
+            self.core = NodeCore(node_id, cfg.ids, self.venue, rng, cfg.node_config(), incarnation=incarnation, **kw)
             if storage:
                 storage.load_into(self.core)
         self.peer_addr: dict[str, Addr] = {n.id: n.addr for n in cfg.nodes if n.id != node_id}
@@ -153,14 +157,17 @@ class NodeRunner:
             persisted = st.recover_sequencer()
         conf = StrongConfig(max_offset_ns=cfg.max_offset_ns, membership=cfg.membership)
         try:
-            return StrongNodeCore(self.node_id, cfg.ids, cfg.venue(), rng, conf, persisted=persisted,
+            return StrongNodeCore(self.node_id, cfg.ids, self.venue, rng, conf, persisted=persisted,
                                   incarnation=incarnation, handed=st.handed if st is not None else ())
         except ValueError as e:  # the sequencer refused what the disk holds
             raise UsageError(f"data dir {st.path if st else '?'}: {e}") from None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[NodeRunner] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled. ``nursery.start(runner.serve)`` returns once the socket is bound."""
+        """Run until cancelled. ``nursery.start(runner.serve)`` returns once the socket is bound.
+        A runner serves once: its storage is closed on the way out (build a new one to restart)."""
+        if self.started.is_set():
+            raise UsageError(f"node {self.node_id} was served already; build a new NodeRunner to run it again")
         self.endpoint = Endpoint.bind(self.entry.addr, self.faults)
         self.log.info("listening on %s:%d (%d peers, mode %s)", *self.entry.addr, len(self.peer_addr), self.cfg.mode)
         self.started.set()
@@ -367,7 +374,12 @@ class NodeRunner:
             else:
                 self._log_event(ev)
             if self.on_event is not None:
-                self.on_event(ev)
+                try:
+                    self.on_event(ev)
+                except Exception:  # a library user's callback must never stop the node
+                    self._drop("event_handler")
+                    self.log.exception("on_event raised on %s (counted in dropped.event_handler)",
+                                       type(ev).__name__)
         if revised:
             self._log_revisions(revised)
 
