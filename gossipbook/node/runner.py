@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import trio
 
 from ..config import OPERATOR, ClusterConfig, ConfigError, load
-from ..core.instrument import Venue
 from ..core.errors import RemoteError, UsageError, WireError
+from ..core.instrument import Venue
 from ..core.membership import MemberStateChanged
 from ..core.node import E_STORAGE, Client, NodeCore
 from ..core.ops import OpFenced, TradeRevised
