@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import reprlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -659,6 +660,71 @@ class ReplayGuard:
 
     def __len__(self) -> int:
         return len(self._top)
+
+
+class TimeWindowGuard:
+    """Replay guard for time-based counters: a sender's counter is its clock in ns (one above its
+    last when it sends faster than that), so counters only grow, across its restarts too.
+
+    ``check(sender, counter, now)`` returns None the first time it sees ``(sender, counter)`` and a
+    drop reason otherwise:
+    - ``future_counter``: more than ``ahead_ns`` ahead of this clock. A peer-key holder can name any
+      sender; without this bound one forged frame at a huge counter would move the window past every
+      counter the real sender will ever use and silence it for good.
+    - ``replay``: seen already, or more than ``lookback_ns`` below the highest counter accepted.
+      ``lookback_ns`` is twice ``ahead_ns``, so a forged counter that passed the bound still leaves
+      the real sender's counters inside the window: forgery cannot silence a peer, and reordering
+      up to ``lookback_ns`` costs nothing.
+    Memory: the counters seen inside the window, at most ``max_per_sender`` per sender (beyond it
+    the oldest go and the window's floor rises), at most ``max_senders`` senders (least recently
+    used dropped, counted in ``evicted``); the frame's stamp (``stale``) bounds what a dropped window
+    re-opens.
+    """
+
+    __slots__ = ("ahead_ns", "lookback_ns", "max_senders", "max_per_sender", "evicted", "_state")
+
+    def __init__(self, ahead_ns: int = 1_500_000_000, lookback_ns: int | None = None,
+                 max_senders: int | None = None, max_per_sender: int = 200_000) -> None:
+        self.ahead_ns = ahead_ns
+        self.lookback_ns = 2 * ahead_ns if lookback_ns is None else lookback_ns
+        self.max_senders = max_senders
+        self.max_per_sender = max_per_sender
+        self.evicted = 0
+        # sender -> [top, floor, seen set, seen in arrival order]
+        self._state: dict[str, list[Any]] = {}
+
+    def check(self, sender: str, counter: int, now: int) -> str | None:
+        if counter > now + self.ahead_ns:
+            return "future_counter"
+        st = self._state.get(sender)
+        if st is None:
+            if self.max_senders is not None and len(self._state) >= self.max_senders:
+                del self._state[next(iter(self._state))]
+                self.evicted += 1
+            self._state[sender] = [counter, counter - self.lookback_ns, {counter}, deque((counter,))]
+            return None
+        top, floor, seen, order = st
+        if counter <= floor or counter in seen:
+            return "replay"
+        seen.add(counter)
+        order.append(counter)
+        if counter > top:
+            st[0] = top = counter
+            floor = top - self.lookback_ns
+            while order and order[0] <= floor:
+                seen.discard(order.popleft())
+        while len(order) > self.max_per_sender:
+            old = order.popleft()
+            seen.discard(old)
+            floor = max(floor, old)
+        st[1] = max(st[1], floor)
+        if self.max_senders is not None:  # refresh its place in the LRU order
+            del self._state[sender]
+            self._state[sender] = st
+        return None
+
+    def __len__(self) -> int:
+        return len(self._state)
 
 
 def trade_row(t: Trade) -> list[Any]:

@@ -34,8 +34,8 @@ from ..core.wire import (
     Keys,
     OpBatch,
     QueryReply,
-    ReplayGuard,
     Summary,
+    TimeWindowGuard,
     decode,
     encode,
     encode_ops,
@@ -111,9 +111,11 @@ class NodeRunner:
             if storage:
                 storage.load_into(self.core)
         self.peer_addr: dict[str, Addr] = {n.id: n.addr for n in cfg.nodes if n.id != node_id}
-        self.guard = ReplayGuard()  # peers' frames (only peer-key holders can add senders)
-        self.client_guard = ReplayGuard(max_senders=10_000)  # clients make up their ids: bounded
-        self.counter = time.time_ns()  # frame counters only grow, across restarts too
+        self.guard = TimeWindowGuard()  # peers' frames (only peer-key holders can add senders)
+        self.client_guard = TimeWindowGuard(max_senders=10_000)  # clients make up their ids: bounded
+        #: frame counters: this node's clock in ns, or one above the last when frames go out faster
+        #: (``TimeWindowGuard``): they only grow, across restarts too
+        self.counter = self.clock()
         self.dropped: dict[str, int] = {}
         self.endpoint: Endpoint | None = None
         self.started = trio.Event()
@@ -258,9 +260,10 @@ class NodeRunner:
             return
         acct = frame.account
         # one window per principal and sender: an account's frames never move a node's window
-        if not (self.guard.accept(frame.sender, frame.counter) if acct is None
-                else self.client_guard.accept(f"{acct}/{frame.sender}", frame.counter)):
-            self._drop("replay")
+        refused = (self.guard.check(frame.sender, frame.counter, now) if acct is None
+                   else self.client_guard.check(f"{acct}/{frame.sender}", frame.counter, now))
+        if refused is not None:
+            self._drop(refused)
             return
         msg = frame.msg
         if acct is not None:  # the reply goes back to this client, under the key it used
@@ -331,7 +334,9 @@ class NodeRunner:
         keys = self.keys
         key = keys.peer
         assert key is not None
-        bind = {"label": keys.label, "stamp_ms": self.clock() // 1_000_000}
+        now = self.clock()
+        self.counter = max(self.counter, now)
+        bind = {"label": keys.label, "stamp_ms": now // 1_000_000}
         for dst, msg in outbox:
             try:
                 if isinstance(dst, Client):  # a reply, signed with the credential of the account asking

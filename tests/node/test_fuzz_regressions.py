@@ -1,9 +1,8 @@
 """What ``gossipbook fuzz`` found, each as the smallest reproduction (issue 15: "every crash it ever
 finds becomes a regression test").
 
-FAILING ON PURPOSE until the product is fixed (found by ``gossipbook fuzz --impersonate``, 2026-12-04,
-on 500c9d3 plus the uncommitted issue-15 work in the tree then). Do not mark them xfail to make the
-suite green: fix the replay binding (issue 15, "Replay binding": counters time-based with a window).
+Found by ``gossipbook fuzz --impersonate`` (2026-12-04, on 500c9d3) and fixed by time-based
+counters with a bounded window (``wire.TimeWindowGuard``): these fail on the code before that fix.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from gossipbook.core.wire import U64, encode
 from gossipbook.fuzz.run import FuzzCluster, gather, place_orders
 
 
-# FAILING REGRESSION (fuzz finding 1): one frame signed with the peer key that names an honest node as
+# Fuzz finding 1 (fixed): one frame signed with the peer key that names an honest node as
 # its sender and carries a counter above that node's own (2^64-1, or merely the current time in ns,
 # which is above a node's counter base ``time_ns() at start + frames sent``) moves the receiver's
 # ``ReplayGuard`` window for that sender past every counter the real node will ever use: from then
