@@ -75,7 +75,14 @@ the hint is None. The entry submitted at ``(index, term)`` is committed iff a ``
 the opaque bytes kept. A follower whose ``next_index`` falls at or below the snapshot gets it as
 ``InstallSnapshot`` chunks (``snapshot_chunk`` bytes each, reassembled in any order, resent every
 ``snapshot_retry_ns`` until acknowledged); installing it emits ``SnapshotInstalled`` and ``Committed``
-resumes after its index.
+resumes after its index. A follower reassembles one snapshot at a time, at most
+``snapshot_max_bytes`` in at most ``snapshot_max_chunks`` non-overlapping chunks (a chunk that
+overlaps another differently, or one past either cap, drops the reassembly: counted
+``snapshot_chunks_refused``); completion is counted in bytes, and the chunks are sorted once, when
+they add up. A ``snapshot_check(last_index, data)`` given to the sequencer is asked before anything
+is replaced: on False the snapshot is not adopted (log, commit index and snapshot stay as they
+were), not acknowledged, and counted ``bad_snapshots``; the leader sends it again after its retry
+period, so a state machine that cannot parse what a leader sends never runs past it silently.
 
 Durability contract (the shell's job)
 -------------------------------------
@@ -108,7 +115,7 @@ catch a broken protocol; never set them outside tests. Each is one condition in 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -321,6 +328,8 @@ class SequencerConfig:
     max_inflight: int = 8  # pipelined AppendEntries per follower
     snapshot_chunk: int = 1_100  # snapshot bytes per InstallSnapshot (MTU-sized, as gossip's)
     snapshot_retry_ns: int = 300 * MS  # resend an unacknowledged snapshot after this long
+    snapshot_max_bytes: int = 1 << 30  # the largest snapshot a follower reassembles
+    snapshot_max_chunks: int = 1 << 20  # ... in at most this many chunks
     pre_vote: bool = True
     breaks: frozenset[str] = field(default_factory=frozenset)  # tests only: see the module header
 
@@ -329,8 +338,10 @@ class SequencerConfig:
             raise ValueError("need 0 < heartbeat_ns < election_timeout_min_ns <= election_timeout_max_ns")
         if self.quorum_timeout_ns <= self.heartbeat_ns:
             raise ValueError("quorum_timeout_ns must be longer than heartbeat_ns")
-        if min(self.max_batch, self.max_inflight, self.snapshot_chunk, self.snapshot_retry_ns) < 1:
-            raise ValueError("max_batch, max_inflight, snapshot_chunk and snapshot_retry_ns must be positive")
+        if min(self.max_batch, self.max_inflight, self.snapshot_chunk, self.snapshot_retry_ns,
+               self.snapshot_max_bytes, self.snapshot_max_chunks) < 1:
+            raise ValueError("max_batch, max_inflight, snapshot_chunk, snapshot_retry_ns and the snapshot caps "
+                             "must be positive")
         unknown = set(self.breaks) - BREAKS
         if unknown:
             raise ValueError(f"unknown breaks {sorted(unknown)}; known: {sorted(BREAKS)}")
@@ -354,21 +365,39 @@ class _Progress:
 
 @dataclass(slots=True)
 class _SnapshotRx:
-    """A snapshot being reassembled from chunks."""
+    """A snapshot being reassembled from chunks: non-overlapping (a resent chunk at the same
+    offset with the same length is a duplicate), so the bytes held never exceed ``total``."""
 
     key: tuple[int, int, int, int]  # (term, last_index, last_term, total)
     chunks: dict[int, bytes] = field(default_factory=dict)
+    held: int = 0  # bytes in ``chunks``
+
+    def add(self, offset: int, data: bytes, max_chunks: int) -> bool:
+        """Add a chunk; False if it cannot belong to one snapshot cut into at most ``max_chunks``
+        non-overlapping chunks (the caller drops the reassembly)."""
+        prev = self.chunks.get(offset)
+        if prev is not None:
+            return len(prev) == len(data)  # a resend (the same leader's same cut) or an overlap
+        if (self.held + len(data) > self.key[3] or len(self.chunks) >= max_chunks
+                or (not data and self.key[3] > 0)):
+            return False  # more bytes than the snapshot has: some chunks overlap; or too many
+        self.chunks[offset] = data
+        self.held += len(data)
+        return True
 
     def complete(self) -> bytes | None:
-        total, pos, parts = self.key[3], 0, []
+        """The snapshot once its chunks add up to ``total`` and tile it (sorted once, then)."""
+        total = self.key[3]
+        if self.held != total:
+            return None
+        pos, parts = 0, []
         for off in sorted(self.chunks):
-            if off > pos:
-                return None
+            if off != pos:
+                return None  # overlapping chunks with a gap: add() refuses the next chunk
             data = self.chunks[off]
-            if off + len(data) > pos:
-                parts.append(data[pos - off:])
-                pos = off + len(data)
-        return b"".join(parts) if pos >= total else None
+            parts.append(data)
+            pos += len(data)
+        return b"".join(parts)
 
 
 def _is_uint(v: Any) -> bool:
@@ -421,8 +450,12 @@ class Sequencer:
     """One node's replica of the sequenced log; feed it messages, ticks and submits, send its outbox."""
 
     def __init__(self, node_id: str, members: Iterable[str], rng: random.Random,
-                 config: SequencerConfig | None = None, persisted: PersistentState | None = None) -> None:
+                 config: SequencerConfig | None = None, persisted: PersistentState | None = None,
+                 snapshot_check: Callable[[int, bytes], bool] | None = None) -> None:
         self.node_id = node_id
+        #: asked ``(last_index, data)`` when a leader's snapshot is complete, before it is adopted:
+        #: False refuses it (see "Snapshots and compaction"); None adopts every snapshot
+        self.snapshot_check = snapshot_check
         self.members = tuple(sorted(set(members) | {node_id}))
         self.peers = tuple(m for m in self.members if m != node_id)
         self.config = config or SequencerConfig()
@@ -458,7 +491,8 @@ class Sequencer:
         self.counters: dict[str, int] = {
             "elections": 0, "pre_votes": 0, "votes_granted": 0, "votes_refused_sticky": 0, "votes_misaddressed": 0,
             "became_leader": 0, "step_downs": 0, "appends_rejected": 0, "truncated": 0,
-            "snapshots_sent": 0, "snapshots_installed": 0, "stale_messages": 0, "refused_bound": 0}
+            "snapshots_sent": 0, "snapshots_installed": 0, "stale_messages": 0, "refused_bound": 0,
+            "bad_snapshots": 0, "snapshot_chunks_refused": 0}
         if self._snap_index:
             self._events.append(SnapshotInstalled(self._snap_index, self._snap_term, self._snapshot))
         self._commit_to(min(p.commit_index, self.last_index))
@@ -812,12 +846,22 @@ class Sequencer:
         if rx is None or rx.key != key:
             if rx is not None and (rx.key[0], rx.key[1]) > (msg.term, msg.last_index):
                 return  # a late chunk of an older snapshot
+            if msg.total > self.config.snapshot_max_bytes:
+                self.counters["snapshot_chunks_refused"] += 1
+                return
             rx = self._snap_rx = _SnapshotRx(key)
-        rx.chunks[msg.offset] = msg.data
+        if not rx.add(msg.offset, msg.data, self.config.snapshot_max_chunks):
+            self.counters["snapshot_chunks_refused"] += 1
+            self._snap_rx = None
+            return
         data = rx.complete()
         if data is None:
             return
         self._snap_rx = None
+        check = self.snapshot_check
+        if check is not None and not check(msg.last_index, data):
+            self.counters["bad_snapshots"] += 1  # not adopted, not acknowledged: the leader resends
+            return
         self.counters["snapshots_installed"] += 1
         if self.term_at(msg.last_index) == msg.last_term:
             del self._log[:msg.last_index - self._snap_index]  # keep what follows (Raft §7)
