@@ -31,6 +31,9 @@ Theory of operation
   A gap that a peer shows and nobody was asked for is asked for at once, not at the next round.
 - **Snapshots.** A peer whose vector is behind our compaction point gets the snapshot in chunks
   first; the deltas follow through the normal summary exchange.
+- **Members only.** Ops of origins the replica does not admit (neither members nor fenced) are
+  dropped as they arrive (counted ``non_member_ops``), so they never reach the catch-up plan or a
+  summary's ``skip``; the version vectors it plans by are members-only (``Replica.observe_vv``).
 
 Pure: time is passed in, randomness comes from the ``random.Random`` given.
 """
@@ -175,6 +178,12 @@ class Gossip:
             # folded once per burst (``fold_inbound``): ops from many datagrams and origins then
             # cost one rollback, not one each
             ops = msg.ops
+            if ops:
+                r = self.replica
+                if not {op.origin for op in ops} <= r.members:
+                    kept = [op for op in ops if r.admits(op.origin)]
+                    r.counters["non_member_ops"] += len(ops) - len(kept)
+                    ops = kept
             if ops:
                 self._inbound.extend(ops)
                 self._inbound_now = now
@@ -325,8 +334,9 @@ class Gossip:
                     break
 
     def _lacks(self, vv: dict[str, int]) -> bool:
-        mine = self.replica.vv
-        return any(s > mine.get(o, 0) for o, s in vv.items())
+        r = self.replica
+        mine = r.vv
+        return any(s > mine.get(o, 0) and r.admits(o) for o, s in vv.items())
 
     def _refill(self, now: int) -> None:
         if self._last_refill is not None:

@@ -24,8 +24,18 @@ trades and digest on every replica, whatever order the ops arrived in.
 - Ownership: a NEW records its account; the fold itself skips a CANCEL or AMEND whose account is
   not the order's owner, and a CANCEL_ALL cancels only its own account's orders, so the rule holds
   on every replica whatever arrives (a forged or replayed op included), not only where it was stamped.
-- Requests: an op with a request id is folded only if it is the lowest-key op of its account with
-  that id; a retried or replayed NEW, CANCEL or AMEND changes nothing (ids are scoped per account).
+- Requests: an op with a request id is a no-op if another op of its account with that id folds at
+  most ``REQ_WINDOW`` positions below it (positions count every op of the fold, compacted ones
+  included); a retried or replayed NEW, CANCEL or AMEND changes nothing (ids are scoped per
+  account). The rule is a function of the op-set alone, so every replica agrees on it whenever it
+  compacts; an id is forgotten once compacted more than ``REQ_WINDOW`` ops below the compaction
+  point, which no op folded from then on can be within (snapshots carry at most that many ids).
+- Members only: an op of an origin that is neither a member nor fenced is refused (counted
+  ``non_member_ops``), and version-vector entries and announcements of non-members are ignored, so
+  made-up origins can neither enter the op-set nor grow a version vector past the wire's cap.
+- Bounded waiting: an op more than ``PENDING_WINDOW`` seqs above its origin's contiguous seq, or
+  stamped more than ``PENDING_FUTURE_OFFSETS`` × ``max_offset`` ahead of local time, is dropped
+  (counted), never kept: the version vector does not cover it, so anti-entropy sends it again.
 - Self-trade prevention is the book's rule (``Book``), with each instrument's mode.
 - A removed member is *fenced at a seq*: its ops above ``fence_seq`` are refused on every replica.
   (DESIGN.md fences at the watermark; replicas' watermarks differ at any instant, so a fence by
@@ -65,6 +75,16 @@ _J_BOOK = -4
 _CANCEL_RECORD = 7
 _INF = Timestamp(1 << 63, 0)
 MIN_CHECKPOINT_INTERVAL = 64
+#: request ids: an op is a retry (a no-op) iff an op with its ``req_key`` folds at most this many
+#: positions below it. Stated to clients: a retry is recognised while fewer than about a million
+#: ops were folded since the request's previous op (longer at lower rates: ~50 s at 20k ops/s)
+REQ_WINDOW = 1 << 20
+#: an op more than this many seqs above its origin's contiguous seq is dropped, not kept (a repair
+#: answer is at most ``GossipConfig.repair_burst`` ops, 20,000 by default, so honest gaps fit)
+PENDING_WINDOW = 1 << 16
+#: an op stamped more than this many ``max_offset`` ahead of local time is dropped, not held back
+#: (an honest one is at most about two ahead: its stamper's offset plus the sender's HLC bound)
+PENDING_FUTURE_OFFSETS = 8
 
 
 @dataclass(slots=True)
@@ -76,7 +96,9 @@ class Snapshot:
     trades: int  # trades made by the compacted ops
     chain: bytes  # trade hash chain after the compacted ops
     last_key: tuple[int, int, str]  # the greatest op key in the snapshot
-    reqs: dict[str, str] = field(default_factory=dict)  # client request id -> first NEW's op id
+    #: ``Op.req_key`` -> the first op's id, with ``"@<d>"`` when the last op with it folded ``d``
+    #: positions below the snapshot's end (``d`` < ``REQ_WINDOW``; none: 0, the format before it)
+    reqs: dict[str, str] = field(default_factory=dict)
     #: order id -> the trades its own NEW made (compacted NEWs with a request id that traded): what a
     #: retry of that request must be told after the ops themselves are gone
     fills: dict[str, list[Trade]] = field(default_factory=dict)
@@ -118,8 +140,12 @@ class Replica:
 
     def __init__(self, node_id: str, venue: Venue | None = None, members: Iterable[str] = (),
                  max_offset_ns: int = DEFAULT_MAX_OFFSET_NS, hlc_last: Timestamp = ZERO,
-                 checkpoint_interval: int = MIN_CHECKPOINT_INTERVAL) -> None:
+                 checkpoint_interval: int = MIN_CHECKPOINT_INTERVAL, req_window: int = REQ_WINDOW) -> None:
+        if not 0 < req_window < 10**7:
+            raise ValueError("req_window must be in 1 .. 9,999,999 (it travels as digits in snapshots)")
         self.node_id = node_id
+        #: the dedupe window in fold positions; every replica of a cluster must use the same
+        self.req_window = req_window
         self.venue = venue or Venue()
         self.hlc = HLC(node_id, max_offset_ns, hlc_last)
         self.members: set[str] = set(members) | {node_id}
@@ -132,6 +158,8 @@ class Replica:
             "not_owner": 0, "ops_applied": 0, "duplicates": 0, "held_back_clock": 0, "waiting_gap": 0,
             "replays": 0, "replayed_ops": 0, "revised_trades": 0, "fenced": 0, "snapshots_installed": 0,
             "compactions": 0, "invalid_ops": 0, "finality_violations": 0,
+            "non_member_ops": 0, "non_member_vv": 0, "dropped_gap_window": 0, "dropped_far_future": 0,
+            "snapshots_refused": 0, "reqs_expired": 0,
         }
         # op-set
         self.vv: dict[str, int] = {}  # contiguous seq held per origin (compacted included)
@@ -140,6 +168,13 @@ class Replica:
         self._pending: dict[str, dict[int, Op]] = {}  # beyond a gap or held back by the clock
         #: ``Op.req_key`` -> the lowest-key op with it (the op, or its id once compacted)
         self._reqs: dict[str, Op | str] = {}
+        #: ``Op.req_key`` -> the ops with it above the snapshot, in fold order (nearly always one)
+        self._req_live: dict[str, list[Op]] = {}
+        #: ``Op.req_key`` -> the fold position of the last compacted op with it, in position order
+        #: (exactly the keys whose ``_reqs`` entry is an op id); pruned by ``REQ_WINDOW``
+        self._req_last: dict[str, int] = {}
+        self._ncompacted = 0  # ops folded into the snapshot (its end, as a fold position)
+        self._at = 0  # the fold position of the op ``_fold_op`` is folding
         self._fills: dict[str, list[Trade]] = {}  # compacted NEW with a req -> the trades it made
         # fold
         self._snap_books: dict[str, Book] = {s: Book(s) for s in self.venue.instruments}
@@ -421,8 +456,12 @@ class Replica:
         ready: list[Op] = []
         events: list[Event] = []
         limit = now + self.hlc.max_offset_ns
+        members, fenced = self.members, self.fenced
         for op in ops:
             o = op.origin
+            if o not in members and o not in fenced:
+                self.counters["non_member_ops"] += 1  # a made-up origin: never pending, never in the vv
+                continue
             if op.seq <= self.vv.get(o, 0):
                 self.counters["duplicates"] += 1
                 continue
@@ -439,8 +478,10 @@ class Replica:
                 continue
             if op.wall > limit:
                 self.hlc.rejected += 1
-                self.counters["held_back_clock"] += 1
-                self._pending.setdefault(o, {})[op.seq] = op
+                if op.wall - now > PENDING_FUTURE_OFFSETS * self.hlc.max_offset_ns:
+                    self.counters["dropped_far_future"] += 1  # repair sends it again: the vv lacks it
+                elif self._park(op):
+                    self.counters["held_back_clock"] += 1
                 continue
             ready.append(op)
         if ready:
@@ -476,8 +517,8 @@ class Replica:
                 self.counters["duplicates"] += 1
                 continue
             if op.seq > have + 1:
-                self._pending.setdefault(o, {})[op.seq] = op
-                self.counters["waiting_gap"] += 1
+                if self._park(op):
+                    self.counters["waiting_gap"] += 1
                 continue
             log = self._log.setdefault(o, [])
             prev = log[-1] if log else None
@@ -516,12 +557,45 @@ class Replica:
         self.counters["ops_applied"] += len(fresh)
         return self._fold_in(fresh, fc)
 
+    def _park(self, op: Op) -> bool:
+        """Keep ``op`` pending (beyond a gap, or held back by the clock) unless it is more than
+        ``PENDING_WINDOW`` seqs above its origin's contiguous seq: then it is dropped and counted
+        (False). Nothing is lost: the version vector does not cover it, so repair resends it."""
+        if op.seq - self.vv.get(op.origin, 0) > PENDING_WINDOW:
+            self.counters["dropped_gap_window"] += 1
+            return False
+        self._pending.setdefault(op.origin, {})[op.seq] = op
+        return True
+
     def _note_req(self, op: Op) -> None:
-        """Remember the lowest-key op of each request (the one the fold keeps)."""
+        """Remember the ops of each request: the lowest-key one, and all of them above the snapshot
+        (the fold asks which one is below an op, and where)."""
         key = op.req_key
+        live = self._req_live.get(key)
+        if live is None:
+            self._req_live[key] = [op]
+        elif op > live[-1]:
+            live.append(op)
+        else:
+            live.insert(bisect_left(live, op), op)
         prior = self._reqs.get(key)
         if prior is None or (isinstance(prior, Op) and op < prior):
             self._reqs[key] = op
+
+    def _is_retry(self, op: Op) -> bool:
+        """Whether an op with ``op.req_key`` folds at most ``req_window`` positions below ``op``
+        (``_at`` is ``op``'s position). A pure function of the op-set: the same on every replica."""
+        key = op.req_key
+        live = self._req_live.get(key)
+        i = bisect_left(live, op) if live else 0
+        if i:
+            prev = self._ncompacted + bisect_left(self._applied, live[i - 1])
+        else:
+            last = self._req_last.get(key)
+            if last is None:
+                return False
+            prev = last
+        return self._at - prev <= self.req_window
 
     def _fold_in(self, fresh: list[Op], final_count: int) -> list[Event]:
         fresh.sort()
@@ -617,10 +691,8 @@ class Replica:
     def _fold_op(self, books: Mapping[str, Book], op: Op) -> list[Trade]:
         """The fold's step function: one op into ``books``; returns the trades it made."""
         oid = f"{op.origin}:{op.seq}"
-        if op.req:
-            first = self._reqs.get(op.req_key)
-            if first is not None and (first if isinstance(first, str) else first.op_id) != oid:
-                return []  # a retry of a request already folded: a no-op on every replica
+        if op.req and self._is_retry(op):
+            return []  # a retry of a request folded just below: a no-op on every replica
         kind = op.kind
         if kind == NEW:
             return books[op.symbol].submit(oid, op.side, op.price, op.qty, op.tif, oid, op.account,
@@ -646,6 +718,7 @@ class Replica:
         """Fold one op (already appended to ``_applied``) and record its trades, chain and undo
         journal."""
         self._marks.append(self._jbase + len(self._journal))
+        self._at = self._ncompacted + len(self._op_trades)
         trades = self._fold_op(self.books, op)
         prev_cum = self._cum[-1] if self._cum else self._snap_trades
         prev_chain = self._chain[-1] if self._chain else self._snap_chain
@@ -686,6 +759,9 @@ class Replica:
         """
         if member == self.node_id:
             return
+        if member not in self.members:
+            self.counters["non_member_vv"] += 1
+            return
         if ts.wall - now > self.hlc.max_offset_ns or ts.logical > MAX_REMOTE_LOGICAL:
             self.hlc.rejected += 1
             return
@@ -698,12 +774,29 @@ class Replica:
         self._prune_checkpoints()
 
     def observe_vv(self, member: str, vv: Mapping[str, int]) -> None:
-        """Record what a member holds (from anti-entropy); used for compaction and ack levels."""
-        if member != self.node_id:
-            cur = self._peer_vv.setdefault(member, {})
-            for o, s in vv.items():
-                if s > cur.get(o, 0):
+        """Record what a member holds (from anti-entropy); used for compaction and ack levels.
+        Entries of origins that are neither members nor fenced are ignored (counted), and so is a
+        non-member sender: made-up origins never enter what gossip plans or sends by."""
+        if member == self.node_id:
+            return
+        members, fenced = self.members, self.fenced
+        if member not in members:
+            self.counters["non_member_vv"] += 1
+            return
+        cur = self._peer_vv.setdefault(member, {})
+        ignored = False
+        for o, s in vv.items():
+            if s > cur.get(o, 0):
+                if o in members or o in fenced:
                     cur[o] = s
+                else:
+                    ignored = True
+        if ignored:
+            self.counters["non_member_vv"] += 1
+
+    def admits(self, origin: str) -> bool:
+        """Whether ops of ``origin`` may enter the op-set at all (a member, or fenced)."""
+        return origin in self.members or origin in self.fenced
 
     def peer_vv(self, member: str) -> Mapping[str, int]:
         """What ``member`` last showed it holds (heartbeats, summaries); empty if never heard."""
@@ -779,7 +872,9 @@ class Replica:
         ci = bisect_right([c.pos for c in self._ckpts], k) - 1
         ck = self._ckpts[ci]
         snap_books = self._clone_books(ck.books)
+        c0 = self._ncompacted
         for i in range(ck.pos, k):
+            self._at = c0 + i
             self._fold_op(snap_books, applied[i])
         snap_trades = self._cum[k - 1]
         snap_chain = self._chain[k - 1]
@@ -792,11 +887,23 @@ class Replica:
                 del log[:base - log[0].seq + 1]
         last = applied[k - 1]
         self._snap_key = (last.wall, last.logical, last.origin)
-        for op, made in zip(applied[:k], self._op_trades[:k], strict=True):
-            if op.req and self._reqs.get(op.req_key) == op:
-                self._reqs[op.req_key] = op.op_id
+        last_pos = self._req_last
+        for i, (op, made) in enumerate(zip(applied[:k], self._op_trades[:k], strict=True)):
+            if not op.req:
+                continue
+            key = op.req_key
+            live = self._req_live[key]
+            del live[0]  # compaction goes in fold order: the lowest above the snapshot is op
+            if not live:
+                del self._req_live[key]
+            last_pos.pop(key, None)
+            last_pos[key] = c0 + i  # moved to the end: the dict stays in position order
+            if self._reqs.get(key) == op:
+                self._reqs[key] = op.op_id
                 if made:
                     self._fills[op.op_id] = list(made)
+        self._ncompacted = c0 + k
+        self._expire_reqs()
         self._snap_books, self._snap_trades, self._snap_chain = snap_books, snap_trades, snap_chain
         del applied[:k]
         del self._op_trades[:k]
@@ -810,13 +917,35 @@ class Replica:
         self.counters["compactions"] += 1
         return k
 
+    def _expire_reqs(self) -> None:
+        """Forget request ids whose last op is compacted more than ``req_window`` positions below
+        the compaction point: every op folded from now on is above it, so none is within the window
+        of them on any replica (the rule stays the same everywhere, whenever each compacts)."""
+        cut = self._ncompacted - self.req_window
+        last_pos = self._req_last
+        expired = []
+        for key, pos in last_pos.items():
+            if pos >= cut:
+                break
+            expired.append(key)
+        for key in expired:
+            del last_pos[key]
+            first = self._reqs.pop(key)
+            if isinstance(first, str):  # always, by the invariant on ``_req_last``
+                self._fills.pop(first, None)
+            live = self._req_live.get(key)
+            if live:
+                self._reqs[key] = live[0]
+        self.counters["reqs_expired"] += len(expired)
+
     def snapshot(self) -> Snapshot:
         """The current compaction snapshot, to send to a peer behind it."""
+        end, reqs = self._ncompacted, self._reqs
         return Snapshot(
             base_vv=dict(self._base),
             books={s: b.entries() for s, b in self._snap_books.items()},
             trades=self._snap_trades, chain=self._snap_chain, last_key=self._snap_key,
-            reqs={r: v for r, v in self._reqs.items() if isinstance(v, str)}, fills=dict(self._fills))
+            reqs={r: f"{reqs[r]}@{end - pos}" for r, pos in self._req_last.items()}, fills=dict(self._fills))
 
     def replay_depth(self, op: Op) -> int:
         """How many applied ops folding ``op`` now would undo and replay (0: it lands on top)."""
@@ -849,6 +978,9 @@ class Replica:
             return []
         if any(self._base.get(o, 0) > s for o, s in snap.base_vv.items()):
             return []  # ours is ahead for some origin: snapshots are not comparable, refuse
+        if any(not self.admits(o) for o in snap.base_vv):
+            self.counters["snapshots_refused"] += 1  # ops of made-up origins: never in our op-set
+            return []
         keep = [op for log in self._log.values() for op in log if op.seq > snap.base_vv.get(op.origin, 0)]
         pend = [op for w in self._pending.values() for op in w.values()]
         # trades of ops that stay above the snapshot: what the client must see revised if they change
@@ -862,9 +994,24 @@ class Replica:
         for s in self.venue.instruments:
             self._snap_books.setdefault(s, Book(s))
         self._snap_trades, self._snap_chain, self._snap_key = snap.trades, snap.chain, tuple(snap.last_key)
-        for r, oid in snap.reqs.items():
-            self._reqs[r] = oid  # a compacted NEW is below every op above the snapshot: it wins
-        self._fills.update(snap.fills)
+        # request ids: the snapshot's, by the position of their last op (a compacted op is below
+        # every op above the snapshot: its first op wins); ours are rebuilt as ``keep`` is admitted
+        end = self._ncompacted = sum(snap.base_vv.values())
+        known = []
+        for r, v in snap.reqs.items():
+            oid, at, d = v.rpartition("@")
+            if not at or not d.isdigit():
+                oid, d = v, "0"  # the format before the window: as if just compacted
+            known.append((end - int(d), r, oid))
+        known.sort()
+        cut = end - self.req_window
+        self._reqs, self._req_live, self._req_last = {}, {}, {}
+        for pos, r, oid in known:
+            if pos >= cut:
+                self._reqs[r] = oid
+                self._req_last[r] = pos
+        firsts = {v for v in self._reqs.values() if isinstance(v, str)}
+        self._fills = {o: f for o, f in {**self._fills, **snap.fills}.items() if o in firsts}
         self._journal.clear()
         self._marks = []
         self.books = self._live(self._clone_books(self._snap_books))

@@ -263,6 +263,7 @@ def test_mass_cancel_of_one_symbol_and_rollback_restores_each_book() -> None:
     kb = Op(T0 + 6_500_000, 0, "n3", 1, CANCEL_ALL, "", "", 0, 0, 0, GTC, "kb", "bob")
     below = Op(T0 + 6_200_000, 0, "n4", 1, NEW, "GBX", "", SELL, 10_030, 1, GTC, "c", "carol")
     for r in (r1, r2):
+        r.add_member("n4")  # ops of a non-member origin are refused
         replays = r.counters["replays"]
         r.receive([kb], T0 + 10 * MS)
         assert r.orders_of("bob") == []
@@ -274,7 +275,7 @@ def test_mass_cancel_of_one_symbol_and_rollback_restores_each_book() -> None:
         assert {o[0] for o in r.orders_of("alice")} == alice
         assert [o[0] for o in r.orders_of("carol")] == [below.op_id]
     assert r1.digest() == r2.digest()
-    ref = Replica("n5", TWO, ["n1", "n2", "n3"])
+    ref = Replica("n5", TWO, ["n1", "n2", "n3", "n4"])
     ref.receive(sorted(set(r1.ops())), T0 + 10 * MS)
     assert ref.digest() == r1.digest()
     assert ref.counters["replays"] == 0

@@ -101,8 +101,14 @@ class History:
         return {m: vv for m, vv in self.vvs}
 
 
+#: the origins the tests stamp ops at: a replica refuses ops of origins that are not members
+ORIGINS = ("n1", "n2", "n3", "n4")
+
+
 def fresh(node: str = "r", names: Sequence[str] = (), **kw: object) -> Replica:
-    return Replica(node, members=list(names) + [node], **kw)
+    """A replica of ``names`` (default: every origin the tests use, so none of their ops is
+    refused as a non-member's)."""
+    return Replica(node, members=list(names or ORIGINS) + [node], **kw)
 
 
 def reference(ops: Iterable[Op], names: Sequence[str] = ()) -> Replica:
@@ -300,7 +306,7 @@ def test_reported_events_reconcile_to_the_final_trades(data: st.DataObject) -> N
 
 def test_a_late_op_is_replayed_and_the_trade_revised() -> None:
     """A concrete rollback: a late, earlier sell takes the fill a later sell was first given."""
-    n1, n2, n3 = Replica("n1"), Replica("n2"), Replica("n3")
+    n1, n2, n3 = fresh("n1"), fresh("n2"), fresh("n3")
     buy, _ = n1.submit_new(SYM, BUY, 100, 1, GTC, T0)
     early, _ = n2.submit_new(SYM, SELL, 100, 1, GTC, T0 + 1)
     late, _ = n3.submit_new(SYM, SELL, 100, 1, GTC, T0 + 2)
@@ -320,11 +326,11 @@ def test_a_late_op_under_a_big_book_rolls_back_only_the_ops_above_it() -> None:
     """Rollback undoes the journaled ops above the late op instead of restarting from a checkpoint
     (spaced by the book's size): the replay costs the disorder, not the book. And the journal of
     final ops is dropped, so a late op below them (a broken promise) replays from a checkpoint."""
-    n1, n2 = Replica("n1"), Replica("n2")
+    n1, n2 = fresh("n1"), fresh("n2")
     rest = [n1.submit_new(SYM, BUY if i % 2 else SELL, 90 if i % 2 else 110, 1, GTC, T0 + 10 * i)[0]
             for i in range(300)]  # 300 resting orders: checkpoints 300 ops apart
     late, _ = n2.submit_new(SYM, SELL, 90, 2, GTC, T0 + 10 * 295 + 5)  # below the last 4 ops; it trades
-    r = fresh("r", ["n1", "n2"])
+    r = fresh("r", ["n1", "n2", "n3"])
     r.receive(rest, LATE)
     view: dict[str, Trade] = {}
     track(view, r.receive([late], LATE))
@@ -335,6 +341,7 @@ def test_a_late_op_under_a_big_book_rolls_back_only_the_ops_above_it() -> None:
     # everything up to n1's op 200 becomes final: their journal goes; a late op below them replays
     r.observe("n1", Timestamp(rest[199].wall, rest[199].logical), 200, LATE)
     r.observe("n2", Timestamp(rest[199].wall, 0), 1, LATE)
+    r.observe("n3", Timestamp(rest[199].wall, 0), 0, LATE)  # n3 promises nothing below, then breaks it
     assert r.final_count() == 200
     early, _ = Replica("n3").submit_new(SYM, BUY, 110, 1, GTC, T0 + 10 * 100 + 5)
     track(view, r.receive([early], LATE))
@@ -369,7 +376,7 @@ def test_an_op_after_a_seq_gap_waits_until_the_gap_fills(data: st.DataObject) ->
 
 
 def test_gap_example() -> None:
-    n1 = Replica("n1")
+    n1 = fresh("n1")
     a, _ = n1.submit_new(SYM, SELL, 100, 1, GTC, T0)
     b, _ = n1.submit_new(SYM, BUY, 100, 1, GTC, T0 + 1)
     r = fresh()
@@ -387,7 +394,7 @@ MAX_OFF = DEFAULT_MAX_OFFSET_NS
 @st.composite
 def skewed_history(draw: st.DrawFn) -> list[Op]:
     """n1 stamps at an honest clock; n2's physical clock sometimes jumps far ahead (seconds)."""
-    n1, n2 = Replica("n1"), Replica("n2")
+    n1, n2 = fresh("n1"), fresh("n2")
     ops: list[Op] = []
     for _ in range(draw(st.integers(1, 12))):
         m = draw(st.sampled_from([n1, n2]))
@@ -436,7 +443,7 @@ def test_ops_beyond_the_clock_bound_are_held_back_until_tick(data: st.DataObject
 
 
 def test_hold_back_example() -> None:
-    n2 = Replica("n2")
+    n2 = fresh("n2")
     a, _ = n2.submit_new(SYM, SELL, 100, 1, GTC, T0)
     b, _ = n2.submit_new(SYM, BUY, 100, 1, GTC, T0 + 3 * MAX_OFF)  # n2's clock jumped ahead
     r = fresh()
