@@ -30,7 +30,13 @@ Theory of operation
   sent the whole gap again (a 100k-op heal moved 580k–960k repair ops; with it, 280k–330k).
   A gap that a peer shows and nobody was asked for is asked for at once, not at the next round.
 - **Snapshots.** A peer whose vector is behind our compaction point gets the snapshot in chunks
-  first; the deltas follow through the normal summary exchange.
+  first; the deltas follow through the normal summary exchange. One transfer is in flight per peer:
+  summaries meanwhile do not restart it, it is sent again only after ``snapshot_retry_ns`` if the
+  peer still lacks it, and its bytes are charged to the repair bucket (one token per
+  ``snapshot_bytes_per_token``; the bucket may go into debt, which holds repair until repaid), so a
+  forged summary costs at most what repair may cost. A receiver reassembles at most one transfer
+  per peer (a newer id replaces it; an older one only once it has been idle for a retry period),
+  within ``snapshot_max_bytes`` (each chunk counted with ``CHUNK_OVERHEAD`` for its bookkeeping).
 - **Members only.** Ops of origins the replica does not admit (neither members nor fenced) are
   dropped as they arrive (counted ``non_member_ops``), so they never reach the catch-up plan or a
   summary's ``skip``; the version vectors it plans by are members-only (``Replica.observe_vv``).
@@ -52,6 +58,8 @@ from .replica import Replica
 from .wire import Heartbeat, OpBatch, SnapshotChunk, Summary, snapshot_from_bytes, snapshot_to_bytes
 
 MS = 1_000_000
+#: bytes a reassembly is charged per chunk besides its data (a dict slot and a bytes object)
+CHUNK_OVERHEAD = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +75,15 @@ class GossipConfig:
     defer_max_ops: int = 500_000  # ... and never with more than this many waiting
     compact_every_ns: int = 1_000 * MS
     snapshot_chunk: int = 1_100  # bytes of snapshot per datagram
+    snapshot_retry_ns: int = 1_000 * MS  # resend a snapshot the peer still lacks after this long
+    snapshot_bytes_per_token: int = 64  # a snapshot sent costs the repair bucket a token per this many bytes
+    snapshot_max_bytes: int = 256 << 20  # the largest snapshot reassembled from one peer
     push: bool = True  # eager push (False leaves convergence to anti-entropy alone)
     anti_entropy: bool = True
 
     def __post_init__(self) -> None:
         for name in ("interval_ns", "heartbeat_ns", "repair_ops_per_s", "repair_burst", "compact_every_ns",
-                     "snapshot_chunk"):
+                     "snapshot_chunk", "snapshot_retry_ns", "snapshot_bytes_per_token", "snapshot_max_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.removesuffix('_ns')} must be positive")
         if self.repair_hold_ns < 0 or self.defer_ns < 0 or self.defer_ns_per_op < 0:
@@ -120,6 +131,17 @@ class _Runs:
                 gaps.setdefault(o, set()).add(s)
 
 
+class _SnapIn:
+    """One snapshot transfer from a peer being reassembled."""
+
+    __slots__ = ("at", "parts", "size", "snap_id", "total")
+
+    def __init__(self, snap_id: int, total: int, now: int) -> None:
+        self.snap_id, self.total, self.at = snap_id, total, now
+        self.parts: dict[int, bytes] = {}
+        self.size = 0  # bytes charged against ``snapshot_max_bytes``
+
+
 class Gossip:
     """The gossip state machine of one node; membership tells it who is live (``live``)."""
 
@@ -138,7 +160,10 @@ class Gossip:
         self._next_compact = 0
         self._tokens = float(self.config.repair_burst)
         self._last_refill: int | None = None
-        self._snap_in: dict[tuple[str, int], dict[int, bytes]] = {}
+        self._snap_in: dict[str, _SnapIn] = {}  # peer -> the one transfer from it being reassembled
+        self._snap_done: dict[str, int] = {}  # peer -> the id of its last transfer completed here
+        self._snap_out: dict[str, int] = {}  # peer -> when the transfer in flight to it was sent
+        self._snap_cache: tuple[tuple[int, int], bytes] | None = None  # (replica version, bytes)
         self._inbound: list[Op] = []
         self._inbound_now = 0  # when the last OpBatch arrived
         #: how far held + received ops reach per origin; kept only while a catch-up may be held
@@ -152,7 +177,8 @@ class Gossip:
         #: peer -> (per origin, the highest seq sent to it as repair; when the last repair was sent)
         self._repaired: dict[str, tuple[dict[str, int], int]] = {}
         self.counters = {"pushed_ops": 0, "repair_ops": 0, "rate_limited": 0, "rounds": 0,
-                         "snapshots_sent": 0, "bad_snapshots": 0, "repair_held": 0, "folds_deferred": 0}
+                         "snapshots_sent": 0, "bad_snapshots": 0, "repair_held": 0, "folds_deferred": 0,
+                         "snapshots_held": 0, "snapshot_chunks_dropped": 0, "snapshots_too_large": 0}
 
     # ---- inputs ------------------------------------------------------------------------------------
     def local(self, op: Op) -> None:
@@ -349,11 +375,13 @@ class Gossip:
         of its (push-pull) or the answer is large: it goes first, so the peer knows how much of its
         catch-up is on the way and holds the fold for it."""
         snapshot = self.replica.needs_snapshot(msg.vv)
+        if not snapshot:
+            self._snap_out.pop(src, None)  # it holds what a transfer in flight carried
         ops = [] if snapshot else self._repair(src, msg, now)
         if (msg.reply and self._lacks(msg.vv)) or len(ops) >= self.config.defer_min_ops:
             self._out.append((src, self._summary(src, False, now)))
         if snapshot:
-            self._send_snapshot(src)
+            self._send_snapshot(src, now)
         elif ops:
             self._out.append((src, OpBatch(ops)))
 
@@ -382,9 +410,27 @@ class Gossip:
             self._repaired[src] = (_raised(sent, {}, ops), now)
         return ops
 
-    def _send_snapshot(self, dst: str) -> None:
-        data = snapshot_to_bytes(self.replica.snapshot())
-        size = self.config.snapshot_chunk
+    def _send_snapshot(self, dst: str, now: int) -> None:
+        """Send ``dst`` our snapshot, unless a transfer to it is in flight (sent less than
+        ``snapshot_retry_ns`` ago) or the repair bucket is empty; its bytes are charged to the
+        bucket, into debt if need be (repair then waits until it is repaid)."""
+        cfg = self.config
+        sent = self._snap_out.get(dst)
+        if sent is not None and now - sent < cfg.snapshot_retry_ns:
+            self.counters["snapshots_held"] += 1
+            return
+        self._refill(now)
+        if self._tokens <= 0:
+            self.counters["rate_limited"] += 1
+            return
+        r = self.replica
+        version = (r.counters["compactions"], r.counters["snapshots_installed"])
+        if self._snap_cache is None or self._snap_cache[0] != version:
+            self._snap_cache = (version, snapshot_to_bytes(r.snapshot()))
+        data = self._snap_cache[1]
+        self._tokens -= len(data) / cfg.snapshot_bytes_per_token
+        self._snap_out[dst] = now
+        size = cfg.snapshot_chunk
         chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
         self._snap_seq += 1
         for i, c in enumerate(chunks):
@@ -395,17 +441,31 @@ class Gossip:
         if msg.total == 0 or msg.index >= msg.total:
             self.counters["bad_snapshots"] += 1
             return []
-        key = (src, msg.snap_id)
-        parts = self._snap_in.setdefault(key, {})
-        parts[msg.index] = msg.data
-        # keep at most a few transfers in flight per peer
-        for k in [k for k in self._snap_in if k[0] == src and k[1] < msg.snap_id - 2]:
-            del self._snap_in[k]
-        if len(parts) < msg.total:
+        cfg = self.config
+        rx = self._snap_in.get(src)
+        if rx is None or rx.snap_id != msg.snap_id or rx.total != msg.total:
+            if msg.snap_id == self._snap_done.get(src) or (
+                    rx is not None and msg.snap_id < rx.snap_id and now - rx.at < cfg.snapshot_retry_ns):
+                self.counters["snapshot_chunks_dropped"] += 1  # a late chunk of a transfer done or replaced
+                return []
+            # one transfer per peer: a newer one (or any, once ours sat idle a retry period: the
+            # sender may have restarted its ids) replaces what was being reassembled
+            rx = self._snap_in[src] = _SnapIn(msg.snap_id, msg.total, now)
+        if msg.index in rx.parts:
+            return []  # a duplicate
+        rx.size += len(msg.data) + CHUNK_OVERHEAD
+        if rx.size > cfg.snapshot_max_bytes:
+            del self._snap_in[src]
+            self.counters["snapshots_too_large"] += 1
             return []
-        del self._snap_in[key]
+        rx.parts[msg.index] = msg.data
+        rx.at = now
+        if len(rx.parts) < rx.total:
+            return []
+        del self._snap_in[src]
+        self._snap_done[src] = msg.snap_id
         try:
-            snap = snapshot_from_bytes(b"".join(parts[i] for i in range(msg.total)))
+            snap = snapshot_from_bytes(b"".join(rx.parts[i] for i in range(rx.total)))
         except WireError:
             self.counters["bad_snapshots"] += 1
             return []

@@ -8,7 +8,8 @@ review 2da4a4d section 3 and section 5).
   is lost (repair sends it again: the vv never covered it);
 - request ids are remembered within a window of fold positions, the same on every replica whenever
   it compacts (a per-replica memory would let replicas disagree on which ops are no-ops);
-- snapshot reassembly in strong mode holds one transfer within byte and chunk caps;
+- snapshot reassembly (gossip and strong) holds one transfer per peer within byte and chunk caps;
+- a forged Summary starts at most one snapshot transfer per retry period, charged to the bucket;
 - a leader's snapshot the state machine refuses is neither adopted nor acknowledged.
 """
 
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from gossipbook.core import replica as replica_mod
 from gossipbook.core import wire
 from gossipbook.core.book import BUY, GTC
-from gossipbook.core.gossip import Gossip, GossipConfig
+from gossipbook.core.gossip import CHUNK_OVERHEAD, Gossip, GossipConfig
 from gossipbook.core.hlc import Timestamp
 from gossipbook.core.ops import NEW, Op
 from gossipbook.core.replica import PENDING_FUTURE_OFFSETS, PENDING_WINDOW, Replica
@@ -37,7 +38,7 @@ from gossipbook.core.sequencer import (
     SnapshotInstalled,
     _SnapshotRx,
 )
-from gossipbook.core.wire import Heartbeat, OpBatch, Summary
+from gossipbook.core.wire import Heartbeat, OpBatch, SnapshotChunk, Summary
 
 MS = 1_000_000
 SEC = 1_000 * MS
@@ -259,6 +260,112 @@ def test_a_snapshot_in_the_old_request_format_still_installs() -> None:
     r = Replica("n3", members=["n1", "n2", "n3"])
     r.install_snapshot(snap, T0 + SEC)
     assert r._reqs == {"a/r": "n2:1", "a/s": "n2:2"} and r._req_last == {"a/r": 2, "a/s": 2}
+
+
+# ==== 2c. gossip snapshot reassembly ==================================================================
+def chunk(snap_id: int, index: int, total: int, size: int = 100) -> SnapshotChunk:
+    return SnapshotChunk(snap_id, index, total, bytes(size))
+
+
+def test_one_reassembly_per_peer_whatever_the_ids() -> None:
+    g = Gossip(Replica("n1", members=IDS), ["n2", "n3"], random.Random(1))
+    now = T0
+    for sid in range(1_000, 0, -1):  # descending ids: each would have been kept before
+        g.receive(chunk(sid, 0, 3), "n2", now)
+    assert list(g._snap_in) == ["n2"] and g._snap_in["n2"].snap_id == 1_000
+    assert g.counters["snapshot_chunks_dropped"] == 999
+    g.receive(chunk(1_001, 0, 3), "n2", now)  # a newer transfer replaces it
+    assert g._snap_in["n2"].snap_id == 1_001
+    # an older id replaces it only once it sat idle for a retry period (a sender that restarted)
+    g.receive(chunk(5, 0, 3), "n2", now + g.config.snapshot_retry_ns)
+    assert g._snap_in["n2"].snap_id == 5
+    g.receive(chunk(7, 0, 3), "n3", now)
+    assert sorted(g._snap_in) == ["n2", "n3"]
+
+
+def test_a_reassembly_past_the_byte_cap_is_dropped() -> None:
+    cap = 10 * (1_000 + CHUNK_OVERHEAD)
+    g = Gossip(Replica("n1", members=IDS), ["n2"], random.Random(1), GossipConfig(snapshot_max_bytes=cap))
+    for i in range(10):
+        g.receive(chunk(1, i, 1 << 20, 1_000), "n2", T0)
+    assert g._snap_in["n2"].size == cap
+    g.receive(chunk(1, 10, 1 << 20, 1_000), "n2", T0)
+    assert g._snap_in == {} and g.counters["snapshots_too_large"] == 1
+
+
+def test_an_honest_transfer_out_of_order_with_duplicates_installs() -> None:
+    src = Replica("n2", members=IDS)
+    for i in range(30):
+        src.submit_new(SYM, BUY, 9_000 + i, 1, GTC, T0 + i * MS, f"q{i}", account="a")
+    for m in ("n1", "n3"):
+        src.observe(m, Timestamp(T0 + SEC, 0), 0, T0 + SEC)
+        src.observe_vv(m, src.vv)
+    src.hlc.now(T0 + SEC)
+    assert src.compact() == 30
+    sender = Gossip(src, ["n1"], random.Random(1), GossipConfig(snapshot_chunk=100))
+    sender.receive(Summary({}, True), "n1", T0 + SEC)
+    chunks = [m for _d, m in sender.outbox() if type(m) is SnapshotChunk]
+    assert len(chunks) > 3
+    dst = Replica("n1", members=IDS)
+    g = Gossip(dst, ["n2"], random.Random(1))
+    order = chunks[1:][::-1] + chunks[1:3] + chunks[:1]  # reversed, with duplicates, the first last
+    for c in order:
+        g.receive(c, "n2", T0 + SEC)
+    assert dst.digest() == src.digest() and g._snap_in == {}
+    g.receive(chunks[0], "n2", T0 + SEC)  # a late duplicate of the transfer just done
+    assert g._snap_in == {} and g.counters["snapshot_chunks_dropped"] == 1
+
+
+# ==== 3. one snapshot transfer per peer, charged to the bucket ===========================================
+def test_forged_summaries_start_one_snapshot_transfer_per_retry_period() -> None:
+    src = Replica("n1", members=IDS)
+    for i in range(200):
+        src.submit_new(SYM, BUY, 9_000 + i, 1, GTC, T0 + i * MS, f"q{i}", account="a")
+    for m in ("n2", "n3"):
+        src.observe(m, Timestamp(T0 + SEC, 0), 0, T0 + SEC)
+        src.observe_vv(m, src.vv)
+    src.hlc.now(T0 + SEC)
+    assert src.compact() == 200
+    cfg = GossipConfig()
+    g = Gossip(src, ["n2", "n3"], random.Random(1), cfg)
+    now = T0 + 2 * SEC
+
+    def sent() -> int:
+        return sum(type(m) is SnapshotChunk for _d, m in g.outbox())
+
+    g.receive(Summary({}, True), "n2", now)
+    first = sent()
+    size = len(wire.snapshot_to_bytes(src.snapshot()))
+    assert first == -(-size // cfg.snapshot_chunk)
+    assert g._tokens == pytest.approx(cfg.repair_burst - size / cfg.snapshot_bytes_per_token)
+    for k in range(1, 50):  # a flood of forged summaries during the transfer: nothing more is sent
+        g.receive(Summary({}, True), "n2", now + k * MS)
+        assert sent() == 0
+    assert g.counters["snapshots_held"] == 49 and g.counters["snapshots_sent"] == 1
+    g.receive(Summary({}, True), "n3", now)  # another peer has its own transfer
+    assert sent() == first
+    g.receive(Summary({}, True), "n2", now + cfg.snapshot_retry_ns)  # still lacks it: resent
+    assert sent() == first and g.counters["snapshots_sent"] == 3
+
+
+def test_snapshot_bytes_drain_the_repair_bucket() -> None:
+    src = Replica("n1", members=IDS)
+    for i in range(50):
+        src.submit_new(SYM, BUY, 9_000 + i, 1, GTC, T0 + i * MS, f"q{i}", account="a")
+    for m in ("n2", "n3"):
+        src.observe(m, Timestamp(T0 + SEC, 0), 0, T0 + SEC)
+        src.observe_vv(m, src.vv)
+    src.hlc.now(T0 + SEC)
+    src.compact()
+    cfg = GossipConfig(repair_burst=10, snapshot_bytes_per_token=1)  # a snapshot costs more than the burst
+    g = Gossip(src, ["n2", "n3"], random.Random(1), cfg)
+    now = T0 + 2 * SEC
+    g.receive(Summary({}, True), "n2", now)
+    assert g._tokens < 0
+    g.outbox()
+    g.receive(Summary({}, True), "n3", now)  # the bucket is in debt: no second snapshot now
+    assert not any(type(m) is SnapshotChunk for _d, m in g.outbox())
+    assert g.counters["rate_limited"] == 1 and g.counters["snapshots_sent"] == 1
 
 
 # ==== 4. strong mode: snapshots the state machine refuses; reassembly bounds ============================
