@@ -546,7 +546,7 @@ def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM, *, now
     cands = keys.candidates(account, kid)
     if not cands:
         if account is not None:
-            raise WireError(f"unknown or revoked account {account[:64]!r} (or none of its keys has id {kid})",
+            raise WireError(f"unknown or revoked account {account[:48]!r} (or no key with id {kid})",
                             reason="auth")
         raise WireError(f"no peer key with id {kid} here (wrong cluster key, or a rotation not installed "
                         f"here yet)", reason="auth")
