@@ -32,7 +32,9 @@ trades and digest on every replica, whatever order the ops arrived in.
   point, which no op folded from then on can be within (snapshots carry at most that many ids).
 - Members only: an op of an origin that is neither a member nor fenced is refused (counted
   ``non_member_ops``), and version-vector entries and announcements of non-members are ignored, so
-  made-up origins can neither enter the op-set nor grow a version vector past the wire's cap.
+  made-up origins can neither enter the op-set nor grow a version vector past the wire's cap. A
+  snapshot whose compacted ops include a non-member's (a node dropped from the configuration) is
+  installed with that origin fenced at its seq, unless the vector would then pass ``MAX_VV``.
 - Bounded waiting: an op more than ``PENDING_WINDOW`` seqs above its origin's contiguous seq, or
   stamped more than ``PENDING_FUTURE_OFFSETS`` × ``max_offset`` ahead of local time, is dropped
   (counted), never kept: the version vector does not cover it, so anti-entropy sends it again.
@@ -85,6 +87,8 @@ PENDING_WINDOW = 1 << 16
 #: an op stamped more than this many ``max_offset`` ahead of local time is dropped, not held back
 #: (an honest one is at most about two ahead: its stamper's offset plus the sender's HLC bound)
 PENDING_FUTURE_OFFSETS = 8
+#: the most entries a version vector may have (the wire's cap on a VV map)
+MAX_VV = 1024
 
 
 @dataclass(slots=True)
@@ -159,7 +163,7 @@ class Replica:
             "replays": 0, "replayed_ops": 0, "revised_trades": 0, "fenced": 0, "snapshots_installed": 0,
             "compactions": 0, "invalid_ops": 0, "finality_violations": 0,
             "non_member_ops": 0, "non_member_vv": 0, "dropped_gap_window": 0, "dropped_far_future": 0,
-            "snapshots_refused": 0, "reqs_expired": 0,
+            "snapshots_refused": 0, "snapshot_fenced": 0, "reqs_expired": 0,
         }
         # op-set
         self.vv: dict[str, int] = {}  # contiguous seq held per origin (compacted included)
@@ -978,9 +982,16 @@ class Replica:
             return []
         if any(self._base.get(o, 0) > s for o, s in snap.base_vv.items()):
             return []  # ours is ahead for some origin: snapshots are not comparable, refuse
-        if any(not self.admits(o) for o in snap.base_vv):
-            self.counters["snapshots_refused"] += 1  # ops of made-up origins: never in our op-set
+        # origins that are no members here (a node dropped from the configuration since its ops
+        # were compacted): their compacted ops stay, fenced at the snapshot's seq; a snapshot that
+        # would take the version vector past what the wire carries is refused
+        extra = {o: s for o, s in snap.base_vv.items() if not self.admits(o)}
+        if extra and len(self.members | self.fenced.keys()) + len(extra) > MAX_VV:
+            self.counters["snapshots_refused"] += 1
             return []
+        for o, s in extra.items():
+            self.fenced[o] = s
+        self.counters["snapshot_fenced"] += len(extra)
         keep = [op for log in self._log.values() for op in log if op.seq > snap.base_vv.get(op.origin, 0)]
         pend = [op for w in self._pending.values() for op in w.values()]
         # trades of ops that stay above the snapshot: what the client must see revised if they change

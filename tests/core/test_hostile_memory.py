@@ -105,19 +105,39 @@ def test_a_fenced_member_ops_up_to_its_fence_are_still_admitted() -> None:
     assert r.vv == {"n3": 2} and r.counters["fenced"] == 1 and r.counters["non_member_ops"] == 0
 
 
-def test_a_snapshot_covering_made_up_origins_is_refused() -> None:
-    src = Replica("n1", members=IDS + ["x1"])  # a peer that once took ops of "x1"
-    src.receive([op("x1", 1), op("n2", 1)], T0 + SEC)
-    src.observe("n2", Timestamp(T0 + 10 * SEC, 0), 1, T0 + 10 * SEC)
-    src.observe("n3", Timestamp(T0 + 10 * SEC, 0), 0, T0 + 10 * SEC)
-    src.observe("x1", Timestamp(T0 + 10 * SEC, 0), 1, T0 + 10 * SEC)
-    for m in ("n2", "n3", "x1"):
+def _compacted(origins: list[str]) -> Replica:
+    """A replica of n1..n3 and ``origins`` holding one compacted op of each of n2 and ``origins``."""
+    src = Replica("n1", members=IDS + origins)
+    src.receive([op(o, 1) for o in origins] + [op("n2", 1)], T0 + SEC)
+    for m in ["n2", "n3"] + origins:
+        src.observe(m, Timestamp(T0 + 10 * SEC, 0), src.vv.get(m, 0), T0 + 10 * SEC)
         src.observe_vv(m, src.vv)
     src.hlc.now(T0 + 10 * SEC)
-    assert src.compact() == 2
+    assert src.compact() == len(origins) + 1
+    return src
+
+
+def test_a_snapshot_covering_an_origin_no_longer_a_member_fences_it_at_its_seq() -> None:
+    """A node dropped from the configuration after its ops were compacted: they stay (every replica
+    folded them), and nothing more of it is taken."""
+    src = _compacted(["x1"])
+    r = Replica("n2", members=IDS)
+    r.install_snapshot(src.snapshot(), T0 + 11 * SEC)
+    assert r.vv == {"x1": 1, "n2": 1} and r.digest() == src.digest()
+    assert r.fenced == {"x1": 1} and r.counters["snapshot_fenced"] == 1
+    r.receive([op("x1", 2)], T0 + 11 * SEC)
+    assert r.vv["x1"] == 1 and r.counters["fenced"] == 1
+
+
+def test_a_snapshot_that_would_take_the_vector_past_the_wire_cap_is_refused() -> None:
+    src = _compacted([f"x{i}" for i in range(1_022)])  # with n1..n3: 1,025 origins
     r = Replica("n2", members=IDS)
     assert r.install_snapshot(src.snapshot(), T0 + 11 * SEC) == []
-    assert r.vv == {} and r.counters["snapshots_refused"] == 1
+    assert r.vv == {} and r.fenced == {} and r.counters["snapshots_refused"] == 1
+    ok = Replica("n2", members=IDS)
+    ok.install_snapshot(_compacted([f"x{i}" for i in range(1_021)]).snapshot(), T0 + 11 * SEC)
+    assert len(ok.vv) == 1_022 and ok.counters["snapshot_fenced"] == 1_021
+    fits_the_wire(ok.version_vector())
 
 
 @settings(max_examples=60, deadline=None)
