@@ -14,16 +14,48 @@ driver passes that account in, and every order, cancel, query and cached reply i
 
 Client requests carry a request id: a retried submit gets the first reply again and never makes a
 second order. A submit that waits for ``replicated`` or ``final`` is parked until the replica says
-so or its timeout passes (then the reply says ``timeout`` and the level it did reach).
+so or its timeout passes (then the reply says ``timeout`` and the level it did reach). Parked waits
+are indexed by request id, by deadline (a heap) and, per origin and level, by seq (a heap: an op
+replicated or final implies every earlier op of its origin is), so a message costs O(log n) in
+them, not O(n); they are capped per node and per account (``ClientLimits``).
+
+Client requests arrive over UDP, whose source address anyone can forge, so ``ClientGate`` (shared
+with strong mode) holds three rules for both cores:
+
+- **No amplification.** A reply to a source that has not proved it receives at its address is at
+  most ``ClientLimits.amplification`` (3) times the size of the request that caused it. A larger
+  one (a status, a deep book, a submit ack listing many trades) is replaced by an *address check*:
+  ``code`` ``E_ADDRESS`` (12), ``message`` a 16-hex-digit cookie, a keyed hash of the account, the
+  address and a secret that rotates every ``cookie_rotate_ns`` (stateless, like DTLS's
+  HelloVerifyRequest or QUIC's Retry). The client sends the same request again with the request id
+  ``"<req>#<cookie>"``; a valid cookie (this epoch or the one before) lifts the cap for that
+  request. The node strips the cookie before anything else (replies, the reply cache, dedupe and
+  ops see ``<req>`` alone), so the retry is the same request and the reply names ``<req>``. A reply
+  that fits once its ``message`` is cut to its code's name ("no quorum") is sent so instead of
+  the check (``client_replies_shortened``): the code, order id, level and trades are what it says. Sizes
+  are bounded, not guessed: the request at its smallest (1-character sender, 1-byte counter), the
+  reply at its largest (9-byte counter); an address check that would itself exceed the cap is
+  dropped (``client_unanswerable``). A request with no account (``account=None``: a driver's own
+  call, which ``wire.decode`` never produces for a client request) is not capped.
+- **Rate.** A token bucket per account (``rate`` per second, ``burst``); a request over it is
+  answered ``E_RATE_LIMITED`` (11) and counted (``client_rate_limited``).
+- **Parked waits** are capped per node and per account: a submit that would wait beyond either is
+  refused before anything is done, ``E_RATE_LIMITED``, counted (``client_waits_refused``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import random
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 from typing import Any
+
+import msgpack
 
 from .book import SIDE_NAMES, TIF_NAMES, Trade
 from .clocksync import ClockSync
@@ -45,6 +77,7 @@ from .membership import ClockSample, Membership, MembershipConfig, MemberStateCh
 from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised
 from .replica import Replica
 from .wire import (
+    REPLY_CODES,
     ClientQuery,
     ClientReply,
     ClientSubmit,
@@ -53,12 +86,15 @@ from .wire import (
     QueryReply,
     SnapshotChunk,
     Summary,
+    encode,
     trade_row,
 )
 
 ACCEPTED, REPLICATED, FINAL = 0, 1, 2
 (OK, E_INVALID, E_UNKNOWN_ORDER, E_CLOCK, E_NO_QUORUM, E_TIMEOUT, E_UNKNOWN_INSTRUMENT, E_STORAGE, E_BAD,
- E_NOT_READY, E_NOT_OWNER) = range(11)
+ E_NOT_READY, E_NOT_OWNER, E_RATE_LIMITED, E_ADDRESS) = range(13)
+#: reply codes added here (the wire carries any code below 256; ``wire.REPLY_CODES`` names 0..10)
+CLIENT_CODES = {E_RATE_LIMITED: "rate limited", E_ADDRESS: "address check"}
 #: a refusal the core raises -> its reply code (anything else a caller did wrong: E_BAD)
 USAGE_CODES = {InvalidOrder: E_INVALID, UnknownOrder: E_UNKNOWN_ORDER, ClockOutOfSync: E_CLOCK,
                UnknownInstrument: E_UNKNOWN_INSTRUMENT, NotOwner: E_NOT_OWNER}
@@ -71,10 +107,13 @@ MEMBERSHIP_TYPES = frozenset(MEMBERSHIP_MESSAGES)
 @dataclass(frozen=True, slots=True)
 class Client:
     """A reply destination that is not a peer: whatever address the request came from, and the
-    account whose credential signed it (the reply is signed with the same)."""
+    account whose credential signed it (the reply is signed with the same). ``budget``: the most
+    bytes a reply to it may take (``ClientGate``: 3x its request, the source being unproven); 0:
+    no cap (the source echoed a valid cookie, or the shell built this destination itself)."""
 
     addr: Any
     account: str = ""
+    budget: int = field(default=0, compare=False)
 
     def key(self, req: str) -> str:
         """A request id scoped to this account (reply caches and waits are keyed by it)."""
@@ -95,6 +134,26 @@ class _Waiting:
     reply_to: Client
     deadline: int
     trades: list[Trade] = field(default_factory=list)
+    n: int = 0  # this wait's number (heap entries of an ended wait are skipped by it)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """What one node grants client requests, in both modes (``ClientGate``)."""
+
+    rate: float = 2_000.0  # requests per second per account (token bucket refill)
+    burst: int = 4_000  # bucket size
+    max_parked: int = 20_000  # submits waiting for a level, per node
+    max_parked_per_account: int = 5_000
+    amplification: int = 3  # reply bytes per request byte to a source that has not echoed a cookie
+    cookie_rotate_ns: int = 60_000_000_000  # a cookie is good for one to two of these
+    #: keys the cookies; empty: 32 random bytes per start (the only thing here not from the inputs)
+    cookie_secret: bytes = b""
+
+    def __post_init__(self) -> None:
+        if (self.rate <= 0 or min(self.burst, self.max_parked, self.max_parked_per_account, self.amplification,
+                                  self.cookie_rotate_ns) < 1):
+            raise ValueError("client limits must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +162,150 @@ class NodeConfig:
     gossip: GossipConfig = field(default_factory=GossipConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     reply_cache: int = 10_000
+    clients: ClientLimits = field(default_factory=ClientLimits)
+
+
+#: a frame's bytes besides its principal and its msgpack body (header and tag), as ``wire.encode``
+#: makes them
+_FRAME_MIN = (len(encode(ClientQuery("r", "s", "", 0), "x", 0, b"\0" * 32, "a"))
+              - len(msgpack.packb([7, "x", 0, "r", "s", "", 0], use_bin_type=True)) - 1)
+_COOKIE_SEP, _COOKIE_LEN = "#", 16
+_U64 = (1 << 64) - 1
+CLIENT_COUNTERS = ("client_rate_limited", "client_waits_refused", "client_challenges", "client_cookies_bad",
+                   "client_unanswerable", "client_replies_shortened")
+
+
+def request_size(msg: Any, account: str) -> int:
+    """``msg``'s frame size at the least (a 1-character sender, a 1-byte counter)."""
+    return _FRAME_MIN + len(account) + len(msgpack.packb([0, "x", 0, *msg], use_bin_type=True))
+
+
+def reply_size(msg: Any, node_id: str, account: str) -> int:
+    """``msg``'s frame size from ``node_id`` at the most (a 9-byte counter)."""
+    return _FRAME_MIN + len(account) + len(msgpack.packb([0, node_id, _U64, *msg], use_bin_type=True))
+
+
+class ClientGate:
+    """The rules every client request passes, shared by ``NodeCore`` and ``StrongNodeCore``: a rate
+    per account, a reply budget for an unproven source (address-check cookies), caps on parked
+    waits. Counts into ``counters`` (the core's own dict)."""
+
+    def __init__(self, node_id: str, limits: ClientLimits, counters: dict[str, int]) -> None:
+        self.node_id = node_id
+        self.limits = limits
+        self.counters = counters
+        for k in CLIENT_COUNTERS:
+            counters.setdefault(k, 0)
+        self._secret = limits.cookie_secret or secrets.token_bytes(32)
+        self._buckets: dict[str, list[float]] = {}  # account -> [tokens, at (ns)]
+        self.now = 0
+
+    # ---- requests ----------------------------------------------------------------------------------
+    def check(self, msg: Any, to: Client, now: int) -> tuple[Any, Client, Any | None]:
+        """``msg`` (a ``ClientSubmit`` or ``ClientQuery``) as the core should handle it (its request
+        id without a cookie), ``to`` with its reply budget, and a refusal to send instead (None:
+        go on)."""
+        self.now = max(self.now, now)
+        req = msg.req
+        # no account: not off the wire (``wire.decode`` admits client requests only under an
+        # account's credential), a driver's own call: its replies are not capped
+        budget = self.limits.amplification * request_size(msg, to.account) if to.account else 0
+        n = len(req) - _COOKIE_LEN - 1
+        cookie = ""
+        if n >= 1 and req[n] == _COOKIE_SEP and _is_hex(req[n + 1:]):
+            cookie = req[n + 1:]
+            msg = msg._replace(req=req[:n])
+        if not self._take(to.account, self.now):
+            self.counters["client_rate_limited"] += 1
+            to = Client(to.addr, to.account, budget)
+            return msg, to, self._refusal(msg, E_RATE_LIMITED, "rate limited: slow down")
+        if cookie:
+            if self._valid(cookie, to):
+                budget = 0
+            else:
+                self.counters["client_cookies_bad"] += 1
+        return msg, Client(to.addr, to.account, budget), None
+
+    def may_park(self, msg: Any, parked: int, parked_by_account: int) -> Any | None:
+        """None if a submit may wait here with ``parked`` waits at this node and
+        ``parked_by_account`` of its account's; else the refusal to send."""
+        lim = self.limits
+        if parked < lim.max_parked and parked_by_account < lim.max_parked_per_account:
+            return None
+        self.counters["client_waits_refused"] += 1
+        return self._refusal(msg, E_RATE_LIMITED, "too many requests waiting; nothing done")
+
+    def _take(self, account: str, now: int) -> bool:
+        lim = self.limits
+        b = self._buckets.get(account)
+        if b is None:
+            b = self._buckets[account] = [float(lim.burst), now]
+        elif now > b[1]:
+            b[0] = min(float(lim.burst), b[0] + (now - b[1]) * lim.rate / 1e9)
+            b[1] = now
+        if b[0] < 1.0:
+            return False
+        b[0] -= 1.0
+        return True
+
+    @staticmethod
+    def _refusal(msg: Any, code: int, message: str) -> Any:
+        if type(msg) is ClientQuery:
+            return QueryReply(msg.req, code, message, None)
+        return ClientReply(msg.req, code, message, "", 0, [])
+
+    # ---- cookies -----------------------------------------------------------------------------------
+    def cookie(self, to: Client, epoch: int | None = None) -> str:
+        """The address check for ``to`` in ``epoch`` (default: now's)."""
+        if epoch is None:
+            epoch = self.now // self.limits.cookie_rotate_ns
+        data = f"{epoch}|{to.account}|{to.addr!r}".encode()
+        return hashlib.blake2b(data, key=self._secret[:64], digest_size=_COOKIE_LEN // 2).hexdigest()
+
+    def _valid(self, cookie: str, to: Client) -> bool:
+        epoch = self.now // self.limits.cookie_rotate_ns
+        return (hmac.compare_digest(cookie, self.cookie(to, epoch))
+                or hmac.compare_digest(cookie, self.cookie(to, epoch - 1)))
+
+    # ---- replies -----------------------------------------------------------------------------------
+    def bound(self, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """``out`` with every reply over its destination's budget replaced by an address check (or
+        dropped, if even that would not fit). Replaces entries in place."""
+        dropped = False
+        for i, (dst, msg) in enumerate(out):
+            if type(dst) is not Client or not dst.budget:
+                continue
+            if reply_size(msg, self.node_id, dst.account) <= dst.budget:
+                continue
+            t = type(msg)
+            name = REPLY_CODES.get(msg.code) or CLIENT_CODES.get(msg.code, "")
+            if t in (QueryReply, ClientReply) and len(msg.message) > len(name):
+                short = msg._replace(message=name)  # the code's name instead of the prose
+                if reply_size(short, self.node_id, dst.account) <= dst.budget:
+                    self.counters["client_replies_shortened"] += 1
+                    out[i] = (dst, short)
+                    continue
+            if t is QueryReply:
+                check: Any = QueryReply(msg.req, E_ADDRESS, self.cookie(dst), None)
+            elif t is ClientReply:
+                check = ClientReply(msg.req, E_ADDRESS, self.cookie(dst), "", 0, [])
+            else:
+                check = None
+            if check is not None and reply_size(check, self.node_id, dst.account) > dst.budget:
+                check = None
+            if check is None:
+                self.counters["client_unanswerable"] += 1
+            else:
+                self.counters["client_challenges"] += 1
+            out[i] = (dst, check)
+            dropped = dropped or check is None
+        if not dropped:
+            return out
+        return [(d, m) for d, m in out if m is not None]
+
+
+def _is_hex(s: str) -> bool:
+    return all(c in "0123456789abcdef" for c in s)
 
 
 class NodeCore:
@@ -123,7 +326,13 @@ class NodeCore:
         self.clock = ClockSync()
         self._out: list[tuple[str | Client, Any]] = []
         self._events: list[Any] = []
-        self._waiting: list[_Waiting] = []
+        # parked submits: by scoped request id; (deadline, n, key) in a heap; per (origin, level
+        # wanted), (seq, n, key) in a heap (settled from the front); how many per account
+        self._waiting: dict[str, _Waiting] = {}
+        self._wait_deadlines: list[tuple[int, int, str]] = []
+        self._wait_levels: dict[tuple[str, int], list[tuple[int, int, str]]] = {}
+        self._parked_by_account: dict[str, int] = {}
+        self._wait_n = 0
         self._replies: OrderedDict[str, ClientReply] = OrderedDict()  # Client.key(req) -> reply
         self.fills = AccountFills()
         self.accepting = True  # cleared by the shell when storage cannot persist
@@ -140,6 +349,7 @@ class NodeCore:
         self.status_info: dict[str, Any] = {}
         self.counters: dict[str, int] = {"client_submits": 0, "client_rejects": 0, "client_queries": 0,
                                          "client_retries": 0, "client_timeouts": 0}
+        self.gate = ClientGate(node_id, self.config.clients, self.counters)
 
     # ---- inputs ------------------------------------------------------------------------------------
     def receive(self, msg: Any, src: str, reply_to: Any, now: int, account: str | None = None) -> None:
@@ -195,7 +405,7 @@ class NodeCore:
     def outbox(self) -> list[tuple[str | Client, Any]]:
         self._fold_inbound()
         self.gossip.flush()
-        out = self._out + self.gossip.outbox() + self.membership.outbox()
+        out = self.gate.bound(self._out) + self.gossip.outbox() + self.membership.outbox()
         self._out = []
         return out
 
@@ -211,8 +421,12 @@ class NodeCore:
 
     def next_deadline(self) -> int:
         d = min(self.gossip.next_deadline(), self.membership.next_deadline())
-        if self._waiting:
-            d = min(d, min(w.deadline for w in self._waiting))
+        heap = self._wait_deadlines
+        while heap:
+            w = self._waiting.get(heap[0][2])
+            if w is not None and w.n == heap[0][1]:
+                return min(d, w.deadline)
+            heappop(heap)  # the wait has ended
         return d
 
     # ---- membership glue ----------------------------------------------------------------------------
@@ -231,12 +445,7 @@ class NodeCore:
     def _record(self, events: list[Event]) -> None:
         if events:
             self._events.extend(events)
-            self.fills.record(events)
-            for w in self._waiting:
-                oid = w.op.target
-                for e in events:
-                    if isinstance(e, TradeExecuted) and oid in (e.trade.taker, e.trade.maker):
-                        w.trades.append(e.trade)
+            self.fills.record(events)  # (a parked wait settles with its trades from the fold)
 
     # ---- clients -----------------------------------------------------------------------------------
     def _reply(self, to: Client, reply: ClientReply) -> None:
@@ -247,17 +456,22 @@ class NodeCore:
 
     def _submit(self, m: ClientSubmit, to: Client, now: int) -> None:
         self.counters["client_submits"] += 1
+        m, to, refused = self.gate.check(m, to, now)
+        if refused is not None:
+            self._out.append((to, refused))
+            return
         self._fold_inbound()  # stamp after everything received so far
-        prior = self._replies.get(to.key(m.req))
+        key = to.key(m.req)
+        prior = self._replies.get(key)
         if prior is not None:
             self.counters["client_retries"] += 1
             self._out.append((to, prior))
             return
-        for w in self._waiting:
-            if w.req == m.req and w.reply_to.account == to.account:  # a retry while we wait: answer the latest address
-                self.counters["client_retries"] += 1
-                w.reply_to = to
-                return
+        w = self._waiting.get(key)
+        if w is not None:  # a retry while we wait: answer the latest address
+            self.counters["client_retries"] += 1
+            w.reply_to = to
+            return
         r = self.replica
         acct = to.account
         before = r.vv.get(self.node_id, 0)
@@ -266,6 +480,11 @@ class NodeCore:
             self.counters["client_retries"] += 1
             self._reply(to, ClientReply(m.req, OK, "ok", done[0], FINAL, [trade_row(t) for t in done[1]]))
             return
+        if m.wait > ACCEPTED:  # it may wait: refused now, before anything is done, if too many do
+            refused = self.gate.may_park(m, len(self._waiting), self._parked_by_account.get(acct, 0))
+            if refused is not None:
+                self._out.append((to, refused))
+                return
         try:
             if not self.ready:
                 raise _Refused(E_NOT_READY, "node is catching up with its peers after start; retry shortly")
@@ -295,7 +514,26 @@ class NodeCore:
         w = _Waiting(m.req, op, m.wait, to, now + m.timeout_ms * 1_000_000, trades)
         # a retried request returns its earlier op with no events: its trades come from the fold
         if not self._try_settle(w, fresh=op.seq > before):
-            self._waiting.append(w)
+            self._park(key, w)
+
+    def _park(self, key: str, w: _Waiting) -> None:
+        self._wait_n += 1
+        w.n = n = self._wait_n
+        self._waiting[key] = w
+        acct = w.reply_to.account
+        self._parked_by_account[acct] = self._parked_by_account.get(acct, 0) + 1
+        heappush(self._wait_deadlines, (w.deadline, n, key))
+        heappush(self._wait_levels.setdefault((w.op.origin, w.level), []), (w.op.seq, n, key))
+
+    def _unpark(self, key: str, w: _Waiting) -> None:
+        """End a parked wait (its heap entries are skipped, by ``n``, when they come up)."""
+        del self._waiting[key]
+        acct = w.reply_to.account
+        left = self._parked_by_account[acct] - 1
+        if left:
+            self._parked_by_account[acct] = left
+        else:
+            del self._parked_by_account[acct]
 
     def _reject(self, to: Client, req: str, code: int, message: str) -> None:
         """Refusals are not cached: a retry with the same request id is tried afresh (the cause,
@@ -325,26 +563,46 @@ class NodeCore:
         return [t for t in self.replica.trades(final_only) if oid in (t.taker, t.maker)]
 
     def _settle(self, now: int) -> None:
+        """Answer the parked waits that reached their level or their deadline. Per origin and level
+        wanted, waits settle in seq order (an origin's ops are replicated, and final, in seq order:
+        its stamps grow with seq), so each heap is looked at only up to its first wait not there."""
         if not self._waiting:
             return
-        keep = []
-        for w in self._waiting:
+        waiting = self._waiting
+        for group, heap in list(self._wait_levels.items()):
+            while heap:
+                _seq, n, key = heap[0]
+                w = waiting.get(key)
+                if w is not None and w.n == n:
+                    if not self._try_settle(w):
+                        break
+                    self._unpark(key, w)
+                heappop(heap)
+            if not heap:
+                del self._wait_levels[group]
+        heap = self._wait_deadlines
+        while heap and heap[0][0] <= now:
+            _d, n, key = heappop(heap)
+            w = waiting.get(key)
+            if w is None or w.n != n:
+                continue
+            self._unpark(key, w)
             if self._try_settle(w):
                 continue
-            if now >= w.deadline:
-                self.counters["client_timeouts"] += 1
-                level = self._level(w.op)
-                self._reply(w.reply_to, ClientReply(
-                    w.req, E_TIMEOUT, f"timeout waiting for {('accepted', 'replicated', 'final')[w.level]}; "
-                    f"the order was accepted here and has reached level "
-                    f"{('accepted', 'replicated', 'final')[level]}",
-                    w.op.target, level, [trade_row(t) for t in self._order_trades(w.op.target)]))
-                continue
-            keep.append(w)
-        self._waiting = keep
+            self.counters["client_timeouts"] += 1
+            level = self._level(w.op)
+            self._reply(w.reply_to, ClientReply(
+                w.req, E_TIMEOUT, f"timeout waiting for {('accepted', 'replicated', 'final')[w.level]}; "
+                f"the order was accepted here and has reached level "
+                f"{('accepted', 'replicated', 'final')[level]}",
+                w.op.target, level, [trade_row(t) for t in self._order_trades(w.op.target)]))
 
     def _query(self, q: ClientQuery, to: Client) -> None:
         self.counters["client_queries"] += 1
+        q, to, refused = self.gate.check(q, to, self._now)
+        if refused is not None:
+            self._out.append((to, refused))
+            return
         self._fold_inbound()
         if q.what == "book":
             book = self.replica.books.get(q.symbol or next(iter(self.replica.books)))
@@ -385,6 +643,7 @@ class NodeCore:
         counters = dict(r.counters)
         counters.update(self.gossip.counters)
         counters.update(self.counters)
+        counters["waiting"] = len(self._waiting)
         counters["hlc_rejected"] = r.hlc.rejected
         counters["clock_samples_rejected"] = self.clock.rejected
         if self.status_extra is not None:
@@ -417,4 +676,5 @@ class _Refused(UsageError):
         self.code = code
 
 
-__all__ = ["ACCEPTED", "FINAL", "REPLICATED", "Client", "NodeConfig", "NodeCore", "OpFenced", "TradeRevised"]
+__all__ = ["ACCEPTED", "FINAL", "REPLICATED", "Client", "ClientGate", "ClientLimits", "NodeConfig", "NodeCore",
+           "OpFenced", "TradeRevised"]

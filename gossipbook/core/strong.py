@@ -92,6 +92,8 @@ from .node import (
     OK,
     USAGE_CODES,
     Client,
+    ClientGate,
+    ClientLimits,
     orders_payload,
 )
 from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id
@@ -489,7 +491,7 @@ class StrongNodeCore:
 
     # ---- outputs -----------------------------------------------------------------------------------
     def outbox(self) -> list[tuple[str | Client, Any]]:
-        out = self._out
+        out = _bounded(self, self._out)  # replies to unproven client sources: at most 3x their request
         self._out = []
         pushed = 0
         for dst, msg in self.seq.outbox():
@@ -609,6 +611,11 @@ class StrongNodeCore:
     # ---- requests ------------------------------------------------------------------------------------
     def _client_submit(self, m: ClientSubmit, to: Client, now: int) -> None:
         self.counters["client_submits"] += 1
+        gate = _client_gate(self)
+        m, to, refused = gate.check(m, to, now)
+        if refused is not None:
+            self._out.append((to, refused))
+            return
         key = to.key(m.req)
         prior = self._replies.get(key)
         if prior is not None:
@@ -626,6 +633,12 @@ class StrongNodeCore:
         if done is not None:  # committed long ago (the reply cache forgot it)
             self._out.append((to, ClientReply(m.req, done[0], REPLY_CODES.get(done[0], "ok"), done[1],
                                               FINAL if done[0] == OK else 0, done[2])))
+            return
+        waits = self._waits
+        assert isinstance(waits, _ParkedWaits)
+        refused = gate.may_park(m, len(waits), waits.of(to.account))
+        if refused is not None:
+            self._out.append((to, refused))
             return
         # answer a little before the client's own timeout, so a "timeout" reply reaches it
         w = _Wait(m, to.account, to, now + m.timeout_ms * MS * 9 // 10, now + self.config.no_leader_wait_ns)
@@ -801,6 +814,10 @@ class StrongNodeCore:
 
     def _query(self, q: ClientQuery, to: Client) -> None:
         self.counters["client_queries"] += 1
+        q, to, refused = _client_gate(self).check(q, to, self._now)
+        if refused is not None:
+            self._out.append((to, refused))
+            return
         r = self.replica
         if q.what == "book":
             book = r.books.get(q.symbol or next(iter(r.books)))
@@ -871,6 +888,61 @@ def entry_from_storage(raw: Any) -> Entry:
     if type(raw) is not list or len(raw) != 2:
         raise WireError("bad log entry", reason="malformed")
     return Entry(uint()(raw[0]), None if raw[1] is None else OP_CHECK(raw[1]))
+
+
+# ---- client rules (``node.ClientGate``, shared with eventual mode) ------------------------------------
+class _ParkedWaits(dict[str, _Wait]):
+    """``StrongNodeCore._waits`` counting its waits per account (the per-account cap is then O(1));
+    the core stores with ``[key] = w`` and ends with ``pop``, which keep the counts."""
+
+    def __init__(self, waits: dict[str, _Wait]) -> None:
+        super().__init__(waits)
+        self._per: dict[str, int] = {}
+        for w in waits.values():
+            self._per[w.account] = self._per.get(w.account, 0) + 1
+
+    def of(self, account: str) -> int:
+        return self._per.get(account, 0)
+
+    def __setitem__(self, key: str, w: _Wait) -> None:
+        old = self.get(key)
+        if old is not None:
+            self._less(old.account)
+        super().__setitem__(key, w)
+        self._per[w.account] = self._per.get(w.account, 0) + 1
+
+    def __delitem__(self, key: str) -> None:
+        self.pop(key)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        if key in self:
+            w = super().pop(key)
+            self._less(w.account)
+            return w
+        return super().pop(key, *default)
+
+    def _less(self, account: str) -> None:
+        n = self._per[account] - 1
+        if n:
+            self._per[account] = n
+        else:
+            del self._per[account]
+
+
+def _client_gate(core: StrongNodeCore) -> ClientGate:
+    """The core's ``ClientGate``, made at its first client request (with ``StrongConfig.clients``,
+    else the defaults); its waits are counted per account from then on."""
+    gate: ClientGate | None = core.__dict__.get("_client_gate")
+    if gate is None:
+        limits = getattr(core.config, "clients", None) or ClientLimits()
+        gate = core.__dict__["_client_gate"] = ClientGate(core.node_id, limits, core.counters)
+        core._waits = _ParkedWaits(core._waits)
+    return gate
+
+
+def _bounded(core: StrongNodeCore, out: list[tuple[str | Client, Any]]) -> list[tuple[str | Client, Any]]:
+    gate: ClientGate | None = core.__dict__.get("_client_gate")
+    return out if gate is None else gate.bound(out)
 
 
 __all__ = ["E_RETRY", "Outcome", "SequencedBooks", "StrongConfig", "StrongNodeCore", "entry_from_storage"]

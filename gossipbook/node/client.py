@@ -17,6 +17,7 @@ import trio
 
 from ..config import ClusterConfig
 from ..core.errors import UsageError, WireError
+from ..core.node import E_ADDRESS
 from ..core.wire import ClientReply, Keys, QueryReply, decode, encode
 from .transport import Endpoint
 
@@ -46,6 +47,7 @@ class Client:
         self.counter = time.time_ns()
         self.ep: Endpoint | None = None
         self._waiters: dict[str, trio.MemorySendChannel[Any]] = {}
+        self._cookies: dict[str, str] = {}  # node id -> its address-check cookie for us
 
     async def __aenter__(self) -> Client:
         host = self.cfg.nodes[0].host
@@ -75,7 +77,8 @@ class Client:
                     continue
                 msg = frame.msg
                 if isinstance(msg, ClientReply | QueryReply):
-                    ch = self._waiters.get(msg.req)
+                    # a node answers with the request id it was sent, less any cookie
+                    ch = self._waiters.get(msg.req) or self._waiters.get(msg.req.rpartition("#")[0])
                     if ch is not None:
                         try:
                             ch.send_nowait(msg)
@@ -86,20 +89,38 @@ class Client:
         return new_req()
 
     async def request(self, node_id: str, make: Any, req: str, timeout: float = 3.0) -> Any:
-        """Send ``make`` (a message with ``req``) to ``node_id`` until a reply comes or ``timeout``."""
+        """Send ``make`` (a message with ``req``) to ``node_id`` until a reply comes or ``timeout``.
+
+        A node answers a source that has not shown it receives at its address with at most 3x the
+        request's bytes; a larger answer becomes an address check (``E_ADDRESS``, the cookie in
+        ``message``): the request is sent again at once as ``<req>#<cookie>``, and that node's
+        cookie goes with every later request to it (a retry: the node strips the cookie, so the
+        request id stays ``req``)."""
         assert self.ep is not None
         node = self.cfg.node(node_id)
-        send, recv = trio.open_memory_channel[Any](4)
+        send, recv = trio.open_memory_channel[Any](8)
         self._waiters[req] = send
+        checks = 0
         try:
             with trio.move_on_after(timeout):
                 while True:
                     self.counter += 1
-                    await self.ep.send_all([(encode(make, self.id, self.counter, self._secret, self.account,
+                    cookie = self._cookies.get(node_id)
+                    msg = make._replace(req=f"{req}#{cookie}") if cookie and len(req) <= 47 else make
+                    await self.ep.send_all([(encode(msg, self.id, self.counter, self._secret, self.account,
                                                     dst=node_id, label=self.cfg.name,
                                                     stamp_ms=time.time_ns() // 1_000_000), node.addr)])
                     with trio.move_on_after(self.retry_s):
-                        return await recv.receive()
+                        rep = await recv.receive()
+                        while rep.code == E_ADDRESS and checks < 4:
+                            if rep.message != cookie:  # a fresh cookie: send again with it, now
+                                checks += 1
+                                self._cookies[node_id] = rep.message
+                                break
+                            rep = await recv.receive()  # a check answering an earlier try
+                        else:
+                            return rep
+                        continue
         finally:
             del self._waiters[req]
         raise Unreachable(f"node {node_id} at {node.host}:{node.port} did not answer within {timeout:g} s "
