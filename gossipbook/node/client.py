@@ -104,7 +104,7 @@ class Client:
         try:
             with trio.move_on_after(timeout):
                 while True:
-                    self.counter += 1
+                    self.counter = max(self.counter + 1, time.time_ns())  # time-based (TimeWindowGuard)
                     cookie = self._cookies.get(node_id)
                     msg = make._replace(req=f"{req}#{cookie}") if cookie and len(req) <= 47 else make
                     await self.ep.send_all([(encode(msg, self.id, self.counter, self._secret, self.account,
