@@ -403,7 +403,9 @@ class StrongNodeCore:
         self.venue = venue or Venue()
         self.replica = SequencedBooks(self.venue, self.config.dedupe_window)
         self.gossip = _SequencerCounters(self.peers)
-        self.seq = Sequencer(node_id, members, random.Random(self.rng.random()), self.config.sequencer, persisted)
+        # a snapshot from a leader is adopted (and acknowledged) only if the fold can install it
+        self.seq = Sequencer(node_id, members, random.Random(self.rng.random()), self.config.sequencer, persisted,
+                             snapshot_check=self._snapshot_ok)
         self.membership = Membership(node_id, self.peers, random.Random(self.rng.random()),
                                      self.config.membership, incarnation=incarnation)
         self.clock = ClockSync()
@@ -432,7 +434,9 @@ class StrongNodeCore:
             "client_submits": 0, "client_rejects": 0, "client_queries": 0, "client_retries": 0,
             "client_timeouts": 0, "no_quorum": 0, "forwards_out": 0, "forwards_in": 0,
             "forward_retries": 0, "resubmitted": 0, "compactions": 0}
+        self._booting = True
         self._drain(0)  # a restart: rebuild the books from the persisted committed prefix
+        self._booting = False
 
     # ---- inputs ------------------------------------------------------------------------------------
     def receive(self, msg: Any, src: str, reply_to: Any, now: int, account: str | None = None) -> None:
@@ -585,11 +589,23 @@ class StrongNodeCore:
                 self.counters["resubmitted"] += 1
                 self._route(w, now)
 
+    def _snapshot_ok(self, index: int, data: bytes) -> bool:
+        """Whether the fold can install this snapshot (the sequencer asks before adopting one)."""
+        try:
+            SequencedBooks(self.venue, self.config.dedupe_window).install(index, data)
+        except WireError:
+            return False
+        return True
+
     def _snapshot_installed(self, ev: SnapshotInstalled, now: int) -> None:
         try:
             self.replica.install(ev.index, ev.data)
-        except WireError:
-            self.replica.counters["bad_snapshots"] += 1
+        except WireError as e:
+            if getattr(self, "_booting", True):
+                # our own persisted snapshot: running on with the commit index past it would be
+                # silent divergence, so refuse to start (the runner names the data dir)
+                raise ValueError(f"the persisted snapshot at index {ev.index} does not install: {e}") from None
+            self.replica.counters["bad_snapshots"] += 1  # cannot happen: snapshot_check vetted it
             return
         for w in list(self._waits.values()):
             prior = self.replica.reqs.get(w.key)
@@ -861,6 +877,7 @@ class StrongNodeCore:
                          "uncertainty_us": est.uncertainty_ns / 1e3} if est else None)
         counters: dict[str, Any] = dict(r.counters)
         counters.update(self.seq.counters)
+        counters["bad_snapshots"] = r.counters["bad_snapshots"] + self.seq.counters.get("bad_snapshots", 0)
         counters.update(self.gossip.counters)
         counters.update(self.counters)
         counters["waiting"] = len(self._waits)

@@ -493,3 +493,18 @@ def test_status_has_the_eventual_keys_and_the_sequencer_ones() -> None:
     assert st["role"] == "leader" and st["leader"] == lead and set(st["match_index"]) == set(net.ids) - {lead}
     fst = net.nodes[next(n for n in net.ids if n != lead)].status()
     assert "match_index" not in fst and fst["role"] == "follower" and fst["leader"] == lead
+
+
+def test_a_leader_snapshot_the_fold_cannot_install_is_neither_adopted_nor_acknowledged() -> None:
+    """Issue 15 (review section 5): a snapshot that does not parse was counted and skipped while the
+    sequencer had already moved its commit index past it (silent divergence) and acknowledged it."""
+    from gossipbook.core.sequencer import AppendReply, InstallSnapshot
+
+    f = StrongNodeCore("n2", ["n1", "n2", "n3"], rng=random.Random(3))
+    before = (f.seq.commit_index, f.replica.index, f.replica.digest())
+    data = b"\x93not a snapshot"
+    f.receive(InstallSnapshot(1, 500, 1, 0, len(data), data), "n1", ("h", 1), 10**18)
+    out = f.outbox()
+    assert not any(isinstance(m, AppendReply) and m.success for _d, m in out)
+    assert (f.seq.commit_index, f.replica.index, f.replica.digest()) == before
+    assert f.status()["counters"]["bad_snapshots"] == 1
