@@ -358,6 +358,8 @@ def render(n_nodes: int, base_port: int = 7401, host: str = "127.0.0.1", mode: s
            accounts: dict[str, bytes] | None = None, name: str | None = None) -> str:
     """A fresh, valid ``cluster.toml`` (a new random key each time unless one is given). ``accounts``
     (id -> credential) defaults to one fresh ``operator`` account."""
+    if not host or len(host) > 253 or not all(c.isascii() and (c.isalnum() or c in ".-:[]") for c in host):
+        raise ConfigError(f"--host {host!r} must be a host name or an IP address")
     parse_addr(f"{host}:{base_port}", "--host")
     key = key or secrets.token_bytes(32)
     if accounts is None:

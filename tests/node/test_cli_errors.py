@@ -130,3 +130,19 @@ def test_submit_json_and_book(make_cluster):
     assert out["trades"][0]["qty"] == "2" and out["trades"][0]["maker"] == "n1:1"
     b = json.loads(cli("book", "-c", str(c.config), "-n", "n1", "--json").stdout)
     assert b["asks"] == [{"price": "101.00", "qty": "3", "orders": 1}] and b["bids"] == []
+
+
+def test_cluster_init_host_cannot_inject_toml(tmp_path):
+    """Issue 15 (review section 6): --host was pasted into quoted TOML strings unescaped, so a host
+    with a quote and a newline added keys (here a data_dir for every node)."""
+    evil = '127.0.0.1:7401"\ndata_dir = "/srv/other-node"\n#'
+    r = cli("cluster", "init", "--nodes", "2", "--host", evil)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "HOST:PORT" in r.stderr or "address" in r.stderr
+    r = cli("cluster", "init", "--nodes", "2", "--data-root", '/tmp/x"\nmode = "strong"\n#')
+    assert r.returncode == 0
+    p = tmp_path / "c.toml"
+    write_private(p, r.stdout)
+    from gossipbook.config import load
+    cfg = load(p)
+    assert cfg.mode == "eventual" and cfg.node("n1").data_dir == '/tmp/x"\nmode = "strong"\n#/n1'
