@@ -422,11 +422,12 @@ class FrameGen:
             # a boundary counter shuts that sender's window for good (so: only made-up senders', or the
             # fuzz member would silence itself after a few hundred frames; honest ids: a finding)
             return rng.choice([0, 1, U64, U64 - 1, 1 << 63, 1 << 62])
-        c = self.counters.get(sender)
-        c = self.clock_ns() if c is None else c + 1
-        if r < 0.03:
-            c += rng.choice([1024, 1 << 20, 1 << 40])  # a jump: older in-flight counters fall out
+        # counters are time-based, as the shell's (``wire.TimeWindowGuard``): the sender's clock in ns,
+        # or one above its last
+        c = max(self.counters.get(sender, 0) + 1, self.clock_ns())
         self.counters[sender] = c
+        if r < 0.03:  # one frame ahead of the sender's stream (1 us, 1 ms, ~18 min: the last is refused)
+            return c + rng.choice([1024, 1 << 20, 1 << 40])
         return c
 
 
