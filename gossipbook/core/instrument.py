@@ -7,6 +7,7 @@ exact-grid check, so ``100.25`` on a 0.01 tick is 10025 ticks and ``100.255`` is
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -120,21 +121,49 @@ class Instrument:
 
 DEFAULT_INSTRUMENT = Instrument("GBX")
 
-#: A venue-defined check run on every client order before it is stamped (raise ``InvalidOrder``).
-OrderHook = Callable[["Instrument", int, int, int], None]
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What a venue hook is shown: a NEW, or an AMEND with the order's new price and quantity, and
+    who asks (``account``) with which request id (``req``)."""
+
+    kind: str  # "new" or "amend"
+    instrument: Instrument
+    side: int
+    price: int  # ticks (0 for a market order)
+    qty: int  # lots (an amend: the new remaining quantity)
+    account: str
+    order_id: str = ""  # the order amended; "" for a new one
+    req: str = ""
+
+
+#: A venue-defined check run on every client NEW and AMEND before it is stamped (raise
+#: ``InvalidOrder``): ``hook(request: OrderRequest)``, or the older ``hook(instrument, side,
+#: price_ticks, qty_lots)``, which sees no account.
+OrderHook = Callable[..., None]
 
 
 @dataclass(slots=True)
 class Venue:
     """The instruments a cluster trades, plus optional venue hooks.
 
-    ``validate`` is called as ``validate(instrument, side, price_ticks, qty_lots)`` on every new order
-    at the node that accepts it, so venue rules (say, a max notional) reject bad input before it is
-    replicated. Replicas never re-run it: the op-set, not the hook, is the source of truth.
+    ``validate`` is called (through ``check``) on every NEW and AMEND at the node that stamps it,
+    so venue rules (a max notional, a blocked account) reject bad input before it is replicated.
+    Replicas never re-run it: the op-set, not the hook, is the source of truth, so every node must
+    be given the same hook (strong mode runs it at the leader).
     """
 
     instruments: dict[str, Instrument] = field(default_factory=lambda: {DEFAULT_INSTRUMENT.symbol: DEFAULT_INSTRUMENT})
     validate: OrderHook | None = None
+
+    def check(self, req: OrderRequest) -> None:
+        """Run the venue's hook on ``req`` (``InvalidOrder`` from the hook passes through)."""
+        hook = self.validate
+        if hook is None:
+            return
+        if _takes_request(hook):
+            hook(req)
+        else:  # the older four-argument form
+            hook(req.instrument, req.side, req.price, req.qty)
 
     @classmethod
     def of(cls, instruments: Iterable[Instrument], validate: OrderHook | None = None) -> Venue:
@@ -149,3 +178,13 @@ class Venue:
         except KeyError:
             raise UnknownInstrument(
                 f"unknown instrument {symbol!r}; this venue trades {', '.join(sorted(self.instruments))}") from None
+
+
+def _takes_request(hook: Callable[..., None]) -> bool:
+    """Whether a hook takes one ``OrderRequest`` (else the older four positional arguments)."""
+    try:
+        params = [p for p in inspect.signature(hook).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1

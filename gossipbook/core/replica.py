@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from .book import BUY, FOK, GTC, IOC, MARKET, SELL, STP_MODES, Book, Trade
 from .errors import ClockOutOfSync, DuplicateRequest, InvalidOrder, NotOwner, UnknownOrder
 from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, MAX_REMOTE_LOGICAL, ZERO, Timestamp
-from .instrument import Venue
+from .instrument import OrderRequest, Venue
 from .ops import (
     AMEND,
     CANCEL,
@@ -337,8 +337,7 @@ class Replica:
         else:
             inst.check_ticks(price)
         inst.check_lots(qty)
-        if self.venue.validate is not None:
-            self.venue.validate(inst, side, price, qty)
+        self.venue.check(OrderRequest("new", inst, side, price, qty, account, "", req))
         retried = self._retried(req, account)
         if retried is not None:
             return retried, []  # a retried request: the order already exists
@@ -385,6 +384,7 @@ class Replica:
         inst.check_ticks(price)
         if qty != 0:
             inst.check_lots(qty)
+            self.venue.check(OrderRequest("amend", inst, side, price, qty, account, order_id, req))
         return self._stamp(AMEND, sym, order_id, side, price, qty, GTC, req, now, account)
 
     def submit_cancel_all(self, symbol: str, now: int, req: str = "", *, account: str) -> tuple[Op, int]:

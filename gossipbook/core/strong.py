@@ -75,7 +75,7 @@ from .errors import (
 )
 from .fills import AccountFills
 from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, Timestamp
-from .instrument import Venue
+from .instrument import OrderRequest, Venue
 from .membership import MESSAGES as MEMBERSHIP_MESSAGES
 from .membership import ClockSample, Membership, MembershipConfig, MemberStateChanged
 from .node import (
@@ -775,8 +775,7 @@ class StrongNodeCore:
             else:
                 inst.check_ticks(price)
             inst.check_lots(m.qty)
-            if self.venue.validate is not None:
-                self.venue.validate(inst, m.side, price, m.qty)
+            self.venue.check(OrderRequest("new", inst, m.side, price, m.qty, account, "", m.req))
         elif m.kind == CANCEL_ALL:
             if m.symbol:
                 self.venue.get(m.symbol)
@@ -792,6 +791,11 @@ class StrongNodeCore:
                 raise UnknownOrder(f"order {m.order_id} is not open (filled, cancelled or never rested)")
             if found is not None and found[0].owner(m.order_id) != account:
                 raise NotOwner(f"order {m.order_id} belongs to another account")
+            if m.kind == AMEND and found is not None and m.qty:
+                inst = self.venue.get(found[0].symbol)
+                inst.check_ticks(m.price)
+                inst.check_lots(m.qty)
+                self.venue.check(OrderRequest("amend", inst, found[1][0], m.price, m.qty, account, m.order_id, m.req))
             tif = GTC
         ts = self.hlc.now(max(now, self.replica.last_stamp.wall))
         return Op(ts.wall, ts.logical, self.node_id, self.seq.last_index + 1, m.kind, m.symbol,
