@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def stop_procs(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process still running (each leaves its cluster), then wait; kill what has not
+    exited within 10 s."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def cluster_text(n: int, mode: str = "eventual", data_root: str | None = None) -> str:
@@ -121,14 +137,7 @@ class ProcCluster:
         return total / tick
 
     def stop(self) -> dict[str, dict[str, int]]:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_procs(self.procs.values())
         traces = {}
         for nid in self.procs:
             f = self.dir / f"{nid}.trace.json"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..bench.procs import free_ports
+from ..bench.procs import free_ports, stop_procs
 from ..config import ClusterConfig, load, render, write_private
 from ..core.wire import MESSAGES
 from .gen import FrameGen, Target
@@ -104,15 +104,7 @@ class FuzzCluster:
         return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_procs(self.procs.values())
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
