@@ -16,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("node", help="run one node of a cluster until stopped",
                        description="Run one node: a UDP socket at its configured address, gossiping with its "
                                    "peers. Logs one line per event on stderr; stop with Ctrl-C or SIGTERM "
-                                   "(it announces a graceful leave); SIGHUP re-reads the [accounts] of the "
-                                   "config (add or revoke accounts without a restart).")
+                                   "(it announces a graceful leave); SIGHUP re-reads the peer keyring and the "
+                                   "[accounts] of the config (rotate keys, add or revoke accounts without a "
+                                   "restart).")
     add_config(p)
     p.add_argument("--id", required=True, help="this node's id in the config (e.g. n1)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],

@@ -76,8 +76,9 @@ class Target:
     known_orders: list[str] = field(default_factory=list)  # honest accounts' resting orders (to cancel)
     other_accounts: list[str] = field(default_factory=list)  # accounts whose orders those are
     #: node-to-node frames may claim an honest node's id as their sender, with counters above its own
-    #: (the peer key does not say which node signed): today that silences the real node at the
-    #: receiver for good (see tests/node/test_fuzz_regressions.py), so it is off unless asked for
+    #: (the peer key does not say which node signed). Counters can no longer silence the real node
+    #: (tests/node/test_fuzz_regressions.py), but a peer-key holder naming another member can still
+    #: send ops under its origin (docs/operations.md, security model): off unless asked for
     impersonate: bool = False
 
 

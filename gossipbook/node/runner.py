@@ -259,6 +259,9 @@ class NodeRunner:
             self._drop(e.reason)
             return
         acct = frame.account
+        if acct is None and frame.sender not in self.peer_addr:
+            self._drop("unknown_sender")  # under the peer key only members speak: no window for made-up ids
+            return
         # one window per principal and sender: an account's frames never move a node's window
         refused = (self.guard.check(frame.sender, frame.counter, now) if acct is None
                    else self.client_guard.check(f"{acct}/{frame.sender}", frame.counter, now))
