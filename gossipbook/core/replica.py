@@ -896,10 +896,11 @@ class Replica:
             if not op.req:
                 continue
             key = op.req_key
-            live = self._req_live[key]
-            del live[0]  # compaction goes in fold order: the lowest above the snapshot is op
-            if not live:
-                del self._req_live[key]
+            live = self._req_live.get(key)
+            if live:  # (absent only if an op was folded twice: the simulator's no-dedupe break)
+                del live[0]  # compaction goes in fold order: the lowest above the snapshot is op
+                if not live:
+                    del self._req_live[key]
             last_pos.pop(key, None)
             last_pos[key] = c0 + i  # moved to the end: the dict stays in position order
             if self._reqs.get(key) == op:
