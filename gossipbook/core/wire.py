@@ -427,7 +427,7 @@ class Keys:
     Replace the object, or ``accounts`` / ``peer``, to reload; lookups are cached per ring.
     """
 
-    __slots__ = ("_peer", "_accounts", "label", "me", "window_ms", "_by_id")
+    __slots__ = ("_peer", "_accounts", "label", "me", "window_ms", "_by_id", "_bound")
 
     def __init__(self, peer: bytes | Sequence[bytes] | None, accounts: Mapping[str, Any] | None = None,
                  label: str = "", me: str = "", window_ms: int = DEFAULT_REPLAY_WINDOW_MS) -> None:
@@ -435,6 +435,14 @@ class Keys:
         self._accounts: Mapping[str, Any] = accounts if accounts is not None else {}
         self.label, self.me, self.window_ms = label, me, window_ms
         self._by_id: dict[str | None, dict[int, list[bytes]]] = {}
+        self._bound: tuple[str, str, bytes] = ("", "", _bind("", ""))
+
+    def bound(self) -> bytes:
+        """What the MAC of a frame addressed to ``me`` in ``label`` covers first (cached)."""
+        b = self._bound
+        if b[0] != self.label or b[1] != self.me:
+            b = self._bound = (self.label, self.me, _bind(self.label, self.me))
+        return b[2]
 
     @property
     def peer(self) -> bytes | None:
@@ -551,8 +559,12 @@ def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM, *, now
         raise WireError(f"no peer key with id {kid} here (wrong cluster key, or a rotation not installed "
                         f"here yet)", reason="auth")
     mv = memoryview(data)
-    bound = _bind(keys.label, keys.me)
-    if not any(hmac.compare_digest(_tag(k, mv[:-TAG_LEN], bound), mv[-TAG_LEN:]) for k in cands):
+    bound = keys.bound()
+    head, tag = mv[:-TAG_LEN], mv[-TAG_LEN:]
+    for k in cands:
+        if hmac.compare_digest(_tag(k, head, bound), tag):
+            break
+    else:
         raise WireError("authentication failed (wrong key, another cluster or destination, or a tampered frame)",
                         reason="auth")
     stamp_ms = int.from_bytes(data[4:4 + _STAMP_LEN], "big")
