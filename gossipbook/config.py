@@ -15,6 +15,7 @@ Both hold secrets, so ``load`` refuses a file that group or others can read.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import secrets
@@ -81,6 +82,8 @@ class ClusterConfig:
     name: str = ""
     #: the whole peer keyring, primary first (``key`` is its first); from ``key`` or ``key_file``
     key_ring: tuple[bytes, ...] = field(default=(), repr=False)
+    #: ``[cluster] venue``: "package.module:factory" making the venue (hooks) nodes fold with
+    venue_factory: str = ""
 
     def __post_init__(self) -> None:
         if self.key is not None and not self.key_ring:
@@ -113,7 +116,24 @@ class ClusterConfig:
         return [n.id for n in self.nodes]
 
     def venue(self) -> Venue:
-        return Venue.of(self.instruments)
+        """The venue nodes fold with: the instruments, and the hooks of ``[cluster] venue`` if set
+        (``"package.module:factory"``, called as ``factory(instruments) -> Venue``)."""
+        if not self.venue_factory:
+            return Venue.of(self.instruments)
+        mod_name, _, attr = self.venue_factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+            venue = factory(list(self.instruments))
+        except Exception as e:  # the user's module: any failure is one clear line
+            raise ConfigError(f"{self.path}: cluster.venue {self.venue_factory!r} failed: "
+                              f"{type(e).__name__}: {e}") from None
+        if not isinstance(venue, Venue):
+            raise ConfigError(f"{self.path}: cluster.venue {self.venue_factory!r} returned "
+                              f"{type(venue).__name__}, not a gossipbook Venue")
+        if sorted(venue.instruments) != sorted(i.symbol for i in self.instruments):
+            raise ConfigError(f"{self.path}: cluster.venue trades {sorted(venue.instruments)}, the config lists "
+                              f"{sorted(i.symbol for i in self.instruments)}: they must be the same")
+        return venue
 
     def node_config(self) -> NodeConfig:
         return NodeConfig(max_offset_ns=self.max_offset_ns, gossip=self.gossip, membership=self.membership)
@@ -229,6 +249,15 @@ def _key_file(path: Any, where: str) -> tuple[bytes, ...]:
     return _ring([k for k in keys if k], f"{p}: a key")
 
 
+def _venue_ref(v: Any, where: str) -> str:
+    if v is None:
+        return ""
+    mod, sep, attr = str(v).partition(":")
+    if not isinstance(v, str) or not sep or not mod or not attr.isidentifier():
+        raise ConfigError(f"{where}: cluster.venue must look like \"package.module:factory\", not {v!r}")
+    return v
+
+
 def _name(v: Any, where: str) -> str:
     if v is None:
         return ""
@@ -248,7 +277,7 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     if not isinstance(cl, dict):
         raise ConfigError(f"{where}: missing [cluster] table")
     for k in cl:
-        if k not in ("key", "key_file", "mode", "max_offset_ms", "fsync", "name"):
+        if k not in ("key", "key_file", "mode", "max_offset_ms", "fsync", "name", "venue"):
             raise ConfigError(f"{where}: unknown key cluster.{k}")
     if "key" in cl and "key_file" in cl:
         raise ConfigError(f"{where}: give cluster.key or cluster.key_file, not both")
@@ -268,7 +297,8 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
                          gossip=parse_section(GossipConfig, raw.get("gossip"), f"{where}: [gossip]"),
                          membership=parse_section(MembershipConfig, raw.get("membership"), f"{where}: [membership]"),
                          fsync=fsync, path=where, accounts=_accounts(raw.get("accounts"), where),
-                         name=_name(cl.get("name"), where), key_ring=ring)
+                         name=_name(cl.get("name"), where), key_ring=ring,
+                         venue_factory=_venue_ref(cl.get("venue"), where))
 
 
 def _client_from_dict(raw: dict[str, Any], where: str) -> ClusterConfig:
