@@ -74,7 +74,7 @@ from .hlc import DEFAULT_MAX_OFFSET_NS, ZERO, Timestamp
 from .instrument import Venue
 from .membership import MESSAGES as MEMBERSHIP_MESSAGES
 from .membership import ClockSample, Membership, MembershipConfig, MemberStateChanged
-from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised
+from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised, scoped_req
 from .replica import Replica
 from .wire import (
     REPLY_CODES,
@@ -117,7 +117,7 @@ class Client:
 
     def key(self, req: str) -> str:
         """A request id scoped to this account (reply caches and waits are keyed by it)."""
-        return f"{self.account}/{req}"
+        return scoped_req(self.account, req)
 
 
 def orders_payload(node: str, account: str, rows: list[tuple[str, str, int, int, int]]) -> dict[str, Any]:

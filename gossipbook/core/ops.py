@@ -37,7 +37,7 @@ class Op(NamedTuple):
     def req_key(self) -> str:
         """The request id as the fold dedupes it: scoped to the account, so one participant's ids
         can never shadow another's ("" when the op carries none)."""
-        return f"{self.account}/{self.req}" if self.req else ""
+        return scoped_req(self.account, self.req) if self.req else ""
 
     @property
     def op_id(self) -> str:
@@ -47,6 +47,12 @@ class Op(NamedTuple):
     def target(self) -> str:
         """The order this op acts on: itself for NEW."""
         return self.order_id or f"{self.origin}:{self.seq}"
+
+
+def scoped_req(account: str, req: str) -> str:
+    """A request id scoped to its account: what replies, waits and the fold's dedupe are keyed by
+    (account ids never contain "/", so the scoping is unambiguous)."""
+    return f"{account}/{req}"
 
 
 def parse_order_id(order_id: str) -> tuple[str, int] | None:

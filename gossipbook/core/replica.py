@@ -68,6 +68,7 @@ from .ops import (
     TradeExecuted,
     TradeRevised,
     parse_order_id,
+    scoped_req,
 )
 
 CHAIN0 = b"\0" * 16
@@ -345,7 +346,7 @@ class Replica:
 
     def _retried(self, req: str, account: str) -> Op | None:
         """The op this node already stamped for ``account``'s request ``req``, if any."""
-        key = f"{account}/{req}" if req else ""
+        key = scoped_req(account, req) if req else ""
         prior = self._reqs.get(key) if key else None
         if isinstance(prior, Op) and prior.origin == self.node_id:
             return prior
@@ -358,7 +359,7 @@ class Replica:
         """``(op id, the trades a NEW made)`` if ``account``'s request ``req`` was an op of *this*
         node that is compacted away: a client retrying after a restart must hear about the same
         order, not a new one, and its fills are all that is left of it."""
-        prior = self._reqs.get(f"{account}/{req}") if req else None
+        prior = self._reqs.get(scoped_req(account, req)) if req else None
         if not isinstance(prior, str) or prior.rpartition(":")[0] != self.node_id:
             return None
         return prior, list(self._fills.get(prior, ()))
@@ -694,11 +695,11 @@ class Replica:
 
     def _fold_op(self, books: Mapping[str, Book], op: Op) -> list[Trade]:
         """The fold's step function: one op into ``books``; returns the trades it made."""
-        oid = f"{op.origin}:{op.seq}"
         if op.req and self._is_retry(op):
             return []  # a retry of a request folded just below: a no-op on every replica
         kind = op.kind
         if kind == NEW:
+            oid = op.op_id
             return books[op.symbol].submit(oid, op.side, op.price, op.qty, op.tif, oid, op.account,
                                            self._stp[op.symbol])
         if kind == CANCEL_ALL:
@@ -716,7 +717,7 @@ class Replica:
         if kind == CANCEL:
             book.cancel(op.order_id)
             return []
-        return book.amend(op.order_id, op.price, op.qty, oid, self._stp[op.symbol]) or []
+        return book.amend(op.order_id, op.price, op.qty, op.op_id, self._stp[op.symbol]) or []
 
     def _apply(self, op: Op) -> list[Trade]:
         """Fold one op (already appended to ``_applied``) and record its trades, chain and undo

@@ -96,7 +96,7 @@ from .node import (
     ClientLimits,
     orders_payload,
 )
-from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id
+from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id, scoped_req
 from .sequencer import (
     LEADER,
     MS,
@@ -370,7 +370,7 @@ class _Wait:
     @property
     def key(self) -> str:
         """The request id scoped to its account (``Op.req_key``): what every map here is keyed by."""
-        return f"{self.account}/{self.msg.req}"
+        return scoped_req(self.account, self.msg.req)
 
 
 class _SequencerCounters:
@@ -665,7 +665,7 @@ class StrongNodeCore:
 
     def _on_forward(self, f: Forward, src: str, now: int) -> None:
         self.counters["forwards_in"] += 1
-        req = f"{f.account}/{f.req}"  # ForwardReply names the request by this scoped id
+        req = scoped_req(f.account, f.req)  # ForwardReply names the request by this scoped id
         prior = self._replies.get(req)
         if prior is not None:
             self._out.append((src, ForwardReply(req, *prior[1:])))

@@ -35,6 +35,7 @@ Rules that hold:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import reprlib
@@ -394,6 +395,7 @@ def check_key(key: bytes) -> bytes:
     return bytes(key)
 
 
+@functools.lru_cache(maxsize=256)  # every frame encoded asks: one BLAKE2b per key, not per frame
 def key_id(key: bytes) -> int:
     """A key's one-byte id, sent in the header so a receiver holding several keys (a rotation in
     progress) verifies one MAC, not one per key. A keyed hash of nothing: it reveals nothing usable."""
@@ -474,11 +476,11 @@ class Keys:
         """The key to sign with: the principal's primary, or the key with id ``kid`` (a reply goes
         out under the key its request came in with, so a client not yet given a new key still
         verifies it)."""
-        ring = self._peer if account is None else self.account_ring(account)
         if kid is not None:
-            for k in ring:
-                if key_id(k) == kid:
-                    return k
+            found = self.candidates(account, kid)
+            if found:
+                return found[0]
+        ring = self._peer if account is None else self.account_ring(account)
         return ring[0] if ring else None
 
     def candidates(self, account: str | None, kid: int) -> list[bytes]:

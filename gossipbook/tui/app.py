@@ -13,7 +13,6 @@ from __future__ import annotations
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.layout import Layout
 from rich.live import Live
-from rich.segment import Segment
 from rich.text import Text
 
 from ..demo.scenario import Scenario
@@ -96,15 +95,9 @@ class DemoView:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
-        height = (options.height or console.height) - self.reserve_lines
-        height = max(3, height)
+        height = max(3, (options.height or console.height) - self.reserve_lines)
         self._plan(width, height)
-        lines = console.render_lines(self.layout, options.update(width=width, height=height))
-        new_line = Segment.line()
-        for i, line in enumerate(lines):
-            yield from line
-            if i < len(lines) - 1:
-                yield new_line
+        yield from panels.fitted(self.layout, console, options, width, height)
 
 
 def run_tui(sc: Scenario, console: Console | None = None) -> DemoResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from rich.align import Align
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -413,3 +414,14 @@ def summary(r: DemoResult) -> Panel:
     ok = r.all_equal and not r.interrupted and r.converged
     return Panel(Group(*summary_lines(r)), title="summary", title_align="left",
                  border_style="green" if ok else "red", padding=(0, 1))
+
+
+def fitted(layout: Any, console: Console, options: ConsoleOptions, width: int, height: int) -> RenderResult:
+    """``layout`` rendered at exactly ``width`` x ``height`` lines, without a newline after the last
+    (a full-screen view that must never scroll the terminal by one line)."""
+    lines = console.render_lines(layout, options.update(width=width, height=height))
+    new_line = Segment.line()
+    for i, line in enumerate(lines):
+        yield from line
+        if i < len(lines) - 1:
+            yield new_line

@@ -21,7 +21,6 @@ from typing import Any
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.layout import Layout
 from rich.panel import Panel
-from rich.segment import Segment
 from rich.text import Text
 
 from ..demo.snapshot import DemoSnapshot, LogEvent, NodeView
@@ -344,12 +343,7 @@ class TopView:
         width = options.max_width
         height = max(3, (options.height or console.height) - self.reserve_lines)
         self._plan(width, height)
-        lines = console.render_lines(self.layout, options.update(width=width, height=height))
-        new_line = Segment.line()
-        for i, line in enumerate(lines):
-            yield from line
-            if i < len(lines) - 1:
-                yield new_line
+        yield from panels.fitted(self.layout, console, options, width, height)
 
 
 def frame(nodes: Sequence[dict[str, Any]], config_path: str = "", **kw: Any) -> RenderableType:
