@@ -34,6 +34,7 @@ from .errors import (
     Unreachable,
     UsageError,
 )
+from .lifecycle import OrderAccepted, OrderAmended, OrderCancelled, OrderFilled, OrderRejected, OrderRested
 from .node import EventFeed, Node
 from .types import (
     Ack,
@@ -54,7 +55,8 @@ __all__ = [
     "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "Client", "ClockOutOfSync", "ClusterConfig",
     "DuplicateRequest",
     "EventFeed", "FaultFilter", "Fill", "GossipbookError", "Instrument", "InvalidOrder", "MemberStateChanged",
-    "Missed", "NoQuorum", "Node", "NodeStatus", "NotOwner", "NotReady", "OpFenced", "Order", "OrderBook",
+    "Missed", "NoQuorum", "Node", "NodeStatus", "NotOwner", "NotReady", "OpFenced", "Order", "OrderAccepted",
+    "OrderAmended", "OrderBook", "OrderCancelled", "OrderFilled", "OrderRejected", "OrderRested",
     "OrderType", "RateLimited", "RequestFailed", "RoleChanged", "Side", "StorageUnavailable", "TimeInForce",
     "Trade", "TradeExecuted", "TradeFinal", "TradeRevised", "TradeWatch", "UnknownInstrument", "UnknownOrder",
     "Unreachable", "UsageError", "Venue", "load_config", "local_cluster",

@@ -34,10 +34,13 @@ import trio
 from ..config import ClusterConfig
 from ..core.errors import UsageError
 from ..core.instrument import Venue
+from ..core.node import RequestRefused
 from ..core.ops import TradeExecuted, TradeRevised
+from ..core.strong import StrongNodeCore
 from ..node.runner import NodeRunner
 from ..node.transport import FaultFilter
 from .cluster import ConfigLike, load_config, with_venue
+from .lifecycle import OrderRejected, OrderTracker
 from .types import BookLevel, Missed, NodeStatus, OrderBook, TradeFinal
 
 #: trades remembered for ``TradeFinal`` at most (the oldest are forgotten, never reported final)
@@ -167,6 +170,8 @@ class Node:
         self._stopped = trio.Event()
         self._feeds: weakref.WeakSet[EventFeed] = weakref.WeakSet()
         self._pending: OrderedDict[str, Any] = OrderedDict()  # trade id -> Trade, awaiting finality
+        self._orders = OrderTracker(self.venue)  # order-lifecycle events (lifecycle.py)
+        self._step_trades: list[Any] = []  # eventual mode: this flush's trades, for ``_orders``
         self._scope: trio.CancelScope | None = None
         self._nursery_cm: Any = None
         #: events the node could not hand to a subscriber because a feed raised (never happens with
@@ -205,6 +210,10 @@ class Node:
                 storage.close()
             raise
         runner.on_event = self._on_event
+        if isinstance(runner.core, StrongNodeCore):
+            runner.core.on_fold = self._folded_strong(runner.core.on_fold)
+        else:
+            runner.on_ops = self._on_ops
         self._runner = runner
         try:
             async with trio.open_nursery() as n:
@@ -297,9 +306,13 @@ class Node:
                 if self._pending:
                     self._pending.clear()
                 return
+            t = type(ev)
+            if t is RequestRefused:
+                ev = OrderRejected(ev.account, ev.req, ev.code, ev.message, ev.order_id)
+            elif t is TradeExecuted and self.cfg.mode != "strong":
+                self._step_trades.append(ev.trade)
             for f in feeds:
                 f._offer(ev)
-            t = type(ev)
             made = ev.trade if t is TradeExecuted else ev.new if t is TradeRevised else None
             if t is TradeRevised:
                 self._pending.pop(ev.old.trade_id, None)
@@ -316,6 +329,44 @@ class Node:
         except Exception:  # pragma: no cover - a bug here must not stop the node
             self.handler_errors += 1
             log.exception("node %s: event not delivered", self.node_id)
+
+    def _resting(self, symbol: str, order_id: str) -> tuple[int, int] | None:
+        book = self.runner.core.replica.books.get(symbol)
+        o = book.order(order_id) if book is not None else None
+        return None if o is None else (o[1], o[2])
+
+    def _on_ops(self, ops: list[Any]) -> None:
+        """Eventual mode, once per flush (after ``_on_event`` saw its trades): lifecycle events."""
+        trades, self._step_trades = self._step_trades, []
+        feeds = list(self._feeds)
+        if not feeds:
+            self._orders.clear()
+            return
+        if ops or trades:
+            self._offer_all(feeds, self._orders.step(ops, trades, self._resting))
+
+    def _folded_strong(self, chained: Any) -> Any:
+        """Strong mode: each committed entry as the fold applies it, with its outcome."""
+        def folded(index: int, op: Any, out: Any) -> None:
+            if chained is not None:
+                chained(index, op, out)
+            try:
+                feeds = list(self._feeds)
+                if not feeds:
+                    self._orders.clear()
+                elif op is not None and out is not None and out.code == 0:
+                    self._offer_all(feeds, self._orders.step([op._replace(seq=index)], out.trades, self._resting))
+            except Exception:  # pragma: no cover - a bug here must not stop the node
+                self.handler_errors += 1
+                log.exception("node %s: lifecycle event not delivered", self.node_id)
+
+        return folded
+
+    @staticmethod
+    def _offer_all(feeds: list[EventFeed], events: list[Any]) -> None:
+        for ev in events:
+            for f in feeds:
+                f._offer(ev)
 
     async def _finality_loop(self) -> None:
         while True:

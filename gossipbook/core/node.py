@@ -120,6 +120,18 @@ class Client:
         return scoped_req(self.account, req)
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """An event: this node refused a client's request (the reply carried ``code`` and ``message``),
+    so a library user watching ``Node.events()`` hears of refusals as well as of what was folded."""
+
+    account: str
+    req: str
+    code: int
+    message: str
+    order_id: str = ""
+
+
 def orders_payload(node: str, account: str, rows: list[tuple[str, str, int, int, int]]) -> dict[str, Any]:
     """The "orders" query's answer: ``account``'s open orders here, at most ``MAX_QUERY_ROWS``."""
     return {"node": node, "account": account, "truncated": len(rows) > MAX_QUERY_ROWS,
@@ -540,6 +552,7 @@ class NodeCore:
         say "not ready" or "clock out of sync", may have cleared)."""
         self.counters["client_rejects"] += 1
         self._out.append((to, ClientReply(req, code, message, "", 0, [])))
+        self._events.append(RequestRefused(to.account, req, code, message))
 
     def _level(self, op: Op) -> int:
         """Levels are cumulative: ``final`` is only reported once the op is also replicated (the

@@ -94,6 +94,7 @@ from .node import (
     Client,
     ClientGate,
     ClientLimits,
+    RequestRefused,
     orders_payload,
 )
 from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id, scoped_req
@@ -813,6 +814,8 @@ class StrongNodeCore:
                     self._replies.popitem(last=False)
             elif out.code != E_TIMEOUT:
                 self.counters["client_rejects"] += 1
+                self._events.append(RequestRefused(w.reply_to.account, w.msg.req, out.code, out.message,
+                                                   out.order_id))
             self._out.append((w.reply_to, reply))
         else:
             self._out.append((w.reply_to, ForwardReply(w.key, *reply[1:])))

@@ -120,6 +120,9 @@ class NodeRunner:
         self.endpoint: Endpoint | None = None
         self.started = trio.Event()
         self.on_event: Callable[[Any], None] | None = None
+        #: eventual mode: called once per flush, after ``on_event`` saw that flush's events, with the
+        #: ops it added to the op-set (folded by then); ``Node`` derives order-lifecycle events from it
+        self.on_ops: Callable[[list[Any]], None] | None = None
         self.core.status_extra = self._shell_counters
         #: op id -> monotonic ns when it entered this node's op-set (benchmarks; None = off)
         self.trace: dict[str, int] | None = None
@@ -390,6 +393,12 @@ class NodeRunner:
                                        type(ev).__name__)
         if revised:
             self._log_revisions(revised)
+        if self.on_ops is not None:
+            try:
+                self.on_ops(new_ops)
+            except Exception:  # as for on_event: a library hook never stops the node
+                self._drop("event_handler")
+                self.log.exception("on_ops raised (counted in dropped.event_handler)")
 
     def _persist(self, new_ops: list[Any], outbox: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
         """Make ``new_ops`` and the HLC bound durable. If the disk refuses, acknowledge nothing:
