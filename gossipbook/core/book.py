@@ -18,6 +18,17 @@ Rules that hold:
   ``STP_DECREMENT`` takes the smaller quantity off both without a trade. A FOK counts only what it
   could fill before a self-match would stop it (resting orders ``STP_CANCEL_OLDEST`` would remove
   are skipped). Like everything here it depends only on the calls made, so replicas agree on it.
+- Matching policy (``matching``, per call, from the instrument): ``PRICE_TIME`` as above, or
+  ``PRO_RATA``: levels are still taken best price first, but at one price level the incoming
+  quantity ``q`` is shared among the resting orders in proportion to their remaining sizes. With
+  ``R`` the level's total: if ``q >= R`` every order fills completely; else order ``i`` gets
+  ``floor(q * r_i / R)`` lots and the ``k = q - sum(floor(...))`` lots left over (``k`` < the
+  number of orders) go one lot each to the first ``k`` orders in time priority. Trades are listed
+  in time priority. Self-trade prevention acts first at each level: the taker's own orders there
+  are met in time priority exactly as price-time would meet them (cancel-newest: no trade at this
+  level or beyond; cancel-oldest: they go; cancel-both: the first goes and the taker stops;
+  decrement: sizes come off both), then what is left is shared among the other orders. A FOK counts
+  a level only if no self-match would act there first (cancel-oldest's own orders are skipped).
 - ``digest()`` depends only on the resting state (orders, prices, quantities, priority), never on
   how the book got there.
 - Undo journal: while ``journal`` is a list, every mutation appends a record that ``undo`` can
@@ -41,6 +52,9 @@ TIF_NAMES = ("gtc", "ioc", "fok", "market")
 STP_OFF, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH, STP_DECREMENT = range(5)
 STP_NAMES = ("off", "cancel-newest", "cancel-oldest", "cancel-both", "decrement")
 STP_MODES = {name: i for i, name in enumerate(STP_NAMES)}
+PRICE_TIME, PRO_RATA = 0, 1
+MATCHING_NAMES = ("price-time", "pro-rata")
+MATCHING_MODES = {name: i for i, name in enumerate(MATCHING_NAMES)}
 
 # Undo journal records, flat in the journal list (no object per record: nothing for the garbage
 # collector), each ending in a tag that says its length, read from the end:
@@ -173,11 +187,13 @@ class Book:
 
     # --- commands ------------------------------------------------------------------------------
     def submit(self, order_id: str, side: int, price: int, qty: int, tif: int = GTC,
-               cause: str | None = None, account: str = "", stp: int = STP_CANCEL_NEWEST) -> list[Trade]:
+               cause: str | None = None, account: str = "", stp: int = STP_CANCEL_NEWEST,
+               matching: int = PRICE_TIME) -> list[Trade]:
         """Enter a new order of ``account``; returns the trades it made as taker, in fill order.
 
         ``price`` is ignored for ``MARKET``. The caller guarantees ``order_id`` is fresh and
-        ``qty > 0`` (the replica validates before stamping). ``stp``: see the module's rules.
+        ``qty > 0`` (the replica validates before stamping). ``stp`` and ``matching`` (the
+        instrument's policy, ``PRICE_TIME`` or ``PRO_RATA``): see the module's rules.
         """
         if order_id in self._where:
             return []  # a replayed NEW for a live order changes nothing
@@ -185,9 +201,14 @@ class Book:
         cause = cause or order_id
         if not account:
             stp = STP_OFF
-        if tif == FOK and self._available(side, price, account, stp) < qty:
-            return trades
-        left = self._match(order_id, side, price, qty, tif == MARKET, cause, trades, account, stp)
+        if matching:  # one branch per call: the price-time path stays as it was
+            if tif == FOK and self._available_pro_rata(side, price, account, stp) < qty:
+                return trades
+            left = self._match_pro_rata(order_id, side, price, qty, tif == MARKET, cause, trades, account, stp)
+        else:
+            if tif == FOK and self._available(side, price, account, stp) < qty:
+                return trades
+            left = self._match(order_id, side, price, qty, tif == MARKET, cause, trades, account, stp)
         if left and tif == GTC:
             self._rest(order_id, side, price, left, account)
         return trades
@@ -217,7 +238,7 @@ class Book:
         return len(oids)
 
     def amend(self, order_id: str, price: int, qty: int, cause: str,
-              stp: int = STP_CANCEL_NEWEST) -> list[Trade] | None:
+              stp: int = STP_CANCEL_NEWEST, matching: int = PRICE_TIME) -> list[Trade] | None:
         """Change a resting order's price and/or remaining quantity.
 
         Returns None when the order is not resting (already filled or cancelled: a no-op), else
@@ -239,7 +260,8 @@ class Book:
             return []
         self.cancel(order_id)
         trades: list[Trade] = []
-        left = self._match(order_id, side, price, qty, False, cause, trades, account, stp if account else STP_OFF)
+        match = self._match_pro_rata if matching else self._match
+        left = match(order_id, side, price, qty, False, cause, trades, account, stp if account else STP_OFF)
         if left:
             self._rest(order_id, side, price, left, account)
         return trades
@@ -364,4 +386,119 @@ class Book:
                     break
             if not lvl:
                 del opp[key]
+        return qty
+
+    # --- pro-rata -------------------------------------------------------------------------------
+    def _available_pro_rata(self, side: int, limit: int, account: str = "", stp: int = STP_OFF) -> int:
+        """What a FOK could fill at ``limit`` under pro-rata: self-trade prevention acts before a
+        level's allocation, so a level holding an own order (unless ``STP_CANCEL_OLDEST``, which
+        only removes it) adds nothing and ends the count."""
+        total = 0
+        where = self._where
+        for k, lvl in (self._asks if side == BUY else self._bids).items():
+            if (k > limit) if side == BUY else (-k < limit):
+                break
+            if stp == STP_OFF:
+                total += sum(lvl.values())
+                continue
+            here = 0
+            for oid, q in lvl.items():
+                if where[oid][2] != account:
+                    here += q
+                elif stp != STP_CANCEL_OLDEST:
+                    return total
+            total += here
+        return total
+
+    def _match_pro_rata(self, taker: str, side: int, limit: int, qty: int, market: bool, cause: str,
+                        trades: list[Trade], account: str = "", stp: int = STP_OFF) -> int:
+        """``_match`` under pro-rata (the module's rules); returns what is left to rest. A maker
+        that leaves its level from anywhere but the front is journaled with its index
+        (``_J_CANCEL``), recorded at the moment it left, so ``undo`` puts it back exactly."""
+        opp = self._asks if side == BUY else self._bids
+        where = self._where
+        j = self.journal
+        n = len(trades)
+        mside = 1 - side
+        while qty and opp:
+            key, lvl = opp.peekitem(0)
+            price = key if side == BUY else -key
+            if not market and (price > limit if side == BUY else price < limit):
+                break
+            if stp:  # the taker's own orders here first, in time priority, as price-time meets them
+                idx = 0
+                for maker, mq in list(lvl.items()):
+                    macct = where[maker][2]
+                    if macct != account:
+                        idx += 1
+                        continue
+                    if stp == STP_DECREMENT and mq > qty:
+                        if j is not None:
+                            j += (maker, mq, _J_SET)
+                        lvl[maker] = mq - qty
+                        qty = 0
+                        break
+                    if stp == STP_CANCEL_NEWEST:
+                        qty = 0
+                        break
+                    del lvl[maker]
+                    del where[maker]
+                    if j is not None:
+                        j += (maker, mq, mside, price, macct, idx, _J_CANCEL)
+                    if stp == STP_DECREMENT:
+                        qty -= mq
+                        if not qty:
+                            break
+                    elif stp == STP_CANCEL_BOTH:
+                        qty = 0
+                        break
+                if not lvl:
+                    del opp[key]
+                if not qty:
+                    break
+                if not lvl:
+                    continue
+            total = sum(lvl.values())
+            if qty >= total:  # the whole level fills, front to back
+                for maker, mq in list(lvl.items()):
+                    macct = where[maker][2]
+                    trades.append(Trade(f"{cause}/{n}", self.symbol, price, mq, maker, taker, side, macct, account))
+                    n += 1
+                    del where[maker]
+                    if j is not None:
+                        j += (maker, mq, mside, price, macct, _J_FILLED)
+                qty -= total
+                del opp[key]
+                continue
+            # q < R: floor shares, then one leftover lot each to the first orders in time priority
+            extra = qty
+            shares = []
+            for mq in lvl.values():
+                a = qty * mq // total
+                shares.append(a)
+                extra -= a
+            idx = 0
+            for (maker, mq), a in zip(list(lvl.items()), shares, strict=True):
+                if extra:
+                    a += 1
+                    extra -= 1
+                if not a:
+                    idx += 1
+                    continue
+                macct = where[maker][2]
+                trades.append(Trade(f"{cause}/{n}", self.symbol, price, a, maker, taker, side, macct, account))
+                n += 1
+                if a == mq:
+                    del lvl[maker]
+                    del where[maker]
+                    if j is not None:
+                        j += (maker, mq, mside, price, macct, idx, _J_CANCEL)
+                else:
+                    lvl[maker] = mq - a
+                    idx += 1
+                    if j is not None:
+                        j += (maker, mq, _J_SET)
+            if not lvl:
+                del opp[key]
+            qty = 0
         return qty

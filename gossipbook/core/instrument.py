@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from .book import STP_NAMES
+from .book import MATCHING_NAMES, STP_NAMES
 from .errors import InvalidOrder, UnknownInstrument
 
 
@@ -28,8 +28,12 @@ def _dec(value: object, what: str) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
-    """One tradable symbol: tick and lot sizes, a price band, a size cap, and what happens when an
-    account's order would trade with its own resting order (``stp``: one of ``book.STP_NAMES``)."""
+    """One tradable symbol: tick and lot sizes, a price band, a size cap, what happens when an
+    account's order would trade with its own resting order (``stp``: one of ``book.STP_NAMES``), and
+    how one price level is shared among resting orders (``matching``: ``"price-time"``, first come
+    first filled, or ``"pro-rata"``, in proportion to size; ``book.MATCHING_NAMES``). Every node of a
+    cluster must hold equal instruments: the fold follows these rules, so a node with another rule
+    would make other trades from the same ops (nodes compare a venue fingerprint to catch it)."""
 
     symbol: str
     tick_size: Decimal = Decimal("0.01")
@@ -38,6 +42,7 @@ class Instrument:
     max_price: Decimal = Decimal("1000000")
     max_qty_lots: int = 1_000_000
     stp: str = "cancel-newest"
+    matching: str = "price-time"
 
     def __post_init__(self) -> None:
         for name in ("tick_size", "lot_size", "min_price", "max_price"):
@@ -52,6 +57,9 @@ class Instrument:
             raise ValueError(f"{self.symbol}: max_qty_lots must be positive")
         if self.stp not in STP_NAMES:
             raise ValueError(f"{self.symbol}: stp must be one of {', '.join(STP_NAMES)}, not {self.stp!r}")
+        if self.matching not in MATCHING_NAMES:
+            raise ValueError(f"{self.symbol}: matching must be one of {', '.join(MATCHING_NAMES)}, "
+                             f"not {self.matching!r}")
 
     @property
     def min_ticks(self) -> int:
@@ -106,11 +114,11 @@ class Instrument:
     def to_config(self) -> dict[str, object]:
         return {"symbol": self.symbol, "tick_size": str(self.tick_size), "lot_size": str(self.lot_size),
                 "min_price": str(self.min_price), "max_price": str(self.max_price),
-                "max_qty_lots": self.max_qty_lots, "stp": self.stp}
+                "max_qty_lots": self.max_qty_lots, "stp": self.stp, "matching": self.matching}
 
     @classmethod
     def from_config(cls, raw: Mapping[str, object]) -> Instrument:
-        known = {"symbol", "tick_size", "lot_size", "min_price", "max_price", "max_qty_lots", "stp"}
+        known = {"symbol", "tick_size", "lot_size", "min_price", "max_price", "max_qty_lots", "stp", "matching"}
         extra = set(raw) - known
         if extra:
             raise ValueError(f"unknown instrument keys: {', '.join(sorted(extra))}")

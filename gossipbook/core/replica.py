@@ -53,7 +53,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .book import BUY, FOK, GTC, IOC, MARKET, SELL, STP_MODES, Book, Trade
+from .book import BUY, FOK, GTC, IOC, MARKET, MATCHING_MODES, SELL, STP_MODES, Book, Trade
 from .errors import ClockOutOfSync, DuplicateRequest, InvalidOrder, NotOwner, UnknownOrder
 from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, MAX_REMOTE_LOGICAL, ZERO, Timestamp
 from .instrument import OrderRequest, Venue
@@ -159,6 +159,8 @@ class Replica:
         self.checkpoint_interval = max(1, checkpoint_interval)
         #: per instrument, its self-trade prevention mode (``book.STP_*``)
         self._stp = {s: STP_MODES[i.stp] for s, i in self.venue.instruments.items()}
+        #: per instrument, its matching policy (``book.PRICE_TIME`` / ``PRO_RATA``)
+        self._matching = {s: MATCHING_MODES[i.matching] for s, i in self.venue.instruments.items()}
         self.counters: dict[str, int] = {
             "not_owner": 0, "ops_applied": 0, "duplicates": 0, "held_back_clock": 0, "waiting_gap": 0,
             "replays": 0, "replayed_ops": 0, "revised_trades": 0, "fenced": 0, "snapshots_installed": 0,
@@ -701,7 +703,7 @@ class Replica:
         if kind == NEW:
             oid = op.op_id
             return books[op.symbol].submit(oid, op.side, op.price, op.qty, op.tif, oid, op.account,
-                                           self._stp[op.symbol])
+                                           self._stp[op.symbol], self._matching[op.symbol])
         if kind == CANCEL_ALL:
             if op.account:
                 for sym in ([op.symbol] if op.symbol else sorted(books)):
@@ -717,7 +719,8 @@ class Replica:
         if kind == CANCEL:
             book.cancel(op.order_id)
             return []
-        return book.amend(op.order_id, op.price, op.qty, op.op_id, self._stp[op.symbol]) or []
+        return book.amend(op.order_id, op.price, op.qty, op.op_id, self._stp[op.symbol],
+                          self._matching[op.symbol]) or []
 
     def _apply(self, op: Op) -> list[Trade]:
         """Fold one op (already appended to ``_applied``) and record its trades, chain and undo

@@ -63,7 +63,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .book import BUY, FOK, GTC, IOC, MARKET, SELL, STP_MODES, STP_OFF, Book, Trade
+from .book import BUY, FOK, GTC, IOC, MARKET, MATCHING_MODES, SELL, STP_MODES, STP_OFF, Book, Trade
 from .clocksync import ClockSync
 from .errors import (
     InvalidOrder,
@@ -202,6 +202,7 @@ class SequencedBooks:
         self.dedupe_window = dedupe_window
         self.books: dict[str, Book] = {s: Book(s) for s in venue.instruments}
         self._stp = {s: STP_MODES[i.stp] for s, i in venue.instruments.items()}
+        self._matching = {s: MATCHING_MODES[i.matching] for s, i in venue.instruments.items()}
         self.index = 0  # the last log index folded
         self.op_count = 0  # client entries folded (duplicates of a request id excluded)
         self.trade_count = 0
@@ -285,7 +286,8 @@ class SequencedBooks:
             except InvalidOrder as e:
                 return Outcome(E_INVALID, str(e), oid)
             trades = self.books[op.symbol].submit(oid, op.side, 0 if op.tif == MARKET else op.price, op.qty,
-                                                  op.tif, oid, op.account, self._stp[op.symbol])
+                                                  op.tif, oid, op.account, self._stp[op.symbol],
+                                                  self._matching[op.symbol])
             return Outcome(OK, "ok", oid, tuple(trades))
         if op.kind == CANCEL_ALL:
             n = 0
@@ -313,7 +315,8 @@ class SequencedBooks:
                 inst.check_lots(op.qty)
         except InvalidOrder as e:
             return Outcome(E_INVALID, str(e), target)
-        trades = book.amend(target, op.price, op.qty, f"{op.origin}:{index}", self._stp[book.symbol]) or []
+        trades = book.amend(target, op.price, op.qty, f"{op.origin}:{index}", self._stp[book.symbol],
+                            self._matching[book.symbol]) or []
         return Outcome(OK, "ok", target, tuple(trades))
 
     # ---- snapshots -----------------------------------------------------------------------------------
