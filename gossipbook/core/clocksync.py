@@ -29,14 +29,19 @@ Rules that hold:
   ``rejected``, never stored. ``add_sample`` does not raise, so a driver feeding samples from
   membership events cannot be stopped by one bad peer.
 - ``offset`` is *peer minus us*: positive means the peer's clock is ahead of ours.
-- No drift model: a sample ages out only when ``window`` newer ones arrive. With probes every few
-  hundred ms and drift in the ppm range this costs far less than the delay asymmetry does.
+- No drift model here: a sample ages out only when ``window`` newer ones arrive. With probes every
+  few hundred ms and drift in the ppm range this costs far less than the delay asymmetry does.
+  What needs a *proof* of the error (the order gate, the audit trail) asks ``bound``: a
+  ``clockbound.ClockBound`` fed the same samples, which models drift and answers an interval
+  against the cluster's time reference. ``ClockSync`` without one (strong mode) refuses nothing.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+
+from .clockbound import ClockBound
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +63,16 @@ class _Sample:
 class ClockSync:
     """Per-peer offset estimates and the "is my own clock usable" verdict."""
 
-    __slots__ = ("window", "rejected", "_samples")
+    __slots__ = ("window", "rejected", "_samples", "bound")
 
-    def __init__(self, window: int = 8) -> None:
+    def __init__(self, window: int = 8, bound: ClockBound | None = None) -> None:
         if window < 1:
             raise ValueError("window must be at least 1 sample")
         self.window = window
         self.rejected = 0
         self._samples: dict[str, deque[_Sample]] = {}
+        #: the interval clock the order gate and the audit trail read (None: no gate)
+        self.bound = bound
 
     def add_sample(self, peer: str, t1: int, t2: int, t3: int, t4: int) -> bool:
         """Record one exchange with ``peer``; returns False (and counts it) if it is impossible."""
@@ -78,7 +85,13 @@ class ClockSync:
         if q is None:
             q = self._samples[peer] = deque(maxlen=self.window)
         q.append(_Sample(offset, rtt))
+        if self.bound is not None:
+            self.bound.add_sample(peer, t1, t2, t3, t4)
         return True
+
+    def refusal(self, now: int) -> str | None:
+        """Why an order must be refused for the clock's error bound now (one line), or None."""
+        return None if self.bound is None else self.bound.refusal(now)
 
     def estimate(self, peer: str) -> PeerClock | None:
         """The estimate from the lowest-RTT sample in the window (newest wins ties); None if none."""
@@ -103,6 +116,8 @@ class ClockSync:
     def forget(self, peer: str) -> None:
         """Drop a peer's samples (it left or was removed; a dead clock must not vote)."""
         self._samples.pop(peer, None)
+        if self.bound is not None:
+            self.bound.forget(peer)
 
     def median_offset(self) -> int | None:
         """Median of the peers' offsets relative to us (mean of the middle two if even); None if no peers.

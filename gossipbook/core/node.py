@@ -58,6 +58,7 @@ from typing import Any
 import msgpack
 
 from .book import SIDE_NAMES, TIF_NAMES, Trade
+from .clockbound import E_CLOCK_BOUND, ClockBound, ClockConfig
 from .clocksync import ClockSync
 from .errors import (
     ClockOutOfSync,
@@ -175,6 +176,7 @@ class NodeConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     reply_cache: int = 10_000
     clients: ClientLimits = field(default_factory=ClientLimits)
+    clock: ClockConfig = field(default_factory=ClockConfig)  # error bound and order gate (clockbound)
 
 
 #: a frame's bytes besides its principal and its msgpack body (header and tag), as ``wire.encode``
@@ -335,7 +337,7 @@ class NodeCore:
         self.gossip = Gossip(self.replica, peers, random.Random(self.rng.random()), self.config.gossip)
         self.membership = Membership(node_id, peers, random.Random(self.rng.random()),
                                      self.config.membership, incarnation=incarnation)
-        self.clock = ClockSync()
+        self.clock = ClockSync(bound=ClockBound(node_id, peers, self.config.clock))
         self._out: list[tuple[str | Client, Any]] = []
         self._events: list[Any] = []
         # parked submits: by scoped request id; (deadline, n, key) in a heap; per (origin, level
@@ -500,6 +502,8 @@ class NodeCore:
         try:
             if not self.ready:
                 raise _Refused(E_NOT_READY, "node is catching up with its peers after start; retry shortly")
+            if m.kind in (NEW, AMEND) and (why := self.clock.refusal(now)) is not None:  # cancels still go
+                raise _Refused(E_CLOCK_BOUND, why)
             if not self.accepting:
                 raise _Refused(E_STORAGE, "storage unavailable: this node cannot persist orders now "
                                           "(disk full or read-only); reads still work")

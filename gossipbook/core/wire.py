@@ -748,7 +748,7 @@ def trade_row(t: Trade) -> list[Any]:
 
 REPLY_CODES = {0: "ok", 1: "invalid order", 2: "unknown order", 3: "clock out of sync", 4: "no quorum",
                5: "timeout", 6: "unknown instrument", 7: "storage unavailable", 8: "bad request",
-               9: "not ready", 10: "not owner", 11: "rate limited", 12: "address check"}
+               9: "not ready", 10: "not owner", 11: "rate limited", 12: "address check", 13: "clock bound"}
 LEVELS = ("accepted", "replicated", "final")
 
 
