@@ -653,16 +653,21 @@ class NodeCore:
         w = r.watermark()
         final = r.trades_final()
         peers = {}
+        cb = self.clock.bound
+        assert cb is not None
         for p in self.gossip.peers:
             est = self.clock.estimate(p)
             peers[p] = ({"offset_us": est.offset_ns / 1e3, "rtt_us": est.rtt_ns / 1e3,
-                         "uncertainty_us": est.uncertainty_ns / 1e3} if est else None)
+                         "uncertainty_us": est.uncertainty_ns / 1e3, **cb.peer_status(p, self._now)}
+                        if est else None)
+        clock = cb.status(self._now)  # this node against the time reference (clockbound)
         counters = dict(r.counters)
         counters.update(self.gossip.counters)
         counters.update(self.counters)
         counters["waiting"] = len(self._waiting)
         counters["hlc_rejected"] = r.hlc.rejected
         counters["clock_samples_rejected"] = self.clock.rejected
+        counters.update(cb.counters)
         if self.status_extra is not None:
             counters.update(self.status_extra())
         return {
@@ -670,7 +675,8 @@ class NodeCore:
             "watermark": [w.wall, w.logical], "trades_final": final, "trades_provisional": r.trade_count - final,
             "members": self.membership.states(), "peers": peers, "counters": counters,
             "hlc": list(r.hlc.last), "clock_in_sync": r.clock_in_sync, "accepting": self.accepting,
-            "resting_orders": sum(len(b) for b in r.books.values()), "ready": self.ready,
+            "resting_orders": sum(len(b) for b in r.books.values()), "clock": clock,
+            "ready": self.ready and bool(clock["takes_orders"]),  # ready: takes orders (the clock too)
             **self.status_info,
         }
 
