@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from ..core.errors import UsageError
-from . import bench, cluster, demo, fuzz, load, node, orders, sim, status, top
+from . import bench, cluster, demo, fix, fuzz, load, node, orders, sim, status, top
 
-COMMANDS = [demo, cluster, node, orders, status, top, load, sim, bench, fuzz]
+COMMANDS = [demo, cluster, node, orders, status, top, load, sim, bench, fuzz, fix]
 
 
 def build_parser() -> argparse.ArgumentParser:
