@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .core.clockbound import ClockConfig
 from .core.errors import UsageError
 from .core.gossip import GossipConfig
 from .core.hlc import DEFAULT_MAX_OFFSET_NS
@@ -34,6 +35,8 @@ from .core.node import NodeConfig
 
 MODES = ("eventual", "strong")
 FSYNC = ("always", "batch", "never")
+#: ``[cluster] max_clock_error_us`` when not given: RTS 25's 1 ms (set 100 for HFT; 0 turns the gate off)
+DEFAULT_MAX_CLOCK_ERROR_US = 1000
 OPERATOR = "operator"  # the account an operator acts as with cluster.toml as its client file
 
 
@@ -84,6 +87,11 @@ class ClusterConfig:
     key_ring: tuple[bytes, ...] = field(default=(), repr=False)
     #: ``[cluster] venue``: "package.module:factory" making the venue (hooks) nodes fold with
     venue_factory: str = ""
+    #: ``[cluster] time_source``, ``max_clock_error_us``, ``max_drift_ppm``: the clock's error bound
+    clock: ClockConfig = field(default_factory=lambda: ClockConfig(max_error_ns=DEFAULT_MAX_CLOCK_ERROR_US * 1000))
+    #: ``[cluster] audit_file_mb``, ``audit_keep``: the audit trail's file size and how many it keeps
+    audit_file_bytes: int = 64 << 20
+    audit_keep: int = 16
 
     def __post_init__(self) -> None:
         if self.key is not None and not self.key_ring:
@@ -136,7 +144,8 @@ class ClusterConfig:
         return venue
 
     def node_config(self) -> NodeConfig:
-        return NodeConfig(max_offset_ns=self.max_offset_ns, gossip=self.gossip, membership=self.membership)
+        return NodeConfig(max_offset_ns=self.max_offset_ns, gossip=self.gossip, membership=self.membership,
+                          clock=self.clock)
 
 
 def parse_section(cls: type, raw: Any, where: str) -> Any:
@@ -277,7 +286,7 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     if not isinstance(cl, dict):
         raise ConfigError(f"{where}: missing [cluster] table")
     for k in cl:
-        if k not in ("key", "key_file", "mode", "max_offset_ms", "fsync", "name", "venue"):
+        if k not in ("key", "key_file", "mode", "max_offset_ms", "fsync", "name", "venue", *_TIME_KEYS):
             raise ConfigError(f"{where}: unknown key cluster.{k}")
     if "key" in cl and "key_file" in cl:
         raise ConfigError(f"{where}: give cluster.key or cluster.key_file, not both")
@@ -298,7 +307,32 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
                          membership=parse_section(MembershipConfig, raw.get("membership"), f"{where}: [membership]"),
                          fsync=fsync, path=where, accounts=_accounts(raw.get("accounts"), where),
                          name=_name(cl.get("name"), where), key_ring=ring,
-                         venue_factory=_venue_ref(cl.get("venue"), where))
+                         venue_factory=_venue_ref(cl.get("venue"), where), **_time_keys(cl, nodes, where))
+
+
+_TIME_KEYS = ("time_source", "max_clock_error_us", "max_drift_ppm", "audit_file_mb", "audit_keep")
+
+
+def _time_keys(cl: dict[str, Any], nodes: list[NodeEntry], where: str) -> dict[str, Any]:
+    """``[cluster]``'s clock and audit keys (docs/operations.md, "Time")."""
+    def number(k: str, default: float, lo: float, hi: float) -> float:
+        v = cl.get(k, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            raise ConfigError(f"{where}: cluster.{k} must be a number from {lo:g} to {hi:g}, not {v!r}")
+        return v
+
+    ts = cl.get("time_source", "")
+    if not isinstance(ts, str) or (ts and ts not in {n.id for n in nodes}):
+        raise ConfigError(f"{where}: cluster.time_source must name one of the nodes "
+                          f"({', '.join(n.id for n in nodes)}), not {ts!r}")
+    err = number("max_clock_error_us", DEFAULT_MAX_CLOCK_ERROR_US, 0, 60_000_000)
+    clock = ClockConfig(time_source=ts, max_drift_ppm=float(number("max_drift_ppm", 50, 0, 100_000)),
+                        max_error_ns=int(err * 1000) or None)
+    keep = number("audit_keep", 16, 1, 100_000)
+    if keep != int(keep):
+        raise ConfigError(f"{where}: cluster.audit_keep must be a whole number of files")
+    return {"clock": clock, "audit_file_bytes": int(number("audit_file_mb", 64, 0.001, 65_536) * (1 << 20)),
+            "audit_keep": int(keep)}
 
 
 def _client_from_dict(raw: dict[str, Any], where: str) -> ClusterConfig:

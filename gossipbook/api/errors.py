@@ -63,6 +63,13 @@ class RateLimited(RequestFailed):
     code = 11
 
 
+class ClockUncertain(RequestFailed):
+    """The node's clock error bound is not known yet (just started) or is over its
+    ``max_clock_error_us``; it stamps no new order or amend until it is (cancels still go)."""
+
+    code = 13
+
+
 class Unreachable(RequestFailed):
     """No answer from the node within the timeout (not running, wrong address, or it does not know
     this account's credential)."""
@@ -75,7 +82,7 @@ class BadRequest(UsageError):
 #: reply code -> the exception a client raises for it
 _BY_CODE: dict[int, type[GossipbookError]] = {
     1: InvalidOrder, 2: UnknownOrder, 3: ClockOutOfSync, 4: NoQuorum, 5: AckTimeout, 6: UnknownInstrument,
-    7: StorageUnavailable, 8: BadRequest, 9: NotReady, 10: NotOwner, 11: RateLimited,
+    7: StorageUnavailable, 8: BadRequest, 9: NotReady, 10: NotOwner, 11: RateLimited, 13: ClockUncertain,
 }
 
 
@@ -92,7 +99,7 @@ def from_reply(code: int, message: str, *, node: str, order_id: str = "", level:
 
 
 __all__ = [
-    "AckTimeout", "BadRequest", "ClockOutOfSync", "DuplicateRequest", "GossipbookError", "InvalidOrder", "NoQuorum",
+    "AckTimeout", "BadRequest", "ClockOutOfSync", "ClockUncertain", "DuplicateRequest", "GossipbookError", "InvalidOrder", "NoQuorum",
     "NotOwner", "NotReady", "RateLimited", "RequestFailed", "StorageUnavailable", "UnknownInstrument",
     "UnknownOrder", "Unreachable", "UsageError",
 ]

@@ -240,7 +240,9 @@ class Node:
                 if self._served:
                     raise UsageError(f"node {self.node_id} has stopped")
                 await trio.sleep(0.01)
-            while not self._runner.core.ready:
+            runner = self._runner
+            # ready: caught up, and (eventual mode with a clock limit) the clock's error bound known
+            while not runner.core.ready or runner.core.clock.refusal(runner.clock()) is not None:
                 if self._stopped.is_set():
                     raise UsageError(f"node {self.node_id} stopped before it was ready")
                 await trio.sleep(0.01)

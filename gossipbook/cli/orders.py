@@ -20,8 +20,9 @@ from .common import add_config, config, print_json
 
 #: reply code -> process exit code (0 ok; 2 bad input; 3 unreachable; 4 no quorum; 5 timeout;
 #: 6 unknown order; 7 clock out of sync; 8 storage unavailable; 9 node not ready yet;
-#: 10 the order belongs to another account; 11 rate limited: too many requests, retry later)
-EXIT_CODES = {0: 0, 1: 2, 2: 6, 3: 7, 4: 4, 5: 5, 6: 2, 7: 8, 8: 2, 9: 9, 10: 10, 11: 11}
+#: 10 the order belongs to another account; 11 rate limited: too many requests, retry later;
+#: 13 the node's clock error bound is unknown or over its limit: nothing was stamped, retry later)
+EXIT_CODES = {0: 0, 1: 2, 2: 6, 3: 7, 4: 4, 5: 5, 6: 2, 7: 8, 8: 2, 9: 9, 10: 10, 11: 11, 13: 13}
 
 
 class Rejected(UsageError):
