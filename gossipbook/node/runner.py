@@ -110,6 +110,12 @@ class NodeRunner:
             self.core = NodeCore(node_id, cfg.ids, self.venue, rng, cfg.node_config(), incarnation=incarnation, **kw)
             if storage:
                 storage.load_into(self.core)
+        #: the audit trail in the data dir (node/audit.py): eventual mode with a data dir
+        self.audit: Any = None
+        if storage is not None and not self.strong:
+            from .audit import AuditLog, AuditTrail
+            self.audit = AuditTrail(AuditLog.open(storage.path, cfg.fsync, cfg.audit_file_bytes, cfg.audit_keep),
+                                    node_id, self.clock, self.core.clock.bound)
         self.peer_addr: dict[str, Addr] = {n.id: n.addr for n in cfg.nodes if n.id != node_id}
         self.guard = TimeWindowGuard()  # peers' frames (only peer-key holders can add senders)
         self.client_guard = TimeWindowGuard(max_senders=10_000)  # clients make up their ids: bounded
@@ -134,6 +140,10 @@ class NodeRunner:
         self.fault_control = False  # node --fault-control: accept "faults" queries (tests, benchmarks)
         self._compactions = 0
         self.core.status_info["addr"] = f"{self.entry.host}:{self.entry.port}"
+        if isinstance(self.clock, WallClock) and (self.clock.skew_ns or self.clock.drift_ppm):
+            # injected (tests, demo): what the true offset is, so estimates can be checked against it
+            c = self.clock
+            self.core.status_info["injected_clock"] = {"skew_ns": c.skew_ns, "drift_ppm": c.drift_ppm, "t0_ns": c._t0}
 
     def enable_trace(self) -> dict[str, int]:
         """Record when each op reaches this node (monotonic ns): eventual mode keys the op id when
@@ -187,6 +197,8 @@ class NodeRunner:
                 except Exception:  # pragma: no cover - best effort on the way out
                     pass
                 self.endpoint.close()
+                if self.audit is not None:
+                    self.audit.close()
                 if self.storage:
                     self.storage.close()
                 self.log.info("stopped")
@@ -333,6 +345,9 @@ class NodeRunner:
             outbox = self._persist_strong(outbox) if self.strong else self._persist(new_ops, outbox)
         elif self.strong:
             core.take_handed()  # nothing survives a restart without a data dir: nothing to keep
+        audit = self.audit
+        if audit is not None and new_ops and core.accepting:  # (not accepting: the ops are queued again)
+            audit.ops(new_ops)
         # ops go out first: a replica waits for them, a client reply or a heartbeat can wait the
         # few µs they take (and a client woken first competes with the peer for the CPU)
         ops_frames: list[tuple[bytes, Addr]] = []
@@ -379,7 +394,8 @@ class NodeRunner:
                         self.stages[op.op_id] = [t]
             await self.endpoint.send_all(ops_frames + frames)  # type: ignore[union-attr]
         revised: list[TradeRevised] = []
-        for ev in core.events():  # after sending: logging is slow, and nothing here waits for it
+        events = core.events()
+        for ev in events:  # after sending: logging is slow, and nothing here waits for it
             if type(ev) is TradeRevised:
                 revised.append(ev)
             else:
@@ -393,6 +409,8 @@ class NodeRunner:
                                        type(ev).__name__)
         if revised:
             self._log_revisions(revised)
+        if audit is not None:  # the trades, then one fsync for this iteration's rows
+            audit.events(events)
         if self.on_ops is not None:
             try:
                 self.on_ops(new_ops)
@@ -488,6 +506,8 @@ class NodeRunner:
         c["dropped"] = dict(self.dropped)
         if self.storage is not None:
             c["storage"] = dict(self.storage.counters)
+        if self.audit is not None:
+            c["audit"] = dict(self.audit.counters)
         return c
 
     def status(self) -> dict[str, Any]:
