@@ -1,0 +1,77 @@
+"""The clock gate on real processes over loopback: a node waits for its time reference before it
+takes orders, a skewed clock is measured within its bound (the gate is on the bound, not the
+offset), and a node that loses its reference refuses orders once its bound passes the limit, then
+takes them again when it hears the reference."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import trio
+
+from gossipbook.config import load, write_private
+
+from .harness import Cluster, cli
+
+LIMIT_US = 5000
+
+
+def _time_keys(c: Cluster, text: str) -> None:
+    p = Path(c.config)
+    write_private(p, p.read_text().replace("[cluster]\n", "[cluster]\n" + text, 1))
+
+
+def _submit(c: Cluster, node: str, price: str = "100") -> tuple[int, str]:
+    r = cli("submit", "-c", str(c.tmp / "clients" / "alice.toml"), "-n", node, "sell", "1", "@", price)
+    return r.returncode, r.stderr.strip()
+
+
+def _until(c: Cluster, node: str, code: int, timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        got, err = _submit(c, node)
+        if got == code:
+            return err
+        assert time.monotonic() < deadline, f"{node} never answered exit {code} (last {got}: {err})\n{c.dump_logs()}"
+        time.sleep(0.2)
+
+
+def test_gate_waits_for_the_reference_then_refuses_a_node_that_lost_it(make_cluster) -> None:
+    c = make_cluster(3)
+    # a steep max_drift_ppm makes a silent node's bound pass the limit within about a second
+    _time_keys(c, f'time_source = "n1"\nmax_clock_error_us = {LIMIT_US}\nmax_drift_ppm = 5000\n')
+    c.start("n2")
+    c.start("n3", "--clock-skew-ms", "30", "--fault-control")
+    # n2 hears n3 (so it is caught up) but never its reference: it waits, refusing with its own code
+    err = _until(c, "n2", 13)
+    assert err == f"gossipbook: error: clock not synced with n1 yet: error bound unknown, limit {LIMIT_US} µs"
+    c.start("n1")
+    st = {s["id"]: s for s in c.wait_ready()}
+    n3 = st["n3"]["clock"]
+    assert n3["status"] == "synced" and n3["reference"] == "n1" and n3["takes_orders"]
+    # n3's clock reads 30 ms ahead of n1's: the reference is 30 ms behind it, within the bound
+    assert st["n3"]["injected_clock"]["skew_ns"] == 30_000_000
+    assert abs(n3["offset_us"] - (-30_000)) <= n3["bound_us"] < LIMIT_US
+    assert st["n1"]["clock"]["bound_us"] == 0  # the reference itself
+    assert _submit(c, "n3") == (0, "")
+    # n3 stops hearing n1: no more samples; its bound grows until it is over the limit
+    trio.run(_faults, c, {"n3": "n1"})
+    err = _until(c, "n3", 13)
+    assert re.fullmatch(rf"gossipbook: error: clock error bound \d+ µs over the limit of {LIMIT_US} µs "
+                        r"\((synced|free-running) vs n1\)", err), err
+    r = cli("clock", "report", "-c", str(c.config), "--json")
+    assert r.returncode == 13, r.stderr
+    rep = {x["id"]: x for x in json.loads(r.stdout)["nodes"]}
+    assert rep["n3"]["takes_orders"] is False and rep["n3"]["bound_us"] > LIMIT_US
+    assert rep["n1"]["rts25_ok"] and rep["n2"]["takes_orders"]
+    assert _submit(c, "n2") == (0, "")  # the others still take orders
+    trio.run(_faults, c, {"n3": ""})  # heal: the next samples bring the bound back
+    _until(c, "n3", 0)
+
+
+async def _faults(c: Cluster, plan: dict[str, str]) -> None:
+    from gossipbook.bench.convergence import _faults as faults
+    await faults(load(c.config), plan)
