@@ -500,7 +500,11 @@ class App:
             prev.n += 1
             prev.exec_id = f"{fill.trade_id}~r{prev.n}"
             prev.undone, prev.price, prev.qty, prev.final = False, fill.price, fill.amount, fill.final
+            r.cum += fill.amount
+            r.notional += fill.price * fill.amount
+            self.counters["fills"] += 1
             self._dirty_fills[prev.trade_id] = prev
+            self._touch(r)
             return [self._fill_er(r, prev, T.ET_TRADE, now, fill.price, fill.amount, exec_id=prev.exec_id)]
         if prev.undone:
             return []
