@@ -198,3 +198,89 @@ async def test_partition_revises_a_provisional_fill_into_a_trade_cancel(tmp_path
                 assert gw.status()["sessions"]["BUYER->GBX"]["app"]["busts"] == 1
                 await m.logout()
                 await b.logout()
+
+
+async def test_gaps_both_ways_resends_and_a_drop_copy(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with cluster(("alice", "bob")) as (cfg, _):
+            fix = from_dict({"gateway": {"comp_id": "GBX", "data_dir": str(tmp_path / "gw"), "watch_interval_ms": 50},
+                             "sessions": [{"sender_comp_id": "ALICE", "password": PW, "account": "alice"},
+                                          {"sender_comp_id": "BOB", "password": PW, "account": "bob"},
+                                          {"sender_comp_id": "RISK", "password": PW, "drop_copy": ["alice"]}]})
+            async with gateway(fix, cfg) as (gw, port):
+                a = await Initiator.connect(port, "ALICE")
+                b = await Initiator.connect(port, "BOB")
+                risk = await Initiator.connect(port, "RISK")
+                for s in (a, b, risk):
+                    await s.logon()
+
+                # a gap from the client: the gateway asks for a resend, a GapFill closes it, orders go on
+                a.next_out += 3
+                gap_at = a.next_out - 3
+                await a.send("0", [])
+                rr = await a.expect(lambda m: field(m, 35) == "2")
+                assert (field(rr, 7), field(rr, 16)) == (str(gap_at), "0")
+                await a.send("4", [(123, "Y"), (36, a.next_out)], seq=gap_at, poss_dup=True)
+                await a.send("D", D("a1", "sell", "4", "100"))
+                await a.expect(is_er("0", "a1"))
+
+                # alice leaves; bob trades with her resting order while she is away
+                await a.logout()
+                await a.aclose()
+                await b.send("D", D("b1", "buy", "4", "100", tif="3"))
+                await b.expect(is_er("F", "b1"))
+                with trio.fail_after(5):
+                    while gw.status()["sessions"]["ALICE->GBX"]["session"]["stored_offline"] == 0:
+                        await trio.sleep(0.02)
+
+                # she comes back: the gateway's Logon shows the gap, her ResendRequest brings the Fill
+                a2 = await Initiator.connect(port, "ALICE")
+                a2.next_out, a2.next_in = a.next_out, a.next_in
+                expected = a2.next_in
+                reply = await a2.logon()
+                assert int(field(reply, 34) or 0) > expected
+                await a2.send("2", [(7, expected), (16, 0)])
+                fill = await a2.expect(is_er("F", "a1"))
+                assert field(fill, 43) == "Y" and field(fill, 122) and field(fill, 32) == "4"
+
+                # the drop copy saw alice's reports (New and the Fill), none of bob's, and is read-only
+                seen = [await risk.expect(lambda m: field(m, 35) == "8") for _ in range(2)]
+                assert {field(m, 150) for m in seen} == {"0", "F"} and {field(m, 1) for m in seen} == {"alice"}
+                await risk.send("D", D("r1", "buy", "1", "100"))
+                rej = await risk.expect(lambda m: field(m, 35) == "3")
+                assert field(rej, 373) == "11"
+                st = gw.status()["sessions"]
+                assert st["ALICE->GBX"]["session"]["resend_requests_sent"] == 1
+                assert st["ALICE->GBX"]["session"]["resent"] >= 1
+                await a2.logout()
+                await b.logout()
+                await risk.logout()
+
+
+async def test_hostile_connections_are_closed_and_counted(tmp_path: Path) -> None:
+    cfg = gb.local_cluster(nodes=1, accounts=("alice",))  # no node runs: the session layer alone is tested
+    fix = from_dict({"gateway": {"comp_id": "GBX", "data_dir": str(tmp_path / "gw"), "logon_timeout_s": 1,
+                                 "max_connections": 3},
+                     "sessions": [{"sender_comp_id": "ALICE", "password": PW, "account": "alice"}]})
+    with trio.fail_after(20):
+        async with gateway(fix, cfg) as (gw, port):
+            junk = await trio.open_tcp_stream("127.0.0.1", port)
+            await junk.send_all(b"\x00\xff" * 100 + b"8=FIX.4.4\x019=5\x0135=A\x0110=000\x01")
+            assert await junk.receive_some(100) == b""
+            eve = await Initiator.connect(port, "EVE")
+            await eve.send("A", [(98, 0), (108, 30), (554, PW)])
+            assert await eve.closed_within(5) and not eve.seen
+            wrong = await Initiator.connect(port, "ALICE")
+            lo = await wrong.logon(password="not-the-password")
+            assert field(lo, 35) == "5" and "Password" in (field(lo, 58) or "")
+            assert await wrong.closed_within(5)
+            idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(4)]
+            assert await idle[3].receive_some(100) == b""  # over max_connections: closed at once
+            for s in idle[:3]:
+                with trio.fail_after(5):  # no Logon within logon_timeout_s: closed
+                    assert await s.receive_some(100) == b""
+            c = gw.counters
+            assert (c["bad_first_message"], c["unknown_session"], c["refused_max_connections"],
+                    c["logon_timeout"]) == (1, 1, 1, 3)
+            s = gw.runtimes["ALICE->GBX"].session
+            assert s.counters["logon_refused"] == 1 and (s.next_in, s.next_out) == (1, 1)
