@@ -69,6 +69,7 @@ from .errors import (
     UnknownOrder,
     UsageError,
 )
+from .feeds import FeedLimits, Feeds, ReplicaSource
 from .fills import AccountFills
 from .gossip import Gossip, GossipConfig
 from .hlc import DEFAULT_MAX_OFFSET_NS, ZERO, Timestamp
@@ -82,6 +83,8 @@ from .wire import (
     ClientQuery,
     ClientReply,
     ClientSubmit,
+    FeedAck,
+    FeedSubscribe,
     Heartbeat,
     OpBatch,
     QueryReply,
@@ -176,6 +179,7 @@ class NodeConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     reply_cache: int = 10_000
     clients: ClientLimits = field(default_factory=ClientLimits)
+    feeds: FeedLimits = field(default_factory=FeedLimits)
     clock: ClockConfig = field(default_factory=ClockConfig)  # error bound and order gate (clockbound)
 
 
@@ -266,6 +270,8 @@ class ClientGate:
     def _refusal(msg: Any, code: int, message: str) -> Any:
         if type(msg) is ClientQuery:
             return QueryReply(msg.req, code, message, None)
+        if type(msg) is FeedSubscribe:
+            return FeedAck(msg.req, code, message, msg.sub, 0, 0, False)
         return ClientReply(msg.req, code, message, "", 0, [])
 
     # ---- cookies -----------------------------------------------------------------------------------
@@ -293,7 +299,7 @@ class ClientGate:
                 continue
             t = type(msg)
             name = REPLY_CODES.get(msg.code) or CLIENT_CODES.get(msg.code, "")
-            if t in (QueryReply, ClientReply) and len(msg.message) > len(name):
+            if t in (QueryReply, ClientReply, FeedAck) and len(msg.message) > len(name):
                 short = msg._replace(message=name)  # the code's name instead of the prose
                 if reply_size(short, self.node_id, dst.account) <= dst.budget:
                     self.counters["client_replies_shortened"] += 1
@@ -303,6 +309,8 @@ class ClientGate:
                 check: Any = QueryReply(msg.req, E_ADDRESS, self.cookie(dst), None)
             elif t is ClientReply:
                 check = ClientReply(msg.req, E_ADDRESS, self.cookie(dst), "", 0, [])
+            elif t is FeedAck:
+                check = FeedAck(msg.req, E_ADDRESS, self.cookie(dst), msg.sub, 0, 0, False)
             else:
                 check = None
             if check is not None and reply_size(check, self.node_id, dst.account) > dst.budget:
@@ -362,8 +370,11 @@ class NodeCore:
         #: extra top-level status keys from the shell (its address, say)
         self.status_info: dict[str, Any] = {}
         self.counters: dict[str, int] = {"client_submits": 0, "client_rejects": 0, "client_queries": 0,
-                                         "client_retries": 0, "client_timeouts": 0}
+                                         "client_retries": 0, "client_timeouts": 0, "feed_requests": 0}
         self.gate = ClientGate(node_id, self.config.clients, self.counters)
+        #: pushed feeds (core/feeds.py): fed the fold's events as ``events()`` hands them out
+        self.feeds = Feeds(ReplicaSource(self.replica, self.fills), self.config.feeds, self.counters)
+        self._feed_at = 0  # events in ``_events`` the feeds have seen
 
     # ---- inputs ------------------------------------------------------------------------------------
     def receive(self, msg: Any, src: str, reply_to: Any, now: int, account: str | None = None) -> None:
@@ -375,6 +386,8 @@ class NodeCore:
             self._submit(msg, Client(reply_to, account or ""), now)
         elif t is ClientQuery:
             self._query(msg, Client(reply_to, account or ""))
+        elif t is FeedSubscribe:
+            self._subscribe(msg, Client(reply_to, account or ""), now)
         elif account is not None:
             raise RemoteError(f"{t.__name__} under account {account}'s credential", reason="not_peer")
         elif t in GOSSIP_TYPES:
@@ -403,6 +416,7 @@ class NodeCore:
         self._record(self.gossip.tick(now))
         self.replica.clock_in_sync = self.clock.in_sync(self.config.max_offset_ns)
         self._settle(now)
+        self.feeds.tick(now)
 
     def leave(self, now: int) -> None:
         """Announce a graceful leave (the shell calls this on SIGINT / SIGTERM)."""
@@ -419,6 +433,8 @@ class NodeCore:
     def outbox(self) -> list[tuple[str | Client, Any]]:
         self._fold_inbound()
         self.gossip.flush()
+        self._feed_events()
+        self._out.extend(self.feeds.flush(self._now))
         out = self.gate.bound(self._out) + self.gossip.outbox() + self.membership.outbox()
         self._out = []
         return out
@@ -430,11 +446,20 @@ class NodeCore:
         return ops
 
     def events(self) -> list[Any]:
+        self._feed_events()
         ev, self._events = self._events, []
+        self._feed_at = 0
         return ev
 
+    def _feed_events(self) -> None:
+        """Hand the feeds the events reported since they last looked (every path that records an
+        event appends it to ``_events``, so this is the one place they are fed)."""
+        if len(self._events) > self._feed_at:
+            self.feeds.on_events(self._events[self._feed_at:])
+            self._feed_at = len(self._events)
+
     def next_deadline(self) -> int:
-        d = min(self.gossip.next_deadline(), self.membership.next_deadline())
+        d = min(self.gossip.next_deadline(), self.membership.next_deadline(), self.feeds.next_deadline())
         heap = self._wait_deadlines
         while heap:
             w = self._waiting.get(heap[0][2])
@@ -614,6 +639,23 @@ class NodeCore:
                 f"{('accepted', 'replicated', 'final')[level]}",
                 w.op.target, level, [trade_row(t) for t in self._order_trades(w.op.target)]))
 
+    def _subscribe(self, m: FeedSubscribe, to: Client, now: int) -> None:
+        """A feed subscription (core/feeds.py). It pushes for as long as its lease, so it is only
+        ever made for (or renewed from, or moved to) an address that showed it receives there:
+        a request without a valid cookie is answered with an address check and changes nothing."""
+        self.counters["feed_requests"] += 1
+        m, to, refused = self.gate.check(m, to, now)
+        if refused is not None:
+            self._out.append((to, refused))
+            return
+        if to.budget:
+            self.counters["client_challenges"] += 1
+            self._out.append((to, FeedAck(m.req, E_ADDRESS, self.gate.cookie(to), m.sub, 0, 0, False)))
+            return
+        self._fold_inbound()
+        self._feed_events()  # the ledger a new subscription starts from already holds them
+        self._out.extend(self.feeds.subscribe(m, Client(to.addr, to.account), now))
+
     def _query(self, q: ClientQuery, to: Client) -> None:
         self.counters["client_queries"] += 1
         q, to, refused = self.gate.check(q, to, self._now)
@@ -677,6 +719,7 @@ class NodeCore:
             "hlc": list(r.hlc.last), "clock_in_sync": r.clock_in_sync, "accepting": self.accepting,
             "resting_orders": sum(len(b) for b in r.books.values()), "clock": clock,
             "ready": self.ready and bool(clock["takes_orders"]),  # ready: takes orders (the clock too)
+            "feeds": self.feeds.stats(),
             **self.status_info,
         }
 

@@ -381,6 +381,79 @@ class Frame(NamedTuple):
 #: the only types an account credential may sign: a client's requests and a node's replies to it
 ACCOUNT_TYPES = frozenset({ClientSubmit, ClientQuery, ClientReply, QueryReply})
 _ACCOUNT_TYPE_NOS = frozenset({5, 6, 7, 8})
+
+
+# feeds (core/feeds.py): a client holds a lease on a subscription at one node, which pushes
+# sequenced snapshots and deltas to it. Client types: signed by the account, like ClientQuery.
+class FeedSubscribe(NamedTuple):
+    """Subscribe, renew (same ``sub``), ask for a fresh snapshot (``resync``) or, with
+    ``lease_ms`` 0, end the subscription. ``feed``: "trades" (this account's fills, ``symbol`` ""
+    for every instrument) or "book" (``symbol``'s top ``depth`` levels)."""
+
+    req: str
+    sub: str
+    feed: str
+    symbol: str
+    depth: int
+    lease_ms: int
+    resync: bool
+
+
+class FeedAck(NamedTuple):
+    """The answer to a ``FeedSubscribe``: ``code`` as ``ClientReply``'s; ``lease_ms`` the lease
+    granted; ``seq`` the subscription's last push so far (a client that has seen less lost one);
+    ``snapshot``: a snapshot follows, from ``seq + 1``."""
+
+    req: str
+    code: int
+    message: str
+    sub: str
+    lease_ms: int
+    seq: int
+    snapshot: bool
+
+
+class FeedSnapshot(NamedTuple):
+    """Part ``part`` of ``parts`` of a subscription's full state; parts carry consecutive ``seq``s.
+    ``fills``: rows of ``FILL_ROW``; ``levels``: rows of ``LEVEL_ROW`` (one of them empty)."""
+
+    sub: str
+    seq: int
+    part: int
+    parts: int
+    fills: list[tuple[Any, ...]]
+    levels: list[tuple[Any, ...]]
+
+
+class FeedDelta(NamedTuple):
+    """Changes since the previous push (``seq`` is one more): fills new or changed, book levels
+    changed (a level with quantity 0 left the top ``depth``)."""
+
+    sub: str
+    seq: int
+    fills: list[tuple[Any, ...]]
+    levels: list[tuple[Any, ...]]
+
+
+def _row(*f: Any) -> tuple[Any, ...]:
+    return f
+
+
+#: a fill as its own account sees it: trade id, symbol, my order id, my side (0 buy, 1 sell),
+#: price (ticks), quantity (lots), my role (0 maker, 1 taker), final, revisions, undone
+FILL_ROW = record(_row, [string(128, 1), SYMBOL, ORDER_ID, one_of(0, 1), uint(MAX_INT), uint(MAX_INT),
+                         one_of(0, 1), boolean, uint(1 << 32), boolean])
+#: a book level: side (0 bid, 1 ask), price (ticks), quantity (lots), orders
+LEVEL_ROW = record(_row, [one_of(0, 1), uint(MAX_INT), uint(), uint(1 << 32)])
+FEED_ROWS = 256  # rows of each kind in one push at most (a node fills a push to about 1,100 bytes)
+register(22, FeedSubscribe, [string(64, 1), string(32, 1), string(16, 1), string(32), uint(1000),
+                             uint(600_000), boolean])
+register(23, FeedAck, [string(64), uint(255), string(1024), string(32), uint(600_000), uint(), boolean])
+register(24, FeedSnapshot, [string(32, 1), uint(), uint(4096), uint(4096), list_of(FILL_ROW, FEED_ROWS),
+                            list_of(LEVEL_ROW, FEED_ROWS)])
+register(25, FeedDelta, [string(32, 1), uint(), list_of(FILL_ROW, FEED_ROWS), list_of(LEVEL_ROW, FEED_ROWS)])
+ACCOUNT_TYPES |= frozenset({FeedSubscribe, FeedAck, FeedSnapshot, FeedDelta})
+_ACCOUNT_TYPE_NOS |= frozenset({22, 23, 24, 25})
 _STAMP_LEN = 6  # ms since the epoch, big-endian: good until the year 10889
 _FIXED = len(HEADER) + 1 + _STAMP_LEN + 1  # magic, version, key id, stamp, principal length
 #: a frame stamped further than this from the receiver's clock is refused as ``stale``: a captured

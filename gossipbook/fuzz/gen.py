@@ -39,6 +39,10 @@ from ..core.wire import (
     ClientQuery,
     ClientReply,
     ClientSubmit,
+    FeedAck,
+    FeedDelta,
+    FeedSnapshot,
+    FeedSubscribe,
     Forward,
     ForwardReply,
     Heartbeat,
@@ -140,6 +144,7 @@ class FrameGen:
             15: self.request_vote, 16: self.vote_reply, 17: self.append_entries, 18: self.append_reply,
             19: self.install_snapshot, 20: self.forward, 21: self.forward_reply,
         }
+        self.makers.update({22: self.feed_subscribe, 23: self.feed_ack, 24: self.feed_snapshot, 25: self.feed_delta})
         missing = set(self.types) - set(self.makers)
         if missing:  # a new message type must get a maker here (the test checks by_type covers all)
             raise RuntimeError(f"the fuzzer has no generator for message type(s) {sorted(missing)}")
@@ -374,6 +379,36 @@ class FrameGen:
 
     def forward_reply(self) -> ForwardReply:
         return ForwardReply(text_of(self.rng, 130), *self.reply_fields())
+
+    # feeds (core/feeds.py): subscriptions need an address check first, so most of these are answered
+    # with a cookie and change nothing; pushes and acks sent to a node are not for it
+    def feed_subscribe(self) -> FeedSubscribe:
+        rng = self.rng
+        return FeedSubscribe(text_of(rng, 64, 1), text_of(rng, 32, 1), rng.choice(("trades", "book", "x" * 16, "?")),
+                             self.symbol(), uint_of(rng, 1000), uint_of(rng, 600_000), rng.random() < 0.5)
+
+    def feed_ack(self) -> FeedAck:
+        rng = self.rng
+        return FeedAck(text_of(rng, 64), rng.randint(0, 255), text_of(rng, 1024), text_of(rng, 32),
+                       uint_of(rng, 600_000), uint_of(rng), rng.random() < 0.5)
+
+    def feed_rows(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        rng = self.rng
+        fills = [(text_of(rng, 128, 1), text_of(rng, 32, 1), self.order_id(), rng.randrange(2), uint_of(rng, MAX_INT),
+                  uint_of(rng, MAX_INT), rng.randrange(2), rng.random() < 0.5, uint_of(rng, 1 << 32),
+                  rng.random() < 0.5) for _ in range(rng.randint(0, 3))]
+        levels = [(rng.randrange(2), uint_of(rng, MAX_INT), uint_of(rng), uint_of(rng, 1 << 32))
+                  for _ in range(rng.randint(0, 3))]
+        if self.big():
+            fills, levels = _repeat(fills, 256), _repeat(levels, 256)
+        return fills, levels
+
+    def feed_snapshot(self) -> FeedSnapshot:
+        rng = self.rng
+        return FeedSnapshot(text_of(rng, 32, 1), uint_of(rng), uint_of(rng, 4096), uint_of(rng, 4096), *self.feed_rows())
+
+    def feed_delta(self) -> FeedDelta:
+        return FeedDelta(text_of(self.rng, 32, 1), uint_of(self.rng), *self.feed_rows())
 
     # ---- frames -------------------------------------------------------------------------------------
     def next(self, dst: str) -> tuple[int, str, bytes]:

@@ -72,6 +72,10 @@ from gossipbook.core.wire import (
     ClientQuery,
     ClientReply,
     ClientSubmit,
+    FeedAck,
+    FeedDelta,
+    FeedSnapshot,
+    FeedSubscribe,
     Forward,
     ForwardReply,
     Frame,
@@ -101,8 +105,9 @@ NOW_MS = STAMP + 1_234  # ... and the receiver's, a little ahead: well inside th
 WINDOW = DEFAULT_REPLAY_WINDOW_MS
 KEYS = Keys(KEY, ACCOUNTS, label=LABEL, me=ME)  # what node ME verifies with
 #: the types an account credential signs, and only those: a client's requests and a node's replies
-#: to it (ClientSubmit, ClientReply, ClientQuery, QueryReply). Written here independently of wire.py.
-CLIENT_TYPE_NOS = frozenset({5, 6, 7, 8})
+#: to it (ClientSubmit, ClientReply, ClientQuery, QueryReply), and the feeds' subscribe, ack and pushes
+#: (22-25). Written here independently of wire.py.
+CLIENT_TYPE_NOS = frozenset({5, 6, 7, 8}) | frozenset({22, 23, 24, 25})
 U64 = (1 << 64) - 1
 MAX_INT = 1 << 53
 BIG = 1 << 24  # a ``max_size`` for tests that must reach validation whatever the frame's size
@@ -296,6 +301,9 @@ SUBMIT = (S(64, 1), One((1, 2, 3, 4)), S(32), S(96), One((0, 1)), U(MAX_INT), U(
 REPLY = (S(64), U(255), S(1024), S(96), U(2), L(L(Plain(1), 8), 1024))
 VV = M(NODE, U(U64 >> 1), 1024)
 UPDATES = T(L(R(Update, (NODE, U(), One(("alive", "suspect", "dead", "left")), NODE)), 256))
+FILL = R(_triple, (S(128, 1), S(32, 1), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT), One((0, 1)), Bool(), U(1 << 32),
+                   Bool()))
+LEVEL = R(_triple, (One((0, 1)), U(MAX_INT), U(), U(1 << 32)))
 
 SCHEMA: dict[type, tuple[Any, ...]] = {
     OpBatch: (L(OP, 4096),),
@@ -320,6 +328,11 @@ SCHEMA: dict[type, tuple[Any, ...]] = {
     InstallSnapshot: (U(), U(), U(), U(), U(), B(MAX_DATAGRAM)),
     Forward: (*SUBMIT, S(64)),  # + the account the follower verified the submit for
     ForwardReply: (S(130), *REPLY[1:]),  # req: "<account>/<req>"
+    # feeds: a fill row and a book level are records decoded as tuples
+    FeedSubscribe: (S(64, 1), S(32, 1), S(16, 1), S(32), U(1000), U(600_000), Bool()),
+    FeedAck: (S(64), U(255), S(1024), S(32), U(600_000), U(), Bool()),
+    FeedSnapshot: (S(32, 1), U(), U(4096), U(4096), L(FILL, 256), L(LEVEL, 256)),
+    FeedDelta: (S(32, 1), U(), L(FILL, 256), L(LEVEL, 256)),
 }
 
 TEXT = st.characters(codec="utf-8")
@@ -489,7 +502,8 @@ def test_every_message_type_has_a_schema() -> None:
 
 def test_the_account_types_are_the_client_types() -> None:
     """wire.py's own list agrees with the one written here (what decode enforces is tested below)."""
-    assert {MESSAGES[t][0] for t in CLIENT_TYPE_NOS} == {ClientSubmit, ClientReply, ClientQuery, QueryReply}
+    assert {MESSAGES[t][0] for t in CLIENT_TYPE_NOS} == {ClientSubmit, ClientReply, ClientQuery, QueryReply,
+                                                         FeedSubscribe, FeedAck, FeedSnapshot, FeedDelta}
     assert set(ACCOUNT_TYPES) == {MESSAGES[t][0] for t in CLIENT_TYPE_NOS}
 
 
