@@ -57,6 +57,7 @@ class FixConfig:
     sessions: tuple[FixSession, ...]
     data_dir: str
     node: str | None = None
+    fsync: str = "always"
     limits: dict[str, int] = field(default_factory=lambda: {k: v[0] for k, v in GATEWAY_INTS.items()})
     path: str = "<memory>"
 
@@ -95,7 +96,7 @@ def from_dict(raw: dict[str, Any], where: str = "<fix.toml>", base: Path | None 
     gw = raw.get("gateway", {})
     if not isinstance(gw, dict):
         raise ConfigError(f"{where}: [gateway] must be a table")
-    known = set(GATEWAY_INTS) | {"comp_id", "data_dir", "node"}
+    known = set(GATEWAY_INTS) | {"comp_id", "data_dir", "node", "fsync"}
     for k in gw:
         if k not in known:
             raise ConfigError(f"{where}: unknown key gateway.{k} (known: {', '.join(sorted(known))})")
@@ -113,6 +114,9 @@ def from_dict(raw: dict[str, Any], where: str = "<fix.toml>", base: Path | None 
         raise ConfigError(f"{where}: gateway.data_dir must be a path")
     if base is not None and not Path(data_dir).is_absolute():
         data_dir = str(base / data_dir)
+    fsync = gw.get("fsync", "always")
+    if fsync not in ("always", "never"):
+        raise ConfigError(f"{where}: gateway.fsync must be \"always\" or \"never\", not {fsync!r}")
     node = gw.get("node")
     if node is not None:
         check_id(node, f"{where}: gateway.node")
@@ -170,4 +174,4 @@ def from_dict(raw: dict[str, Any], where: str = "<fix.toml>", base: Path | None 
         if missing:
             raise ConfigError(f"{where}: drop copy {s.key} names account(s) {', '.join(missing)} that no trading "
                               f"session uses (a drop copy sees the execution reports of this gateway's sessions)")
-    return FixConfig(tuple(sessions), data_dir, node, limits, where)
+    return FixConfig(tuple(sessions), data_dir, node, fsync, limits, where)

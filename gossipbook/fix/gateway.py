@@ -80,8 +80,21 @@ class Runtime:
         self.closed = trio.Event()
         self.closed.set()
         self.drop_copies: list[Runtime] = []
-        self.send_cmd: trio.MemorySendChannel[Command] | None = None
-        self.recv_cmd: trio.MemoryReceiveChannel[Command] | None = None
+        self.send_cmd: trio.MemorySendChannel[AppMessage] | None = None
+        self.recv_cmd: trio.MemoryReceiveChannel[AppMessage] | None = None
+        self.wake = trio.Event()  # set: the flusher has output of this session to persist and send
+
+    def kick(self) -> None:
+        """Ask the session's flusher to persist and send what the machines made (without waiting)."""
+        self.wake.set()
+
+
+class _Generation:
+    """One group commit: the batches that ride on it and its outcome."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: BaseException | None = None
 
 
 class Gateway:
@@ -100,10 +113,11 @@ class Gateway:
         self.counters: dict[str, int] = dict.fromkeys(self.COUNTERS, 0)
         self.runtimes: dict[str, Runtime] = {}
         self._store: Store | None = None
-        self._store_lock = trio.Lock()
+        self._gen = _Generation()
+        self._pending: list[Any] = []
+        self._committing = False
         self._closing = False
         self._live = 0
-        self._nursery: trio.Nursery | None = None
         self.port: int | None = None
         cache: dict[str, ClusterConfig] = {}
         for s in fix.sessions:
@@ -142,7 +156,7 @@ class Gateway:
     async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; ``task_status.started(port)`` once the socket listens."""
-        self._store = store = Store.open(self.fix.data_dir)
+        self._store = store = Store.open(self.fix.data_dir, fsync=self.fix.fsync)
         try:
             for rt in self.runtimes.values():
                 rt.session = Session(self._session_cfg(rt.cfg), store.load_session(rt.key))
@@ -162,8 +176,8 @@ class Gateway:
                 except OSError as e:
                     raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
                 async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
                     for rt in self.runtimes.values():
+                        nursery.start_soon(self._flusher, rt)
                         if rt.client is not None:
                             nursery.start_soon(self._worker, rt)
                             nursery.start_soon(self._watch, rt)
@@ -327,31 +341,71 @@ class Gateway:
                 if not (events or data or records or app_records):
                     return
 
+    async def _flusher(self, rt: Runtime) -> None:
+        """Flushes a session when its worker or watcher made output (they only ``kick``), so a
+        commit's fsync overlaps the next order's round trip and several reports share one commit."""
+        while True:
+            await rt.wake.wait()
+            rt.wake = trio.Event()
+            await self.flush(rt)
+
     async def _commit(self, batches: list[Any]) -> None:
+        """Group commit: batches that arrive while a commit runs go together in the next one (one
+        fsync for all sessions); returns once this batch is on disk."""
         store = self._store
         if store is None:
             return
-        async with self._store_lock:
-            await trio.to_thread.run_sync(store.commit, batches)
-        self.counters["commits"] += 1
+        self._pending += batches
+        gen = self._gen
+        if self._committing:
+            await gen.done.wait()
+            if gen.error is not None:
+                raise gen.error
+            return
+        self._committing = True
+        try:
+            while self._pending:
+                todo, self._pending = self._pending, []
+                cur, self._gen = self._gen, _Generation()
+                try:
+                    await trio.to_thread.run_sync(store.commit, todo)
+                except BaseException as e:
+                    cur.error = e
+                    raise
+                finally:
+                    cur.done.set()
+                self.counters["commits"] += 1
+        finally:
+            self._committing = False
 
     # ---- application --------------------------------------------------------------------------------
     def _on_app_message(self, rt: Runtime, ev: AppMessage) -> None:
+        """Hand an application message to the session's worker (in arrival order); a full queue is
+        answered at once and counted."""
         if rt.app is None or rt.send_cmd is None:
             return  # a drop copy accepts no application types: the session layer rejected it
+        try:
+            rt.send_cmd.send_nowait(ev)
+        except trio.WouldBlock:
+            self.counters["app_queue_full"] += 1
+            res = self._apply(rt, ev)
+            if res is not None:
+                self._emit(rt, self._failed(rt, res, None, f"gateway busy: more than {self.limits['app_queue']} "
+                                                           "requests are waiting on this session"))
+
+    def _apply(self, rt: Runtime, ev: AppMessage) -> Command | None:
+        """Run the application layer on a message: its immediate answer is emitted here, a command
+        is returned for the caller to carry out."""
+        assert rt.app is not None
         now = now_ns()
         res = rt.app.on_message(ev.msg, now)
         if isinstance(res, Reject):
             rt.session.reject(ev.seq, ev.msg.msg_type, res.tag, res.reason, res.text, now)
-        elif isinstance(res, list):
+            return None
+        if isinstance(res, list):
             self._emit(rt, res)
-        else:
-            try:
-                rt.send_cmd.send_nowait(res)
-            except trio.WouldBlock:
-                self.counters["app_queue_full"] += 1
-                self._emit(rt, self._failed(rt, res, None, f"gateway busy: more than {self.limits['app_queue']} "
-                                                           "requests are waiting on this session"))
+            return None
+        return res
 
     def _emit(self, rt: Runtime, outs: Iterable[Out]) -> None:
         now = now_ns()
@@ -360,8 +414,7 @@ class Gateway:
             if o.msg_type == T.MT_EXECUTION_REPORT:
                 for dc in rt.drop_copies:
                     dc.session.send_app(o.msg_type, o.fields, now)
-                    if self._nursery is not None:
-                        self._nursery.start_soon(self.flush, dc)
+                    dc.kick()
 
     def _failed(self, rt: Runtime, cmd: Command, e: BaseException | None, text: str) -> list[Out]:
         assert rt.app is not None
@@ -374,11 +427,14 @@ class Gateway:
         return rt.app.on_mass_cancel_failed(cmd, text, now)
 
     async def _worker(self, rt: Runtime) -> None:
+        """One session's application messages, one at a time in arrival order: a cancel that follows
+        its order finds the order placed. Output is left to the flusher (``kick``)."""
         assert rt.recv_cmd is not None
-        async for cmd in rt.recv_cmd:
-            outs = await self._execute(rt, cmd)
-            self._emit(rt, outs)
-            await self.flush(rt)
+        async for ev in rt.recv_cmd:
+            cmd = self._apply(rt, ev)
+            if cmd is not None:
+                self._emit(rt, await self._execute(rt, cmd))
+            rt.kick()
 
     async def _execute(self, rt: Runtime, cmd: Command) -> list[Out]:
         c, app = rt.client, rt.app
@@ -419,7 +475,7 @@ class Gateway:
                     outs = app.on_fill(fill, now_ns())
                     if outs:
                         self._emit(rt, outs)
-                        await self.flush(rt)
+                        rt.kick()
             except GossipbookError as e:
                 self.counters["watch_restarts"] += 1
                 self.log.warning("session %s: fill feed stopped (%s); restarting it", rt.key, e)

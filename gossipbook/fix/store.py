@@ -8,7 +8,7 @@ numbers continue, a ResendRequest after the restart is answered, and a cancel na
 before the restart finds its order.
 
 Rules that hold: a commit is one transaction (``synchronous=FULL`` in WAL mode: on disk when
-``commit`` returns), so sequence numbers and the messages that used them are saved together; one
+``commit`` returns; ``fsync = "never"`` in fix.toml trades that for speed), so sequence numbers and the messages that used them are saved together; one
 gateway per data directory (an exclusive ``flock`` on ``gateway.lock``; a second one is refused with
 one line); the shell calls ``commit`` from a worker thread, never two at once.
 """
@@ -48,7 +48,9 @@ class Store:
         self.commits = 0
 
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str]) -> Store:
+    def open(cls, data_dir: str | os.PathLike[str], fsync: str = "always") -> Store:
+        """``fsync="always"``: every commit is on disk when it returns (``synchronous=FULL``);
+        ``"never"``: it survives a crash of the process but not of the machine (``NORMAL``)."""
         d = Path(data_dir)
         try:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -65,7 +67,7 @@ class Store:
         try:
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA synchronous=FULL" if fsync == "always" else "PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             os.close(fd)

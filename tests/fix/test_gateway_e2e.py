@@ -128,6 +128,11 @@ async def test_two_sessions_trade_cancel_replace_mass_cancel(tmp_path: Path) -> 
             rej = await b.expect(is_er("8", "b6"))
             assert field(rej, 103) == "99" and "tick" in (field(rej, 58) or "")
 
+            # a cancel sent right behind its order (no wait for the ack) finds the order placed
+            await b.send("D", D("b7", "buy", "1", "97"))
+            await b.send("F", [(11, "b8"), (41, "b7"), (55, "GBX"), (54, "1"), (60, "20240101-00:00:00")])
+            assert field(await b.expect(is_er("4", "b8")), 41) == "b7"
+
             assert field(await a.logout(), 35) == "5" and field(await b.logout(), 35) == "5"
             assert await a.closed_within(5) and await b.closed_within(5)
             st = gw.status()["sessions"]
