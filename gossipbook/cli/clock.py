@@ -39,6 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--break", dest="brk", default=None, help="a deliberate mutation: no-drift, rtt-not-halved")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=run_check)
+    b = s.add_parser("bench", help="bounds and errors on loopback against injected skew and drift",
+                     description="Start 3 node processes (time_source n1; n2 skewed +30 ms, drifting +40 ppm; "
+                                 "n3 -20 ms, -25 ppm), poll their status, compare each reported offset with "
+                                 "the injected truth, and measure the one-way trio UDP floor in the same run "
+                                 "(gossipbook/bench/clock.py). Exit 1 if the truth ever left the bound.")
+    b.add_argument("--duration", type=float, default=60.0, help="seconds of polling (default 60)")
+    b.add_argument("--json", action="store_true", help="print JSON")
+    b.set_defaults(func=run_bench)
     p.set_defaults(func=lambda _a: p.print_help() or 0)
 
 
@@ -108,3 +116,20 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{len(runs) - len(bad)}/{len(runs)} seeds ok; {sum(r.checks for r in runs)} readings checked; "
               f"max |error|/bound {max(r.max_ratio for r in runs):.4f}")
     return 1 if bad else 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from ..bench.clock import run_clock_bench
+
+    if args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    res = run_clock_bench(args.duration)
+    if args.json:
+        print_json(res)
+    else:
+        print(f"{res['samples']} samples over {res['duration_s']:.0f} s ({res['statuses']}): bound p50 "
+              f"{res['bound_p50_us']:.1f} µs, p99 {res['bound_p99_us']:.1f} µs; |error| p50 {res['error_p50_us']:.1f} "
+              f"µs, p99 {res['error_p99_us']:.1f} µs, max {res['error_max_us']:.1f} µs; max |error|/bound "
+              f"{res['max_error_over_bound']}; one-way trio floor p50 {res['floor_one_way_p50_us']:.1f} µs "
+              f"(bound p50 = {res['bound_p50_over_floor']}x floor)")
+    return 1 if res["violations"] else 0

@@ -25,13 +25,14 @@ drift is constant over the window (a quartz oscillator's wanders by far less tha
 resolves in 16 samples). The reported ``drift_ppm`` is a least-squares fit over the samples with
 the lowest round trips (the ones not delayed by queueing), kept inside ``S``.
 
-**Between samples** the offset may move at any rate in ``R = [S.lo - max_drift, S.hi + max_drift]``:
-``max_drift_ppm`` (default 50) is how far the clock's rate may stray from the measured drift
-before the next sample says so. Each sample in the window predicts an interval for *now* (its own,
-widened at ``R`` for the time since it was taken); the answer is the intersection of them all, so
-an old sample with a short round trip and a fresh one with a long one both count. Since every
-sample's prediction widens at the same rate, the sample giving the tightest side is found once
-per new sample and a read is O(1).
+**The interval.** Every sample in the window is carried to the newest one's time ``T`` at the
+measured drift (``S``, widened the way that loosens it) and the intervals are intersected, so an old
+sample with a short round trip and a fresh one with a long one both count; the intersection can be
+narrower than any one sample. After ``T`` the offset may move at any rate in
+``R = [S.lo - max_drift, S.hi + max_drift]``: ``max_drift_ppm`` (default 50) is how far the rate may
+stray from the measured drift before the next sample says so (temperature, ageing; far more than a
+quartz oscillator does in seconds, so the bound stays honest through minutes of silence). A read is
+O(1): the interval at ``T`` and ``R`` are kept per new sample.
 
 **Status.** ``unsynced`` until the drift is measured (two samples ``min_span_ns`` apart): before
 that no rate is known and no bound is claimed, so a node that started a moment ago refuses orders
@@ -39,8 +40,8 @@ instead of guessing. ``synced`` while the newest sample is younger than ``stale_
 ``free-running`` (the bound keeps growing at ``R``; the gate closes when it passes the limit).
 
 **The model's check.** If the samples contradict each other (``S`` empty, or the predictions'
-intersection empty) a clock stepped (ours or the reference's) or the drift changed faster than
-``max_drift_ppm`` allows: the oldest samples are dropped until the rest agree (``clock_resets``).
+intersection empty) a clock stepped (ours or the reference's) or the drift was not constant over
+the window: the oldest samples are dropped until the rest agree (``clock_resets``).
 A step smaller than the bound can go unnoticed: the model assumes clocks are slewed, not stepped.
 
 **Median reference.** Each peer's interval comes from its own filter, ours is ``[0, 0]`` and a peer
@@ -89,7 +90,7 @@ class ClockConfig:
 
     #: the member whose clock is the reference ("" : the median of all members' clocks)
     time_source: str = ""
-    #: how far the clock's rate may stray from the measured drift between samples (ppm)
+    #: how far the clock's rate may stray from the measured drift after the newest sample (ppm)
     max_drift_ppm: float = 50.0
     #: refuse orders while the bound is over this (None: never refuse; cluster.toml defaults to 1 ms)
     max_error_ns: int | None = None
@@ -148,8 +149,7 @@ def _ceil_mul(rate_ppb: int, dt: int) -> int:
 class PeerFilter:
     """One member's samples and what they say about its clock against ours."""
 
-    __slots__ = ("samples", "queued", "resets", "_skipped", "_dirty", "_rate", "_best_lo", "_best_hi",
-                 "_drift", "_synced_once")
+    __slots__ = ("samples", "queued", "resets", "_skipped", "_dirty", "_rate", "_edge", "_drift")
 
     def __init__(self, window: int) -> None:
         self.samples: deque[_Sample] = deque(maxlen=window)
@@ -157,11 +157,9 @@ class PeerFilter:
         self.resets = 0
         self._skipped = 0
         self._dirty = False
-        self._rate: tuple[int, int] | None = None  # (lo, hi) ppb: how fast the offset may move now
-        self._best_lo: _Sample | None = None
-        self._best_hi: _Sample | None = None
+        self._rate: tuple[int, int] | None = None  # (lo, hi) ppb: how fast the offset may move after ``_edge``
+        self._edge: tuple[int, int, int] | None = None  # (T, lo, hi): the window's interval at its newest t4
         self._drift = 0
-        self._synced_once = False
 
     def add(self, t1: int, t2: int, t3: int, t4: int, cfg: ClockConfig) -> bool:
         """Keep one exchange; False if it was skipped as delayed by queueing (counted)."""
@@ -200,21 +198,19 @@ class PeerFilter:
         self._dirty = False
         samples = list(self.samples)
         dropped = False
+        no_drift = "no-drift" in cfg.breaks
+        rho = 0 if no_drift else cfg.max_drift_ppb
         while True:
-            if "no-drift" in cfg.breaks:
-                slopes: tuple[int, int] | None = (0, 0)
-                rate: tuple[int, int] | None = (0, 0)
-            else:
-                slopes = self._slopes(samples, cfg.min_span_ns)
-                rho = cfg.max_drift_ppb
-                rate = None if slopes is None else (slopes[0] - rho, slopes[1] + rho)
+            slopes = (0, 0) if no_drift else self._slopes(samples, cfg.min_span_ns)
             ok = slopes is None or slopes[0] <= slopes[1]
-            best_lo = best_hi = None
-            if ok and rate is not None:
+            edge = None
+            if ok and slopes is not None:
+                # every sample, carried to the newest one's time at the measured drift
                 at = samples[-1].t4
-                best_lo = max(samples, key=lambda x: self._lower(x, rate[0], at))
-                best_hi = min(samples, key=lambda x: self._upper(x, rate[1], at))
-                ok = self._lower(best_lo, rate[0], at) <= self._upper(best_hi, rate[1], at)
+                lo = max(self._lower(x, slopes[0], at) for x in samples)
+                hi = min(self._upper(x, slopes[1], at) for x in samples)
+                ok = lo <= hi
+                edge = (at, lo, hi)
             if ok or len(samples) == 1:
                 break
             samples.pop(0)
@@ -222,11 +218,9 @@ class PeerFilter:
         if dropped:
             self.resets += 1
             self.samples = deque(samples, maxlen=self.samples.maxlen)
-        self._rate = rate if ok else None
-        self._best_lo, self._best_hi = best_lo, best_hi
+        self._edge = edge if ok else None
+        self._rate = None if self._edge is None or slopes is None else (slopes[0] - rho, slopes[1] + rho)
         self._drift = self._fit_drift(samples, slopes) if slopes is not None else 0
-        if self._rate is not None:
-            self._synced_once = True
 
     @staticmethod
     def _slopes(samples: list[_Sample], min_span: int) -> tuple[int, int] | None:
@@ -281,16 +275,14 @@ class PeerFilter:
         while unsynced (no drift measured, or our clock reads before the newest sample: a step back)."""
         if self._dirty:
             self._refresh(cfg)
-        rate = self._rate
-        if rate is None or not self.samples:
+        rate, edge = self._rate, self._edge
+        if rate is None or edge is None:
             return None
-        newest = self.samples[-1]
-        if now < newest.t4:
+        at, lo, hi = edge
+        if now < at:
             return None
-        assert self._best_lo is not None and self._best_hi is not None
-        lo = self._lower(self._best_lo, rate[0], now)
-        hi = self._upper(self._best_hi, rate[1], now)
-        return lo, hi, SYNCED if now - newest.t4 <= cfg.stale_ns else FREE_RUNNING
+        return (lo + _floor_mul(rate[0], now - at), hi + _ceil_mul(rate[1], now - at),
+                SYNCED if now - at <= cfg.stale_ns else FREE_RUNNING)
 
     def drift_ppb(self, cfg: ClockConfig) -> int:
         if self._dirty:
