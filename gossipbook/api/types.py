@@ -159,15 +159,24 @@ class NodeStatus:
     trades_provisional: int
     members: dict[str, str] = field(hash=False)
     raw: dict[str, Any] = field(hash=False, repr=False)
+    #: this node's clock against the time reference (``status["clock"]``; None in strong mode or
+    #: while unsynced): ``clock_status`` synced | free-running | unsynced
+    clock_status: str = ""
+    clock_offset_us: float | None = None
+    clock_bound_us: float | None = None
+    clock_drift_ppm: float | None = None
 
     @classmethod
     def from_status(cls, s: dict[str, Any]) -> NodeStatus:
         members = s.get("members") or {}
+        clock = s.get("clock") or {}
         return cls(id=str(s.get("id", "")), ready=bool(s.get("ready")), accepting=bool(s.get("accepting", True)),
                    digest=str(s.get("digest", "")), ops=int(s.get("ops", 0)),
                    resting_orders=int(s.get("resting_orders", 0)), trades_final=int(s.get("trades_final", 0)),
                    trades_provisional=int(s.get("trades_provisional", 0)),
-                   members={str(k): str(v) for k, v in members.items()}, raw=s)
+                   members={str(k): str(v) for k, v in members.items()}, raw=s,
+                   clock_status=str(clock.get("status", "")), clock_offset_us=clock.get("offset_us"),
+                   clock_bound_us=clock.get("bound_us"), clock_drift_ppm=clock.get("drift_ppm"))
 
 
 # ---- events the library adds to the core's ---------------------------------------------------------

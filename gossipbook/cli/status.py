@@ -46,6 +46,16 @@ async def gather_status(cfg: ClusterConfig, timeout: float, what: str = "status"
             for r in (results[i] for i in cfg.ids)]
 
 
+def clock_cell(c: dict[str, Any] | None) -> str:
+    """This node against the time reference: status, offset ± bound, drift (red: refusing orders)."""
+    if not c:
+        return "-"  # strong mode: no clock bound
+    if c.get("bound_us") is None:
+        return f"[red]{c['status']}[/]"
+    text = f"{c['status']} {c['offset_us']:+.0f} ±{c['bound_us']:.0f} {c['drift_ppm']:+.1f}ppm"
+    return text if c.get("takes_orders", True) else f"[red]{text}[/]"
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config(args)
     if args.timeout <= 0:
@@ -58,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
     t = Table(title=f"cluster {cfg.path}" + (" (strong mode)" if strong else ""))
     cols = (["node", "role", "term", "leader", "commit", "match (leader)", "digest", "ops", "trades"] if strong else
             ["node", "digest", "ops", "trades final/prov", "watermark"])
-    for col in [*cols, "members", "peer offset / rtt (µs)", "dropped"]:
+    for col in [*cols, "members", "clock ± bound µs, drift", "peer offset / rtt (µs)", "dropped"]:
         t.add_column(col)
     digests = [n.get("digest") for n in nodes if n["reachable"]]
     for n in nodes:
         if not n["reachable"]:
-            t.add_row(n["id"], "[red]unreachable[/]", *[""] * (len(cols) + 1))
+            t.add_row(n["id"], "[red]unreachable[/]", *[""] * (len(cols) + 2))
             continue
         same = digests.count(n["digest"]) == len(digests)
         members = " ".join(f"{m}:{s[0]}" for m, s in sorted(n["members"].items()))
@@ -79,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
             cells = ["eventual", "", "", "", "", digest, str(n["ops"]), str(n["trades_final"] + n["trades_provisional"])]
         else:
             cells = [digest, str(n["ops"]), f"{n['trades_final']}/{n['trades_provisional']}", str(n["watermark"][0])]
-        t.add_row(n["id"], *cells, members, peers, str(dropped))
+        t.add_row(n["id"], *cells, members, clock_cell(n.get("clock")), peers, str(dropped))
     Console().print(t)
     return 0 if all(n["reachable"] for n in nodes) else 3

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gossipbook.api.types import NodeStatus
 from gossipbook.core.clockbound import (
     E_CLOCK_BOUND,
     FREE_RUNNING,
@@ -183,6 +184,9 @@ def test_the_gate_waits_for_sync_refuses_over_the_bound_and_lets_cancels_through
     assert st["clock"]["status"] == SYNCED and st["ready"] and st["clock"]["rts25_ok"]
     assert abs(st["clock"]["offset_us"] - 30_000) <= st["clock"]["bound_us"]
     assert st["peers"]["n2"]["status"] == SYNCED
+    ns = NodeStatus.from_status(st)
+    assert (ns.clock_status, ns.clock_bound_us, ns.clock_offset_us) == (SYNCED, st["clock"]["bound_us"],
+                                                                        st["clock"]["offset_us"])
     # silence: the bound grows at >= 50 ppm; 300 µs is passed within 6 s
     late = me.read(t + 8 * SEC)
     refused = _submit(core, late, "r3")

@@ -10,8 +10,10 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
+from gossipbook.cli.main import main
 from gossipbook.config import load, write_private
 
 from .harness import Cluster, cli
@@ -39,7 +41,8 @@ def _until(c: Cluster, node: str, code: int, timeout: float = 15) -> str:
         time.sleep(0.2)
 
 
-def test_gate_waits_for_the_reference_then_refuses_a_node_that_lost_it(make_cluster) -> None:
+def test_gate_waits_for_the_reference_then_refuses_a_node_that_lost_it(make_cluster, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     c = make_cluster(3)
     # a steep max_drift_ppm makes a silent node's bound pass the limit within about a second
     _time_keys(c, f'time_source = "n1"\nmax_clock_error_us = {LIMIT_US}\nmax_drift_ppm = 5000\n')
@@ -68,6 +71,10 @@ def test_gate_waits_for_the_reference_then_refuses_a_node_that_lost_it(make_clus
     assert rep["n3"]["takes_orders"] is False and rep["n3"]["bound_us"] > LIMIT_US
     assert rep["n1"]["rts25_ok"] and rep["n2"]["takes_orders"]
     assert _submit(c, "n2") == (0, "")  # the others still take orders
+    monkeypatch.setenv("COLUMNS", "400")  # the table on one line per node
+    assert main(["status", "-c", str(c.config)]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"synced [+-]\d+ ±\d+ [+-]\d+\.\dppm", table), table
     trio.run(_faults, c, {"n3": ""})  # heal: the next samples bring the bound back
     _until(c, "n3", 0)
 
