@@ -118,6 +118,8 @@ OrderEvent = OrderAccepted | OrderRested | OrderFilled | OrderCancelled | OrderA
 Resting = Callable[[str, str], "tuple[int, int] | None"]
 
 _TIF = {IOC: TimeInForce.IOC, FOK: TimeInForce.FOK}
+#: self-trade prevention modes that can take a *resting* order out of the book without a fill
+_STP_TAKES_RESTING = {"cancel-oldest", "cancel-both", "decrement"}
 
 
 def _cause(trade_id: str) -> str:
@@ -132,12 +134,17 @@ class OrderTracker:
         self.max_open = max_open
         #: order id -> (account, symbol) of the orders seen resting and not yet seen leave
         self._open: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        #: (account, symbol) -> those of its orders in ``_open``: what a mass cancel or self-trade
+        #: prevention can take, found without a pass over every open order
+        self._owned: dict[tuple[str, str], set[str]] = {}
+        self._stp_takes_resting = {s for s, i in venue.instruments.items() if i.stp in _STP_TAKES_RESTING}
 
     def __len__(self) -> int:
         return len(self._open)
 
     def clear(self) -> None:
         self._open.clear()
+        self._owned.clear()
 
     def step(self, ops: Iterable[Op], trades: Iterable[Trade], resting: Resting) -> list[OrderEvent]:
         """The events of one fold step: ``ops`` folded (any order; sorted here into the fold's),
@@ -161,24 +168,21 @@ class OrderTracker:
                 out.append(self._accepted(op))
                 out += self._fills(made, resting)
                 out += self._outcome(op, i, made, later, ops, resting)
+                out += self._self_trade(op, i, later, resting)
             elif kind == CANCEL:
                 if op.order_id in self._open and resting(op.symbol, op.order_id) is None:
-                    acct, sym = self._open.pop(op.order_id)
+                    acct, sym = self._forget(op.order_id)
                     out.append(OrderCancelled(op.order_id, acct, sym, "cancel"))
             elif kind == AMEND:
-                out += self._fills(made, resting)
-                now = resting(op.symbol, op.order_id)
-                if now is not None and op.order_id in self._open:
-                    inst = self.venue.get(op.symbol)
-                    out.append(OrderAmended(op.order_id, op.account, op.symbol, inst.ticks_to_price(now[0]),
-                                            inst.lots_to_qty(now[1])))
+                out += self._amended(op, i, made, later, resting)
+                out += self._self_trade(op, i, later, resting)
             elif kind == CANCEL_ALL:
-                gone = [oid for oid, (acct, sym) in self._open.items()
-                        if acct == op.account and (not op.symbol or sym == op.symbol)
-                        and resting(sym, oid) is None]
-                for oid in gone:
-                    acct, sym = self._open.pop(oid)
-                    out.append(OrderCancelled(oid, acct, sym, "cancel_all"))
+                syms = [op.symbol] if op.symbol else sorted(self.venue.instruments)
+                for sym in syms:
+                    for oid in sorted(self._owned.get((op.account, sym), ())):
+                        if resting(sym, oid) is None:
+                            self._forget(oid)
+                            out.append(OrderCancelled(oid, op.account, sym, "cancel_all"))
         for rest in by_cause.values():  # trades a replay made for ops folded in an earlier step
             out += self._fills(rest, resting)
         return out
@@ -202,10 +206,43 @@ class OrderTracker:
             for oid, acct, side, role in ((t.maker, t.maker_account, maker_side, "maker"),
                                           (t.taker, t.taker_account, taker_side, "taker")):
                 now = resting(t.symbol, oid)
-                if now is None:
-                    self._open.pop(oid, None)
+                if now is None and oid in self._open:
+                    self._forget(oid)
                 out.append(OrderFilled(oid, acct, t.symbol, side, price, qty, t.trade_id, role,
                                        inst.lots_to_qty(now[1]) if now is not None else Decimal(0)))
+        return out
+
+    def _amended(self, op: Op, i: int, made: list[Trade], later: dict[str, int],
+                 resting: Resting) -> list[OrderEvent]:
+        """An AMEND of an order seen resting: ``OrderAmended`` with what it asked for (the fold
+        applied it: the order rested and is the account's), then the fills it made by crossing;
+        if it is gone after them and no fill took it to zero, self-trade prevention took it."""
+        oid = op.order_id
+        known = self._open.get(oid)
+        if known is None or known[0] != op.account:
+            return self._fills(made, resting)
+        acct, sym = known
+        inst = self.venue.get(sym)
+        if op.qty == 0:
+            self._forget(oid)
+            return [OrderCancelled(oid, acct, sym, "cancel")]
+        out: list[OrderEvent] = [OrderAmended(oid, acct, sym, inst.ticks_to_price(op.price), inst.lots_to_qty(op.qty))]
+        out += self._fills(made, resting)
+        if oid in self._open and later.get(oid, -1) <= i and resting(sym, oid) is None:
+            self._forget(oid)
+            out.append(OrderCancelled(oid, acct, sym, "self_trade"))
+        return out
+
+    def _self_trade(self, op: Op, i: int, later: dict[str, int], resting: Resting) -> list[OrderEvent]:
+        """Orders of ``op``'s account that self-trade prevention took from the book (cancel-oldest,
+        cancel-both, decrement to zero) without a fill: only those can vanish so."""
+        if op.symbol not in self._stp_takes_resting:
+            return []
+        out: list[OrderEvent] = []
+        for oid in sorted(self._owned.get((op.account, op.symbol), ())):
+            if oid != op.order_id and later.get(oid, -1) <= i and resting(op.symbol, oid) is None:
+                self._forget(oid)
+                out.append(OrderCancelled(oid, op.account, op.symbol, "self_trade"))
         return out
 
     def _outcome(self, op: Op, i: int, made: list[Trade], later: dict[str, int], ops: list[Op],
@@ -226,5 +263,15 @@ class OrderTracker:
     def _remember(self, oid: str, account: str, symbol: str) -> None:
         self._open[oid] = (account, symbol)
         self._open.move_to_end(oid)
+        self._owned.setdefault((account, symbol), set()).add(oid)
         while len(self._open) > self.max_open:
-            self._open.popitem(last=False)
+            self._forget(next(iter(self._open)))
+
+    def _forget(self, oid: str) -> tuple[str, str]:
+        acct, sym = self._open.pop(oid)
+        owned = self._owned.get((acct, sym))
+        if owned is not None:
+            owned.discard(oid)
+            if not owned:
+                del self._owned[(acct, sym)]
+        return acct, sym

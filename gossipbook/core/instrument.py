@@ -7,10 +7,13 @@ exact-grid check, so ``100.25`` on a 0.01 tick is 10025 ticks and ``100.255`` is
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar
 
 from .book import MATCHING_NAMES, STP_NAMES
 from .errors import InvalidOrder, UnknownInstrument
@@ -111,6 +114,13 @@ class Instrument:
     def lots_to_qty(self, lots: int) -> Decimal:
         return lots * self.lot_size
 
+    def describe(self) -> dict[str, object]:
+        """Every rule of this instrument, canonically (decimals normalized: a tick of ``0.50`` is
+        the rule ``0.5``): what the venue fingerprint hashes and a refusal compares."""
+        return {"tick_size": _canon(self.tick_size), "lot_size": _canon(self.lot_size),
+                "min_price": _canon(self.min_price), "max_price": _canon(self.max_price),
+                "max_qty_lots": self.max_qty_lots, "stp": self.stp, "matching": self.matching}
+
     def to_config(self) -> dict[str, object]:
         return {"symbol": self.symbol, "tick_size": str(self.tick_size), "lot_size": str(self.lot_size),
                 "min_price": str(self.min_price), "max_price": str(self.max_price),
@@ -128,6 +138,10 @@ class Instrument:
 
 
 DEFAULT_INSTRUMENT = Instrument("GBX")
+
+
+def _canon(d: Decimal) -> str:
+    return format(d.normalize(), "f")
 
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
@@ -158,7 +172,18 @@ class Venue:
     so venue rules (a max notional, a blocked account) reject bad input before it is replicated.
     Replicas never re-run it: the op-set, not the hook, is the source of truth, so every node must
     be given the same hook (strong mode runs it at the leader).
+
+    Nodes check that they agree: ``describe()`` lists every instrument rule and the hooks' names
+    and versions, ``fingerprint()`` hashes it, and a node refuses a peer whose fingerprint differs.
+    A venue class names itself with ``name`` and ``version`` (class attributes); a hook function
+    may carry a ``version`` attribute. Bump a version when its behaviour changes, so a node still
+    running the old rules is refused rather than trading differently.
     """
+
+    #: the venue's name in ``describe()`` ("" for the class's module and qualified name)
+    name: ClassVar[str] = ""
+    #: the version of the venue's rules; part of the fingerprint
+    version: ClassVar[str] = ""
 
     instruments: dict[str, Instrument] = field(default_factory=lambda: {DEFAULT_INSTRUMENT.symbol: DEFAULT_INSTRUMENT})
     validate: OrderHook | None = None
@@ -180,12 +205,46 @@ class Venue:
             raise ValueError("a venue needs at least one instrument")
         return cls(inst, validate)
 
+    def describe(self) -> dict[str, Any]:
+        """This venue as plain data, the same on every node that runs the same rules: its name and
+        version, each hook's name and version, and every instrument's rules (``Instrument.describe``)."""
+        cls = type(self)
+        hooks = {"validate": _hook_id(self.validate)} if self.validate is not None else {}
+        return {"venue": {"name": cls.name or f"{cls.__module__}.{cls.__qualname__}", "version": str(cls.version)},
+                "hooks": hooks,
+                "instruments": {s: self.instruments[s].describe() for s in sorted(self.instruments)}}
+
+    def canonical(self) -> bytes:
+        """``describe()`` as canonical JSON (sorted keys, no spaces): the bytes the fingerprint hashes."""
+        return canonical_json(self.describe())
+
+    def fingerprint(self) -> str:
+        """A short hash (16 hex digits) of ``describe()``: equal on nodes with equal venues."""
+        return fingerprint_of(self.canonical()).hex()
+
     def get(self, symbol: str) -> Instrument:
         try:
             return self.instruments[symbol]
         except KeyError:
             raise UnknownInstrument(
                 f"unknown instrument {symbol!r}; this venue trades {', '.join(sorted(self.instruments))}") from None
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def fingerprint_of(blob: bytes) -> bytes:
+    """The 8-byte venue fingerprint of a canonical description."""
+    return hashlib.blake2b(blob, digest_size=8).digest()
+
+
+def _hook_id(hook: Callable[..., None]) -> dict[str, str]:
+    """A hook's stable name (module and qualified name, the same in every process running the same
+    code) and its ``version`` attribute ("" if none)."""
+    named = hook if hasattr(hook, "__qualname__") else type(hook)
+    return {"name": f"{getattr(named, '__module__', '?')}.{getattr(named, '__qualname__', '?')}",
+            "version": str(getattr(hook, "version", ""))}
 
 
 def _takes_request(hook: Callable[..., None]) -> bool:

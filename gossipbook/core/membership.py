@@ -55,6 +55,14 @@ When the queue is not empty, every ``gossip_interval_ns`` the node also sends it
 ``gossip_nodes`` random live peers, so news does not wait for the probe schedule. Other layers can
 carry updates too: ``piggyback(max_items)`` and ``apply_updates(updates, now)``.
 
+**Venue fingerprints.** Every ``Probe`` and ``Ack`` carries the sender's venue fingerprint
+(``venue``, 8 bytes; b"" when this membership was built without a venue), and the first tick sends
+it to every peer in a ``VenueQuery``. ``VenueCheck`` (``venuecheck.py``) compares it with ours,
+refuses a peer whose venue differs and asks it to describe itself (``VenueQuery`` / ``VenueInfo``
+are membership messages too, so both cores route them here); the cores ask ``venue.admit(src)``
+before taking any other message. Membership itself goes on as before with a refused peer: probes
+are how we learn that it was fixed.
+
 **Clock sync.** A ``Probe`` carries ``t1`` (our send time); the ack carries ``t1`` back with ``t2``
 (its receive time) and ``t3`` (its send time); its arrival time is ``t4``. Each answered probe
 (direct or relayed by us for someone else) yields a ``ClockSample`` event; ``clocksync.ClockSync``
@@ -82,6 +90,8 @@ from enum import Enum, StrEnum
 from typing import Any, NamedTuple
 
 from .errors import RemoteError
+from .instrument import Venue
+from .venuecheck import VenueCheck, VenueInfo, VenueQuery
 
 MS = 1_000_000
 NEVER = 1 << 62  # a deadline that never comes (keeps next_deadline() an int for min())
@@ -146,17 +156,20 @@ class Update(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """Are you alive? ``incarnation`` is the sender's; ``t1`` its send time (clock sync)."""
+    """Are you alive? ``incarnation`` is the sender's; ``t1`` its send time (clock sync);
+    ``venue`` its venue fingerprint."""
 
     seq: int
     incarnation: int
     t1: int
     updates: tuple[Update, ...] = ()
+    venue: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Answer to a ``Probe`` with the same ``seq``: echoes ``t1``, adds receive ``t2`` / send ``t3``."""
+    """Answer to a ``Probe`` with the same ``seq``: echoes ``t1``, adds receive ``t2`` / send ``t3``
+    and the sender's venue fingerprint."""
 
     seq: int
     incarnation: int
@@ -164,6 +177,7 @@ class Ack:
     t2: int
     t3: int
     updates: tuple[Update, ...] = ()
+    venue: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +210,8 @@ class Gossip:
 
 
 # Append-only: the wire layer may number membership messages by their position here.
-MESSAGES: tuple[type, ...] = (Probe, Ack, PingReq, IndirectAck, Gossip)
-Message = Probe | Ack | PingReq | IndirectAck | Gossip
+MESSAGES: tuple[type, ...] = (Probe, Ack, PingReq, IndirectAck, Gossip, VenueQuery, VenueInfo)
+Message = Probe | Ack | PingReq | IndirectAck | Gossip | VenueQuery | VenueInfo
 
 
 # ---- events -----------------------------------------------------------------------------------------
@@ -354,7 +368,10 @@ class Membership:
     """One node's view of the cluster; feed it messages and ticks, send its outbox."""
 
     def __init__(self, node_id: str, peers: Iterable[str], rng: random.Random,
-                 config: MembershipConfig | None = None, *, incarnation: int = 0) -> None:
+                 config: MembershipConfig | None = None, *, incarnation: int = 0,
+                 venue: Venue | None = None) -> None:
+        """``venue``: what this node folds with; its fingerprint goes out in every probe and ack and
+        peers with another are refused (``self.venue``). None: no comparison."""
         if not 0 <= incarnation <= MAX_INCARNATION:
             raise ValueError(f"incarnation must be in 0..{MAX_INCARNATION}")
         self.node_id = node_id
@@ -377,6 +394,7 @@ class Membership:
         self._started = False
         self._next_probe = 0
         self._next_gossip = 0
+        self.venue = VenueCheck(node_id, venue)
         self.counters: dict[str, int] = {
             "probes": 0, "acks": 0, "indirect_probes": 0, "relayed": 0, "probe_failures": 0,
             "refutations": 0, "suspicions": 0, "deaths": 0, "bad_clock_samples": 0, "refused_bound": 0}
@@ -410,10 +428,14 @@ class Membership:
             return
         if src not in self._members:
             raise RemoteError(f"membership message from unknown node {src!r}", reason="unknown_member")
+        if t is VenueQuery or t is VenueInfo:
+            self.venue.receive(msg, src, now)  # type: ignore[arg-type]
+            return
         if (not _valid_incarnation(msg.incarnation) or not isinstance(msg.updates, tuple | list)
                 or not all(_valid_update(u) for u in msg.updates)
                 or (t is Ack and not (type(msg.t2) is int and type(msg.t3) is int))
-                or (t is IndirectAck and not _valid_incarnation(msg.target_incarnation))):
+                or (t is IndirectAck and not _valid_incarnation(msg.target_incarnation))
+                or (t in (Probe, Ack) and type(msg.venue) is not bytes)):
             raise RemoteError("malformed membership message", reason="malformed")
         limit = self.incarnation_limit(now)
         if msg.incarnation > limit or (t is IndirectAck and msg.target_incarnation > limit):
@@ -421,12 +443,15 @@ class Membership:
             raise RemoteError(f"membership message from {src!r} with an incarnation above {limit}",
                               reason="bound")
         updates = self._plausible(msg.updates, limit)
+        if t is Probe or t is Ack:
+            self.venue.observe(src, msg.venue, now)  # type: ignore[union-attr]
         # Direct contact: the sender is alive at the incarnation it states (revives it if newer).
         self._apply(Update(src, msg.incarnation, ALIVE, src), now)
         for u in updates:
             self._apply(u, now)
         if t is Probe:
-            self._send(src, Ack(msg.seq, self.incarnation, msg.t1, now, now, self._updates_for(src)))
+            self._send(src, Ack(msg.seq, self.incarnation, msg.t1, now, now, self._updates_for(src),
+                                self.venue.fingerprint))
         elif t is Ack:
             self._on_ack(msg, src, now)
         elif t is PingReq:
@@ -446,6 +471,7 @@ class Membership:
             # Stagger nodes started together, so their probes do not move in lockstep.
             self._next_probe = now + self.rng.randrange(cfg.probe_interval_ns)
             self._next_gossip = now + self.rng.randrange(cfg.gossip_interval_ns)
+            self.venue.hello(list(self._members), now)
         p = self._pending
         if (p is not None and not p.acked and not p.indirect_sent
                 and now >= p.start + cfg.probe_timeout_ns and now < self._next_probe):
@@ -497,6 +523,7 @@ class Membership:
     def outbox(self) -> list[tuple[str, Message]]:
         """Messages to send, as ``(peer id, message)``; clears them."""
         out, self._out = self._out, []
+        out.extend(self.venue.outbox())
         return out
 
     def events(self) -> list[Any]:
@@ -532,7 +559,7 @@ class Membership:
         self._pending = _Pending(seq, target, now)
         self._sent[seq] = _Sent(target, now, now + self.config.probe_interval_ns)
         self.counters["probes"] += 1
-        self._send(target, Probe(seq, self.incarnation, now, self._updates_for(target)))
+        self._send(target, Probe(seq, self.incarnation, now, self._updates_for(target), self.venue.fingerprint))
 
     def _next_target(self) -> str | None:
         """Shuffled round-robin over everyone but LEFT members (DEAD ones too: see the header)."""
@@ -592,7 +619,8 @@ class Membership:
         self._seq = (self._seq + 1) & 0xFFFF_FFFF
         seq = self._seq
         self._sent[seq] = _Sent(msg.target, now, now + self.config.probe_interval_ns, src, msg.seq)
-        self._send(msg.target, Probe(seq, self.incarnation, now, self._updates_for(msg.target)))
+        self._send(msg.target, Probe(seq, self.incarnation, now, self._updates_for(msg.target),
+                                     self.venue.fingerprint))
 
     def _gossip(self) -> None:
         if not len(self._queue):

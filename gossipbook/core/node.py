@@ -344,7 +344,7 @@ class NodeCore:
         peers = [m for m in members if m != node_id]
         self.gossip = Gossip(self.replica, peers, random.Random(self.rng.random()), self.config.gossip)
         self.membership = Membership(node_id, peers, random.Random(self.rng.random()),
-                                     self.config.membership, incarnation=incarnation)
+                                     self.config.membership, incarnation=incarnation, venue=self.replica.venue)
         self.clock = ClockSync(bound=ClockBound(node_id, peers, self.config.clock))
         self._out: list[tuple[str | Client, Any]] = []
         self._events: list[Any] = []
@@ -390,6 +390,8 @@ class NodeCore:
             self._subscribe(msg, Client(reply_to, account or ""), now)
         elif account is not None:
             raise RemoteError(f"{t.__name__} under account {account}'s credential", reason="not_peer")
+        elif t not in MEMBERSHIP_TYPES and src in self.membership.venue.refused:
+            self.membership.venue.admit(src)  # venuecheck.py: raises RemoteError (venue_mismatch)
         elif t in GOSSIP_TYPES:
             if src in self.gossip.peers:
                 self._record(self.gossip.receive(msg, src, now))
@@ -715,7 +717,8 @@ class NodeCore:
         return {
             "id": self.node_id, "digest": r.digest(), "ops": r.op_count, "version_vector": r.version_vector(),
             "watermark": [w.wall, w.logical], "trades_final": final, "trades_provisional": r.trade_count - final,
-            "members": self.membership.states(), "peers": peers, "counters": counters,
+            "members": self.membership.states(),
+            "venue": self.membership.venue.status(), "peers": peers, "counters": counters,
             "hlc": list(r.hlc.last), "clock_in_sync": r.clock_in_sync, "accepting": self.accepting,
             "resting_orders": sum(len(b) for b in r.books.values()), "clock": clock,
             "ready": self.ready and bool(clock["takes_orders"]),  # ready: takes orders (the clock too)

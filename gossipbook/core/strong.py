@@ -411,7 +411,7 @@ class StrongNodeCore:
         self.seq = Sequencer(node_id, members, random.Random(self.rng.random()), self.config.sequencer, persisted,
                              snapshot_check=self._snapshot_ok)
         self.membership = Membership(node_id, self.peers, random.Random(self.rng.random()),
-                                     self.config.membership, incarnation=incarnation)
+                                     self.config.membership, incarnation=incarnation, venue=self.venue)
         self.clock = ClockSync()
         self.fills = AccountFills()
         self.hlc = HLC(node_id, self.config.max_offset_ns)
@@ -454,6 +454,8 @@ class StrongNodeCore:
             self._query(msg, Client(reply_to, account or ""))
         elif account is not None:
             raise RemoteError(f"{t.__name__} under account {account}'s credential", reason="not_peer")
+        elif t not in MEMBERSHIP_TYPES and src in self.membership.venue.refused:
+            self.membership.venue.admit(src)  # venuecheck.py: raises RemoteError (venue_mismatch)
         elif t in SEQUENCER_TYPES and src in self.peers:
             if t is AppendEntries and msg.entries:
                 msg = AppendEntries(msg.term, msg.prev_index, msg.prev_term, msg.commit,
@@ -898,6 +900,7 @@ class StrongNodeCore:
             "id": self.node_id, "mode": "strong", "digest": r.digest(), "ops": r.op_count,
             "version_vector": r.version_vector(), "watermark": list(r.last_stamp),
             "trades_final": r.trade_count, "trades_provisional": 0, "members": self.membership.states(),
+            "venue": self.membership.venue.status(),
             "peers": peers, "counters": counters, "hlc": list(self.hlc.last), "clock_in_sync": self.clock_in_sync,
             "accepting": self.accepting, "resting_orders": sum(len(b) for b in r.books.values()),
             "ready": self.ready, "role": s["role"], "term": s["term"], "leader": s["leader"],

@@ -51,6 +51,7 @@ from .membership import Ack, IndirectAck, PingReq, Probe, Update
 from .membership import Gossip as MemberGossip
 from .ops import Op
 from .sequencer import AppendEntries, AppendReply, Entry, InstallSnapshot, RequestVote, VoteReply
+from .venuecheck import FP_LEN, MAX_DESCRIPTION, VenueInfo, VenueQuery
 
 MAGIC = b"GB"
 VERSION = 4  # 4: key id, stamp, MAC bound to cluster and destination; 3: principals (accounts), Op.account,
@@ -319,11 +320,17 @@ def _tuple(check: Check) -> Check:
     return lambda v: tuple(check(v))
 
 
-register(10, Probe, [uint(), uint(), uint(), _tuple(_UPDATES)])
-register(11, Ack, [uint(), uint(), uint(), uint(), uint(), _tuple(_UPDATES)])
+#: a venue fingerprint (venuecheck.py): ``FP_LEN`` bytes; b"" from a sender that compares nothing
+#: (any other length is bounded here and ignored by ``VenueCheck``)
+_FINGERPRINT = binary(FP_LEN)
+register(10, Probe, [uint(), uint(), uint(), _tuple(_UPDATES), _FINGERPRINT])
+register(11, Ack, [uint(), uint(), uint(), uint(), uint(), _tuple(_UPDATES), _FINGERPRINT])
 register(12, PingReq, [uint(), NODE_ID, uint(), _tuple(_UPDATES)])
 register(13, IndirectAck, [uint(), NODE_ID, uint(), uint(), _tuple(_UPDATES)])
 register(14, MemberGossip, [uint(), _tuple(_UPDATES)])
+# venue fingerprints (venuecheck.py): "describe your venue" and the description (canonical JSON)
+register(26, VenueQuery, [_FINGERPRINT])
+register(27, VenueInfo, [_FINGERPRINT, binary(MAX_DESCRIPTION)])
 
 
 # strong mode: the sequencer's messages (its dataclasses, fields in wire order) and the forward pair

@@ -30,6 +30,7 @@ from ..core.membership import Ack, IndirectAck, PingReq, Probe, Update
 from ..core.membership import Gossip as MemberGossip
 from ..core.ops import Op
 from ..core.sequencer import AppendEntries, AppendReply, Entry, InstallSnapshot, RequestVote, VoteReply
+from ..core.venuecheck import MAX_DESCRIPTION, VenueInfo, VenueQuery
 from ..core.wire import (
     _ACCOUNT_TYPE_NOS,
     MAX_DATAGRAM,
@@ -145,6 +146,7 @@ class FrameGen:
             19: self.install_snapshot, 20: self.forward, 21: self.forward_reply,
         }
         self.makers.update({22: self.feed_subscribe, 23: self.feed_ack, 24: self.feed_snapshot, 25: self.feed_delta})
+        self.makers.update({26: self.venue_query, 27: self.venue_info})
         missing = set(self.types) - set(self.makers)
         if missing:  # a new message type must get a maker here (the test checks by_type covers all)
             raise RuntimeError(f"the fuzzer has no generator for message type(s) {sorted(missing)}")
@@ -409,6 +411,21 @@ class FrameGen:
 
     def feed_delta(self) -> FeedDelta:
         return FeedDelta(text_of(self.rng, 32, 1), uint_of(self.rng), *self.feed_rows())
+
+    def venue_fp(self) -> bytes:
+        """A venue fingerprint: mostly none (compared with nothing); sometimes made up, which makes
+        the node refuse the claimed sender until that sender's own next probe says otherwise."""
+        r = self.rng.random()
+        return b"" if r < 0.8 else self.rng.randbytes(8) if r < 0.95 else self.rng.randbytes(self.rng.randrange(8))
+
+    def venue_query(self) -> VenueQuery:
+        return VenueQuery(self.venue_fp())
+
+    def venue_info(self) -> VenueInfo:
+        rng = self.rng
+        n = rng.choice([0, 10, 300]) if not self.big() else MAX_DESCRIPTION
+        blob = rng.randbytes(n) if rng.random() < 0.5 else b'{"venue":{},"hooks":{},"instruments":{}}'
+        return VenueInfo(self.venue_fp(), blob)
 
     # ---- frames -------------------------------------------------------------------------------------
     def next(self, dst: str) -> tuple[int, str, bytes]:

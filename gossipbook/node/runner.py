@@ -409,6 +409,8 @@ class NodeRunner:
                                        type(ev).__name__)
         if revised:
             self._log_revisions(revised)
+        for line in core.membership.venue.notices():  # a peer refused for its venue, or accepted again
+            self.log.warning("%s", line)
         if audit is not None:  # the trades, then one fsync for this iteration's rows
             audit.events(events)
         if self.on_ops is not None:

@@ -61,6 +61,7 @@ from gossipbook.core.sequencer import (
     RequestVote,
     VoteReply,
 )
+from gossipbook.core.venuecheck import VenueInfo, VenueQuery
 from gossipbook.core.wire import (
     ACCOUNT_TYPES,
     DEFAULT_REPLAY_WINDOW_MS,
@@ -315,11 +316,13 @@ SCHEMA: dict[type, tuple[Any, ...]] = {
     ClientQuery: (S(64, 1), S(16, 1), S(32), U(1000)),
     QueryReply: (S(64), U(255), S(1024), Plain(6)),
     SnapshotChunk: (U(), U(1 << 20), U(1 << 20), B(MAX_DATAGRAM)),
-    Probe: (U(), U(), U(), UPDATES),
-    Ack: (U(), U(), U(), U(), U(), UPDATES),
+    Probe: (U(), U(), U(), UPDATES, B(8)),  # + the sender's venue fingerprint (venuecheck.py)
+    Ack: (U(), U(), U(), U(), U(), UPDATES, B(8)),
     PingReq: (U(), NODE, U(), UPDATES),
     IndirectAck: (U(), NODE, U(), U(), UPDATES),
     MemberGossip: (U(), UPDATES),
+    VenueQuery: (B(8),),  # 26, 27: a venue fingerprint, and one with the venue's description
+    VenueInfo: (B(8), B(60_000)),
     # strong mode: an entry's value is () for the leader's no-op, (op,) for a client op
     RequestVote: (U(), U(), U(), Bool()),
     VoteReply: (U(), Bool(), Bool(), NODE),
