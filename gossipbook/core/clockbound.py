@@ -23,7 +23,9 @@ with ``D`` the time between them (taken at its least or most, whichever widens t
 intersection over every such pair in the window is ``S``, the measured drift: sound as long as the
 drift is constant over the window (a quartz oscillator's wanders by far less than the measurement
 resolves in 16 samples). The reported ``drift_ppm`` is a least-squares fit over the samples with
-the lowest round trips (the ones not delayed by queueing), kept inside ``S``.
+the lowest round trips (the ones not delayed by queueing), kept inside ``S``. Before two samples are
+far enough apart, and always as an outer limit, ``S`` is within ``+-MAX_PLAUSIBLE_DRIFT_PPM`` (1000
+ppm, 86 s a day: no working pair of clocks drifts apart faster), so one sample is enough to start.
 
 **The interval.** Every sample in the window is carried to the newest one's time ``T`` at the
 measured drift (``S``, widened the way that loosens it) and the intervals are intersected, so an old
@@ -34,9 +36,9 @@ stray from the measured drift before the next sample says so (temperature, agein
 quartz oscillator does in seconds, so the bound stays honest through minutes of silence). A read is
 O(1): the interval at ``T`` and ``R`` are kept per new sample.
 
-**Status.** ``unsynced`` until the drift is measured (two samples ``min_span_ns`` apart): before
-that no rate is known and no bound is claimed, so a node that started a moment ago refuses orders
-instead of guessing. ``synced`` while the newest sample is younger than ``stale_ns``, then
+**Status.** ``unsynced`` until the first sample (no bound is claimed, so a node that started a
+moment ago refuses orders instead of guessing), and after our clock reads earlier than the newest
+sample (it stepped back). ``synced`` while the newest sample is younger than ``stale_ns``, then
 ``free-running`` (the bound keeps growing at ``R``; the gate closes when it passes the limit).
 
 **The model's check.** If the samples contradict each other (``S`` empty, or the predictions'
@@ -75,6 +77,7 @@ MAX_SAMPLE_RTT_NS = 10 * SEC
 QUEUE_SLACK_NS = 20 * US  # a sample is "queued" beyond 2 x the window's least round trip + this
 MAX_QUEUED_IN_A_ROW = 3  # then it is kept anyway: the path itself may have become slower
 RTS25_HFT_NS = 100 * US  # MiFID II RTS 25, HFT: within 100 µs of UTC
+MAX_PLAUSIBLE_DRIFT_PPB = 1_000_000  # 1000 ppm: the drift range before (and beyond) any measurement
 
 #: deliberate mutations for the clock checker (``gossipbook clock check --break``): each removes
 #: one mechanism the bound relies on, and the checker must catch it
@@ -201,10 +204,15 @@ class PeerFilter:
         no_drift = "no-drift" in cfg.breaks
         rho = 0 if no_drift else cfg.max_drift_ppb
         while True:
-            slopes = (0, 0) if no_drift else self._slopes(samples, cfg.min_span_ns)
-            ok = slopes is None or slopes[0] <= slopes[1]
+            if no_drift:
+                slopes = (0, 0)
+            else:
+                m = self._slopes(samples, cfg.min_span_ns)
+                cap = MAX_PLAUSIBLE_DRIFT_PPB
+                slopes = (-cap, cap) if m is None else (max(m[0], -cap), min(m[1], cap))
+            ok = slopes[0] <= slopes[1]
             edge = None
-            if ok and slopes is not None:
+            if ok:
                 # every sample, carried to the newest one's time at the measured drift
                 at = samples[-1].t4
                 lo = max(self._lower(x, slopes[0], at) for x in samples)
@@ -219,8 +227,8 @@ class PeerFilter:
             self.resets += 1
             self.samples = deque(samples, maxlen=self.samples.maxlen)
         self._edge = edge if ok else None
-        self._rate = None if self._edge is None or slopes is None else (slopes[0] - rho, slopes[1] + rho)
-        self._drift = self._fit_drift(samples, slopes) if slopes is not None else 0
+        self._rate = None if self._edge is None else (slopes[0] - rho, slopes[1] + rho)
+        self._drift = self._fit_drift(samples, slopes) if ok else 0
 
     @staticmethod
     def _slopes(samples: list[_Sample], min_span: int) -> tuple[int, int] | None:
@@ -272,7 +280,7 @@ class PeerFilter:
     # ---- answers ---------------------------------------------------------------------------------
     def interval(self, now: int, cfg: ClockConfig) -> tuple[int, int, str] | None:
         """``(lo, hi, status)``: the peer's clock minus ours at ``now`` lies in ``[lo, hi]``; None
-        while unsynced (no drift measured, or our clock reads before the newest sample: a step back)."""
+        while unsynced (no sample, or our clock reads before the newest sample: a step back)."""
         if self._dirty:
             self._refresh(cfg)
         rate, edge = self._rate, self._edge

@@ -57,24 +57,28 @@ def test_interval_holds_the_reference_under_skew_drift_and_asymmetry(skew: int, 
             assert r.bound_ns == -(-(r.latest - r.earliest) // 2)
 
 
-def test_unsynced_until_the_drift_is_measured_then_free_running_when_silent() -> None:
-    me, ref = NodeClock(skew_ns=30 * MS), NodeClock()
+def test_unsynced_until_a_sample_then_the_drift_narrows_and_silence_free_runs() -> None:
+    me, ref = NodeClock(skew_ns=30 * MS, drift_ppb=20_000), NodeClock()
     cfg = ClockConfig(time_source="ref", min_span_ns=150 * MS, stale_ns=SEC)
     cb = ClockBound("me", ["ref"], cfg)
     t = T0
+    assert cb.read(me.read(t)).status == UNSYNCED  # no sample: no bound claimed
     cb.add_sample("ref", *exchange(me, ref, t, 40 * US, 0, 60 * US))
-    assert cb.read(me.read(t + MS)).status == UNSYNCED  # one sample: no rate known, no bound claimed
-    cb.add_sample("ref", *exchange(me, ref, t + 100 * MS, 40 * US, 0, 60 * US))
-    assert cb.read(me.read(t + 101 * MS)).status == UNSYNCED  # 100 ms apart: below min_span
-    cb.add_sample("ref", *exchange(me, ref, t + 400 * MS, 40 * US, 0, 60 * US))
-    r = cb.read(me.read(t + 401 * MS))
-    assert r.status == SYNCED
-    assert abs(r.offset_ns - (-30 * MS)) <= r.bound_ns <= 100 * US
-    silent = [cb.read(me.read(t + 401 * MS + k * SEC // 2)) for k in (1, 4, 10, 20)]
+    first = cb.read(me.read(t + 100 * MS))
+    # one sample: synced, its drift only bounded by the 1000 ppm prior (+ max_drift): ~105 µs in 100 ms
+    assert first.status == SYNCED and 100 * US + 100 * US <= 2 * first.bound_ns <= 2 * 160 * US
+    for i in range(1, 12):
+        cb.add_sample("ref", *exchange(me, ref, t + i * 300 * MS, 40 * US, 0, 60 * US))
+    t += 11 * 300 * MS
+    r = cb.read(me.read(t + 100 * MS))
+    truth = ref.read(t + 100 * MS) - me.read(t + 100 * MS)  # -30 ms, minus the 20 ppm we gained since T0
+    assert r.status == SYNCED and abs(r.offset_ns - truth) <= r.bound_ns <= 70 * US
+    assert abs(r.drift_ppb - (-20_000)) < 10_000  # the reference loses 20 ppm against us: measured
+    silent = [cb.read(me.read(t + 100 * MS + k * SEC // 2)) for k in (1, 4, 10, 20)]
     assert [x.status for x in silent] == [SYNCED, FREE_RUNNING, FREE_RUNNING, FREE_RUNNING]
     # the bound grows at least at max_drift_ppm (50 ppm: 50 µs a second) and never shrinks
     assert all(b.bound_ns - a.bound_ns >= 75 * US for a, b in zip(silent, silent[1:], strict=False))
-    assert silent[-1].earliest <= ref.read(t + 401 * MS + 10 * SEC) <= silent[-1].latest
+    assert silent[-1].earliest <= ref.read(t + 100 * MS + 10 * SEC) <= silent[-1].latest
 
 
 def test_a_stepped_clock_contradicts_the_window_and_resets_it() -> None:
@@ -173,6 +177,7 @@ def test_the_gate_waits_for_sync_refuses_over_the_bound_and_lets_cancels_through
     rep = _submit(core, me.read(T0), "r1")
     assert rep.code == E_CLOCK_BOUND and REPLY_CODES[rep.code] == "clock bound"
     assert rep.message == "clock not synced with n2 yet: error bound unknown, limit 300 µs"
+    assert core.counters["client_rejects"] == 1
     assert core.status()["clock"]["status"] == UNSYNCED and not core.status()["ready"]
     t = T0
     for i in range(4):
