@@ -118,3 +118,23 @@ def test_ab_runs_every_revision_in_every_round() -> None:
     for rev in ("HEAD", "HEAD~0"):
         v = res["revisions"][rev]
         assert v["errors"] == 0 and len(v["samples"]) == 2 and v["median"] > 0, v
+
+
+def test_throughput_reruns_a_burst_until_it_is_a_steady_state(monkeypatch) -> None:
+    """``bench throughput`` reports a run of at least ``min_s``: a shorter one (a burst that fits in
+    socket buffers) is run again, scaled to last about 1.25x ``min_s`` (issue 19)."""
+    from gossipbook.bench import throughput
+
+    sizes: list[int] = []
+
+    def once(nodes: int, per_node: int, timeout_s: float, fsync: str | None) -> dict:
+        sizes.append(per_node)
+        return {"complete": True, "elapsed_s": per_node * nodes / 40_000, "ops_per_s": 40_000}
+
+    monkeypatch.setattr(throughput, "_run_once", once)
+    r = throughput.run_throughput(4, 3_000, min_s=2.0)
+    assert r["elapsed_s"] >= 2.0 and r["attempts"] == 2 and sizes[0] == 3_000 and r["per_node"] == sizes[-1]
+    assert 2.0 <= sizes[1] * 4 / 40_000 <= 2.6
+    sizes.clear()
+    r = throughput.run_throughput(4, 3_000)  # min_s 0: one run, as tests and `ab` take it
+    assert r["attempts"] == 1 and sizes == [3_000]
