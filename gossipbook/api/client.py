@@ -14,9 +14,11 @@ Rules that hold:
   ``ExceptionGroup``; the methods raise the library's own exceptions (``gossipbook.errors``).
 - Each request goes to one node: the ``node`` argument, else the client's default node (the
   ``node`` given to ``Client``, else the config's first). There is no silent fail-over.
-- ``watch_my_trades`` is a polling feed: it asks the node for this account's fills every
-  ``interval`` seconds and yields what changed. A fill revised or undone by a replay after a heal is
-  yielded again with its new state, and once more when it becomes final.
+- ``watch_my_trades`` and ``watch_order_book`` are pushed feeds: each holds a subscription (a lease
+  it renews) at one node, which pushes sequenced snapshots and deltas (core/feeds.py); a lost push
+  makes it ask for a fresh snapshot, so nothing is skipped silently. A fill is yielded when made,
+  again when a replay after a heal revises or undoes it, and once more when it becomes final. In
+  strong mode (whose nodes push no feeds) both poll instead, every ``interval`` seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ import trio
 from ..config import ClusterConfig
 from ..core.book import BUY, FOK, GTC, IOC, MARKET, SELL
 from ..core.errors import InvalidOrder, UnknownOrder, UsageError
+from ..core.feeds import (
+    F_FINAL,
+    F_ID,
+    F_ORDER,
+    F_PRICE,
+    F_QTY,
+    F_REVISIONS,
+    F_ROLE,
+    F_SIDE,
+    F_SYMBOL,
+    F_UNDONE,
+    FeedUpdate,
+)
 from ..core.instrument import Instrument, Venue
 from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW
 from ..core.wire import ClientQuery, ClientSubmit
@@ -79,6 +94,14 @@ def _number(value: object, what: str) -> Decimal | str | int:
     if not isinstance(value, Decimal | str | int):
         raise InvalidOrder(f"{what} must be a Decimal, str or int, not {type(value).__name__}")
     return value
+
+
+def _fill_from_feed(inst: Instrument, row: tuple[Any, ...]) -> Fill:
+    """A pushed fill row (``wire.FILL_ROW``) as a ``Fill``."""
+    return Fill(trade_id=str(row[F_ID]), symbol=inst.symbol, order_id=str(row[F_ORDER]),
+                side=Side.BUY if row[F_SIDE] == BUY else Side.SELL, price=inst.ticks_to_price(int(row[F_PRICE])),
+                amount=inst.lots_to_qty(int(row[F_QTY])), role="taker" if row[F_ROLE] else "maker",
+                final=bool(row[F_FINAL]), revisions=int(row[F_REVISIONS]), undone=bool(row[F_UNDONE]))
 
 
 def _fill_from_row(inst: Instrument, row: dict[str, Any]) -> Fill:
@@ -336,58 +359,209 @@ class Client:
         return NodeStatus.from_status(await self._query("status", node, timeout))
 
     def watch_my_trades(self, symbol: str | None = None, *, interval: float = 0.2, node: str | None = None,
-                        history: bool = False) -> TradeWatch:
-        """A polling feed of this account's fills: ``async for fill in client.watch_my_trades()``.
-        Every ``interval`` seconds it asks the node for the account's fills and yields each fill
-        that is new or changed (revised, undone, or now final), in the node's order. ``history``:
-        also yield the fills the node already held at the first poll."""
+                        history: bool = False, lease: float = 10.0) -> TradeWatch:
+        """A pushed feed of this account's fills: ``async for fill in client.watch_my_trades()``.
+        Each fill is yielded when the node's fold makes it, again when a replay revises or undoes
+        it, and once more when it becomes final (``Fill.final``). ``history``: first yield the
+        fills the node already holds (its newest 200). ``lease``: seconds the node keeps the
+        subscription without a renewal (renewed every third of it while you iterate; a program
+        that stops iterating costs the node nothing once it runs out). ``interval``: strong mode
+        only, where it polls. ``async with`` (or ``await feed.aclose()``) ends it at once."""
         if interval <= 0:
             raise UsageError("interval must be positive")
         if symbol is not None:
             self.instrument(symbol)
-        return TradeWatch(self, symbol, interval, node, history)
+        return TradeWatch(self, symbol, interval, node, history, lease)
+
+    def watch_order_book(self, symbol: str, *, depth: int = 10, node: str | None = None, lease: float = 10.0,
+                         interval: float = 0.2) -> BookWatch:
+        """A pushed feed of ``symbol``'s top ``depth`` levels per side (1 to 50) at one node:
+        ``async for book in client.watch_order_book("GBX")`` yields an ``OrderBook`` first as the
+        node holds it, then after every change the node pushes (changes are conflated to one push
+        per 20 ms). ``lease`` and ``interval`` as for ``watch_my_trades``."""
+        inst = self.instrument(symbol)
+        if type(depth) is not int or not 1 <= depth <= 50:
+            raise UsageError("depth must be an int between 1 and 50")
+        if interval <= 0:
+            raise UsageError("interval must be positive")
+        return BookWatch(self, inst, depth, node, lease, interval)
 
 
-class TradeWatch:
-    """The iterator ``Client.watch_my_trades`` returns (polling; see there). A node that does not
-    answer is asked again next interval; ``Unreachable`` is raised after ``give_up_s`` seconds
-    without an answer."""
+class _Watch:
+    """What both feeds share: a subscription opened on the first ``__anext__``, renewed and
+    resynced by ``Subscription.next``, ended by ``aclose`` / ``async with``; errors as the library's
+    own (``Unreachable``, ``RateLimited`` for a node at its subscription cap, ...)."""
 
+    feed = ""
+
+    def __init__(self, client: Client, node: str | None, lease: float, interval: float) -> None:
+        if not 0.5 <= lease <= 600:
+            raise UsageError("lease must be 0.5 to 600 seconds")
+        self._c = client
+        self._node = node or client.node
+        client.cfg.node(self._node)
+        self._lease = lease
+        self._interval = interval
+        self._polling = client.cfg.mode == "strong"  # strong-mode nodes push no feeds
+        self._sub: _wire_client.Subscription | None = None
+
+    def _symbol(self) -> str:
+        return ""
+
+    def _depth(self) -> int:
+        return 0
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """End the subscription at the node now (else its lease ends it)."""
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.aclose()
+
+    @property
+    def gaps(self) -> int:
+        """Pushes found missing so far (each answered with a fresh snapshot)."""
+        return self._sub.rx.gaps if self._sub is not None else 0
+
+    async def _update(self) -> FeedUpdate:
+        if not self._c._open:
+            raise UsageError("use the client inside 'async with Client(...) as client:'")
+        try:
+            if self._sub is None:
+                sub = self._c._wire.subscribe(self._node, self.feed, self._symbol(), self._depth(),
+                                              lease_s=self._lease)
+                await sub.open(timeout=self._c.timeout)
+                self._sub = sub
+            return await self._sub.next()
+        except _wire_client.Unreachable as e:
+            err = Unreachable(str(e))
+            err.node = self._node  # type: ignore[attr-defined]
+            raise err from None
+        except _wire_client.FeedRefused as e:
+            raise from_reply(e.code, str(e), node=self._node) from None
+
+
+class TradeWatch(_Watch):
+    """The iterator ``Client.watch_my_trades`` returns (see there): ``Fill``s in the order the node
+    pushed them. ``gaps`` counts pushes that went missing (each followed by a snapshot, from which
+    the fills that changed meanwhile are yielded). In strong mode it polls; ``Unreachable`` after
+    ``give_up_s`` seconds without an answer."""
+
+    feed = "trades"
     give_up_s = 10.0
 
     def __init__(self, client: Client, symbol: str | None, interval: float, node: str | None,
-                 history: bool) -> None:
-        self._c = client
-        self._symbol = symbol
-        self._interval = interval
-        self._node = node
-        self._seen: dict[str, Fill] | None = {} if history else None
+                 history: bool, lease: float = 10.0) -> None:
+        super().__init__(client, node, lease, interval)
+        self._only = symbol
+        self._history = history
+        self._seen: dict[str, Fill] | None = None  # None until the first snapshot (or poll)
         self._queue: list[Fill] = []
         self._last_ok = trio.current_time()
+
+    def _symbol(self) -> str:
+        return self._only or ""
 
     def __aiter__(self) -> TradeWatch:
         return self
 
     async def __anext__(self) -> Fill:
         while not self._queue:
-            try:
-                fills = await self._c.fetch_my_trades(self._symbol, node=self._node, timeout=max(1.0, self._interval))
-            except Unreachable:
-                if trio.current_time() - self._last_ok > self.give_up_s:
-                    raise
-                await trio.sleep(self._interval)
+            if self._polling:
+                await self._poll()
                 continue
-            self._last_ok = trio.current_time()
-            if self._seen is None:  # the first poll is the baseline
-                self._seen = {f.trade_id: f for f in fills}
-            else:
-                for f in fills:
-                    if self._seen.get(f.trade_id) != f:
-                        self._seen[f.trade_id] = f
-                        self._queue.append(f)
-                if len(self._seen) > 4 * 1000:  # the node keeps ~1000 per account: forget the oldest
-                    for k in list(self._seen)[:len(self._seen) - 2000]:
-                        del self._seen[k]
-            if not self._queue:
-                await trio.sleep(self._interval)
+            up = await self._update()
+            fills = []
+            for row in up.fills:
+                inst = self._c.venue.instruments.get(row[F_SYMBOL])
+                if inst is not None and (self._only is None or inst.symbol == self._only):
+                    fills.append(_fill_from_feed(inst, row))
+            self._absorb(fills, baseline=up.snapshot)
         return self._queue.pop(0)
+
+    def _absorb(self, fills: list[Fill], baseline: bool) -> None:
+        """Queue the fills that are new or changed; a first snapshot (or poll) is the baseline
+        unless ``history`` was asked for."""
+        if self._seen is None:
+            self._seen = {}
+            if baseline and not self._history:
+                self._seen = {f.trade_id: f for f in fills}
+                return
+        for f in fills:
+            if self._seen.get(f.trade_id) != f:
+                self._seen[f.trade_id] = f
+                self._queue.append(f)
+        if len(self._seen) > 4 * 1000:  # a node keeps ~1000 per account: forget the oldest
+            for k in list(self._seen)[:len(self._seen) - 2000]:
+                del self._seen[k]
+
+    async def _poll(self) -> None:
+        """Strong mode: ask for the account's fills, then wait ``interval``."""
+        first = self._seen is None
+        if not first:
+            await trio.sleep(self._interval)
+        try:
+            fills = await self._c.fetch_my_trades(self._only, node=self._node, timeout=max(1.0, self._interval))
+        except Unreachable:
+            if trio.current_time() - self._last_ok > self.give_up_s:
+                raise
+            return
+        self._last_ok = trio.current_time()
+        self._absorb(fills, baseline=True)
+
+
+class BookWatch(_Watch):
+    """The iterator ``Client.watch_order_book`` returns (see there): ``OrderBook``s, the node's top
+    levels after each update it pushed (``digest`` is empty: a feed carries levels only)."""
+
+    feed = "book"
+
+    def __init__(self, client: Client, inst: Instrument, depth: int, node: str | None, lease: float,
+                 interval: float) -> None:
+        super().__init__(client, node, lease, interval)
+        self._inst = inst
+        self._depth_n = depth
+        self._levels: dict[tuple[int, int], tuple[int, int]] = {}  # (side, price ticks) -> (lots, orders)
+        self._last: OrderBook | None = None
+
+    def _symbol(self) -> str:
+        return self._inst.symbol
+
+    def _depth(self) -> int:
+        return self._depth_n
+
+    def __aiter__(self) -> BookWatch:
+        return self
+
+    async def __anext__(self) -> OrderBook:
+        if self._polling:
+            while True:
+                if self._last is not None:
+                    await trio.sleep(self._interval)
+                book = await self._c.fetch_order_book(self._inst.symbol, self._depth_n, node=self._node)
+                book = OrderBook(book.symbol, book.bids, book.asks, book.node)
+                if book != self._last:
+                    self._last = book
+                    return book
+        up = await self._update()
+        if up.snapshot:
+            self._levels = {}
+        for side, price, qty, orders in up.levels:
+            if qty == 0 and orders == 0:
+                self._levels.pop((side, price), None)
+            else:
+                self._levels[(side, price)] = (qty, orders)
+        inst = self._inst
+
+        def side(s: int) -> tuple[BookLevel, ...]:
+            rows = sorted(((p, v) for (sd, p), v in self._levels.items() if sd == s), reverse=s == BUY)
+            return tuple(BookLevel(inst.ticks_to_price(p), inst.lots_to_qty(q), n) for p, (q, n) in rows)
+
+        self._last = OrderBook(inst.symbol, side(BUY), side(SELL), self._node)
+        return self._last

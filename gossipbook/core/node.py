@@ -41,6 +41,10 @@ with strong mode) holds three rules for both cores:
   answered ``E_RATE_LIMITED`` (11) and counted (``client_rate_limited``).
 - **Parked waits** are capped per node and per account: a submit that would wait beyond either is
   refused before anything is done, ``E_RATE_LIMITED``, counted (``client_waits_refused``).
+
+Feed subscriptions (``FeedSubscribe``, core/feeds.py) pass the same gate, and one is made, renewed
+or moved only for a source that echoed a valid cookie: a feed pushes for as long as its lease, so it
+must never push to an address that did not ask for it.
 """
 
 from __future__ import annotations

@@ -5,25 +5,50 @@ submit gets the first reply back, never a second order), so the client simply re
 hears back or its deadline passes. Every frame is signed with the credential of the account the
 config names (a client file's account, or ``operator`` with cluster.toml); a reply is accepted only
 if it verifies under the same credential.
+
+Feeds: ``Client.subscribe`` makes a ``Subscription``, a lease on a pushed feed at one node
+(core/feeds.py). It is renewed while its owner keeps asking for updates (``next``), resynced when a
+push went missing, and ended with ``aclose`` (or when the client closes); a subscription its owner
+stops reading simply lapses at the node when its lease runs out.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from types import TracebackType
 from typing import Any
 
 import trio
 
 from ..config import ClusterConfig
 from ..core.errors import UsageError, WireError
+from ..core.feeds import FeedReceiver, FeedUpdate
 from ..core.node import E_ADDRESS
-from ..core.wire import ClientReply, Keys, QueryReply, decode, encode
+from ..core.wire import (
+    ClientReply,
+    FeedAck,
+    FeedDelta,
+    FeedSnapshot,
+    FeedSubscribe,
+    Keys,
+    QueryReply,
+    decode,
+    encode,
+)
 from .transport import Endpoint
 
 
 class Unreachable(UsageError):
     exit_code = 3
+
+
+class FeedRefused(UsageError):
+    """A node refused a subscription; ``code`` is its reply code (``wire.REPLY_CODES``)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def new_req() -> str:
@@ -48,6 +73,7 @@ class Client:
         self.ep: Endpoint | None = None
         self._waiters: dict[str, trio.MemorySendChannel[Any]] = {}
         self._cookies: dict[str, str] = {}  # node id -> its address-check cookie for us
+        self._subs: dict[tuple[str, str], Subscription] = {}  # (node id, sub id) -> an open subscription
 
     async def __aenter__(self) -> Client:
         host = self.cfg.nodes[0].host
@@ -60,6 +86,9 @@ class Client:
     async def __aexit__(self, *exc: Any) -> None:
         # the reader is ours; an exception from the caller's block passes through as itself (handing
         # it to the nursery would wrap it in an ExceptionGroup the caller does not expect)
+        with trio.CancelScope(shield=True):  # open subscriptions: tell their nodes (one datagram each)
+            for sub in list(self._subs.values()):
+                await sub._end_quietly()
         self._nursery.cancel_scope.cancel()
         try:
             await self._nursery_cm.__aexit__(None, None, None)
@@ -76,7 +105,15 @@ class Client:
                 except WireError:
                     continue
                 msg = frame.msg
-                if isinstance(msg, ClientReply | QueryReply):
+                t = type(msg)
+                if t is FeedSnapshot or t is FeedDelta or t is FeedAck:
+                    sub = self._subs.get((frame.sender, msg.sub))
+                    if sub is not None:  # in arrival order, so an ack is judged after the pushes before it
+                        if t is FeedAck:
+                            sub._on_ack(msg)
+                        else:
+                            sub._on_push(msg)
+                if isinstance(msg, ClientReply | QueryReply | FeedAck):
                     # a node answers with the request id it was sent, less any cookie
                     ch = self._waiters.get(msg.req) or self._waiters.get(msg.req.rpartition("#")[0])
                     if ch is not None:
@@ -87,6 +124,25 @@ class Client:
 
     def new_req(self) -> str:
         return new_req()
+
+    def subscribe(self, node_id: str, feed: str, symbol: str = "", depth: int = 0, *, lease_s: float = 10.0,
+                  buffer: int = 256) -> Subscription:
+        """A subscription to ``feed`` ("trades" or "book") at ``node_id``, not yet open: use as
+        ``async with client.subscribe(...) as sub:`` (or ``await sub.open()`` and ``sub.aclose()``)."""
+        self.cfg.node(node_id)
+        return Subscription(self, node_id, feed, symbol, depth, lease_s=lease_s, buffer=buffer)
+
+    async def send_once(self, node_id: str, msg: Any) -> None:
+        """Send ``msg`` to ``node_id`` once, expecting nothing back (a best-effort goodbye)."""
+        if self.ep is None:
+            return
+        node = self.cfg.node(node_id)
+        cookie = self._cookies.get(node_id)
+        if cookie and len(msg.req) <= 47:
+            msg = msg._replace(req=f"{msg.req}#{cookie}")
+        self.counter = max(self.counter + 1, time.time_ns())
+        await self.ep.send_all([(encode(msg, self.id, self.counter, self._secret, self.account, dst=node_id,
+                                        label=self.cfg.name, stamp_ms=time.time_ns() // 1_000_000), node.addr)])
 
     async def request(self, node_id: str, make: Any, req: str, timeout: float = 3.0) -> Any:
         """Send ``make`` (a message with ``req``) to ``node_id`` until a reply comes or ``timeout``.
@@ -125,3 +181,131 @@ class Client:
             del self._waiters[req]
         raise Unreachable(f"node {node_id} at {node.host}:{node.port} did not answer within {timeout:g} s "
                           f"(is it running? does it know account {self.account!r} with this credential?)")
+
+
+def _now_ns() -> int:
+    return int(trio.current_time() * 1e9)
+
+
+class Subscription:
+    """A lease on one pushed feed at one node (see the module header); ``await sub.next()`` returns
+    the next ``FeedUpdate``: a whole snapshot (the first, and again after any gap) or a delta.
+
+    The lease is renewed every third of it while ``next`` is being called; a push that went missing
+    (a skipped sequence number, or an ack naming a push never seen) or that the buffer had no room
+    for makes it ask for a fresh snapshot. ``Unreachable`` once the node has not answered for
+    ``give_up_s`` seconds; ``FeedRefused`` if the node refuses the subscription."""
+
+    give_up_s = 10.0
+
+    def __init__(self, client: Client, node_id: str, feed: str, symbol: str = "", depth: int = 0, *,
+                 lease_s: float = 10.0, buffer: int = 256) -> None:
+        if not 0.5 <= lease_s <= 600:
+            raise UsageError("lease must be 0.5 to 600 seconds")
+        if buffer < 1:
+            raise UsageError("buffer must be at least 1")
+        self.client = client
+        self.node_id = node_id
+        self.feed, self.symbol, self.depth = feed, symbol, depth
+        self.lease_s = lease_s
+        self.sub = secrets.token_hex(8)
+        self.rx = FeedReceiver()
+        self._send, self._recv = trio.open_memory_channel[FeedUpdate](buffer)
+        #: what happened so far: renewals sent, snapshots asked for, updates the buffer had no room for
+        self.renewals = self.resyncs = self.overflows = 0
+        self._renew_at = 0.0
+        self._heard = 0.0
+        self._open = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.node_id, self.sub)
+
+    async def __aenter__(self) -> Subscription:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def open(self, timeout: float = 3.0) -> None:
+        """Subscribe (``Unreachable`` if the node does not answer within ``timeout`` seconds,
+        ``FeedRefused`` if it says no)."""
+        self.client._subs[self.key] = self
+        try:
+            await self._ask(True, timeout)
+        except BaseException:
+            self.client._subs.pop(self.key, None)
+            raise
+        self._open = True
+
+    async def aclose(self) -> None:
+        """End the subscription at the node (best effort: the lease ends it anyway)."""
+        if self.client._subs.pop(self.key, None) is None or not self._open:
+            return
+        self._open = False
+        with trio.move_on_after(0.5) as scope:
+            scope.shield = True
+            try:
+                await self.client.request(self.node_id, self._msg(False, 0), new_req(), 0.5)
+            except Unreachable:
+                pass
+
+    async def _end_quietly(self) -> None:
+        self.client._subs.pop(self.key, None)
+        if self._open:
+            self._open = False
+            await self.client.send_once(self.node_id, self._msg(False, 0))
+
+    def _msg(self, resync: bool, lease_ms: int | None = None) -> FeedSubscribe:
+        lease = int(self.lease_s * 1000) if lease_ms is None else lease_ms
+        return FeedSubscribe(new_req(), self.sub, self.feed, self.symbol, self.depth, lease, resync)
+
+    async def _ask(self, resync: bool, timeout: float) -> None:
+        msg = self._msg(resync)
+        if resync:
+            self.rx.asked(_now_ns())
+        ack = await self.client.request(self.node_id, msg, msg.req, timeout)
+        self._heard = trio.current_time()
+        if ack.code != 0:
+            raise FeedRefused(ack.message, ack.code)
+        self._renew_at = trio.current_time() + ack.lease_ms / 3000
+
+    async def next(self) -> FeedUpdate:
+        """The next update (waiting as long as it takes, renewing and resyncing meanwhile)."""
+        if not self._open:
+            raise UsageError("the subscription is not open (use 'async with client.subscribe(...)')")
+        while True:
+            now = trio.current_time()
+            try:
+                if now >= self._renew_at:
+                    self.renewals += 1
+                    await self._ask(False, min(3.0, self.lease_s / 3))
+                elif self.rx.resync_due(_now_ns()):
+                    self.resyncs += 1
+                    await self._ask(True, min(3.0, self.lease_s / 3))
+            except Unreachable:
+                if trio.current_time() - self._heard > self.give_up_s:
+                    raise Unreachable(f"node {self.node_id} has not answered for {self.give_up_s:g} s (is it "
+                                      f"running?); the {self.feed} feed there has ended") from None
+                self._renew_at = trio.current_time() + 0.25
+            wait = max(0.0, self._renew_at - trio.current_time())
+            if not self.rx.synced:
+                wait = min(wait, 0.1)  # look again soon whether a snapshot is due
+            with trio.move_on_after(wait):
+                return await self._recv.receive()
+
+    def _on_ack(self, ack: FeedAck) -> None:
+        self.rx.on_ack(ack, _now_ns())
+
+    def _on_push(self, msg: FeedSnapshot | FeedDelta) -> None:
+        self._heard = trio.current_time()
+        up = self.rx.on_push(msg, _now_ns())
+        if up is None:
+            return
+        try:
+            self._send.send_nowait(up)
+        except trio.WouldBlock:  # the owner is not keeping up: drop it, and start afresh from a snapshot
+            self.overflows += 1
+            self.rx.lost()
