@@ -76,13 +76,13 @@ def pct(xs: list[int], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1] / 1e3 if len(xs) > 1 else xs[0] / 1e3
 
 
-async def measure(orders: int, pipelined: int) -> dict[str, Any]:
+async def measure(orders: int, pipelined: int, fsync: str = "always") -> dict[str, Any]:
     import gossipbook as gb
 
     cfg = gb.local_cluster(nodes=3, accounts=("alice", "bob"))
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        fix = from_dict({"gateway": {"comp_id": "GBX", "data_dir": tmp, "max_stored": 100_000},
+        fix = from_dict({"gateway": {"comp_id": "GBX", "data_dir": tmp, "max_stored": 100_000, "fsync": fsync},
                          "sessions": [{"sender_comp_id": "BENCH", "password": PW, "account": "alice"}]})
         gw = Gateway(fix, cfg)
         async with trio.open_nursery() as nursery:
@@ -133,8 +133,9 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m gossipbook.fix.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--orders", type=int, default=1000, help="sequential orders through each path (default 1000)")
     p.add_argument("--pipelined", type=int, default=2000, help="orders sent back to back (default 2000)")
+    p.add_argument("--fsync", choices=("always", "never"), default="always", help="the store's fsync policy")
     a = p.parse_args()
-    r = trio.run(measure, max(2, a.orders), max(1, a.pipelined))
+    r = trio.run(measure, max(2, a.orders), max(1, a.pipelined), a.fsync)
     print(f"NewOrderSingle -> ExecutionReport New through the gateway: p50 {r['fix_new_us']['p50']:.0f} us, "
           f"p99 {r['fix_new_us']['p99']:.0f} us ({r['orders']} orders)")
     print(f"client protocol ack (create_order), same run:            p50 {r['client_ack_us']['p50']:.0f} us, "

@@ -4,12 +4,13 @@ trading session's account.
 Theory of operation: every session in ``fix.toml`` exists from the start, connected or not: its pure
 ``Session`` (loaded from the store), its ``App`` and its ``Client``. A connection is routed by the
 SenderCompID/TargetCompID of its first message, which must be a Logon; a session has at most one
-connection (a second Logon for a live session is closed unanswered and counted). Three kinds of
-task feed a session's machines and then ``flush`` it: the connection's reader and timer, the
-session's worker (it carries out orders, cancels, replaces and mass cancels with the library, one
-at a time, in the order they arrived) and the session's fill watcher (``watch_my_trades``, from
-which fills, corrections, busts and finality come). ``flush`` drains the machines in the order the
-session layer requires: persist (one fsynced SQLite commit), then send, then act on events.
+connection (a second Logon for a live session is closed unanswered and counted). Per session, a
+worker carries out the application messages with the library one at a time in arrival order
+(orders, cancels, replaces, mass cancels), a watcher turns ``watch_my_trades`` into fills,
+corrections, busts and finality, and a flusher drains the machines when those two have made
+output; a connection's reader and timer drain them directly (that is the reader's backpressure).
+``flush`` drains in the order the session layer requires: act on events (application messages go
+to the worker's queue), persist (a group commit, fsynced), then send.
 
 Rules that hold:
 - Execution reports made while the client is away are stored with their MsgSeqNum and reach it
@@ -368,7 +369,11 @@ class Gateway:
                 todo, self._pending = self._pending, []
                 cur, self._gen = self._gen, _Generation()
                 try:
-                    await trio.to_thread.run_sync(store.commit, todo)
+                    if self.fix.fsync == "always":  # an fsync blocks: keep it off the event loop
+                        await trio.to_thread.run_sync(store.commit, todo)
+                    else:  # no fsync: a commit is a few page writes, cheaper than a thread hop
+                        store.commit(todo)
+                        await trio.lowlevel.checkpoint()
                 except BaseException as e:
                     cur.error = e
                     raise

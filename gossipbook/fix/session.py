@@ -194,6 +194,7 @@ class Session:
         self._test_req_id: str | None = None
         self._test_req_n = 0
         self._logout_at = 0
+        self._held: list[int] = []  # stored while a Logon was in flight, sent once logged on
 
     # ---- inputs -----------------------------------------------------------------------------------
     def connect(self, now: int) -> None:
@@ -207,6 +208,7 @@ class Session:
         self._garbled = 0
         self._connected_at = self._last_in = self._last_out = now
         self._test_req_at = self._test_req_id = None
+        self._held.clear()
         self.state = State.AWAIT_LOGON
         if self.cfg.initiator:
             if self.cfg.reset_on_logon:
@@ -310,6 +312,8 @@ class Session:
             self._transmit(encode(msg_type, self.cfg.comp_id, self.cfg.peer_comp_id, seq, stamp, body), now)
         else:
             self.counters["stored_offline"] += 1
+            if self.state is State.AWAIT_LOGON:
+                self._held.append(seq)  # numbered after our Logon: nothing would reveal it, so send it then
         return seq
 
     def reject(self, seq: int, msg_type: str, tag: int | None, reason: int, text: str, now: int) -> None:
@@ -455,6 +459,12 @@ class Session:
                 fields.append((T.ResetSeqNumFlag, "Y"))
             self._send_admin(T.MT_LOGON, fields, now)
         self._events.append(LoggedOn(self.heartbeat_s, reset))
+        for h in self._held:  # made after our Logon was sent, never transmitted: they go now, in order
+            st = self._stored.get(h)
+            if st is not None:
+                self._transmit(encode(st.msg_type, self.cfg.comp_id, self.cfg.peer_comp_id, h, format_utc(now),
+                                      st.body), now)
+        self._held.clear()
         if seq == self.next_in:
             self._advance(seq + 1)
         else:
