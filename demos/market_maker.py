@@ -7,7 +7,8 @@ sides hit the same quotes; the heal, after which the replicas fold the two sides
 order and some provisional fills are revised or undone, and the maker's feed reports them; and
 at the end each account's fills, the revised ones, and the maker's P&L marked at the mid.
 
-``watch_my_trades`` is a polling feed (it asks the node for the account's fills every 0.1 s here).
+``watch_my_trades`` is a pushed feed: the node sends each fill as its fold makes it, again when a
+replay revises or undoes it, and when it becomes final (a lease the client renews).
 The partition uses ``FaultFilter``, the nodes' test-only send filter, as ``gossipbook demo`` does.
 
 Run: ``python demos/market_maker.py`` (about 15 s; loopback ports, nothing kept).
@@ -60,7 +61,7 @@ class Maker:
 
     async def run(self) -> None:
         await self.quote()
-        async for fill in self.c.watch_my_trades(SYMBOL, interval=0.1):
+        async for fill in self.c.watch_my_trades(SYMBOL):
             first = fill.trade_id not in self.fills
             self.fills[fill.trade_id] = fill
             if fill.undone or fill.revisions:

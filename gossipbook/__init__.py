@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         AckTimeout,
         BadRequest,
         BookLevel,
+        BookWatch,
         Client,
         ClockOutOfSync,
         ClusterConfig,
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "Client", "ClockOutOfSync", "ClusterConfig",
+    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "BookWatch", "Client", "ClockOutOfSync", "ClusterConfig",
     "DuplicateRequest",
     "EventFeed", "FaultFilter", "Fill", "GossipbookError", "Instrument", "InvalidOrder", "MemberStateChanged",
     "Missed", "NoQuorum", "Node", "NodeStatus", "NotOwner", "NotReady", "OpFenced", "Order", "OrderAccepted",

@@ -14,7 +14,7 @@ from ..core.membership import MemberStateChanged
 from ..core.ops import OpFenced, TradeExecuted, TradeRevised
 from ..core.sequencer import RoleChanged
 from ..node.transport import FaultFilter
-from .client import Client, TradeWatch
+from .client import BookWatch, Client, TradeWatch
 from .cluster import load_config, local_cluster
 from .errors import (
     AckTimeout,
@@ -52,7 +52,7 @@ from .types import (
 )
 
 __all__ = [
-    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "Client", "ClockOutOfSync", "ClusterConfig",
+    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "BookWatch", "Client", "ClockOutOfSync", "ClusterConfig",
     "DuplicateRequest",
     "EventFeed", "FaultFilter", "Fill", "GossipbookError", "Instrument", "InvalidOrder", "MemberStateChanged",
     "Missed", "NoQuorum", "Node", "NodeStatus", "NotOwner", "NotReady", "OpFenced", "Order", "OrderAccepted",

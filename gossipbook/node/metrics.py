@@ -4,7 +4,7 @@ in prometheus-client's thread and only reads the last snapshot the loop publishe
 Counters are counters and gauges are gauges (issue 16): every monotonic entry of ``status.counters``
 (nested ones flattened, ``dropped_<reason>``, ``storage_<key>``) is exposed as
 ``gossipbook_counter_total{node, name}``; values that go down as well as up (``GAUGE_COUNTERS``,
-ops held, resting orders, trades by finality, peers' clock estimates) are gauges.
+ops held, resting orders, trades by finality, peers' clock estimates, feed subscriptions) are gauges.
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ class StatusCollector:
                 rtt.add_metric([node, p], est["rtt_us"] / 1e6)
         yield offset
         yield rtt
+        feeds = st.get("feeds")
+        if feeds:  # eventual mode: remote clients' leased subscriptions held here (core/feeds.py)
+            subs = GaugeMetricFamily("gossipbook_feed_subscriptions", "leased feed subscriptions held",
+                                     labels=["node", "feed"])
+            for feed in ("trades", "book"):
+                subs.add_metric([node, feed], feeds.get(feed, 0))
+            yield subs
 
 
 async def serve_metrics(runner: Any, port: int, interval_s: float = 1.0) -> None:
