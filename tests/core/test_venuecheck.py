@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gossipbook.core.book import BUY, GTC
@@ -214,6 +214,7 @@ EVENTS = st.lists(st.tuples(st.sampled_from(["n2", "n3"]), st.sampled_from(["pro
                   max_size=40)
 
 
+@settings(max_examples=100)
 @given(EVENTS)
 def test_refused_exactly_while_the_last_fingerprint_differs(events: list[tuple[str, str, str, str, int]]) -> None:
     me = VenueCheck("n1", Venue.of([BTC]))
