@@ -475,8 +475,9 @@ class Gateway:
         assert c is not None and app is not None
         interval = self.limits["watch_interval_ms"] / 1000
         while True:
+            feed = c.watch_my_trades(interval=interval, history=True)
             try:
-                async for fill in c.watch_my_trades(interval=interval, history=True):
+                async for fill in feed:
                     outs = app.on_fill(fill, now_ns())
                     if outs:
                         self._emit(rt, outs)
@@ -484,7 +485,12 @@ class Gateway:
             except GossipbookError as e:
                 self.counters["watch_restarts"] += 1
                 self.log.warning("session %s: fill feed stopped (%s); restarting it", rt.key, e)
-                await trio.sleep(1.0)
+            finally:
+                close = getattr(feed, "aclose", None)  # a pushed feed's lease ends now, not at expiry
+                if close is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await close()
+            await trio.sleep(1.0)  # then a new feed (its history is compared with what was reported)
 
     async def _housekeeping(self) -> None:
         while True:
