@@ -37,6 +37,9 @@ Theory of operation
   forged summary costs at most what repair may cost. A receiver reassembles at most one transfer
   per peer (a newer id replaces it; an older one only once it has been idle for a retry period),
   within ``snapshot_max_bytes`` (each chunk counted with ``CHUNK_OVERHEAD`` for its bookkeeping).
+- **Run-time membership.** ``add_peer`` / ``remove_peer`` follow the replicated configuration
+  (``config_epoch.py``; the node core calls them when the epoch moves): a removed member gets
+  nothing more from us, and what we kept for it (transfers, repair holds) is dropped.
 - **Members only.** Ops of origins the replica does not admit (neither members nor fenced) are
   dropped as they arrive (counted ``non_member_ops``), so they never reach the catch-up plan or a
   summary's ``skip``; the version vectors it plans by are members-only (``Replica.observe_vv``).
@@ -303,6 +306,28 @@ class Gossip:
         ts = self.replica.hlc.now(now)
         vv = self.replica.version_vector()
         return Heartbeat(ts.wall, ts.logical, vv.get(self.node_id, 0), vv)
+
+    # ---- run-time membership (config_epoch.py) -------------------------------------------------------
+    def add_peer(self, peer: str) -> None:
+        """Gossip with ``peer`` from now on (the configuration added it). Live until membership says
+        otherwise: it gets pushes and heartbeats at once, so a joining node learns the configuration
+        and catches up without waiting for a probe."""
+        if peer == self.node_id or peer in self.peers:
+            return
+        self.peers = sorted([*self.peers, peer])
+        self.live.add(peer)
+
+    def remove_peer(self, peer: str) -> None:
+        """Stop gossiping with ``peer`` (the configuration removed it) and drop what we kept for it."""
+        if peer not in self.peers:
+            return
+        self.peers = [p for p in self.peers if p != peer]
+        self.live.discard(peer)
+        for d in (self._snap_in, self._snap_done, self._snap_out, self._repaired):
+            d.pop(peer, None)
+        for o, (_sq, _until, p) in list(self._expect.items()):
+            if p == peer:
+                del self._expect[o]
 
     # ---- outputs -----------------------------------------------------------------------------------
     def outbox(self) -> list[tuple[str, Any]]:

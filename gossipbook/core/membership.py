@@ -45,8 +45,8 @@ moves at a restart), so reaching the cap takes about 2**30 restarts, and even th
 DEAD or LEFT carries that belief as its first update, so the member learns it and can refute (a
 LEFT member that restarted and probes us hears "you left" and answers ALIVE at a newer
 incarnation); and DEAD members stay in the probe round-robin. Without this, two sides of a long
-partition would each hold the other DEAD after the heal and never speak again (this cluster has a
-fixed member list and no join protocol to fall back on).
+partition would each hold the other DEAD after the heal and never speak again (members change only
+by the operator's membership ops, never by what SWIM concludes: see below).
 
 **Dissemination.** Every accepted update is queued and piggybacked on outgoing probes, acks,
 ping-reqs and gossip (``TransmitLimitedQueue``): fewest-sent first, newest first, each sent at most
@@ -68,6 +68,12 @@ are how we learn that it was fixed.
 (direct or relayed by us for someone else) yields a ``ClockSample`` event; ``clocksync.ClockSync``
 turns those into offsets. Here ``t3 == t2`` because the ack is built as the probe is received; a
 shell that wants the real send time may restamp ``t3`` as it encodes the ack.
+
+**Run-time membership.** Who is a member is not SWIM's to decide: the replicated configuration
+(``config_epoch.py``) is, and the node core calls ``add_member`` / ``remove_member`` when it changes.
+An added member starts ALIVE at incarnation 0 and is probed like any other; a removed one is
+forgotten at once (no probes, no updates about it kept, its messages refused as ``unknown_member``).
+SWIM's DEAD never removes anyone: a partition looks like a death from each side.
 
 Rules that hold:
 - Pure: ``now`` (ns) is passed in, randomness comes from the ``random.Random`` given.
@@ -337,6 +343,9 @@ class _BroadcastQueue:
         self._serial += 1
         self._items[u.member] = [u, 0, self._serial]
 
+    def drop(self, member: str) -> None:
+        self._items.pop(member, None)
+
     def take(self, max_items: int, limit: int) -> list[Update]:
         """Up to ``max_items`` updates, fewest-sent then newest first; each take counts as a send."""
         if max_items <= 0 or not self._items:
@@ -397,7 +406,8 @@ class Membership:
         self.venue = VenueCheck(node_id, venue)
         self.counters: dict[str, int] = {
             "probes": 0, "acks": 0, "indirect_probes": 0, "relayed": 0, "probe_failures": 0,
-            "refutations": 0, "suspicions": 0, "deaths": 0, "bad_clock_samples": 0, "refused_bound": 0}
+            "refutations": 0, "suspicions": 0, "deaths": 0, "bad_clock_samples": 0, "refused_bound": 0,
+            "members_added": 0, "members_removed": 0}
         # Announce ourselves: after a restart this (at a newer incarnation) is what revives us.
         self._queue.add(Update(node_id, incarnation, ALIVE, node_id))
 
@@ -417,6 +427,32 @@ class Membership:
     def alive_peers(self) -> list[str]:
         """Peers we believe ALIVE (not SUSPECT: they are still probed, but not relied upon)."""
         return [m for m, rec in self._members.items() if rec.state is ALIVE]
+
+    # ---- run-time membership (config_epoch.py) -------------------------------------------------------
+    def add_member(self, member: str) -> bool:
+        """Start probing ``member``, which the configuration just added (False if it is one already
+        or is ourselves). It starts ALIVE at incarnation 0: its first message (at its boot-time
+        incarnation) is newer, and if it never comes the normal probe, suspect, dead path runs."""
+        if member == self.node_id or member in self._members:
+            return False
+        self._members[member] = _Member(ALIVE, 0)
+        self.counters["members_added"] += 1
+        return True
+
+    def remove_member(self, member: str) -> bool:
+        """Forget ``member``, which the configuration removed: it is no longer probed, updates about
+        it are ignored and its messages refused (``unknown_member``). False if it was not known."""
+        if self._members.pop(member, None) is None:
+            return False
+        self._suspicions.pop(member, None)
+        self._queue.drop(member)
+        if self._pending is not None and self._pending.target == member:
+            self._pending = None
+        for seq in [s for s, e in self._sent.items() if e.target == member or e.relay_to == member]:
+            del self._sent[seq]
+        self.venue.refused.pop(member, None)  # a removed peer's venue no longer matters
+        self.counters["members_removed"] += 1
+        return True
 
     # ---- inputs ------------------------------------------------------------------------------------
     def receive(self, msg: Message, src: str, now: int) -> None:
@@ -649,7 +685,7 @@ class Membership:
             return
         rec = self._members.get(u.member)
         if rec is None:
-            return  # a fixed member list: claims about strangers are not ours to keep
+            return  # not a member (yet, or any more): claims about strangers are not ours to keep
         new = MemberState(u.state)
         need = TRANSITIONS.get((rec.state, new))
         if need is None:
