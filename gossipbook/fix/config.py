@@ -31,7 +31,7 @@ GATEWAY_INTS: dict[str, tuple[int, int, int]] = {
     "max_fills": (100_000, 10, 10_000_000),
     "logon_timeout_s": (10, 1, 600),
     "watch_interval_ms": (100, 10, 10_000),
-    "app_queue": (1_000, 1, 100_000),
+    "app_queue": (1_000, 4, 100_000),
 }
 
 

@@ -16,9 +16,10 @@ Rules that hold:
 - Execution reports made while the client is away are stored with their MsgSeqNum and reach it
   through the ResendRequest its next Logon leads to.
 - Every queue a client can fill is bounded and counted: connections (``max_connections``), the
-  per-session command queue (``app_queue``; a full one answers at once with a reject, text
-  "gateway busy"), the session layer's own bounds, and sends (a client that does not read for
-  ``SEND_TIMEOUT_S`` is disconnected).
+  per-session queue of application messages (``app_queue``: the reader stops reading while it is
+  full, so a fast client is slowed by TCP; "gateway busy" answers are the last resort), the
+  session layer's own bounds, and sends (a client that does not read for ``SEND_TIMEOUT_S`` is
+  disconnected).
 - Shutdown is a Logout on every live session, then the connections close (``shutdown``).
 """
 
@@ -47,6 +48,8 @@ from .store import Store
 
 SEND_TIMEOUT_S = 10.0
 READ_CHUNK = 65536
+#: the fewest bytes a message that reaches a worker can have (header with SendingTime, trailer)
+MIN_APP_MESSAGE = 60
 
 
 def now_ns() -> int:
@@ -84,6 +87,7 @@ class Runtime:
         self.send_cmd: trio.MemorySendChannel[AppMessage] | None = None
         self.recv_cmd: trio.MemoryReceiveChannel[AppMessage] | None = None
         self.wake = trio.Event()  # set: the flusher has output of this session to persist and send
+        self.room = trio.Event()  # set by the worker when its queue is at most half full again
 
     def kick(self) -> None:
         """Ask the session's flusher to persist and send what the machines made (without waiting)."""
@@ -280,8 +284,7 @@ class Gateway:
                         data = await stream.receive_some(READ_CHUNK)
                         if not data:
                             break
-                        rt.session.receive_data(data, now_ns())
-                        await self.flush(rt)
+                        await self._feed(rt, data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
                 nursery.cancel_scope.cancel()
@@ -292,6 +295,25 @@ class Gateway:
             with trio.CancelScope(shield=True):
                 await self.flush(rt)
             rt.closed.set()
+
+    async def _feed(self, rt: Runtime, data: bytes) -> None:
+        """Hand read bytes to the session in slices that cannot bring more application messages than
+        the worker's queue has room for: a client that sends faster than its orders are carried out
+        is slowed down (the gateway stops reading, TCP does the rest), not refused."""
+        if rt.send_cmd is None:
+            rt.session.receive_data(data, now_ns())
+            await self.flush(rt)
+            return
+        cap = self.limits["app_queue"]
+        pos = 0
+        while pos < len(data) and rt.stream is not None:
+            while (free := cap - rt.send_cmd.statistics().current_buffer_used) < 2:
+                rt.room = trio.Event()
+                await rt.room.wait()
+            n = (free - 1) * MIN_APP_MESSAGE  # one message may already be partly in the framer
+            rt.session.receive_data(data[pos:pos + n], now_ns())
+            pos += n
+            await self.flush(rt)
 
     async def _timers(self, rt: Runtime, stream: trio.SocketStream) -> None:
         while rt.stream is stream:
@@ -435,11 +457,14 @@ class Gateway:
         """One session's application messages, one at a time in arrival order: a cancel that follows
         its order finds the order placed. Output is left to the flusher (``kick``)."""
         assert rt.recv_cmd is not None
+        low = self.limits["app_queue"] // 2
         async for ev in rt.recv_cmd:
             cmd = self._apply(rt, ev)
             if cmd is not None:
                 self._emit(rt, await self._execute(rt, cmd))
             rt.kick()
+            if rt.recv_cmd.statistics().current_buffer_used <= low:
+                rt.room.set()
 
     async def _execute(self, rt: Runtime, cmd: Command) -> list[Out]:
         c, app = rt.client, rt.app

@@ -289,3 +289,18 @@ async def test_hostile_connections_are_closed_and_counted(tmp_path: Path) -> Non
                     c["logon_timeout"]) == (1, 1, 1, 3)
             s = gw.runtimes["ALICE->GBX"].session
             assert s.counters["logon_refused"] == 1 and (s.next_in, s.next_out) == (1, 1)
+
+
+async def test_a_session_sending_faster_than_orders_run_is_slowed_not_refused(tmp_path: Path) -> None:
+    with trio.fail_after(40):
+        async with cluster(("alice",)) as (cfg, _):
+            fix = fix_cfg(tmp_path / "gw", {"ALICE": "alice"}, app_queue=16)
+            async with gateway(fix, cfg) as (gw, port):
+                a = await Initiator.connect(port, "ALICE")
+                await a.logon()
+                n = 150
+                await a.send_raw(b"".join(a.build("D", D(f"o{k}", "buy", "1", "90")) for k in range(n)))
+                got = {field(await a.expect(lambda m: field(m, 35) == "8", 20), 150) for _ in range(n)}
+                assert got == {"0"}  # every order acknowledged New, none answered "gateway busy"
+                assert gw.counters["app_queue_full"] == 0
+                await a.logout()
