@@ -285,11 +285,11 @@ class App:
         clordid = msg.text(T.ClOrdID) or ""
         side_v, type_v = msg.get(T.Side), msg.get(T.OrdType)
         tif_v = msg.get(T.TimeInForce) or b"1"
-        symbol = msg.text(T.Symbol) or ""
+        symbol = (msg.text(T.Symbol) or "")[:64]  # kept in the order record: bounded (symbols are <= 32)
         qty = Decimal(msg.text(T.OrderQty) or "0")
         price = Decimal(msg.text(T.Price)) if msg.get(T.Price) is not None else None
-        rec = OrderRec(clordid, symbol, "buy" if side_v == b"1" else "sell", (type_v or b"2").decode(),
-                       tif_v.decode(), qty, price)
+        rec = OrderRec(clordid, symbol, "buy" if side_v == b"1" else "sell", (type_v or b"2").decode()[:2],
+                       tif_v.decode()[:2], qty, price)
         if clordid in self._by_name:
             return self._refuse(rec, T.ORR_DUPLICATE_ORDER, f"ClOrdID {clordid} was used before on this session",
                                 now, register=False)

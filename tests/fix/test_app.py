@@ -223,3 +223,32 @@ def test_the_order_table_is_bounded() -> None:
     assert isinstance(out, list) and fields(out[0])[T.OrdRejReason] == "3"  # all ten are working
     app.on_canceled(Cancel("x", "c0", "n1:0"), T0)
     assert isinstance(app.on_message(new("c11"), T0), Place) and app.counters["orders_evicted"] == 1
+
+
+junk = st.one_of(st.sampled_from([b"1", b"2", b"3", b"7", b"0", b"4", b"GBX", b"100.05", b"30", b"c1", b"n1:1"]),
+                 st.binary(min_size=1, max_size=40).filter(lambda b: b.isascii() and b"\x01" not in b))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from("DFGq"), st.lists(st.tuples(
+    st.sampled_from([11, 41, 55, 54, 38, 40, 44, 59, 530, 37]), junk), max_size=9)), min_size=1, max_size=6))
+def test_any_application_message_is_answered_and_never_raises(msgs: list[tuple[str, list[tuple[int, bytes]]]]) -> None:
+    from gossipbook.fix.codec import encode_body
+
+    app = App("alice", {"GBX": GBX})
+    for k, (mt, fs) in enumerate(msgs):
+        res = app.on_message(Message.of([(35, mt.encode())] + fs), T0)
+        if isinstance(res, Place):
+            res = app.on_placed(res, f"n1:{k}", (), T0)
+        elif isinstance(res, Cancel):
+            res = app.on_canceled(res, T0)
+        elif isinstance(res, Replace):
+            res = app.on_replaced(res, (), T0)
+        elif isinstance(res, MassCancel):
+            res = app.on_mass_canceled(res, "op", T0)
+        if isinstance(res, Reject):
+            assert res.text and res.reason in (0, 1, 4, 5, 6, 11, 13)
+            continue
+        assert res, "every message gets an answer"
+        for o in res:
+            encode_body(o.fields)  # every answer can be sent: no empty value, no SOH
