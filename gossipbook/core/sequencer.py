@@ -70,6 +70,18 @@ the hint is None. The entry submitted at ``(index, term)`` is committed iff a ``
 ``index`` carries that ``term``; a different term there means the entry was lost with its leader
 (never acknowledge it).
 
+**Leadership transfer** (thesis §3.10; only with ``SequencerConfig.preferred``, which shards set
+so that their leaders spread over the nodes, and which one group alone leaves None). A leader that
+is not the preferred node, has led for ``transfer_settle_ns`` (the failover has settled) and sees
+the preferred node caught up (``match_index == last_index``) and answering within two heartbeats
+sends it ``TimeoutNow`` and appends nothing for ``election_timeout_min_ns`` (``submit`` raises
+``NotLeader(None)``, so the node layer parks the request until the new leader is known). The
+preferred node, hearing ``TimeoutNow`` from its current leader in its current term, campaigns at
+once, without a pre-vote, with ``ForcedVote``: a vote request that voters answer even though they
+heard from a live leader (the stickiness rule would otherwise refuse it); everything else about the
+vote is as for ``RequestVote``. A transfer that fails costs one election; the leader tries again
+after another ``transfer_settle_ns`` at the earliest.
+
 **Snapshots and compaction.** The caller folds committed entries into its own state and may call
 ``compact(upto_index, snapshot_bytes)`` (``upto_index <= commit_index``): the log below is dropped and
 the opaque bytes kept. A follower whose ``next_index`` falls at or below the snapshot gets it as
@@ -233,9 +245,30 @@ class InstallSnapshot:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Leadership transfer: the leader of ``term`` asks the receiver to campaign now."""
+
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForcedVote:
+    """``RequestVote`` (never a pre-vote) of a candidate that campaigns on its leader's ``TimeoutNow``:
+    voters answer it even though they heard from a live leader (see "Leadership transfer")."""
+
+    term: int
+    last_index: int
+    last_term: int
+
+
 # Append-only: the wire layer may number sequencer messages by their position here.
 MESSAGES: tuple[type, ...] = (RequestVote, VoteReply, AppendEntries, AppendReply, InstallSnapshot)
-Message = RequestVote | VoteReply | AppendEntries | AppendReply | InstallSnapshot
+#: leadership transfer's two (see "Leadership transfer"): sent only by a group with a preferred leader
+TRANSFER_MESSAGES: tuple[type, ...] = (TimeoutNow, ForcedVote)
+#: everything ``receive`` takes (what a node layer routes to its sequencer)
+ALL_MESSAGES: tuple[type, ...] = MESSAGES + TRANSFER_MESSAGES
+Message = RequestVote | VoteReply | AppendEntries | AppendReply | InstallSnapshot | TimeoutNow | ForcedVote
 
 
 # ---- events -------------------------------------------------------------------------------------
@@ -331,6 +364,10 @@ class SequencerConfig:
     snapshot_max_bytes: int = 1 << 30  # the largest snapshot a follower reassembles
     snapshot_max_chunks: int = 1 << 20  # ... in at most this many chunks
     pre_vote: bool = True
+    #: the node that should lead this group when it can (shards: see "Leadership transfer"); None:
+    #: whoever wins an election leads until it fails
+    preferred: str | None = None
+    transfer_settle_ns: int = 1_000 * MS  # lead this long before handing over to ``preferred``
     breaks: frozenset[str] = field(default_factory=frozenset)  # tests only: see the module header
 
     def __post_init__(self) -> None:
@@ -339,9 +376,9 @@ class SequencerConfig:
         if self.quorum_timeout_ns <= self.heartbeat_ns:
             raise ValueError("quorum_timeout_ns must be longer than heartbeat_ns")
         if min(self.max_batch, self.max_inflight, self.snapshot_chunk, self.snapshot_retry_ns,
-               self.snapshot_max_bytes, self.snapshot_max_chunks) < 1:
-            raise ValueError("max_batch, max_inflight, snapshot_chunk, snapshot_retry_ns and the snapshot caps "
-                             "must be positive")
+               self.snapshot_max_bytes, self.snapshot_max_chunks, self.transfer_settle_ns) < 1:
+            raise ValueError("max_batch, max_inflight, snapshot_chunk, snapshot_retry_ns, the snapshot caps "
+                             "and transfer_settle_ns must be positive")
         unknown = set(self.breaks) - BREAKS
         if unknown:
             raise ValueError(f"unknown breaks {sorted(unknown)}; known: {sorted(BREAKS)}")
@@ -410,6 +447,8 @@ _INT_FIELDS: dict[type, tuple[str, ...]] = {
     AppendEntries: ("term", "prev_index", "prev_term", "commit"),
     AppendReply: ("term", "index", "hint"),
     InstallSnapshot: ("term", "last_index", "last_term", "offset", "total"),
+    TimeoutNow: ("term",),
+    ForcedVote: ("term", "last_index", "last_term"),
 }
 
 
@@ -420,6 +459,8 @@ def _validate(msg: Any) -> tuple[Entry, ...]:
         raise RemoteError(f"malformed {t.__name__}: fields must be non-negative ints", reason="malformed")
     if t is RequestVote and (type(msg.pre) is not bool or msg.last_term > msg.term):
         raise RemoteError("malformed RequestVote", reason="malformed")
+    if t is ForcedVote and msg.last_term > msg.term:
+        raise RemoteError("malformed ForcedVote", reason="malformed")
     if t is VoteReply and (type(msg.granted) is not bool or type(msg.pre) is not bool
                            or type(msg.candidate) is not str):
         raise RemoteError("malformed VoteReply", reason="malformed")
@@ -486,13 +527,15 @@ class Sequencer:
         self._prevotes: set[str] | None = None  # a pre-vote round is running
         self._progress: dict[str, _Progress] = {}
         self._snap_rx: _SnapshotRx | None = None
+        self._led_since = 0  # when we last became leader (leadership transfer waits for it to settle)
+        self._transfer_at: int | None = None  # when we last sent TimeoutNow (None: never, this term)
         self._dirty_from = self.last_index + 1  # persist_delta: first log index changed since
         self._snap_dirty = False
         self.counters: dict[str, int] = {
             "elections": 0, "pre_votes": 0, "votes_granted": 0, "votes_refused_sticky": 0, "votes_misaddressed": 0,
             "became_leader": 0, "step_downs": 0, "appends_rejected": 0, "truncated": 0,
             "snapshots_sent": 0, "snapshots_installed": 0, "stale_messages": 0, "refused_bound": 0,
-            "bad_snapshots": 0, "snapshot_chunks_refused": 0}
+            "bad_snapshots": 0, "snapshot_chunks_refused": 0, "transfers_sent": 0, "transfers_taken": 0}
         if self._snap_index:
             self._events.append(SnapshotInstalled(self._snap_index, self._snap_term, self._snapshot))
         self._commit_to(min(p.commit_index, self.last_index))
@@ -555,7 +598,7 @@ class Sequencer:
     def receive(self, msg: Message, src: str, now: int) -> None:
         """Handle one sequencer message from peer ``src``."""
         t = type(msg)
-        if t not in MESSAGES:
+        if t not in ALL_MESSAGES:
             raise RemoteError(f"sequencer cannot handle {t.__name__}", reason="unknown_message")
         if src == self.node_id:
             return
@@ -576,8 +619,12 @@ class Sequencer:
             self._on_request_vote(msg, src, now)
         elif t is VoteReply:
             self._on_vote_reply(msg, src, now)
-        else:
+        elif t is InstallSnapshot:
             self._on_snapshot(msg, src, now)
+        elif t is TimeoutNow:
+            self._on_timeout_now(msg, src, now)
+        else:
+            self._on_request_vote(RequestVote(msg.term, msg.last_index, msg.last_term), src, now, forced=True)
 
     def tick(self, now: int) -> None:
         """Run the timers due at ``now``: election timeout, heartbeat, the leader's quorum check."""
@@ -585,6 +632,8 @@ class Sequencer:
         if self.role is LEADER:
             if self._check_quorum(now) and now >= self._heartbeat_at:
                 self._heartbeat(now)
+                if self.config.preferred is not None:
+                    self._maybe_transfer(now)
         elif now >= self._election_at:
             self._election_timeout(now)
 
@@ -598,6 +647,8 @@ class Sequencer:
             self._check_quorum(now)
         if self.role is not LEADER:
             raise NotLeader(self._leader)
+        if self._transfer_at is not None and now - self._transfer_at < self.config.election_timeout_min_ns:
+            raise NotLeader(None)  # handing over (see "Leadership transfer"): the caller waits for the new one
         self._append(Entry(self.term, entry))
         self._maybe_commit()
         return self.last_index
@@ -670,14 +721,15 @@ class Sequencer:
         if len(self._prevotes) >= self.majority:
             self._start_election(now)
 
-    def _start_election(self, now: int) -> None:
+    def _start_election(self, now: int, forced: bool = False) -> None:
         self.counters["elections"] += 1
         self._become(CANDIDATE, self.term + 1, None)
         self.voted_for = self.node_id
         self._votes = {self.node_id}
         self._reset_election_timer(now)
         for p in self.peers:
-            self._send(p, RequestVote(self.term, self.last_index, self.last_term))
+            self._send(p, ForcedVote(self.term, self.last_index, self.last_term) if forced
+                       else RequestVote(self.term, self.last_index, self.last_term))
         if len(self._votes) >= self.majority:
             self._become_leader(now)
 
@@ -726,6 +778,7 @@ class Sequencer:
     def _become_leader(self, now: int) -> None:
         self.counters["became_leader"] += 1
         self._become(LEADER, self.term, self.node_id)
+        self._led_since, self._transfer_at = now, None
         nxt = self.last_index + 1
         self._progress = {p: _Progress(next_index=nxt, last_ack=now) for p in self.peers}
         self._append(Entry(self.term, None))  # commits the older-term entries before it (§5.4.2)
@@ -739,10 +792,10 @@ class Sequencer:
         return False
 
     # ---- votes ------------------------------------------------------------------------------------
-    def _on_request_vote(self, msg: RequestVote, src: str, now: int) -> None:
+    def _on_request_vote(self, msg: RequestVote, src: str, now: int, forced: bool = False) -> None:
         log_ok = ((msg.last_term, msg.last_index) >= (self.last_term, self.last_index)
                   or "vote-any-log" in self._breaks)
-        if self._heard_from_leader(now):
+        if not forced and self._heard_from_leader(now):
             self.counters["votes_refused_sticky"] += 1
             self._send(src, VoteReply(self.term, False, msg.pre, src))
             return
@@ -784,6 +837,32 @@ class Sequencer:
         self._votes.add(src)
         if len(self._votes) >= self.majority:
             self._become_leader(now)
+
+    # ---- leadership transfer ----------------------------------------------------------------------
+    def _maybe_transfer(self, now: int) -> None:
+        """Leader, not the preferred node: hand over once the failover has settled and the preferred
+        node is caught up and answering (see "Leadership transfer")."""
+        cfg = self.config
+        target = cfg.preferred
+        if target == self.node_id or target not in self._progress:
+            return
+        since = self._led_since if self._transfer_at is None else self._transfer_at
+        if now - since < cfg.transfer_settle_ns:
+            return
+        pr = self._progress[target]
+        if pr.match_index != self.last_index or now - pr.last_ack > 2 * cfg.heartbeat_ns:
+            return
+        self.counters["transfers_sent"] += 1
+        self._transfer_at = now
+        self._send(target, TimeoutNow(self.term))
+
+    def _on_timeout_now(self, msg: TimeoutNow, src: str, now: int) -> None:
+        """Campaign at once if our current leader asks us to (a stale or misdirected one is ignored)."""
+        if msg.term != self.term or src != self._leader or self.role is not FOLLOWER or self.term >= MAX_TERM:
+            self.counters["stale_messages"] += 1
+            return
+        self.counters["transfers_taken"] += 1
+        self._start_election(now, forced=True)
 
     # ---- replication: follower side ---------------------------------------------------------------
     def _follow(self, term: int, src: str, now: int) -> bool:
