@@ -7,7 +7,6 @@ It keeps its own sequence numbers, answers TestRequests, and records every messa
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -136,6 +135,3 @@ def is_er(exec_type: str, clordid: str | None = None) -> Callable[[simplefix.Fix
     return lambda m: field(m, 35) == "8" and field(m, 150) == exec_type and \
         (clordid is None or field(m, 11) == clordid)
 
-
-def wall() -> float:
-    return time.time()

@@ -375,3 +375,15 @@ def test_damaged_messages_get_a_reject_or_a_disconnect_never_a_crash(msgs: list[
                 assert m.get(T.RefSeqNum) and m.get(T.SessionRejectReason) and m.get(T.Text)
         if s.state is State.DISCONNECTED:
             break
+
+
+def test_another_fix_version_is_answered_with_a_logout() -> None:
+    s = acceptor()
+    s.connect(T0)
+    frame = logon().replace(b"8=FIX.4.4", b"8=FIX.4.2")  # same length: only the CheckSum needs redoing
+    body_end = frame.rindex(b"10=")
+    frame = frame[:body_end] + b"10=%03d\x01" % (sum(frame[:body_end]) % 256)
+    s.receive_data(frame, T0)
+    [lo] = read(s.data_to_send())
+    assert lo.msg_type == "5" and b"FIX.4.4" in (lo.get(T.Text) or b"")
+    assert s.state is State.DISCONNECTED and (s.next_in, s.next_out) == (1, 1)
