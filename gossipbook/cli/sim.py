@@ -41,11 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--break", dest="break_name", default=None, metavar="NAME",
                    help="run a deliberately broken core (the checker should catch it): eventual mode "
                         "no-replay, no-anti-entropy, no-dedupe, wrong-tiebreak, no-offset-check; both modes "
-                        "no-owner-check, no-stp; strong mode "
+                        "no-owner-check, no-stp, no-risk-check; eventual no-escrow; strong mode "
                         "vote-any-log, commit-without-majority, no-term-check, commit-old-term")
     p.add_argument("--gossip", action="append", default=[], metavar="KEY=VALUE",
                    help="eventual mode: a [gossip] setting as in cluster.toml (repeatable), e.g. "
                         "--gossip defer_min_ops=30 to put every partition's catch-up through the held path")
+    p.add_argument("--risk", action="store_true",
+                   help="add two clients trading under risk limits (and a kill switch); the checker holds "
+                        "the converged view to the limits (risk_exceeded)")
     p.add_argument("--jobs", type=int, default=1, help="seeds to run in parallel processes (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--trace", metavar="FILE", default=None,
@@ -74,7 +77,7 @@ def _config(args: argparse.Namespace) -> Any:
     check_break(args.break_name, args.mode)
     return SimConfig(nodes=args.nodes, duration_s=args.duration, orders=args.orders,
                      faults=parse_faults(args.faults), bound_s=args.bound, mode=args.mode,
-                     gossip=_gossip(args.gossip) if args.gossip else None)
+                     gossip=_gossip(args.gossip) if args.gossip else None, risk=args.risk)
 
 
 def _gossip(items: list[str]) -> Any:

@@ -82,6 +82,7 @@ from .membership import MESSAGES as MEMBERSHIP_MESSAGES
 from .membership import ClockSample, Membership, MembershipConfig, MemberStateChanged
 from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Event, Op, OpFenced, TradeExecuted, TradeRevised, scoped_req
 from .replica import Replica
+from .risk import E_RISK, HALT, LIMIT, RiskConfig, RiskRefused
 from .wire import (
     REPLY_CODES,
     ClientQuery,
@@ -106,6 +107,7 @@ CLIENT_CODES = {E_RATE_LIMITED: "rate limited", E_ADDRESS: "address check"}
 #: a refusal the core raises -> its reply code (anything else a caller did wrong: E_BAD)
 USAGE_CODES = {InvalidOrder: E_INVALID, UnknownOrder: E_UNKNOWN_ORDER, ClockOutOfSync: E_CLOCK,
                UnknownInstrument: E_UNKNOWN_INSTRUMENT, NotOwner: E_NOT_OWNER}
+USAGE_CODES[RiskRefused] = E_RISK  # a risk limit (core/risk.py): "risk: alice's open-buy headroom at n2 is ..."
 #: rows an "orders" / "trades" query answers with at most (a reply stays one datagram)
 MAX_QUERY_ROWS = 500
 GOSSIP_TYPES = (OpBatch, Summary, Heartbeat, SnapshotChunk)
@@ -185,6 +187,7 @@ class NodeConfig:
     clients: ClientLimits = field(default_factory=ClientLimits)
     feeds: FeedLimits = field(default_factory=FeedLimits)
     clock: ClockConfig = field(default_factory=ClockConfig)  # error bound and order gate (clockbound)
+    risk: RiskConfig = field(default_factory=RiskConfig)  # how escrowed risk headroom moves (core/risk.py)
 
 
 #: a frame's bytes besides its principal and its msgpack body (header and tag), as ``wire.encode``
@@ -344,7 +347,7 @@ class NodeCore:
         self.config = config or NodeConfig()
         members = sorted(set(members) | {node_id})
         self.rng = rng or random.Random(0)
-        self.replica = Replica(node_id, venue, members, self.config.max_offset_ns, hlc_last)
+        self.replica = Replica(node_id, venue, members, self.config.max_offset_ns, hlc_last, risk=self.config.risk)
         peers = [m for m in members if m != node_id]
         self.gossip = Gossip(self.replica, peers, random.Random(self.rng.random()), self.config.gossip)
         self.membership = Membership(node_id, peers, random.Random(self.rng.random()),
@@ -419,6 +422,9 @@ class NodeCore:
         self._now = now
         self.membership.tick(now)
         self._drain_membership()
+        if self.ready and self.accepting:  # risk limits: settle rights, stamp transfers and asks (before
+            for op in self.replica.risk_tick(now):  # the heartbeat: it announces them as stamped)
+                self.gossip.local(op)
         self._record(self.gossip.tick(now))
         self.replica.clock_in_sync = self.clock.in_sync(self.config.max_offset_ns)
         self._settle(now)
@@ -545,6 +551,11 @@ class NodeCore:
             elif m.kind == CANCEL_ALL:
                 op, _n = r.submit_cancel_all(m.symbol, now, m.req, account=acct)
                 events = []
+            elif m.kind == LIMIT:  # risk limits (operator): target account in order_id, dim in tif
+                op, events = r.submit_limit(m.order_id, m.symbol, m.tif, m.qty, now, m.req, account=acct,
+                                            clear=m.side == 1)
+            elif m.kind == HALT:  # the kill switch: side 0 disables, 1 enables
+                op, events = r.submit_halt(m.order_id, m.side == 0, now, m.req, account=acct)
             else:
                 op, events = r.submit_new(m.symbol, m.side, m.price, m.qty, m.tif, now, req=m.req, account=acct)
         except _Refused as e:
@@ -690,6 +701,9 @@ class NodeCore:
         elif q.what == "trades":
             payload = self.fills.payload(self.node_id, to.account, self.replica.trade_is_final, MAX_QUERY_ROWS)
             self._out.append((to, QueryReply(q.req, OK, "ok", payload)))
+        elif q.what == "risk":  # limits and rights (core/riskledger.py); ``symbol`` names one account
+            payload = {"node": self.node_id, "mode": "eventual", **self.replica.risk.status(to.account, q.symbol)}
+            self._out.append((to, QueryReply(q.req, OK, "ok", payload)))
         else:
             self._out.append((to, QueryReply(q.req, E_BAD, f"unknown query {q.what!r}", None)))
 
@@ -739,7 +753,7 @@ class NodeCore:
 
     def describe_op(self, op: Op) -> str:
         """One log line for an op (the shell logs it at debug level)."""
-        return (f"{op.op_id} {('?', 'new', 'cancel', 'amend', 'cancel-all')[op.kind]} {op.symbol} {SIDE_NAMES[op.side]} "
+        return (f"{op.op_id} {('?', 'new', 'cancel', 'amend', 'cancel-all', 'risk-limit', 'risk-transfer', 'risk-halt', 'risk-ask')[op.kind]} {op.symbol} {SIDE_NAMES[op.side]} "
                 f"{op.qty}@{op.price} {TIF_NAMES[op.tif]}")
 
 

@@ -53,7 +53,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .book import BUY, FOK, GTC, IOC, MARKET, MATCHING_MODES, SELL, STP_MODES, Book, Trade
+from .book import BUY, FOK, GTC, IOC, MARKET, MATCHING_MODES, SELL, STP_MODES, STP_OFF, Book, Trade
 from .errors import ClockOutOfSync, DuplicateRequest, InvalidOrder, NotOwner, UnknownOrder
 from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, MAX_REMOTE_LOGICAL, ZERO, Timestamp
 from .instrument import OrderRequest, Venue
@@ -70,6 +70,19 @@ from .ops import (
     parse_order_id,
     scoped_req,
 )
+from .risk import (
+    ASK,
+    HALT,
+    LIMIT,
+    MAX_LIMIT,
+    OPERATOR,
+    RISK_KINDS,
+    RiskConfig,
+    RiskRefused,
+    counters_of,
+    valid_op,
+)
+from .riskledger import RiskLedger
 
 CHAIN0 = b"\0" * 16
 #: closes one book's records in the undo journal of a CANCEL_ALL (which may touch several books):
@@ -90,6 +103,8 @@ PENDING_WINDOW = 1 << 16
 PENDING_FUTURE_OFFSETS = 8
 #: the most entries a version vector may have (the wire's cap on a VV map)
 MAX_VV = 1024
+_KINDS = frozenset({NEW, CANCEL, AMEND, CANCEL_ALL}) | RISK_KINDS
+_EMPTY_SYMBOL_OK = frozenset({CANCEL_ALL}) | RISK_KINDS  # "" symbol: every instrument
 
 
 @dataclass(slots=True)
@@ -107,6 +122,9 @@ class Snapshot:
     #: order id -> the trades its own NEW made (compacted NEWs with a request id that traded): what a
     #: retry of that request must be told after the ops themselves are gone
     fills: dict[str, list[Trade]] = field(default_factory=dict)
+    #: the risk state of the compacted ops and their fills of limited accounts (``RiskLedger.to_wire``;
+    #: [] when there is none)
+    risk: list = field(default_factory=list)  # type: ignore[type-arg]
 
     def to_books(self) -> dict[str, Book]:
         out: dict[str, Book] = {}
@@ -145,7 +163,8 @@ class Replica:
 
     def __init__(self, node_id: str, venue: Venue | None = None, members: Iterable[str] = (),
                  max_offset_ns: int = DEFAULT_MAX_OFFSET_NS, hlc_last: Timestamp = ZERO,
-                 checkpoint_interval: int = MIN_CHECKPOINT_INTERVAL, req_window: int = REQ_WINDOW) -> None:
+                 checkpoint_interval: int = MIN_CHECKPOINT_INTERVAL, req_window: int = REQ_WINDOW,
+                 risk: RiskConfig | None = None) -> None:
         if not 0 < req_window < 10**7:
             raise ValueError("req_window must be in 1 .. 9,999,999 (it travels as digits in snapshots)")
         self.node_id = node_id
@@ -209,6 +228,8 @@ class Replica:
         self._wm_others: Timestamp | None = None  # see ``_others_bound``; None: recompute
         #: ops added to the op-set since the shell last drained it (what storage must persist)
         self.new_ops: list[Op] = []
+        #: risk limits: the risk ops in force and this node's rights (``riskledger``)
+        self.risk = RiskLedger(node_id, self.members, self.venue.instruments, risk or RiskConfig(), self.counters)
 
     # ==== queries ===================================================================================
     @property
@@ -344,6 +365,8 @@ class Replica:
         retried = self._retried(req, account)
         if retried is not None:
             return retried, []  # a retried request: the order already exists
+        if account in self.risk.accounts:
+            self.risk.check_new(account, symbol, side, price, qty, tif)  # RiskRefused: this node's rights
         return self._stamp(NEW, symbol, "", side, price, qty, tif, req, now, account)
 
     def _retried(self, req: str, account: str) -> Op | None:
@@ -383,6 +406,8 @@ class Replica:
         if retried is not None:
             return retried, []
         sym, side, _p, _q = self._open_order(order_id, account)
+        if account in self.risk.accounts:
+            self.risk.check_amend(account)
         inst = self.venue.get(sym)
         inst.check_ticks(price)
         if qty != 0:
@@ -406,6 +431,68 @@ class Replica:
         n = sum(len(b.orders_of(account)) for b in books)
         op, _ev = self._stamp(CANCEL_ALL, symbol, "", 0, 0, 0, GTC, req, now, account)
         return op, n
+
+    def submit_limit(self, target: str, symbol: str, dim: int, value: int, now: int, req: str = "", *,
+                     account: str, clear: bool = False) -> tuple[Op, list[Event]]:
+        """Stamp a risk limit on ``target``'s exposure ``dim`` (``risk.DIM_*``) in ``symbol`` ("" every
+        instrument): ``value`` lots (notional: ticks x lots), or no limit with ``clear``. Only the
+        operator account's limits count (the fold refuses others too). The raise goes to this node's
+        rights; with ``[risk] split = "even"`` it gives every member its share right after."""
+        self._check_clock()
+        if account != OPERATOR:
+            raise RiskRefused(f"risk: only the {OPERATOR} account sets limits (this request is {account or 'nobody'}'s)")
+        if not (1 <= len(target) <= 64 and target.isascii() and all(c.isalnum() or c in "-_." for c in target)):
+            raise InvalidOrder(f"account {target[:64]!r} must be 1-64 letters, digits, '-', '_' or '.'")
+        if type(dim) is not int or not 0 <= dim <= 3:
+            raise InvalidOrder("limit kind must be open-buy, open-sell, position or notional")
+        if symbol:
+            self.venue.get(symbol)
+        elif dim == 2:
+            raise InvalidOrder("a position limit needs an instrument (--symbol)")
+        if type(value) is not int or not 0 <= value <= MAX_LIMIT:
+            raise InvalidOrder(f"a limit must be 0 .. {MAX_LIMIT}")
+        retried = self._retried(req, account)
+        if retried is not None:
+            return retried, []
+        st = self.risk.state()
+        shares = [] if clear else [((target, symbol, c), value - st.limits.get((target, symbol, c), 0))
+                                   for c in counters_of(dim)]
+        op, ev = self._stamp(LIMIT, symbol, target, 1 if clear else 0, 0, 0 if clear else value, dim, req, now, account)
+        shares = [(k, d) for k, d in shares if d > 0]
+        if shares and self.risk.config.split == "even" and len(self.members) > 1:
+            self.risk.splits.append(shares)
+        return op, ev
+
+    def submit_halt(self, target: str, disable: bool, now: int, req: str = "", *, account: str) -> tuple[Op, list[Event]]:
+        """Stamp the kill switch for ``target``: ``disable`` cancels every resting order of it where
+        the op folds and makes its NEWs folding after it no-ops, on every replica; enable lifts it."""
+        self._check_clock()
+        if account != OPERATOR:
+            raise RiskRefused(f"risk: only the {OPERATOR} account uses the kill switch (this request is "
+                              f"{account or 'nobody'}'s)")
+        if not (1 <= len(target) <= 64 and target.isascii() and all(c.isalnum() or c in "-_." for c in target)):
+            raise InvalidOrder(f"account {target[:64]!r} must be 1-64 letters, digits, '-', '_' or '.'")
+        retried = self._retried(req, account)
+        if retried is not None:
+            return retried, []
+        return self._stamp(HALT, "", target, 0 if disable else 1, 0, 0, 0, req, now, account)
+
+    def risk_tick(self, now: int) -> list[Op]:
+        """Settle what finality allows, then stamp the transfers and asks that move rights (the
+        split of a limit stamped here, answers to asks, our own asks). Returns the ops stamped: the
+        caller pushes them to peers. Call it only when this node may stamp (ready, storage up)."""
+        self._risk_sweep()
+        out = []
+        for kind, symbol, to, side, qty, tif, acct in self.risk.plan(now, self.books):
+            op, _ev = self._stamp(kind, symbol, to, side, 0, qty, tif, "", now, acct)
+            out.append(op)
+        return out
+
+    def _risk_sweep(self) -> None:
+        w = self.watermark()
+        books = self.books
+        self.risk.sweep(self._applied, self._op_trades, self._ncompacted, self.final_count(), (w.wall, w.logical),
+                        lambda sym, oid: oid in books[sym])
 
     def orders_of(self, account: str) -> list[tuple[str, str, int, int, int]]:
         """``account``'s resting orders: ``(order_id, symbol, side, price, remaining)``."""
@@ -449,6 +536,8 @@ class Replica:
         self.new_ops.append(op)
         if req:
             self._note_req(op)
+        if kind in RISK_KINDS:
+            self.risk.note(op)
         self.counters["ops_applied"] += 1
         applied.append(op)
         return op, [TradeExecuted(t) for t in self._apply(op)]
@@ -477,8 +566,9 @@ class Replica:
                 self.counters["fenced"] += 1
                 events.append(OpFenced(op))
                 continue
-            if (op.symbol not in self.books and not (op.kind == CANCEL_ALL and not op.symbol)) \
-                    or op.kind not in (NEW, CANCEL, AMEND, CANCEL_ALL) or op.logical > MAX_REMOTE_LOGICAL:
+            if (op.symbol not in self.books and not (op.kind in _EMPTY_SYMBOL_OK and not op.symbol)) \
+                    or op.kind not in _KINDS or op.logical > MAX_REMOTE_LOGICAL \
+                    or (op.kind in RISK_KINDS and not valid_op(op, self.books)):
                 # a venue mismatch, or a logical no honest clock reaches (adopting it would push our own
                 # stamps toward the wire's limit): a bad peer
                 self.counters["invalid_ops"] += 1  # a venue mismatch or a bad peer: drop, count
@@ -561,6 +651,8 @@ class Replica:
         for op in fresh:
             if op.req:
                 self._note_req(op)
+            if op.kind in RISK_KINDS:
+                self.risk.note(op)
         self.counters["ops_applied"] += len(fresh)
         return self._fold_in(fresh, fc)
 
@@ -643,10 +735,10 @@ class Replica:
             books, applied = self.books, self._applied
             for i in range(n - 1, pos - 1, -1):
                 op = applied[i]
-                if op.kind == CANCEL_ALL:
+                if op.kind == CANCEL_ALL or op.kind == HALT:
                     self._undo_books(journal, marks[i] - base)
-                else:
-                    books[op.symbol].undo(journal, marks[i] - base)
+                elif op.kind <= AMEND:
+                    books[op.symbol].undo(journal, marks[i] - base)  # (other risk ops touch no book)
             while self._ckpts[-1].pos > pos:
                 self._ckpts.pop()
             return pos
@@ -698,29 +790,76 @@ class Replica:
     def _fold_op(self, books: Mapping[str, Book], op: Op) -> list[Trade]:
         """The fold's step function: one op into ``books``; returns the trades it made."""
         if op.req and self._is_retry(op):
+            if op.kind > CANCEL_ALL:
+                self.risk.effective(op, False)
             return []  # a retry of a request folded just below: a no-op on every replica
         kind = op.kind
+        risk = self.risk
         if kind == NEW:
             oid = op.op_id
-            return books[op.symbol].submit(oid, op.side, op.price, op.qty, op.tif, oid, op.account,
-                                           self._stp[op.symbol], self._matching[op.symbol])
+            if op.account in risk.accounts and not risk.fold_new(oid, op):
+                return []  # a disabled account's order: a no-op on every replica (the kill switch)
+            esc = risk.escrow
+            if op.account in esc.by_acct and self._stp[op.symbol] != STP_OFF:
+                risk.touch_before(op, books)
+            trades = books[op.symbol].submit(oid, op.side, op.price, op.qty, op.tif, oid, op.account,
+                                             self._stp[op.symbol], self._matching[op.symbol])
+            if esc.orders:
+                risk.touch(op, trades)
+            return trades
         if kind == CANCEL_ALL:
             if op.account:
+                if op.account in risk.escrow.by_acct:
+                    key = (op.wall, op.logical)
+                    risk.escrow.touch_account(op.account, key, books, op.symbol,
+                                              close_before=key if op.origin == self.node_id else None)
                 for sym in ([op.symbol] if op.symbol else sorted(books)):
                     b = books[sym]
                     if b.cancel_account(op.account) and b.journal is not None:
                         b.journal += (sym, _J_BOOK)
             return []
+        if kind > CANCEL_ALL:
+            return self._fold_risk(books, op)
         book = books[op.symbol]
         if book.owner(op.order_id) != op.account:  # not resting, or another account's: a no-op
             if op.order_id in book:
                 self.counters["not_owner"] += 1
             return []
+        esc = risk.escrow
         if kind == CANCEL:
             book.cancel(op.order_id)
+            if op.order_id in esc.orders:
+                esc.touch(op.order_id, (op.wall, op.logical))
+                if op.origin == self.node_id:
+                    esc.close(op.order_id)  # our own cancel: it can never rest again, on any replica
             return []
-        return book.amend(op.order_id, op.price, op.qty, op.op_id, self._stp[op.symbol],
-                          self._matching[op.symbol]) or []
+        if op.account in risk.accounts and risk.amend_refused(op):
+            return []  # an account with limits does not amend (riskledger.amend_refused)
+        if op.account in esc.by_acct and self._stp[op.symbol] != STP_OFF:
+            risk.touch_before(op, books)
+        trades = book.amend(op.order_id, op.price, op.qty, op.op_id, self._stp[op.symbol],
+                            self._matching[op.symbol]) or []
+        if esc.orders:
+            risk.touch(op, trades)
+            esc.touch(op.order_id, (op.wall, op.logical))
+        return trades
+
+    def _fold_risk(self, books: Mapping[str, Book], op: Op) -> list[Trade]:
+        """A risk op's fold step: it takes effect (``RiskLedger.state`` applies it); a disabling
+        HALT also cancels every resting order of its account, as a mass cancel does."""
+        if op.kind == ASK:
+            return []
+        risk = self.risk
+        risk.effective(op, True)
+        if op.kind == LIMIT:
+            if op.account != OPERATOR:
+                self.counters["risk_not_operator"] += 1
+        elif op.kind == HALT and risk.fold_halt(op, books):
+            for sym in sorted(books):
+                b = books[sym]
+                if b.cancel_account(op.order_id) and b.journal is not None:
+                    b.journal += (sym, _J_BOOK)
+        return []
 
     def _apply(self, op: Op) -> list[Trade]:
         """Fold one op (already appended to ``_applied``) and record its trades, chain and undo
@@ -863,6 +1002,7 @@ class Replica:
 
         Returns the number of ops compacted. Peer holdings come from ``observe_vv``.
         """
+        self._risk_sweep()  # final fills of our own orders are counted before their ops go
         fc = self.final_count()
         if fc == 0:
             return 0
@@ -886,6 +1026,7 @@ class Replica:
             self._fold_op(snap_books, applied[i])
         snap_trades = self._cum[k - 1]
         snap_chain = self._chain[k - 1]
+        self.risk.compact(applied[:k], self._op_trades[:k])
         # move the prefix into the snapshot
         for op in applied[:k]:
             self._base[op.origin] = op.seq
@@ -954,7 +1095,8 @@ class Replica:
             base_vv=dict(self._base),
             books={s: b.entries() for s, b in self._snap_books.items()},
             trades=self._snap_trades, chain=self._snap_chain, last_key=self._snap_key,
-            reqs={r: f"{reqs[r]}@{end - pos}" for r, pos in self._req_last.items()}, fills=dict(self._fills))
+            reqs={r: f"{reqs[r]}@{end - pos}" for r, pos in self._req_last.items()}, fills=dict(self._fills),
+            risk=self.risk.to_wire())
 
     def replay_depth(self, op: Op) -> int:
         """How many applied ops folding ``op`` now would undo and replay (0: it lands on top)."""
@@ -1028,6 +1170,7 @@ class Replica:
                 self._req_last[r] = pos
         firsts = {v for v in self._reqs.values() if isinstance(v, str)}
         self._fills = {o: f for o, f in {**self._fills, **snap.fills}.items() if o in firsts}
+        self.risk.install(snap.risk, self._snap_books, end)
         self._journal.clear()
         self._marks = []
         self.books = self._live(self._clone_books(self._snap_books))

@@ -98,6 +98,8 @@ from .node import (
     orders_payload,
 )
 from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id, scoped_req
+from .risk import E_RISK, HALT, LIMIT, OPERATOR, RISK_KINDS, RiskRefused, valid_op
+from .riskexact import ExactRisk
 from .sequencer import (
     LEADER,
     MS,
@@ -213,6 +215,8 @@ class SequencedBooks:
         self.reqs: OrderedDict[str, tuple[int, str, list[list[Any]]]] = OrderedDict()
         self.counters = {"entries_folded": 0, "noops_folded": 0, "duplicates": 0, "fold_rejected": 0, "not_owner": 0,
                          "snapshots_installed": 0, "bad_snapshots": 0}
+        #: risk limits, checked exactly by this fold (``riskexact``)
+        self.risk = ExactRisk(self.counters)
 
     # ---- Replica's read side -----------------------------------------------------------------------
     @property
@@ -285,10 +289,20 @@ class SequencedBooks:
                 inst.check_lots(op.qty)
             except InvalidOrder as e:
                 return Outcome(E_INVALID, str(e), oid)
-            trades = self.books[op.symbol].submit(oid, op.side, 0 if op.tif == MARKET else op.price, op.qty,
+            price = 0 if op.tif == MARKET else op.price
+            risk = self.risk
+            if op.account in risk.accounts:
+                why = risk.check(op.account, op.symbol, op.side, price, op.qty, op.tif, self.books)
+                if why is not None:
+                    return Outcome(E_RISK, why, oid)
+            trades = self.books[op.symbol].submit(oid, op.side, price, op.qty,
                                                   op.tif, oid, op.account, self._stp[op.symbol],
                                                   self._matching[op.symbol])
+            if trades and risk.state.ever:
+                risk.on_trades(trades, price)
             return Outcome(OK, "ok", oid, tuple(trades))
+        if op.kind in RISK_KINDS:
+            return self._fold_risk(index, op)
         if op.kind == CANCEL_ALL:
             n = 0
             if op.account:
@@ -315,9 +329,34 @@ class SequencedBooks:
                 inst.check_lots(op.qty)
         except InvalidOrder as e:
             return Outcome(E_INVALID, str(e), target)
+        risk = self.risk
+        if op.qty and op.account in risk.accounts:
+            why = risk.check(op.account, book.symbol, _o[0], op.price, op.qty, GTC, self.books, without=target)
+            if why is not None:
+                return Outcome(E_RISK, why, target)
         trades = book.amend(target, op.price, op.qty, f"{op.origin}:{index}", self._stp[book.symbol],
                             self._matching[book.symbol]) or []
+        if trades and risk.state.ever:
+            risk.on_trades(trades, op.price)
         return Outcome(OK, "ok", target, tuple(trades))
+
+    def _fold_risk(self, index: int, op: Op) -> Outcome:
+        """A LIMIT or HALT entry (the operator's only); a disabling HALT cancels the account's
+        resting orders here, as a mass cancel does."""
+        risk = self.risk
+        if op.kind == LIMIT:
+            why = risk.fold_limit(op)
+            return Outcome(E_RISK, why, op.order_id) if why else Outcome(OK, "risk limit set", op.order_id)
+        if op.kind == HALT:
+            why = risk.fold_halt(op)
+            if why:
+                return Outcome(E_RISK, why, op.order_id)
+            if op.side == 1:
+                return Outcome(OK, f"kill switch: {op.order_id} enabled", op.order_id)
+            n = sum(self.books[s].cancel_account(op.order_id) for s in sorted(self.books))
+            return Outcome(OK, f"kill switch: {op.order_id} disabled, {n} order{'' if n == 1 else 's'} cancelled",
+                           op.order_id)
+        return Outcome(E_BAD, "risk transfers are for eventual mode only", op.order_id)
 
     # ---- snapshots -----------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -326,7 +365,8 @@ class SequencedBooks:
             1, self.index, self.op_count, self.trade_count, self.chain, self.last_stamp.wall,
             self.last_stamp.logical,
             [[s, [list(r) for r in b.entries()]] for s, b in sorted(self.books.items())],
-            [[r, c, o, rows] for r, (c, o, rows) in self.reqs.items()]], use_bin_type=True)
+            [[r, c, o, rows] for r, (c, o, rows) in self.reqs.items()]] + ([risk] if (risk := self.risk.to_wire()) else []),
+            use_bin_type=True)
 
     def install(self, index: int, data: bytes) -> None:
         """Replace the state with a snapshot covering the log up to ``index``. A snapshot that does
@@ -335,6 +375,7 @@ class SequencedBooks:
             raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, max_ext_len=0)
         except Exception as e:  # msgpack raises several types for bad input; all mean the same here
             raise WireError(f"undecodable strong-mode snapshot: {type(e).__name__}", reason="bad_snapshot") from None
+        risk_raw: Any = raw.pop() if isinstance(raw, list) and len(raw) == 10 else []  # risk (riskexact)
         if isinstance(raw, list) and len(raw) == 9 and isinstance(raw[8], list):
             for r in raw[8]:
                 if isinstance(r, list) and len(r) == 3:
@@ -342,6 +383,8 @@ class SequencedBooks:
         _v, idx, ops, trades, chain, wall, logical, books, reqs = _SNAPSHOT(raw)
         if idx != index:
             raise WireError(f"snapshot covers index {idx}, not {index}", reason="bad_snapshot")
+        risk = ExactRisk(self.counters)
+        risk.install(risk_raw)  # (parsed before anything changes: a bad one changes nothing)
         new_books = {s: Book(s) for s in self.venue.instruments}
         for sym, rows in books:
             b = new_books.get(sym)
@@ -352,6 +395,7 @@ class SequencedBooks:
         self.books, self.index, self.op_count, self.trade_count, self.chain = new_books, idx, ops, trades, chain
         self.last_stamp = Timestamp(wall, logical)
         self.reqs = OrderedDict((r, (c, o, rows)) for r, c, o, rows in reqs)
+        self.risk = risk
         self.counters["snapshots_installed"] += 1
 
 
@@ -786,6 +830,16 @@ class StrongNodeCore:
             if m.symbol:
                 self.venue.get(m.symbol)
             tif = GTC
+        elif m.kind in (LIMIT, HALT):  # risk (riskexact): the operator's; the fold checks again
+            if account != OPERATOR:
+                raise RiskRefused(f"risk: only the {OPERATOR} account sets limits and uses the kill switch")
+            probe = Op(0, 0, self.node_id, 1, m.kind, m.symbol, m.order_id, m.side, 0, m.qty, m.tif, "", account)
+            if m.symbol:
+                self.venue.get(m.symbol)
+            if not valid_op(probe, self.replica.books):
+                raise InvalidOrder("bad risk request: an account name, a limit kind, a limit of 0 .. 2^53 "
+                                   "(a position limit needs --symbol)")
+            price = 0
         else:
             parsed = parse_order_id(m.order_id)
             if parsed is None:
@@ -805,7 +859,7 @@ class StrongNodeCore:
             tif = GTC
         ts = self.hlc.now(max(now, self.replica.last_stamp.wall))
         return Op(ts.wall, ts.logical, self.node_id, self.seq.last_index + 1, m.kind, m.symbol,
-                  m.order_id if m.kind in (CANCEL, AMEND) else "", m.side, price, m.qty, tif, m.req, account)
+                  m.order_id if m.kind in (CANCEL, AMEND, LIMIT, HALT) else "", m.side, price, m.qty, tif, m.req, account)
 
     def _answer(self, w: _Wait, out: Outcome, level: int | None = None, rows: list[list[Any]] | None = None) -> None:
         if level is None:
@@ -866,6 +920,9 @@ class StrongNodeCore:
             self._out.append((to, QueryReply(q.req, OK, "ok", orders_payload(self.node_id, to.account, rows))))
         elif q.what == "trades":
             payload = self.fills.payload(self.node_id, to.account, lambda _tid: True, MAX_QUERY_ROWS)
+            self._out.append((to, QueryReply(q.req, OK, "ok", payload)))
+        elif q.what == "risk":  # limits and exact use at the folded index (riskexact); ``symbol``: one account
+            payload = {"node": self.node_id, "mode": "strong", **r.risk.status(to.account, q.symbol, r.books)}
             self._out.append((to, QueryReply(q.req, OK, "ok", payload)))
         else:
             self._out.append((to, QueryReply(q.req, E_BAD, f"unknown query {q.what!r}", None)))

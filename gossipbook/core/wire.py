@@ -165,7 +165,10 @@ NODE_ID = string(64, 1)
 ORDER_ID = string(96)
 SYMBOL = string(32, 1)
 ACCOUNT = string(64)
-_OP_FIELDS = record(Op, [uint(), uint(1 << 32), NODE_ID, uint(U64 >> 1), one_of(1, 2, 3, 4), string(32), ORDER_ID,
+#: op kinds: NEW, CANCEL, AMEND, CANCEL_ALL, then risk.LIMIT, TRANSFER, HALT, ASK (their quantities, limits
+#: and transfers included, are bounded by ``MAX_INT`` like every quantity)
+_OP_KINDS = (1, 2, 3, 4, 5, 6, 7, 8)
+_OP_FIELDS = record(Op, [uint(), uint(1 << 32), NODE_ID, uint(U64 >> 1), one_of(*_OP_KINDS), string(32), ORDER_ID,
                          one_of(0, 1), uint(MAX_INT), uint(MAX_INT), one_of(0, 1, 2, 3), string(64), ACCOUNT])
 
 
@@ -178,7 +181,7 @@ def OP_CHECK(v: Any) -> Op:  # noqa: N802 (a check, named like the others)
             and type(v[1]) is int and 0 <= v[1] <= 1 << 32
             and type(v[2]) is str and 1 <= len(v[2]) <= 64
             and type(v[3]) is int and 0 <= v[3] <= U64 >> 1
-            and type(v[4]) is int and v[4] in (1, 2, 3, 4)
+            and type(v[4]) is int and v[4] in _OP_KINDS
             and type(v[5]) is str and len(v[5]) <= 32
             and type(v[6]) is str and len(v[6]) <= 96
             and type(v[7]) is int and v[7] in (0, 1)
@@ -297,7 +300,7 @@ register(1, OpBatch, [list_of(OP_CHECK, 4096)])
 register(2, Summary, [VV, boolean, VV])
 register(3, Pull, [list_of(record(lambda *f: tuple(f), [NODE_ID, uint(), uint()]), 1024)])
 register(4, Heartbeat, [uint(), uint(1 << 32), uint(), VV])
-_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3, 4), string(32), ORDER_ID, one_of(0, 1), uint(MAX_INT),
+_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3, 4, 5, 7), string(32), ORDER_ID, one_of(0, 1), uint(MAX_INT),
                   uint(MAX_INT), one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)]
 _REPLY_FIELDS = [string(64), uint(255), string(1024), ORDER_ID, uint(2), list_of(TRADE, 1024)]
 register(5, ClientSubmit, _SUBMIT_FIELDS)
@@ -828,7 +831,8 @@ def trade_row(t: Trade) -> list[Any]:
 
 REPLY_CODES = {0: "ok", 1: "invalid order", 2: "unknown order", 3: "clock out of sync", 4: "no quorum",
                5: "timeout", 6: "unknown instrument", 7: "storage unavailable", 8: "bad request",
-               9: "not ready", 10: "not owner", 11: "rate limited", 12: "address check", 13: "clock bound"}
+               9: "not ready", 10: "not owner", 11: "rate limited", 12: "address check", 13: "clock bound",
+               14: "risk limit"}
 LEVELS = ("accepted", "replicated", "final")
 
 
@@ -845,8 +849,9 @@ _SNAPSHOT = record(lambda *f: f, [VV, map_of(SYMBOL, list_of(_RESTING, 10_000_00
 def snapshot_to_bytes(snap: Any) -> bytes:
     """A ``replica.Snapshot`` as msgpack (sent in ``SnapshotChunk`` pieces, persisted by storage)."""
     fills = {oid: [list(t) for t in ts] for oid, ts in snap.fills.items()}
+    risk = getattr(snap, "risk", None)
     return msgpack.packb([snap.base_vv, snap.books, snap.trades, snap.chain, list(snap.last_key), snap.reqs,
-                          fills], use_bin_type=True)
+                          fills] + ([risk] if risk else []), use_bin_type=True)
 
 
 def snapshot_from_bytes(data: bytes) -> Any:
@@ -859,5 +864,19 @@ def snapshot_from_bytes(data: bytes) -> Any:
         raise WireError(f"undecodable snapshot: {type(e).__name__}", reason="bad_snapshot") from None
     if isinstance(raw, list) and len(raw) == 6:
         raw.append({})  # written before snapshots kept compacted requests' fills
+    risk: list[Any] = []
+    if isinstance(raw, list) and len(raw) == 8:  # risk limits' state (risk.py): absent when there is none
+        risk = raw.pop()
+        if type(risk) is not list or len(risk) != 2:
+            raise WireError("bad risk state in snapshot", reason="bad_snapshot")
+        _risk_snapshot_check(risk)
     vv, books, trades, chain, last_key, reqs, fills = _SNAPSHOT(raw)
-    return Snapshot(vv, books, trades, chain, last_key, reqs, fills)
+    return Snapshot(vv, books, trades, chain, last_key, reqs, fills, risk)
+
+
+def _risk_snapshot_check(raw: list[Any]) -> None:
+    """Validate a snapshot's risk part (``RiskLedger.to_wire``) by parsing it once."""
+    from .risk import RiskState, positions_from_wire
+
+    RiskState.from_wire(raw[0])
+    positions_from_wire(raw[1])

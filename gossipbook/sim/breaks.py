@@ -27,6 +27,13 @@ DESIGN.md relies on, and the simulator must report a violation for some seeds:
   (the ``STP_MODES`` the replica and the strong fold build their per-symbol table from), so an
   account's order trades with its own resting order.
 
+- ``no-escrow``: a node checks a risk limit against its own view only: its rights read as the whole
+  limit less what its own orders take (``Escrow.rights``), not its escrowed share. Every node then
+  accepts up to the limit on its own, so the cluster can hold several times the limit (caught by
+  ``risk_exceeded``; the simulator runs a risk workload with it).
+- ``no-risk-check`` (both modes): no order is checked against a risk limit at all: not by the
+  stamping node (``RiskLedger.check_new``), not by the strong fold (``ExactRisk.check``).
+
 Strong mode (``--mode strong``) breaks the sequencer instead, through ``SequencerConfig.breaks``
 (one condition each in ``core/sequencer.py``; nothing is patched): ``STRONG_BREAKS``.
 """
@@ -42,6 +49,9 @@ from typing import Any
 from ..core import book as book_mod
 from ..core import gossip as gossip_mod
 from ..core import replica as replica_mod
+from ..core import risk as risk_mod
+from ..core import riskexact as riskexact_mod
+from ..core import riskledger as riskledger_mod
 from ..core import strong as strong_mod
 from ..core.errors import UsageError
 from ..core.ops import Op, TradeExecuted
@@ -54,9 +64,13 @@ BREAKS: dict[str, str] = {
     "no-offset-check": "ops beyond max_offset are adopted at once (the HLC jumps ahead)",
     "no-owner-check": "any account may cancel or amend any order (no owner check at the stamping node nor in the fold)",
     "no-stp": "self-trade prevention is off for every instrument: an account trades with itself",
+    "no-escrow": "a node checks risk limits against its own orders only (the whole limit as its rights)",
+    "no-risk-check": "orders are not checked against risk limits (stamping node, strong fold)",
 }
+#: breaks that need the risk workload (the simulator turns it on for them)
+RISK_BREAKS: frozenset[str] = frozenset({"no-escrow", "no-risk-check"})
 #: breaks that patch the core in either mode
-BOTH_MODES: frozenset[str] = frozenset({"no-owner-check", "no-stp"})
+BOTH_MODES: frozenset[str] = frozenset({"no-owner-check", "no-stp", "no-risk-check"})
 
 
 STRONG_BREAKS: dict[str, str] = {
@@ -130,6 +144,11 @@ def _patch_gossip_init(orig: Callable[..., Any]) -> Callable[..., Any]:
         config = dataclasses.replace(config or gossip_mod.GossipConfig(), anti_entropy=False)
         orig(self, replica, peers, rng, config)
     return init
+
+
+def _own_view_rights(self: Any, state: Any, key: Any) -> int:
+    """no-escrow: the whole limit, less this node's own use, as if no other node took orders."""
+    return int(state.limits.get(key, 0)) - int(self.consumption(key))
 
 
 class _Anyone(str):
@@ -214,6 +233,11 @@ def broken(name: str | None) -> Iterator[None]:
             patch(G, "__init__", _patch_gossip_init(G.__init__))
         elif name == "no-owner-check":
             patch(book_mod.Book, "owner", _owner_anyone(book_mod.Book.owner))
+        elif name == "no-escrow":
+            patch(risk_mod.Escrow, "rights", _own_view_rights)
+        elif name == "no-risk-check":
+            patch(riskledger_mod.RiskLedger, "check_new", lambda *_a, **_k: None)
+            patch(riskexact_mod.ExactRisk, "check", lambda *_a, **_k: None)
         elif name == "no-stp":
             off = {n: book_mod.STP_OFF for n in book_mod.STP_NAMES}
             patch(replica_mod, "STP_MODES", off)

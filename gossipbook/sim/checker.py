@@ -33,6 +33,13 @@ Invariants (DESIGN.md, "Invariants every test harness checks"):
    in its scope (its symbol, or every book) rests, checked right after each fold of it and, at the
    end, on every replica against every mass cancel it holds: an order whose NEW sorts before a
    mass cancel of its account must not rest (``mass_cancel_missed``).
+6. Risk (issue 17, with a risk workload): no account's exposure exceeds its limit in the converged
+   view of everything stamped so far (``risk_exceeded``). The checker keeps its own replica of every
+   op any node stamped (``oracle``: the state every replica converges to) and, every
+   ``RISK_SAMPLE_NS`` and at the end, counts each limited account's open orders, position and
+   notional against each limit. A limit binds the orders a node stamped while it held that limit
+   (``risk_stamped``: read off the node's version vector, not its word); and once a disabling
+   kill switch folds, no order of its account rests after it (``risk_disabled_rested``).
 """
 
 from __future__ import annotations
@@ -43,6 +50,18 @@ from typing import Any
 
 from ..core.book import Book, Trade
 from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, TradeRevised, parse_order_id
+from ..core.risk import (
+    COUNTER_NAMES,
+    HALT,
+    LIMIT,
+    LONG,
+    NOTIONAL,
+    OPEN_BUY,
+    OPEN_SELL,
+    OPERATOR,
+    SHORT,
+    counters_of,
+)
 from .clock import SEC, T0
 
 KINDS: dict[str, str] = {
@@ -76,7 +95,11 @@ KINDS: dict[str, str] = {
     "not_owner_acked": "a cancel or amend by an account other than the order's owner was acknowledged",
     "self_trade": "a trade has one account as maker and taker (self-trade prevention is on)",
     "mass_cancel_missed": "an order of an account rests after a mass cancel of that account folded after it",
+    # risk limits (issue 17)
+    "risk_exceeded": "an account's exposure in the converged view passed one of its risk limits",
+    "risk_disabled_rested": "an order of an account rests after the kill switch disabled it",
 }
+RISK_SAMPLE_NS = 200_000_000  # how often the converged view is checked against the limits
 #: the book's own owner lookup, taken before any ``--break`` can patch it: the checker's reference
 _OWNER: Callable[[Book, str], str | None] = Book.owner
 MAX_EVIDENCE = 3  # per kind: the first few are enough to start debugging
@@ -123,6 +146,11 @@ class Checker:
     stamped: dict[tuple[str, str], Op] = field(default_factory=dict)  # (node, req) -> op
     unreported: dict[str, int] = field(default_factory=dict)  # trades of a snapshot a node booted from
     stp_off: frozenset[str] = frozenset()  # symbols whose instrument has ``stp = "off"``
+    #: risk: every op any node stamped, folded in one replica (None: no risk workload)
+    oracle: Any = None
+    risk_counted: dict[str, set[tuple[str, str, int]]] = field(default_factory=dict)  # order id -> limits it binds
+    limit_ops: dict[str, Op] = field(default_factory=dict)  # every LIMIT / HALT op seen, by op id
+    risk_samples: int = 0
 
     # ---- bookkeeping ------------------------------------------------------------------------------
     def violation(self, kind: str, node: str, t: int, evidence: str) -> None:
@@ -200,6 +228,39 @@ class Checker:
 
         replica._fold_op = fold_op
 
+    # ---- risk -----------------------------------------------------------------------------------------
+    def risk_stamped(self, node: str, op: Op, replica: Any) -> None:
+        """``node`` just stamped ``op``: a NEW binds each limit whose setting op the node held."""
+        if op.kind in (LIMIT, HALT):
+            self.limit_ops[op.op_id] = op
+            return
+        if op.kind != NEW or not op.account:
+            return
+        keys = {(lop.order_id, lop.symbol, c) for lop in self.limit_ops.values()
+                if lop.kind == LIMIT and lop.order_id == op.account and lop.side == 0 and lop.account == OPERATOR
+                and lop.symbol in ("", op.symbol) and replica.holds(lop.origin, lop.seq) for c in counters_of(lop.tif)}
+        if keys:
+            self.risk_counted[op.op_id] = keys
+
+    def risk_check(self, t: int) -> None:
+        """The converged view (the oracle) against every limit in force there."""
+        o = self.oracle
+        if o is None:
+            return
+        self.risk_samples += 1
+        st = o.risk.state()
+        for key, lim in sorted(st.limits.items()):
+            got = risk_exposure(o, key, self.risk_counted)
+            if got > lim:
+                self.violation("risk_exceeded", "", t, f"{key[0]}'s {COUNTER_NAMES[key[2]]} exposure in "
+                               f"{key[1] or 'every instrument'} is {got} in the converged view, limit {lim}")
+        for sym, b in sorted(o.books.items()):
+            for _side, _price, oid, _q, acct in b.entries():
+                if acct in st.halted:
+                    self.violation("risk_disabled_rested", "", t, f"order {oid} of {acct} rests in {sym} "
+                                   f"while the kill switch has it disabled")
+                    return
+
     def _owner_of(self, order_id: str) -> str | None:
         """The account of the NEW that placed ``order_id`` (eventual mode: ``origin:seq``)."""
         p = parse_order_id(order_id)
@@ -250,6 +311,10 @@ class Checker:
                     self.violation("op_conflict", node, t, f"{op.op_id} reached {node} before its origin issued it")
             if prior is None:
                 self.ops_by_id[key] = op
+                if self.oracle is not None:
+                    if op.kind in (LIMIT, HALT):
+                        self.limit_ops[op.op_id] = op
+                    self.oracle.receive([op], 1 << 62)
 
     def _own(self, node: str, op: Op, t: int) -> None:
         last = self.last_seq.get(node, 0)
@@ -460,3 +525,38 @@ class Checker:
         elif need_finality and final_t is None:
             self.violation("finality_stalled", "", t, f"converged at {(converged_t - T0) / SEC:.3f}s but "
                            f"not every op was final {bound_ns / SEC:.0f}s after the heal{detail}")
+
+
+def risk_exposure(r: Any, key: tuple[str, str, int], counted: Mapping[str, set[tuple[str, str, int]]]) -> int:
+    """``key``'s exposure in replica ``r``'s fold (which must hold every trade: no compaction),
+    counting the orders that bind ``key`` only: open orders, position and notional (fills valued
+    at the maker's resting price and the taker's limit)."""
+    acct, scope, c = key
+    ops = {op.op_id: op for op in r.ops()}
+    open_buy = open_sell = open_notional = 0
+    for sym, b in r.books.items():
+        if scope and sym != scope:
+            continue
+        for side, price, oid, q, a in b.entries():
+            if a == acct and key in counted.get(oid, ()):
+                open_notional += q * price
+                if side == 0:
+                    open_buy += q
+                else:
+                    open_sell += q
+    pos: dict[str, list[int]] = {}
+    for t in r.trades():
+        if scope and t.symbol != scope:
+            continue
+        cause = ops.get(t.trade_id.rpartition("/")[0])
+        for oid, a, side, price in ((t.maker, t.maker_account, 1 - t.taker_side, t.price),
+                                    (t.taker, t.taker_account, t.taker_side,
+                                     (cause.price if cause is not None else 0) or t.price)):
+            if a == acct and key in counted.get(oid, ()):
+                row = pos.setdefault(t.symbol, [0, 0])
+                sign = 1 if side == 0 else -1
+                row[0] += sign * t.qty
+                row[1] += sign * t.qty * price
+    q = sum(v[0] for v in pos.values())
+    return {OPEN_BUY: open_buy, OPEN_SELL: open_sell, LONG: q + open_buy, SHORT: open_sell - q,
+            NOTIONAL: open_notional + sum(abs(v[1]) for v in pos.values())}[c]

@@ -64,7 +64,7 @@ from ..core.wire import (
     encode,
     encode_ops,
 )
-from .checker import Checker
+from .checker import RISK_SAMPLE_NS, Checker
 from .clock import MS, SEC, T0, NodeClock
 from .disk import Disk
 from .nemesis import FAULTS, Action, FaultPlan, Schedule, leader_schedule, random_schedule
@@ -72,7 +72,7 @@ from .network import LinkFaults, Network, partition_links
 from .strong_check import StrongChecker
 from .workload import Request, Workload
 
-DELIVER, WAKE, NEMESIS, ARRIVAL, RETRY, CHECK, PHASE = range(7)
+DELIVER, WAKE, NEMESIS, ARRIVAL, RETRY, CHECK, PHASE, ADMIN = range(8)
 KEY = b"gossipbook-simulator-cluster-key"  # any 32 bytes: every datagram is still authenticated
 
 
@@ -129,6 +129,9 @@ class SimConfig:
     # a run that handles this many node steps is stopped as a runaway (a message storm or a
     # livelock: healthy 60 s runs take 20,000-60,000), so a broken variant cannot hang a seed sweep
     max_steps: int = 500_000
+    # risk limits (issue 17): two more clients trade under limits the operator sets as the run
+    # starts, and the checker holds the converged view to them (``risk_exceeded``)
+    risk: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("eventual", "strong"):
@@ -186,7 +189,8 @@ class Simulation:
             raise ValueError("a cluster needs at least one node")
         root = random.Random(seed)
         streams = {name: random.Random(root.getrandbits(64)) for name in
-                   ("plan", "schedule", "clocks", "network", "workload", "cores", "partition", "leader")}
+                   ("plan", "schedule", "clocks", "network", "workload", "cores", "partition", "leader",
+                    "risk")}
         self.ids = cfg.node_ids()
         self.plan = FaultPlan.draw(streams["plan"], cfg.faults)
         self.start = T0
@@ -202,7 +206,8 @@ class Simulation:
         self._part_rng = streams["partition"]
         self._core_rng = streams["cores"]
         self.workload = Workload(streams["workload"], cfg.orders, T0 + SEC // 5, self.end_safety - SEC // 2,
-                                 cfg.clients, ack_timeouts=cfg.mode != "strong")
+                                 cfg.clients, ack_timeouts=cfg.mode != "strong",
+                                 risk_rng=streams["risk"] if cfg.risk else None)
         self.checker = Checker(self.ids, cfg.max_offset_ns)
         self.strong = cfg.mode == "strong"
         self.leader_faults = (leader_schedule(streams["leader"], self.plan, self.end_safety - T0)
@@ -213,6 +218,11 @@ class Simulation:
             sequencer=SequencerConfig(max_batch=16, max_inflight=16, breaks=frozenset(cfg.seq_breaks)))
         self.stats = Stats()
         self.venue = Venue()
+        if cfg.risk and cfg.mode != "strong":  # every op stamped, folded once: the converged view
+            from ..core.replica import Replica
+
+            self.checker.oracle = Replica("oracle", self.venue, self.ids, cfg.max_offset_ns)
+        self._risk_next = 0
         self.checker.stp_off = frozenset(s for s, i in self.venue.instruments.items() if i.stp == "off")
         gossip = cfg.gossip or GossipConfig()
         self.node_config = NodeConfig(max_offset_ns=cfg.max_offset_ns, gossip=gossip)
@@ -246,6 +256,8 @@ class Simulation:
             self._push(T0 + a.at_ns, NEMESIS, a)
         for t, c in self.workload.arrivals:
             self._push(t, ARRIVAL, c)
+        for t, msg in getattr(self.workload, "admin", ()):
+            self._push(t, ADMIN, msg)
         self._push(self.end_safety, PHASE)
         q = self._q
         pop = heapq.heappop
@@ -286,6 +298,8 @@ class Simulation:
                 self._check(t)
             elif kind == PHASE:
                 self._liveness_phase(t)
+            elif kind == ADMIN:
+                self._send_request(self.workload.admin_request(ev[3], t), t)
         return self
 
     # ---- nodes ------------------------------------------------------------------------------------
@@ -398,6 +412,8 @@ class Simulation:
                     own = [op for op in rep.new_ops if op.origin == node.id]
                     if own:
                         self.checker.stamp(node.id, msg.req, own[-1])
+                        if self.checker.oracle is not None:
+                            self.checker.risk_stamped(node.id, own[-1], rep)
             d = core.next_deadline()
             if force_tick or now >= d:
                 self.stats.ticks += 1
@@ -455,6 +471,9 @@ class Simulation:
             ck.events(node.id, evs, t)
             self._hash_events(node.id, t, evs)
         self._track_finality(node, t, ops, pre)
+        if ck.oracle is not None and t >= self._risk_next:
+            self._risk_next = t + RISK_SAMPLE_NS
+            ck.risk_check(t)
 
     def _flush_strong(self, node: SimNode, t: int) -> None:
         """Strong mode's flush (``NodeRunner._persist_strong``): the sequencer's delta is durable
@@ -473,6 +492,10 @@ class Simulation:
         if fold.index != node.folded_at:  # the digest costs a pass over the books: once per index
             node.folded_at = fold.index
             sc.digest(node.id, fold.index, fold.digest(), t)
+            if self.cfg.risk and t >= self._risk_next:
+                self._risk_next = t + RISK_SAMPLE_NS
+                self.checker.risk_samples += 1
+                sc.risk_check(fold, node.id, t)
 
     def _send_outbox(self, node: SimNode, out: list[tuple[Any, Any]], t: int,
                      on_reply: Callable[[ClientReply], None]) -> None:
@@ -766,6 +789,7 @@ class Simulation:
             if self.nodes[n].core is not None:
                 self._track_finality(self.nodes[n], t, [])
         ck.final_state(reps, self.workload.acks, t)
+        ck.risk_check(t)
         for req, node, rows, at in self._final_acks:
             ck.final_ack_trades(req, node, rows, at, complete=self.final_t is not None)
         digests = {n: r.digest() for n, r in reps.items()}
@@ -780,6 +804,9 @@ class Simulation:
     def _finish_strong(self, t: int, bound: int) -> None:
         folds = {n: self.nodes[n].core.replica for n in self.ids if self.nodes[n].core is not None}
         self.strong_checker.final_state(folds, t)
+        if self.cfg.risk:
+            for n, f in folds.items():
+                self.strong_checker.risk_check(f, n, t)
         digests = {n: f.digest() for n, f in folds.items()}
         detail = ""
         if self.converged_t is None and folds:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.gossip import GossipConfig
-from .breaks import STRONG_BREAKS, broken
+from .breaks import RISK_BREAKS, STRONG_BREAKS, broken
 from .clock import SEC
 from .cluster import SimConfig, Simulation
 from .nemesis import FAULTS
@@ -62,6 +62,8 @@ def replay_command(seed: int, cfg: SimConfig, break_name: str | None = None) -> 
              f"--orders {cfg.orders}", f"--faults {faults if tuple(cfg.faults) != FAULTS else 'all'}"]
     if cfg.bound_s != SimConfig().bound_s:
         parts.append(f"--bound {cfg.bound_s:g}")
+    if cfg.risk:
+        parts.append("--risk")
     if break_name:
         parts.append(f"--break {break_name}")
     if cfg.gossip is not None:
@@ -76,6 +78,8 @@ def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
     t0 = time.perf_counter()
     if break_name in STRONG_BREAKS:
         cfg = dataclasses.replace(cfg, seq_breaks=frozenset({break_name}))
+    if break_name in RISK_BREAKS and not cfg.risk:  # a risk break needs the risk workload to show
+        cfg = dataclasses.replace(cfg, risk=True)
     with broken(break_name):
         sim = Simulation(seed, cfg, trace=trace).run()
     wall = time.perf_counter() - t0
@@ -109,6 +113,12 @@ def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
     for key in ("foreign", "foreign_refused", "foreign_acked", "mass_cancels"):
         counters[f"client_{key}"] = wl[key]
     counters["replica_not_owner"] = sum(r.counters.get("not_owner", 0) for r in reps)
+    if cfg.risk:  # (per node life, as the replica counters above)
+        for key in ("risk_sent", "risk_refused", "risk_admin_acked"):
+            counters[f"client_{key}"] = wl.get(key, 0)
+        for key in sorted({k for r in reps for k in r.counters if k.startswith("risk_")}):
+            counters[f"replica_{key}"] = sum(r.counters.get(key, 0) for r in reps)
+        counters["risk_samples"] = ck.risk_samples
     return RunResult(
         seed=seed, ok=ck.ok, violations=[v.to_json() for v in ck.first()], violation_counts=dict(ck.counts),
         convergence_s=conv, finality_s=fin,

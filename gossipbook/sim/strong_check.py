@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id
+from ..core.risk import COUNTER_NAMES, HALT, LIMIT, LONG, NOTIONAL, OPEN_BUY, OPEN_SELL, SHORT, counters_of
 from ..core.wire import trade_row
 from .checker import Checker
 from .clock import SEC, T0
@@ -221,6 +222,84 @@ class StrongChecker:
                         self.violation("mass_cancel_missed", n, t, f"order {oid} of {acct} rests in {sym} on {n} "
                                        f"(folded to {fold.index}) after the mass cancel at index {c}")
                         break
+
+    # ---- risk (issue 17) ------------------------------------------------------------------------------
+    def risk_check(self, fold: Any, node: str, t: int) -> None:
+        """``fold``'s books at its folded index against the limits the log set before each order:
+        open quantity and notional from its books, positions from the trade rows every node
+        reported and the committed entries that made them (not from the fold's own risk state)."""
+        upto = fold.index
+        limits: dict[tuple[str, str, int], int] = {}
+        first: dict[tuple[str, str, int], int] = {}  # key -> the index of its first limit
+        halted: dict[str, bool] = {}
+        for i in sorted(i for i in self.log if i <= upto):
+            f = self.log[i]
+            op = f.op
+            if op is None or f.code != 0 or f.duplicate:
+                continue
+            if op.kind == LIMIT:
+                for c in counters_of(op.tif):
+                    key = (op.order_id, op.symbol, c)
+                    if op.side == 1:
+                        limits.pop(key, None)
+                    else:
+                        limits[key] = op.qty
+                        first.setdefault(key, i)
+            elif op.kind == HALT:
+                halted[op.order_id] = op.side == 0
+        if not limits and not any(halted.values()):
+            return
+
+        def counted(oid: str, key: tuple[str, str, int]) -> bool:
+            p = parse_order_id(oid)
+            return p is not None and key in first and p[1] > first[key]
+
+        trades = []
+        for tid, (row, _n) in self.trades.items():
+            cause = parse_order_id(tid.rpartition("/")[0])
+            if cause is None or cause[1] > upto:
+                continue
+            trades.append((row, self.log.get(cause[1])))
+        for key, lim in sorted(limits.items()):
+            acct, scope, c = key
+            open_q = {0: 0, 1: 0}
+            open_n = 0
+            for sym, b in fold.books.items():
+                if scope and sym != scope:
+                    continue
+                for side, price, oid, q, a in b.entries():
+                    if a == acct and counted(oid, key):
+                        open_q[side] += q
+                        open_n += q * price
+            pos: dict[str, list[int]] = {}
+            for row, cause_f in trades:
+                _tid, price, qty, maker, taker = row[:5]
+                for oid, is_taker in ((maker, False), (taker, True)):
+                    p = parse_order_id(oid)
+                    nf = self.log.get(p[1]) if p is not None else None
+                    if nf is None or nf.op is None or nf.op.account != acct or not counted(oid, key):
+                        continue
+                    if scope and nf.op.symbol != scope:
+                        continue
+                    val = price
+                    if is_taker and cause_f is not None and cause_f.op is not None and cause_f.op.price:
+                        val = cause_f.op.price
+                    sign = 1 if nf.op.side == 0 else -1
+                    r = pos.setdefault(nf.op.symbol, [0, 0])
+                    r[0] += sign * qty
+                    r[1] += sign * qty * val
+            q = sum(v[0] for v in pos.values())
+            got = {OPEN_BUY: open_q[0], OPEN_SELL: open_q[1], LONG: q + open_q[0], SHORT: open_q[1] - q,
+                   NOTIONAL: open_n + sum(abs(v[1]) for v in pos.values())}[c]
+            if got > lim:
+                self.violation("risk_exceeded", node, t, f"{acct}'s {COUNTER_NAMES[c]} exposure in "
+                               f"{scope or 'every instrument'} is {got} at committed index {upto}, limit {lim}")
+        for sym, b in sorted(fold.books.items()):
+            for _side, _price, oid, _q, a in b.entries():
+                if halted.get(a):
+                    self.violation("risk_disabled_rested", node, t, f"order {oid} of {a} rests in {sym} at "
+                                   f"committed index {upto} while the kill switch has it disabled")
+                    return
 
     def committed_new_orders(self) -> int:
         return sum(1 for f in self.log.values() if f.op is not None and f.op.kind == NEW and not f.duplicate)

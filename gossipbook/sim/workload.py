@@ -19,6 +19,12 @@ from the same seeded stream: a client tries to cancel or amend *another* client'
 stamping node must refuse it, "not owner", and no replica may ever apply it; ``Request.foreign``),
 or sends a mass cancel (``CANCEL_ALL``) of its own orders in the market's symbol or in every book
 ("" symbol), after which the client's open orders are forgotten.
+
+With ``risk`` (``SimConfig.risk``), two more clients trade under risk limits (``RISK_CLIENTS``):
+the operator sets their limits (``RISK_LIMITS``, tight enough that refusals happen) as the run
+starts, and their orders begin a second later. Half-way through, the operator disables
+``risk-2`` with the kill switch and enables it again a few seconds later. Their draws come from a
+stream of their own (``risk_rng``), so the other clients draw the same actions with or without it.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from dataclasses import dataclass, field
 from ..core.book import GTC, MARKET
 from ..core.node import ACCEPTED, E_NOT_OWNER, E_TIMEOUT, FINAL, OK, REPLICATED
 from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW
+from ..core.risk import DIM_NOTIONAL, DIM_OPEN_BUY, DIM_OPEN_SELL, DIM_POSITION, E_RISK, HALT, LIMIT, OPERATOR
 from ..core.wire import ClientReply, ClientSubmit
 from ..workload.orders import OrderFlow
-from .clock import MS
+from .clock import MS, SEC
 
 
 @dataclass(slots=True)
@@ -55,6 +62,10 @@ class Request:
 #: shares of requests that are a cancel/amend of another client's open order, and a mass cancel
 FOREIGN_SHARE = 0.04
 MASS_CANCEL_SHARE = 0.01
+#: accounts that trade under risk limits (``risk``), and their limits in the market's symbol, in
+#: lots (notional: ticks x lots); the flow's orders are 1-20 lots at about 10,000 ticks
+RISK_CLIENTS = ("risk-1", "risk-2")
+RISK_LIMITS = {DIM_OPEN_BUY: 40, DIM_OPEN_SELL: 40, DIM_POSITION: 60, DIM_NOTIONAL: 70 * 10_000}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +85,8 @@ class Workload:
 
     def __init__(self, rng: random.Random, n_orders: int, start: int, end: int, clients: int = 4,
                  symbol: str = "GBX", mid: int = 10_000, retry_ns: int = 300 * MS, max_attempts: int = 6,
-                 reply_timeout_ms: int = 3_000, ack_timeouts: bool = True) -> None:
+                 reply_timeout_ms: int = 3_000, ack_timeouts: bool = True,
+                 risk_rng: random.Random | None = None) -> None:
         self.rng = rng
         #: eventual mode: a ``timeout`` naming an order is an ack ("accepted, will not be lost");
         #: strong mode: it means "outcome unknown", never an ack
@@ -95,6 +107,38 @@ class Workload:
                          "no_node": 0, "gave_up": 0, "late_replies": 0, "foreign": 0, "foreign_refused": 0,
                          "foreign_acked": 0, "mass_cancels": 0}
         self.rejects: dict[int, int] = {}
+        self.risk = risk_rng is not None
+        if risk_rng is not None:  # a stream of its own: the plain workload draws the same
+            self._risk_setup(risk_rng, n_orders, start, end)
+
+    def _risk_setup(self, rng: random.Random, n_orders: int, start: int, end: int) -> None:
+        """Limits first (the operator, at ``start``), a kill switch half-way, risk clients' flow."""
+        self.risk_rng = rng
+        self.risk_flow = OrderFlow(random.Random(rng.random()), mid=self.flow.mid)
+        self.open.update({c: [] for c in RISK_CLIENTS})
+        admin: list[tuple[int, ClientSubmit]] = []
+        for acct in RISK_CLIENTS:
+            for dim, value in RISK_LIMITS.items():
+                admin.append((start, ClientSubmit("", LIMIT, self.symbol, acct, 0, 0, value, dim, 0,
+                                                  self.reply_timeout_ms)))
+        mid = (start + end) // 2
+        admin.append((mid, ClientSubmit("", HALT, "", RISK_CLIENTS[1], 0, 0, 0, 0, 0, self.reply_timeout_ms)))
+        admin.append((min(end - 1, mid + 3 * SEC), ClientSubmit("", HALT, "", RISK_CLIENTS[1], 1, 0, 0, 0, 0,
+                                                                  self.reply_timeout_ms)))
+        self.admin = admin
+        begin = min(end - 1, start + SEC)
+        k = max(1, n_orders // 3)
+        risky = sorted((rng.randrange(begin, max(begin + 1, end)), rng.choice(RISK_CLIENTS)) for _ in range(k))
+        self.arrivals = sorted(self.arrivals + risky)
+        self.counters.update({"risk_sent": 0, "risk_refused": 0, "risk_admin_acked": 0})
+
+    def admin_request(self, msg: ClientSubmit, t: int) -> Request:
+        """An operator request (a limit, the kill switch), sent as any other (retries included)."""
+        self._n += 1
+        req = f"{OPERATOR}-{self._n}"
+        rq = Request(req, OPERATOR, msg._replace(req=req), t)
+        self.requests[req] = rq
+        return rq
 
     def _arrivals(self, n: int, start: int, end: int) -> list[tuple[int, str]]:
         """Order flow is bursty: a third of the arrivals open a burst of 2-5 orders from different
@@ -112,6 +156,8 @@ class Workload:
     # ---- decisions -------------------------------------------------------------------------------
     def new_request(self, client: str, t: int) -> Request:
         """The client's next action as a request (not yet sent)."""
+        if client in RISK_CLIENTS:
+            return self._risk_request(client, t)
         r0 = self.rng.random()
         victims = [c for c in self.clients if c != client and self.open[c]] if r0 < FOREIGN_SHARE else []
         self._n += 1
@@ -145,6 +191,24 @@ class Workload:
         rq = Request(req, client, msg, t, foreign=foreign)
         self.requests[req] = rq
         self.counters["submitted"] += 1
+        return rq
+
+    def _risk_request(self, client: str, t: int) -> Request:
+        """A risk client's next action: the same flow as the others', from its own stream."""
+        rng = self.risk_rng
+        self._n += 1
+        req = f"{client}-{self._n}"
+        wait = ACCEPTED if rng.random() < 0.8 else REPLICATED
+        o = self.risk_flow.next(self.open[client])
+        if o.kind in (CANCEL, AMEND):
+            self.open[client] = [x for x in self.open[client] if x[0] != o.order_id]
+        price = 0 if (o.kind == NEW and o.tif == MARKET) else o.price
+        msg = ClientSubmit(req, o.kind, self.symbol, o.order_id, o.side, price, o.qty,
+                           o.tif if o.kind == NEW else GTC, wait, self.reply_timeout_ms)
+        rq = Request(req, client, msg, t)
+        self.requests[req] = rq
+        self.counters["submitted"] += 1
+        self.counters["risk_sent"] += 1
         return rq
 
     def pick_node(self, rq: Request, up: Sequence[str]) -> str | None:
@@ -186,6 +250,10 @@ class Workload:
                 self.counters["foreign_refused"] += 1
             elif rep.code == OK:
                 self.counters["foreign_acked"] += 1  # the checker flags it (``not_owner_acked``)
+        if rq.client == OPERATOR and rep.code == OK:
+            self.counters["risk_admin_acked"] += 1
+        if rep.code == E_RISK:
+            self.counters["risk_refused"] += 1
         if rep.code == OK or (self.ack_timeouts and rep.code == E_TIMEOUT and rep.order_id):
             ack = Ack(rep.req, node, rq.msg.kind, rep.order_id, rep.level, t)
             self.acks.append(ack)

@@ -26,6 +26,9 @@ EXPECTED = {
     # the account invariant itself, not its visible consequence (not_owner_acked) alone
     "no-owner-check": {"not_owner_applied"},
     "no-stp": {"self_trade"},
+    # risk limits (issue 17; run_seed turns the risk workload on for these)
+    "no-escrow": {"risk_exceeded"},
+    "no-risk-check": {"risk_exceeded", "risk_disabled_rested"},
 }
 CONFIGS = {
     # ties in (wall, logical) need coarse clocks that tick together: the skew fault draws them
