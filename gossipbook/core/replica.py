@@ -821,17 +821,17 @@ class Replica:
         if kind > CANCEL_ALL:
             return self._fold_risk(books, op)
         book = books[op.symbol]
+        esc = risk.escrow
+        if kind == CANCEL and op.order_id in esc.orders:
+            esc.touch(op.order_id, (op.wall, op.logical))
+            if op.origin == self.node_id and esc.orders[op.order_id].account == op.account:
+                esc.close(op.order_id)  # our own cancel: after it the order never rests, on any replica
         if book.owner(op.order_id) != op.account:  # not resting, or another account's: a no-op
             if op.order_id in book:
                 self.counters["not_owner"] += 1
             return []
-        esc = risk.escrow
         if kind == CANCEL:
             book.cancel(op.order_id)
-            if op.order_id in esc.orders:
-                esc.touch(op.order_id, (op.wall, op.logical))
-                if op.origin == self.node_id:
-                    esc.close(op.order_id)  # our own cancel: it can never rest again, on any replica
             return []
         if op.account in risk.accounts and risk.amend_refused(op):
             return []  # an account with limits does not amend (riskledger.amend_refused)

@@ -138,7 +138,9 @@ class RiskConfig:
     rebalance: bool = True  # ask for rights when below half a fair share, before running out
     rebalance_ns: int = 250_000_000  # how often the rebalance looks
     ask_interval_ns: int = 150_000_000  # at most one ask per limit this often
-    ask_ttl_ns: int = 2_000_000_000  # an ask older than this is not answered (a restart re-reads old ones)
+    #: an ask older than this is not answered (a restart re-reads old ones); a refusal keeps its limit
+    #: in the rebalance for as long, so a node cut off from the donor it asked asks again after a heal
+    ask_ttl_ns: int = 10_000_000_000
     max_ops_per_s: float = 50.0  # transfers and asks this node stamps, per second (burst: one second's)
     max_asks_queued: int = 256  # asks addressed to this node waiting for an answer (more: dropped, counted)
 

@@ -93,9 +93,11 @@ class RiskLedger:
         self.escrow = Escrow(node_id)
         # moving rights (node-local)
         self.short: dict[Key, int] = {}  # shortfalls a refusal found, to ask for
+        self.demand: dict[Key, int] = {}  # limits a refusal hit, and when: kept in the rebalance a while
         self.asks_in: deque[Op] = deque()
         self.splits: list[list[tuple[Key, int]]] = []  # limits stamped here, to split among members
         self._last_ask: dict[Key, int] = {}
+        self._backoff: dict[Key, int] = {}  # key -> the wait before the next ask (doubles while unanswered)
         self._asked: dict[Key, tuple[str, int]] = {}  # key -> (donor asked, our balance then)
         self._tokens = config.max_ops_per_s
         self._tokens_at: int | None = None
@@ -312,6 +314,7 @@ class RiskLedger:
             if n > have:
                 self.counters[_REFUSED[c]] += 1
                 self.short[key] = max(self.short.get(key, 0), n - max(have, 0))
+                self.demand[key] = -1  # (its time is set by the next ``plan``: this call has no clock)
                 raise RiskRefused(f"risk: {account}'s {COUNTER_NAMES[c]} headroom at {self.me} is "
                                   f"{self.fmt(key, max(have, 0))} (limit {self.fmt(key, st.limits[key], unit=False)})")
 
@@ -377,7 +380,15 @@ class RiskLedger:
                             return out  # the rest of the split next time
                         self.counters["risk_split_transfers"] += 1
             self.splits.pop(0)
-        # asks addressed to us: give at most half of what we can spare
+        # asks addressed to us: give at most half of what we can spare; of several asks of one node
+        # for one limit waiting here (a partition held them back), only the newest is answered
+        if len(self.asks_in) > 1:
+            newest: dict[tuple[str, str, str, int], Op] = {}
+            for a in self.asks_in:
+                newest[(a.origin, a.account, a.symbol, counter_of(a.tif, a.side))] = a
+            if len(newest) < len(self.asks_in):
+                self.counters["risk_asks_declined"] += len(self.asks_in) - len(newest)
+                self.asks_in = deque(sorted(newest.values()))
         while self.asks_in:
             ask = self.asks_in[0]
             key = (ask.account, ask.symbol, counter_of(ask.tif, ask.side))
@@ -403,16 +414,25 @@ class RiskLedger:
         for key, short in self.short.items():
             if key in st.limits:
                 want[key] = short
+        for key, at in list(self.demand.items()):
+            if at < 0:
+                self.demand[key] = now
+            elif now - at > cfg.ask_ttl_ns or key not in st.limits:
+                del self.demand[key]
         if rebalance:
             n = max(1, len(self.members))
             for key, lim in st.limits.items():
-                if key in want or key[0] not in esc.by_acct:
+                if key in want or (key[0] not in esc.by_acct and key not in self.demand):
                     continue
                 mine = esc.rights(st, key)
                 if 2 * n * mine < lim:  # below half a fair share (lim / n / 2)
                     want[key] = 0
         for key, short in want.items():
-            if now < self._last_ask.get(key, -1 << 62) + cfg.ask_interval_ns:
+            asked = self._asked.get(key)
+            if asked is not None and st.balance_of(key, self.me) > asked[1]:
+                self._backoff.pop(key, None)  # the last ask was answered: ask as often as needed
+            wait = self._backoff.get(key, cfg.ask_interval_ns)
+            if now < self._last_ask.get(key, -1 << 62) + wait:
                 continue
             mine = esc.rights(st, key)
             donor, est = self._richest(st, key, books)
@@ -424,6 +444,8 @@ class RiskLedger:
                 continue
             if not emit(ASK, key, donor, amount):
                 break
+            if asked is not None and st.balance_of(key, self.me) <= asked[1]:  # unanswered: wait longer
+                self._backoff[key] = min(cfg.ask_ttl_ns, 2 * wait)
             self._last_ask[key] = now
             self._asked[key] = (donor, st.balance_of(key, self.me))
             self.short.pop(key, None)
