@@ -32,6 +32,7 @@ from .core.hlc import DEFAULT_MAX_OFFSET_NS
 from .core.instrument import DEFAULT_INSTRUMENT, Instrument, Venue
 from .core.membership import MembershipConfig
 from .core.node import NodeConfig
+from .core.risk import RiskConfig
 
 MODES = ("eventual", "strong")
 FSYNC = ("always", "batch", "never")
@@ -93,6 +94,8 @@ class ClusterConfig:
     #: ``[cluster] audit_file_mb``, ``audit_keep``: the audit trail's file size and how many it keeps
     audit_file_bytes: int = 64 << 20
     audit_keep: int = 16
+    #: ``[risk]``: how escrowed risk headroom is split and moved between nodes (core/risk.py)
+    risk: RiskConfig = field(default_factory=RiskConfig)
 
     def __post_init__(self) -> None:
         if self.key is not None and not self.key_ring:
@@ -146,7 +149,7 @@ class ClusterConfig:
 
     def node_config(self) -> NodeConfig:
         return NodeConfig(max_offset_ns=self.max_offset_ns, gossip=self.gossip, membership=self.membership,
-                          clock=self.clock)
+                          clock=self.clock, risk=self.risk)
 
 
 def parse_section(cls: type, raw: Any, where: str) -> Any:
@@ -279,7 +282,7 @@ def _name(v: Any, where: str) -> str:
 def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     if "client" in raw:
         return _client_from_dict(raw, where)
-    known = {"cluster", "nodes", "instruments", "gossip", "membership", "accounts"}
+    known = {"cluster", "nodes", "instruments", "gossip", "membership", "accounts", "risk"}
     extra = set(raw) - known
     if extra:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(extra))}")
@@ -308,7 +311,8 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
                          membership=parse_section(MembershipConfig, raw.get("membership"), f"{where}: [membership]"),
                          fsync=fsync, path=where, accounts=_accounts(raw.get("accounts"), where),
                          name=_name(cl.get("name"), where), key_ring=ring,
-                         venue_factory=_venue_ref(cl.get("venue"), where), **_time_keys(cl, nodes, where))
+                         venue_factory=_venue_ref(cl.get("venue"), where), **_time_keys(cl, nodes, where),
+                         risk=_risk(raw.get("risk"), where))
 
 
 _TIME_KEYS = ("time_source", "max_clock_error_us", "max_drift_ppm", "audit_file_mb", "audit_keep")
@@ -469,3 +473,17 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _risk(raw: Any, where: str) -> RiskConfig:
+    """``[risk]``: ``split`` ("even" | "none"), ``rebalance`` (bool), ``rebalance_ms``,
+    ``ask_interval_ms``, ``ask_ttl_ms``, ``max_ops_per_s``, ``max_asks_queued`` (core/risk.py)."""
+    if raw is None:
+        return RiskConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [risk] must be a table")
+    raw = dict(raw)
+    split = raw.pop("split", "even")
+    if split not in ("even", "none"):
+        raise ConfigError(f'{where}: risk.split must be "even" or "none", not {split!r}')
+    return dataclasses.replace(parse_section(RiskConfig, raw, f"{where}: [risk]"), split=split)

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from ..core.errors import UsageError
-from . import audit, bench, clock, cluster, demo, fix, fuzz, load, node, orders, sim, status, top, watch
+from . import audit, bench, clock, cluster, demo, fix, fuzz, load, node, orders, risk, sim, status, top, watch
 
-COMMANDS = [demo, cluster, node, orders, status, top, watch, load, sim, bench, fuzz, fix, clock, audit]
+COMMANDS = [demo, cluster, node, orders, risk, status, top, watch, load, sim, bench, fuzz, fix, clock, audit]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from .common import add_config, config, print_json
 #: 10 the order belongs to another account; 11 rate limited: too many requests, retry later;
 #: 13 the node's clock error bound is unknown or over its limit: nothing was stamped, retry later)
 EXIT_CODES = {0: 0, 1: 2, 2: 6, 3: 7, 4: 4, 5: 5, 6: 2, 7: 8, 8: 2, 9: 9, 10: 10, 11: 11, 13: 13}
+EXIT_CODES[14] = 14  # a risk limit refused the order (core/risk.py: "risk: ... headroom ...")
 
 
 class Rejected(UsageError):
