@@ -65,7 +65,8 @@ def test_tui_shows_partition_and_convergence(term_factory) -> None:  # type: ign
                      "--seed", "7301")
     # a frame can be caught half drawn: wait for one that shows the whole partitioned screen
     assert t.wait_for(lambda s: "PARTITIONED n1 n2 | n3 n4" in s and "see" in s and "CUT n1 n2 | n3 n4" in s
-                      and "links: row sees col" in s and all(re.search(rf"{n} :\d+", s) for n in IDS), 20), t.text()
+                      and "links: row sees col" in s and "partition: n1 n2 | n3 n4" in s
+                      and all(re.search(rf"{n} :\d+", s) for n in IDS), 20), t.text()
     mid = t.text()
     for nid in IDS:
         assert re.search(rf"{nid} :\d+", mid), f"no panel for {nid}:\n{mid}"  # a panel per node
