@@ -89,7 +89,31 @@ REPORT_SLACK_NS = 200_000_000
 
 
 class MembershipRefused(UsageError):
-    """A membership command this node will not stamp now (one line saying why and what to do)."""
+    """A membership command this node will not stamp (one line saying why and what to do);
+    ``transient``: it may go through if retried shortly (the CLI retries those)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanged:
+    """An event: this node now follows configuration ``epoch``; ``added`` (id, address: "" when only
+    a file knows it) and ``removed`` (id, fence) since the last one. ``me_removed``: this node was
+    removed itself (its shell stops: whatever it stamps now is refused everywhere)."""
+
+    epoch: int
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[tuple[str, int], ...] = ()
+    me_removed: bool = False
+
+    def describe(self) -> str:
+        parts = [f"added {m} ({a or 'address from the file'})" for m, a in self.added]
+        parts += [f"removed {m} (its ops above seq {f} refused)" for m, f in self.removed]
+        if self.me_removed:
+            parts.append("this node itself was removed")
+        return f"configuration epoch {self.epoch}: " + ("; ".join(parts) or "no member change")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +121,7 @@ class MemberChange:
     """One membership op, parsed."""
 
     op_id: str
-    key: tuple[int, int, str]  # the op's sort key (wall, logical, origin)
+    key: tuple[int, int, str, int]  # the op's sort key (wall, logical, origin), then seq: unique
     kind: int  # ADD or REMOVE
     member: str
     addr: str = ""  # ADD: "host:port"
@@ -140,7 +164,7 @@ def parse(op: Any) -> MemberChange | None:
     """The change a (well-formed) membership op makes; None if it is not one."""
     if op.kind != MEMBER or not valid_op(op):
         return None
-    key = (op.wall, op.logical, op.origin)
+    key = (op.wall, op.logical, op.origin, op.seq)
     if op.side == ADD:
         member, _, addr = op.order_id.partition("@")
         return MemberChange(op.op_id, key, ADD, member, addr=addr)
@@ -328,18 +352,19 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
         theirs = peer_vvs.get(p, {}).get(member, 0)
         if theirs > mine:
             raise MembershipRefused(f"{p} holds ops of {member} up to seq {theirs} and this node only up to "
-                                    f"{mine}; retry in a moment (anti-entropy is bringing them)")
+                                    f"{mine}; retry in a moment (anti-entropy is bringing them)", transient=True)
     if not force:
         heard = last_heard.get(member)
         if heard is not None and now - heard < REPORT_SLACK_NS:
             raise MembershipRefused(f"{member} was heard from {max(0, now - heard) // 1_000_000} ms ago: stop it "
-                                    f"first (SIGTERM or kill), or pass --force to fence it while it runs")
+                                    f"first (SIGTERM or kill), or pass --force to fence it while it runs",
+                                    transient=True)
         since = (heard or 0) + REPORT_SLACK_NS
         stale = [p for p in rest if last_report.get(p, -1) < since]
         if stale:
             raise MembershipRefused(f"{', '.join(stale)} {'has' if len(stale) == 1 else 'have'} not reported to "
                                     f"{me} since {member} was last heard from, so ops of {member} only they hold "
-                                    f"could be cut; retry once they are reachable (or pass --force)")
+                                    f"could be cut; retry once they are reachable (or pass --force)", transient=True)
     return mine
 
 

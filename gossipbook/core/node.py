@@ -64,6 +64,7 @@ import msgpack
 from .book import SIDE_NAMES, TIF_NAMES, Trade
 from .clockbound import E_CLOCK_BOUND, ClockBound, ClockConfig
 from .clocksync import ClockSync
+from .config_epoch import MEMBER, ConfigChanged, Contacts, MembershipRefused, check_add, check_remove
 from .errors import (
     ClockOutOfSync,
     InvalidOrder,
@@ -107,6 +108,7 @@ CLIENT_CODES = {E_RATE_LIMITED: "rate limited", E_ADDRESS: "address check"}
 #: a refusal the core raises -> its reply code (anything else a caller did wrong: E_BAD)
 USAGE_CODES = {InvalidOrder: E_INVALID, UnknownOrder: E_UNKNOWN_ORDER, ClockOutOfSync: E_CLOCK,
                UnknownInstrument: E_UNKNOWN_INSTRUMENT, NotOwner: E_NOT_OWNER}
+USAGE_CODES[MembershipRefused] = E_INVALID  # (a transient one: E_NOT_READY, see ``_member_submit``)
 USAGE_CODES[RiskRefused] = E_RISK  # a risk limit (core/risk.py): "risk: alice's open-buy headroom at n2 is ..."
 #: rows an "orders" / "trades" query answers with at most (a reply stays one datagram)
 MAX_QUERY_ROWS = 500
@@ -342,7 +344,10 @@ class NodeCore:
 
     def __init__(self, node_id: str, members: Iterable[str], venue: Venue | None = None,
                  rng: random.Random | None = None, config: NodeConfig | None = None,
-                 hlc_last: Timestamp = ZERO, incarnation: int = 0, recovered: bool = False) -> None:
+                 hlc_last: Timestamp = ZERO, incarnation: int = 0, recovered: bool = False,
+                 joining: bool = False) -> None:
+        """``joining``: this node is new to the cluster (``join = true``): it takes orders only once
+        it holds its own add op (config_epoch.py), so everything it stamps sorts after it."""
         self.node_id = node_id
         self.config = config or NodeConfig()
         members = sorted(set(members) | {node_id})
@@ -371,7 +376,14 @@ class NodeCore:
         # vectors and it holds every op of its own that they hold.
         self._synced: set[str] = set()
         self._own_seq_seen = 0
-        self.ready = recovered or not peers
+        self.ready = (recovered or not peers) and not joining
+        #: a new node waits for its own add op before it takes orders (and stamps anything)
+        self.joining = joining
+        #: when each peer was last heard from and last reported its version vector (remove-node)
+        self.contacts = Contacts()
+        #: members' addresses from this node's file (the shell sets it): add-node refuses one in use
+        self.file_addrs: dict[str, str] = {}
+        self._epoch = 0  # the configuration epoch gossip, SWIM and the clock follow
         #: the shell's own counters (datagrams, bytes, drops by reason), merged into ``status()``
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         #: extra top-level status keys from the shell (its address, say)
@@ -401,11 +413,13 @@ class NodeCore:
             self.membership.venue.admit(src)  # venuecheck.py: raises RemoteError (venue_mismatch)
         elif t in GOSSIP_TYPES:
             if src in self.gossip.peers:
+                self.contacts.on_message(src, now, t is Summary or t is Heartbeat)
                 self._record(self.gossip.receive(msg, src, now))
                 if not self.ready and t in (Summary, Heartbeat):
                     self._note_sync(src, msg.vv)
                 self._settle(now)
         elif t in MEMBERSHIP_TYPES and src in self.gossip.peers:
+            self.contacts.on_message(src, now, False)
             self.membership.receive(msg, src, now)  # RemoteError on a bad update: the shell drops it
             self._drain_membership()
         else:
@@ -415,7 +429,9 @@ class NodeCore:
         self._synced.add(src)
         self._own_seq_seen = max(self._own_seq_seen, vv.get(self.node_id, 0))
         if (len(self._synced) * 2 >= len(self.gossip.peers)
-                and self.replica.vv.get(self.node_id, 0) >= self._own_seq_seen):
+                and self.replica.vv.get(self.node_id, 0) >= self._own_seq_seen
+                and not self.replica.removed
+                and (not self.joining or self.replica.config.added(self.node_id))):
             self.ready = True
 
     def tick(self, now: int) -> None:
@@ -444,6 +460,8 @@ class NodeCore:
 
     def outbox(self) -> list[tuple[str | Client, Any]]:
         self._fold_inbound()
+        if self.replica.config.epoch != self._epoch:
+            self._sync_config()
         self.gossip.flush()
         self._feed_events()
         self._out.extend(self.feeds.flush(self._now))
@@ -481,6 +499,53 @@ class NodeCore:
         return d
 
     # ---- membership glue ----------------------------------------------------------------------------
+    def _sync_config(self) -> None:
+        """Make gossip, SWIM and the clock follow the configuration the replica holds now
+        (config_epoch.py): added members are gossiped with and probed, removed ones forgotten."""
+        cfg = self.replica.config
+        self._epoch = cfg.epoch
+        added, removed = [], []
+        bound = self.clock.bound
+        for m in sorted(cfg.members - {self.node_id}):
+            if m not in self.gossip.peers:
+                self.gossip.add_peer(m)
+                self.membership.add_member(m)
+                if bound is not None and m not in bound.peers:
+                    bound.peers = sorted([*bound.peers, m])
+                added.append((m, cfg.address(m) or ""))
+        for m, fence in sorted(cfg.fences.items()):
+            if m in self.gossip.peers:
+                self.gossip.remove_peer(m)
+                self.membership.remove_member(m)
+                self.contacts.forget(m)
+                if bound is not None and m in bound.peers:
+                    bound.peers = [p for p in bound.peers if p != m]
+                    bound.forget(m)
+                removed.append((m, fence))
+        me_removed = self.replica.removed
+        if me_removed:
+            self.ready = False  # stamps nothing more (the replica refuses too)
+        self._events.append(ConfigChanged(cfg.epoch, tuple(added), tuple(removed), me_removed))
+
+    def _member_submit(self, m: ClientSubmit, now: int, account: str) -> tuple[Op, list[Event]]:
+        """``cluster add-node`` (side 0, ``order_id`` "id@host:port") and ``cluster remove-node``
+        (side 1, ``order_id`` the id; ``tif`` 1: --force): checked here (config_epoch.check_*), stamped
+        by the replica. A refusal that may clear by itself answers "not ready" (the CLI retries)."""
+        r = self.replica
+        try:
+            if m.side == 0:
+                member, _, addr = m.order_id.partition("@")
+                target = check_add(r.config, self.node_id, member, addr, self.file_addrs)
+                return r.submit_member(target, False, 0, now, account=account)
+            peers = {p: r.peer_vv(p) for p in self.gossip.peers}
+            fence = check_remove(r.config, self.node_id, m.order_id, r.vv, peers, self.contacts.heard,
+                                 self.contacts.reported, now, force=m.tif == 1)
+            return r.submit_member(m.order_id, True, fence, now, account=account)
+        except MembershipRefused as e:
+            if e.transient:
+                raise _Refused(E_NOT_READY, str(e)) from None
+            raise
+
     def _drain_membership(self) -> None:
         for ev in self.membership.events():
             if isinstance(ev, ClockSample):
@@ -537,6 +602,9 @@ class NodeCore:
                 self._out.append((to, refused))
                 return
         try:
+            if self.replica.removed:
+                raise _Refused(E_INVALID, f"{self.node_id} was removed from the cluster (epoch "
+                                          f"{self.replica.config.epoch}); send requests to a member")
             if not self.ready:
                 raise _Refused(E_NOT_READY, "node is catching up with its peers after start; retry shortly")
             if m.kind in (NEW, AMEND) and (why := self.clock.refusal(now)) is not None:  # cancels still go
@@ -554,6 +622,8 @@ class NodeCore:
             elif m.kind == LIMIT:  # risk limits (operator): target account in order_id, dim in tif
                 op, events = r.submit_limit(m.order_id, m.symbol, m.tif, m.qty, now, m.req, account=acct,
                                             clear=m.side == 1)
+            elif m.kind == MEMBER:  # cluster add-node / remove-node (config_epoch.py)
+                op, events = self._member_submit(m, now, acct)
             elif m.kind == HALT:  # the kill switch: side 0 disables, 1 enables
                 op, events = r.submit_halt(m.order_id, m.side == 0, now, m.req, account=acct)
             else:
@@ -736,6 +806,7 @@ class NodeCore:
             "id": self.node_id, "digest": r.digest(), "ops": r.op_count, "version_vector": r.version_vector(),
             "watermark": [w.wall, w.logical], "trades_final": final, "trades_provisional": r.trade_count - final,
             "members": self.membership.states(),
+            "config": r.config.status(self.membership.states(), r.heard()),
             "venue": self.membership.venue.status(), "peers": peers, "counters": counters,
             "hlc": list(r.hlc.last), "clock_in_sync": r.clock_in_sync, "accepting": self.accepting,
             "resting_orders": sum(len(b) for b in r.books.values()), "clock": clock,
@@ -753,7 +824,7 @@ class NodeCore:
 
     def describe_op(self, op: Op) -> str:
         """One log line for an op (the shell logs it at debug level)."""
-        return (f"{op.op_id} {('?', 'new', 'cancel', 'amend', 'cancel-all', 'risk-limit', 'risk-transfer', 'risk-halt', 'risk-ask')[op.kind]} {op.symbol} {SIDE_NAMES[op.side]} "
+        return (f"{op.op_id} {('?', 'new', 'cancel', 'amend', 'cancel-all', 'risk-limit', 'risk-transfer', 'risk-halt', 'risk-ask', 'member')[op.kind]} {op.symbol} {SIDE_NAMES[op.side]} "
                 f"{op.qty}@{op.price} {TIF_NAMES[op.tif]}")
 
 

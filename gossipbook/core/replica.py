@@ -42,6 +42,12 @@ trades and digest on every replica, whatever order the ops arrived in.
 - A removed member is *fenced at a seq*: its ops above ``fence_seq`` are refused on every replica.
   (DESIGN.md fences at the watermark; replicas' watermarks differ at any instant, so a fence by
   watermark could let one replica accept an op another refuses. A seq is the same everywhere.)
+- Membership changes at run time (``config_epoch.py``): a membership op (kind ``MEMBER``) is taken
+  into ``self.config`` when it enters the op-set (``_reconfigure``: the configuration is a set
+  function of those ops, so no replay ever undoes it) and folds as a no-op. An added member is
+  admitted (its finality bound starts at its add op: ``_floor``); a removed one is fenced, and its
+  ops above the fence that are already held are cut from the op-set, their trades reported revised.
+  Snapshots carry the membership ops, so a node that joins from a snapshot knows the configuration.
 
 Everything here is pure: time comes in as ``now`` (ns), nothing is read from the environment.
 """
@@ -54,6 +60,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .book import BUY, FOK, GTC, IOC, MARKET, MATCHING_MODES, SELL, STP_MODES, STP_OFF, Book, Trade
+from .config_epoch import ADD as MEMBER_ADD
+from .config_epoch import MEMBER, Configuration, MemberChange
+from .config_epoch import valid_op as valid_member_op
 from .errors import ClockOutOfSync, DuplicateRequest, InvalidOrder, NotOwner, UnknownOrder
 from .hlc import DEFAULT_MAX_OFFSET_NS, HLC, MAX_REMOTE_LOGICAL, ZERO, Timestamp
 from .instrument import OrderRequest, Venue
@@ -103,8 +112,8 @@ PENDING_WINDOW = 1 << 16
 PENDING_FUTURE_OFFSETS = 8
 #: the most entries a version vector may have (the wire's cap on a VV map)
 MAX_VV = 1024
-_KINDS = frozenset({NEW, CANCEL, AMEND, CANCEL_ALL}) | RISK_KINDS
-_EMPTY_SYMBOL_OK = frozenset({CANCEL_ALL}) | RISK_KINDS  # "" symbol: every instrument
+_KINDS = frozenset({NEW, CANCEL, AMEND, CANCEL_ALL, MEMBER}) | RISK_KINDS
+_EMPTY_SYMBOL_OK = frozenset({CANCEL_ALL, MEMBER}) | RISK_KINDS  # "" symbol: every instrument (or none)
 
 
 @dataclass(slots=True)
@@ -125,6 +134,9 @@ class Snapshot:
     #: the risk state of the compacted ops and their fills of limited accounts (``RiskLedger.to_wire``;
     #: [] when there is none)
     risk: list = field(default_factory=list)  # type: ignore[type-arg]
+    #: every membership op the snapshot's replica held (``Configuration.ops``): the configuration
+    #: survives compaction, and a node joining from a snapshot learns it
+    config: list = field(default_factory=list)  # type: ignore[type-arg]
 
     def to_books(self) -> dict[str, Book]:
         out: dict[str, Book] = {}
@@ -174,6 +186,13 @@ class Replica:
         self.hlc = HLC(node_id, max_offset_ns, hlc_last)
         self.members: set[str] = set(members) | {node_id}
         self.fenced: dict[str, int] = {}
+        #: the run-time configuration (``config_epoch.py``): members added and removed by ops
+        self.config = Configuration(self.members)
+        #: added member -> a stamp it never stamps at or below (its add op's): the watermark's bound
+        #: for it until it announces one
+        self._floor: dict[str, Timestamp] = {}
+        #: this node itself was removed: it stamps nothing more (its later ops are refused everywhere)
+        self.removed = False
         self.clock_in_sync = True
         self.checkpoint_interval = max(1, checkpoint_interval)
         #: per instrument, its self-trade prevention mode (``book.STP_*``)
@@ -185,8 +204,10 @@ class Replica:
             "replays": 0, "replayed_ops": 0, "revised_trades": 0, "fenced": 0, "snapshots_installed": 0,
             "compactions": 0, "invalid_ops": 0, "finality_violations": 0,
             "non_member_ops": 0, "non_member_vv": 0, "dropped_gap_window": 0, "dropped_far_future": 0,
-            "snapshots_refused": 0, "snapshot_fenced": 0, "reqs_expired": 0,
+            "snapshots_refused": 0, "snapshot_fenced": 0, "reqs_expired": 0, "member_ops_refused": 0,
+            "fenced_cut": 0,
         }
+        self.config.counters = self.counters
         # op-set
         self.vv: dict[str, int] = {}  # contiguous seq held per origin (compacted included)
         self._base: dict[str, int] = {}  # per origin, seq folded into the snapshot
@@ -285,10 +306,8 @@ class Replica:
             if lm < w:
                 w = lm
         for m, fence in self.fenced.items():
-            if self.vv.get(m, 0) < fence:  # still waiting for ops the fence admits
-                a = self._announced.get(m)
-                lm = a[0] if a and self.vv.get(m, 0) >= a[1] else ZERO
-                w = min(w, lm)
+            if self.vv.get(m, 0) < fence and m != self.node_id:  # still waiting for ops the fence admits
+                w = min(w, self._member_bound(m))
         return w
 
     def _member_bound(self, m: str) -> Timestamp:
@@ -296,9 +315,12 @@ class Replica:
             return self.hlc.last
         a = self._announced.get(m)
         if a is not None and self.vv.get(m, 0) >= a[1]:
-            return a[0]
-        # a newer announcement we cannot use yet must not hide the bound an older one established
-        return self._held_bound.get(m, ZERO)
+            b = a[0]
+        else:
+            # a newer announcement we cannot use yet must not hide the bound an older one established
+            b = self._held_bound.get(m, ZERO)
+        f = self._floor.get(m) if self._floor else None
+        return f if f is not None and f > b else b
 
     def final_count(self) -> int:
         """Number of applied (non-compacted) ops at or below the watermark."""
@@ -477,6 +499,16 @@ class Replica:
             return retried, []
         return self._stamp(HALT, "", target, 0 if disable else 1, 0, 0, 0, req, now, account)
 
+    def submit_member(self, target: str, remove: bool, fence: int, now: int, *, account: str) -> tuple[Op, list[Event]]:
+        """Stamp a membership change (``config_epoch.py``): add ``target`` ("id@host:port") or remove
+        it ("id", its ops above ``fence`` refused everywhere). The caller checked it first
+        (``check_add`` / ``check_remove``); only the operator account may."""
+        self._check_clock()
+        if account != OPERATOR:
+            raise InvalidOrder(f"only the {OPERATOR} account changes membership (this request is "
+                               f"{account or 'nobody'}'s)")
+        return self._stamp(MEMBER, "", target, 1 if remove else 0, 0, fence if remove else 0, 0, "", now, account)
+
     def risk_tick(self, now: int) -> list[Op]:
         """Settle what finality allows, then stamp the transfers and asks that move rights (the
         split of a limit stamped here, answers to asks, our own asks). Returns the ops stamped: the
@@ -522,12 +554,15 @@ class Replica:
 
     def _stamp(self, kind: int, symbol: str, order_id: str, side: int, price: int, qty: int, tif: int,
                req: str, now: int, account: str = "") -> tuple[Op, list[Event]]:
+        if self.removed:
+            raise InvalidOrder(f"{self.node_id} was removed from the cluster (epoch {self.config.epoch}); "
+                               f"it stamps nothing more: send orders to a member")
         ts = self.hlc.now(now)
         me = self.node_id
         seq = self.vv.get(me, 0) + 1
         op = Op(ts.wall, ts.logical, me, seq, kind, symbol, order_id, side, price, qty, tif, req, account)
         applied = self._applied
-        if me in self._pending or (applied and not op > applied[-1]):
+        if me in self._pending or (applied and not op > applied[-1]) or kind == MEMBER:
             return op, self._admit([op])
         # the common case, ``_admit`` for one op without its search: the HLC just issued a timestamp
         # above everything held, so the op is contiguous, valid and folds on top (no replay)
@@ -551,12 +586,13 @@ class Replica:
         """
         ready: list[Op] = []
         events: list[Event] = []
+        strangers: list[Op] = []
         limit = now + self.hlc.max_offset_ns
         members, fenced = self.members, self.fenced
         for op in ops:
             o = op.origin
             if o not in members and o not in fenced:
-                self.counters["non_member_ops"] += 1  # a made-up origin: never pending, never in the vv
+                strangers.append(op)  # a made-up origin (never pending, never in the vv), or one added below
                 continue
             if op.seq <= self.vv.get(o, 0):
                 self.counters["duplicates"] += 1
@@ -568,7 +604,8 @@ class Replica:
                 continue
             if (op.symbol not in self.books and not (op.kind in _EMPTY_SYMBOL_OK and not op.symbol)) \
                     or op.kind not in _KINDS or op.logical > MAX_REMOTE_LOGICAL \
-                    or (op.kind in RISK_KINDS and not valid_op(op, self.books)):
+                    or (op.kind in RISK_KINDS and not valid_op(op, self.books)) \
+                    or (op.kind == MEMBER and not valid_member_op(op)):
                 # a venue mismatch, or a logical no honest clock reaches (adopting it would push our own
                 # stamps toward the wire's limit): a bad peer
                 self.counters["invalid_ops"] += 1  # a venue mismatch or a bad peer: drop, count
@@ -582,7 +619,12 @@ class Replica:
                 continue
             ready.append(op)
         if ready:
+            epoch = self.config.epoch
             events += self._admit(ready, limit)
+            if strangers and self.config.epoch != epoch:  # an add among these: its member's ops count now
+                events += self.receive(strangers, now)
+                strangers = []
+        self.counters["non_member_ops"] += len(strangers)
         return events
 
     def tick(self, now: int) -> list[Event]:
@@ -648,12 +690,20 @@ class Replica:
         newest = max(fresh)
         if (newest.wall, newest.logical) > tuple(self.hlc.last):
             self.hlc.wall, self.hlc.logical = newest.wall, newest.logical  # receive rule, bound checked above
+        reconf = False
         for op in fresh:
             if op.req:
                 self._note_req(op)
             if op.kind in RISK_KINDS:
                 self.risk.note(op)
+            elif op.kind == MEMBER:
+                reconf = True
         self.counters["ops_applied"] += len(fresh)
+        if reconf:
+            fresh, events = self._reconfigure(fresh)
+            if not fresh:
+                return events
+            return events + self._fold_in(fresh, min(fc, self.final_count()))
         return self._fold_in(fresh, fc)
 
     def _park(self, op: Op) -> bool:
@@ -818,6 +868,8 @@ class Replica:
                     if b.cancel_account(op.account) and b.journal is not None:
                         b.journal += (sym, _J_BOOK)
             return []
+        if kind == MEMBER:
+            return []  # membership: taken into the configuration when admitted (``_reconfigure``)
         if kind > CANCEL_ALL:
             return self._fold_risk(books, op)
         book = books[op.symbol]
@@ -949,6 +1001,10 @@ class Replica:
         """What ``member`` last showed it holds (heartbeats, summaries); empty if never heard."""
         return self._peer_vv.get(member, {})
 
+    def heard(self) -> list[str]:
+        """Members this replica holds an announcement of (a learner becomes a voter here)."""
+        return list(self._announced)
+
     def peer_vvs(self) -> Iterable[Mapping[str, int]]:
         return self._peer_vv.values()
 
@@ -971,6 +1027,105 @@ class Replica:
         if waiting:
             for s in [s for s in waiting if s > fence_seq]:
                 del waiting[s]
+
+    def _reconfigure(self, fresh: list[Op]) -> tuple[list[Op], list[Event]]:
+        """Take the membership ops among ``fresh`` (just admitted) into the configuration and act
+        on what changed: an added member is admitted, a removed one fenced and its ops above the
+        fence cut (from ``fresh`` too). Returns ``fresh`` less what was cut, and the events."""
+        cut: dict[str, int] = {}
+        early: list[Op] = []  # waiting (beyond a gap, or for the clock) above a new fence: dropped too
+        for op in fresh:
+            if op.kind == MEMBER:
+                ch = self.config.apply(op)
+                if ch is None:
+                    continue
+                waiting = self._pending.get(ch.member) if ch.kind != MEMBER_ADD else None
+                if waiting:
+                    early += [w for sq, w in waiting.items() if sq > ch.fence]
+                fence = self._member_change(ch)
+                if fence is not None:
+                    cut[ch.member] = fence
+        if not cut:
+            return fresh, []
+        self.counters["fenced"] += len(early)
+        events: list[Event] = [OpFenced(op) for op in early]
+        events += self._cut(cut)
+        return [op for op in fresh if op.seq <= cut.get(op.origin, op.seq)], events
+
+    def _member_change(self, ch: MemberChange) -> int | None:
+        """Apply one configuration change (``config_epoch.MemberChange``) to the op-set's rules;
+        returns the fence when it removed a member (its held ops above it must be cut)."""
+        m, fence = ch.member, ch.fence
+        if ch.kind == MEMBER_ADD:
+            if m not in self.members:
+                self.add_member(m)
+            f = self.config.floor(m)
+            if f is not None and m != self.node_id:
+                self._floor[m] = Timestamp(*f)
+            self._wm_others = None
+            return None
+        if m == self.node_id:  # we were removed: stamp nothing more (our later ops are refused anyway)
+            self.removed = True
+            self.fenced[m] = fence
+            return fence
+        self.remove_member(m, fence)
+        self._floor.pop(m, None)
+        return fence
+
+    def _cut(self, fences: Mapping[str, int]) -> list[Event]:
+        """Cut held ops above a new fence from the op-set (the fence is the same on every replica,
+        so every replica ends with the same ops): the fold is rolled back below the first and
+        replayed without them; their trades are reported revised, each op as ``OpFenced``."""
+        gone: set[Op] = set()
+        for o, fence in fences.items():
+            log = self._log.get(o)
+            if log and log[-1].seq > fence:
+                i = next(i for i, op in enumerate(log) if op.seq > fence)
+                gone.update(log[i:])
+                del log[i:]
+            if self.vv.get(o, 0) > fence:
+                base = self._base.get(o, 0)
+                if base > fence:  # compacted (final) above the fence: only a lost disk gets here
+                    self.counters["finality_violations"] += 1
+                if max(fence, base):
+                    self.vv[o] = max(fence, base)
+                else:
+                    del self.vv[o]  # as a replica that never held any of them
+            waiting = self._pending.get(o)
+            if waiting:
+                for sq in [sq for sq in waiting if sq > fence]:
+                    del waiting[sq]
+        if not gone:
+            return []
+        self._wm_others = None
+        self.new_ops = [op for op in self.new_ops if op not in gone]
+        for op in gone:
+            if op.req:
+                key = op.req_key
+                live = self._req_live.get(key)
+                if live and op in live:
+                    live.remove(op)
+                    if not live:
+                        del self._req_live[key]
+                if self._reqs.get(key) == op:
+                    if live:
+                        self._reqs[key] = live[0]
+                    else:
+                        del self._reqs[key]
+            if op.kind in RISK_KINDS:
+                self.risk.effective(op, False)
+        self.counters["fenced"] += len(gone)
+        self.counters["fenced_cut"] += len(gone)
+        events: list[Event] = [OpFenced(op) for op in sorted(gone)]
+        applied = self._applied
+        first = min(i for i, op in enumerate(applied) if op in gone) if any(op in gone for op in applied) else None
+        if first is None:
+            return events
+        if first < self.final_count():
+            self.counters["finality_violations"] += 1
+        start = self._rollback(first)
+        applied[first:] = [op for op in applied[first:] if op not in gone]
+        return events + self._replay_from(start)
 
     def _prune_checkpoints(self) -> None:
         """Drop checkpoints inside the final prefix: nothing can roll back past it.
@@ -1096,7 +1251,7 @@ class Replica:
             books={s: b.entries() for s, b in self._snap_books.items()},
             trades=self._snap_trades, chain=self._snap_chain, last_key=self._snap_key,
             reqs={r: f"{reqs[r]}@{end - pos}" for r, pos in self._req_last.items()}, fills=dict(self._fills),
-            risk=self.risk.to_wire())
+            risk=self.risk.to_wire(), config=self.config.ops())
 
     def replay_depth(self, op: Op) -> int:
         """How many applied ops folding ``op`` now would undo and replay (0: it lands on top)."""
@@ -1129,6 +1284,10 @@ class Replica:
             return []
         if any(self._base.get(o, 0) > s for o, s in snap.base_vv.items()):
             return []  # ours is ahead for some origin: snapshots are not comparable, refuse
+        # the configuration first (its membership ops may be compacted away in it): an added member's
+        # ops are then a member's, a removed one's fence applies to what we keep
+        for ch in self.config.merge(snap.config):
+            self._member_change(ch)
         # origins that are no members here (a node dropped from the configuration since its ops
         # were compacted): their compacted ops stay, fenced at the snapshot's seq; a snapshot that
         # would take the version vector past what the wire carries is refused
@@ -1139,8 +1298,10 @@ class Replica:
         for o, s in extra.items():
             self.fenced[o] = s
         self.counters["snapshot_fenced"] += len(extra)
-        keep = [op for log in self._log.values() for op in log if op.seq > snap.base_vv.get(op.origin, 0)]
-        pend = [op for w in self._pending.values() for op in w.values()]
+        fences = self.fenced
+        keep = [op for log in self._log.values() for op in log if op.seq > snap.base_vv.get(op.origin, 0)
+                and op.seq <= fences.get(op.origin, op.seq)]
+        pend = [op for w in self._pending.values() for op in w.values() if op.seq <= fences.get(op.origin, op.seq)]
         # trades of ops that stay above the snapshot: what the client must see revised if they change
         old_trades = [t for t in self.trades() if _cause_seq(t) > snap.base_vv.get(_cause_origin(t), 0)]
         self._base = dict(snap.base_vv)
