@@ -100,6 +100,7 @@ from .node import (
 from .ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id, scoped_req
 from .risk import E_RISK, HALT, LIMIT, OPERATOR, RISK_KINDS, RiskRefused, valid_op
 from .riskexact import ExactRisk
+from .sequencer import ALL_MESSAGES as SEQUENCER_MESSAGES
 from .sequencer import (
     LEADER,
     MS,
@@ -114,7 +115,6 @@ from .sequencer import (
     SequencerConfig,
     SnapshotInstalled,
 )
-from .sequencer import MESSAGES as SEQUENCER_MESSAGES
 from .wire import (
     OP_CHECK,
     REPLY_CODES,
@@ -199,9 +199,12 @@ class SequencedBooks:
     number every replica agrees on: ``{"log": index folded}``.
     """
 
-    def __init__(self, venue: Venue, dedupe_window: int = 50_000) -> None:
+    def __init__(self, venue: Venue, dedupe_window: int = 50_000, shard: int = 0) -> None:
         self.venue = venue
         self.dedupe_window = dedupe_window
+        #: shard s >= 1 names its orders ``"<leader>#<s>:<index>"`` (shards.py): each shard's log has
+        #: its own indices, and a client's cancel finds the shard from the order id
+        self.tag = f"#{shard}" if shard else ""
         self.books: dict[str, Book] = {s: Book(s) for s in venue.instruments}
         self._stp = {s: STP_MODES[i.stp] for s, i in venue.instruments.items()}
         self._matching = {s: MATCHING_MODES[i.matching] for s, i in venue.instruments.items()}
@@ -279,7 +282,7 @@ class SequencedBooks:
 
     def _fold(self, index: int, op: Op) -> Outcome:
         if op.kind == NEW:
-            oid = f"{op.origin}:{index}"
+            oid = f"{op.origin}{self.tag}:{index}"
             inst = self.venue.instruments.get(op.symbol)
             if inst is None or op.symbol not in self.books:
                 return Outcome(E_UNKNOWN_INSTRUMENT, f"unknown instrument {op.symbol!r}", oid)
@@ -309,7 +312,8 @@ class SequencedBooks:
                 for sym in ([op.symbol] if op.symbol else sorted(self.books)):
                     if sym in self.books:
                         n += self.books[sym].cancel_account(op.account)
-            return Outcome(OK, f"mass cancel: {n} order{'' if n == 1 else 's'} cancelled", f"{op.origin}:{index}")
+            return Outcome(OK, f"mass cancel: {n} order{'' if n == 1 else 's'} cancelled",
+                           f"{op.origin}{self.tag}:{index}")
         target = op.order_id
         found = self.find(target)
         if found is None:
@@ -334,7 +338,7 @@ class SequencedBooks:
             why = risk.check(op.account, book.symbol, _o[0], op.price, op.qty, GTC, self.books, without=target)
             if why is not None:
                 return Outcome(E_RISK, why, target)
-        trades = book.amend(target, op.price, op.qty, f"{op.origin}:{index}", self._stp[book.symbol],
+        trades = book.amend(target, op.price, op.qty, f"{op.origin}{self.tag}:{index}", self._stp[book.symbol],
                             self._matching[book.symbol]) or []
         if trades and risk.state.ever:
             risk.on_trades(trades, op.price)
@@ -439,8 +443,12 @@ class StrongNodeCore:
                  rng: random.Random | None = None, config: StrongConfig | None = None,
                  persisted: PersistentState | None = None, incarnation: int = 0,
                  on_fold: Callable[[int, Op | None, Outcome | None], None] | None = None,
-                 handed: Iterable[str] = ()) -> None:
+                 handed: Iterable[str] = (), shard: int = 0, primary: StrongNodeCore | None = None) -> None:
+        """``shard`` / ``primary``: this core is sequencer group ``shard`` of a node that runs several
+        (``shards.ShardedStrongCore``); ``primary`` (group 0) owns the node's membership, clock
+        samples, fills and HLC, which this group shares instead of running its own."""
         self.node_id = node_id
+        self.shard = shard
         #: called with every committed entry as it is folded, and its outcome (an audit trail; the
         #: simulator's checker reads the committed log through it)
         self.on_fold = on_fold
@@ -449,7 +457,7 @@ class StrongNodeCore:
         self.peers = [m for m in members if m != node_id]
         self.rng = rng or random.Random(0)
         self.venue = venue or Venue()
-        self.replica = SequencedBooks(self.venue, self.config.dedupe_window)
+        self.replica = SequencedBooks(self.venue, self.config.dedupe_window, shard)
         self.gossip = _SequencerCounters(self.peers)
         # a snapshot from a leader is adopted (and acknowledged) only if the fold can install it
         self.seq = Sequencer(node_id, members, random.Random(self.rng.random()), self.config.sequencer, persisted,
@@ -459,6 +467,10 @@ class StrongNodeCore:
         self.clock = ClockSync()
         self.fills = AccountFills()
         self.hlc = HLC(node_id, self.config.max_offset_ns)
+        self._own_membership = primary is None
+        if primary is not None:  # one node: one membership, one clock, one account's fills, one HLC
+            self.membership, self.clock = primary.membership, primary.clock
+            self.fills, self.hlc = primary.fills, primary.hlc
         self._out: list[tuple[str | Client, Any]] = []
         self._events: list[Any] = []
         self._waits: dict[str, _Wait] = {}
@@ -518,8 +530,9 @@ class StrongNodeCore:
 
     def tick(self, now: int) -> None:
         self._now = max(self._now, now)
-        self.membership.tick(now)
-        self._drain_membership()
+        if self._own_membership:
+            self.membership.tick(now)
+            self._drain_membership()
         self.seq.tick(now)
         self._drain(now)
         self.clock_in_sync = self.clock.in_sync(self.config.max_offset_ns)
@@ -555,7 +568,8 @@ class StrongNodeCore:
                                     tuple(Entry(e.term, () if e.value is None else (e.value,)) for e in msg.entries))
             out.append((dst, msg))
         self.gossip.counters["pushed_ops"] += pushed
-        out += self.membership.outbox()
+        if self._own_membership:
+            out += self.membership.outbox()
         return out
 
     def take_new_ops(self) -> list[Op]:
@@ -586,7 +600,8 @@ class StrongNodeCore:
         return ev
 
     def next_deadline(self) -> int:
-        d = min(self.seq.next_deadline(), self.membership.next_deadline())
+        d = min(self.seq.next_deadline(), self.membership.next_deadline()) if self._own_membership else \
+            self.seq.next_deadline()
         for w in self._waits.values():
             d = min(d, w.deadline, w.retry_at or d, d if w.attempted else w.no_quorum_at)
         return d

@@ -50,7 +50,16 @@ from .errors import WireError
 from .membership import Ack, IndirectAck, PingReq, Probe, Update
 from .membership import Gossip as MemberGossip
 from .ops import Op
-from .sequencer import AppendEntries, AppendReply, Entry, InstallSnapshot, RequestVote, VoteReply
+from .sequencer import (
+    AppendEntries,
+    AppendReply,
+    Entry,
+    ForcedVote,
+    InstallSnapshot,
+    RequestVote,
+    TimeoutNow,
+    VoteReply,
+)
 from .venuecheck import FP_LEN, MAX_DESCRIPTION, VenueInfo, VenueQuery
 
 MAGIC = b"GB"
@@ -464,6 +473,59 @@ register(24, FeedSnapshot, [string(32, 1), uint(), uint(4096), uint(4096), list_
 register(25, FeedDelta, [string(32, 1), uint(), list_of(FILL_ROW, FEED_ROWS), list_of(LEVEL_ROW, FEED_ROWS)])
 ACCOUNT_TYPES |= frozenset({FeedSubscribe, FeedAck, FeedSnapshot, FeedDelta})
 _ACCOUNT_TYPE_NOS |= frozenset({22, 23, 24, 25})
+
+
+# strong-mode shards (core/shards.py): one sequencer group per shard of instruments on the same nodes
+# and sockets. Shard 0's messages travel as they always did (a cluster of one shard sends exactly what
+# it sent before shards existed); shard s >= 1 wraps each of its peer messages in ``Sharded``.
+#: the most sequencer groups a cluster may run (a shard index on the wire is below it)
+MAX_SHARDS = 256
+
+
+class Sharded(NamedTuple):
+    """A sequencer message, ``Forward`` or ``ForwardReply`` of sequencer group ``shard`` (>= 1). On
+    the wire ``[shard, kind, inner fields]``, ``kind`` the inner message's type number; the inner
+    message is validated as itself (``sharded`` builds one)."""
+
+    shard: int
+    kind: int
+    msg: Any
+
+
+#: what may travel inside ``Sharded``: the sequencer's messages and the forward pair
+_SHARDABLE = (15, 16, 17, 18, 19, 20, 21, 29, 30)
+
+
+def sharded(shard: int, msg: Any) -> Sharded:
+    """``msg`` (a sequencer message, ``Forward`` or ``ForwardReply``) as group ``shard``'s."""
+    return Sharded(shard, _TYPE_OF[type(msg)], msg)
+
+
+def _sharded(v: Any) -> Sharded:
+    if type(v) is not list or len(v) != 3:
+        raise _fail("Sharded (3 fields)", v)
+    shard = uint(MAX_SHARDS - 1)(v[0])
+    kind = one_of(*_SHARDABLE)(v[1])
+    return Sharded(shard, kind, MESSAGES[kind][1](v[2]))
+
+
+class LeaderHint(NamedTuple):
+    """Sent to a client just before the reply to request ``req`` when this node is not the leader
+    of the request's shard: ``leader`` leads shard ``shard`` now, so the client may send that
+    shard's next requests there directly (one hop fewer). Only nodes of a sharded cluster send it."""
+
+    req: str
+    shard: int
+    leader: str
+
+
+MESSAGES[28] = (Sharded, _sharded)  # (register() would build a flat record)
+_TYPE_OF[Sharded] = 28
+register(29, TimeoutNow, [uint()])
+register(30, ForcedVote, [uint(), uint(), uint()])
+register(31, LeaderHint, [string(64), uint(MAX_SHARDS - 1), NODE_ID])
+ACCOUNT_TYPES |= frozenset({LeaderHint})
+_ACCOUNT_TYPE_NOS |= frozenset({31})
 _STAMP_LEN = 6  # ms since the epoch, big-endian: good until the year 10889
 _FIXED = len(HEADER) + 1 + _STAMP_LEN + 1  # magic, version, key id, stamp, principal length
 #: a frame stamped further than this from the receiver's clock is refused as ``stale``: a captured
@@ -599,6 +661,10 @@ def encode(msg: Any, sender: str, counter: int, key: bytes, account: str | None 
     account's credential ``key``; bound to cluster ``label`` and destination ``dst`` (the MAC covers
     both, the frame carries neither) and stamped with the sender's clock ``stamp_ms``."""
     fields = msg if isinstance(msg, tuple) else [getattr(msg, f) for f in msg.__slots__]
+    if type(msg) is Sharded:  # [shard, the inner type, its fields]
+        inner = msg.msg
+        fields = [msg.shard, _TYPE_OF[type(inner)],  # (the kind is the inner message's, whatever ``kind`` says)
+                  list(inner) if isinstance(inner, tuple) else [getattr(inner, f) for f in inner.__slots__]]
     body = msgpack.packb([_TYPE_OF[type(msg)], sender, counter, *fields], use_bin_type=True)
     name = account.encode("ascii") if account else b""
     if len(name) > 255:

@@ -57,8 +57,10 @@ from gossipbook.core.sequencer import (
     AppendEntries,
     AppendReply,
     Entry,
+    ForcedVote,
     InstallSnapshot,
     RequestVote,
+    TimeoutNow,
     VoteReply,
 )
 from gossipbook.core.venuecheck import VenueInfo, VenueQuery
@@ -67,6 +69,7 @@ from gossipbook.core.wire import (
     DEFAULT_REPLAY_WINDOW_MS,
     MAGIC,
     MAX_DATAGRAM,
+    MAX_SHARDS,
     MESSAGES,
     TAG_LEN,
     VERSION,
@@ -82,10 +85,12 @@ from gossipbook.core.wire import (
     Frame,
     Heartbeat,
     Keys,
+    LeaderHint,
     OpBatch,
     Pull,
     QueryReply,
     ReplayGuard,
+    Sharded,
     SnapshotChunk,
     Summary,
     decode,
@@ -108,7 +113,7 @@ KEYS = Keys(KEY, ACCOUNTS, label=LABEL, me=ME)  # what node ME verifies with
 #: the types an account credential signs, and only those: a client's requests and a node's replies
 #: to it (ClientSubmit, ClientReply, ClientQuery, QueryReply), and the feeds' subscribe, ack and pushes
 #: (22-25). Written here independently of wire.py.
-CLIENT_TYPE_NOS = frozenset({5, 6, 7, 8}) | frozenset({22, 23, 24, 25})
+CLIENT_TYPE_NOS = frozenset({5, 6, 7, 8}) | frozenset({22, 23, 24, 25}) | frozenset({31})
 U64 = (1 << 64) - 1
 MAX_INT = 1 << 53
 BIG = 1 << 24  # a ``max_size`` for tests that must reach validation whatever the frame's size
@@ -336,6 +341,13 @@ SCHEMA: dict[type, tuple[Any, ...]] = {
     FeedAck: (S(64), U(255), S(1024), S(32), U(600_000), U(), Bool()),
     FeedSnapshot: (S(32, 1), U(), U(4096), U(4096), L(FILL, 256), L(LEVEL, 256)),
     FeedDelta: (S(32, 1), U(), L(FILL, 256), L(LEVEL, 256)),
+    # strong-mode shards (core/shards.py): group s's peer messages inside ``Sharded`` (AppendEntries,
+    # the richest, stands for every inner kind here), leadership transfer, a client's leader hint
+    Sharded: (U(MAX_SHARDS - 1), One((17,)), R(AppendEntries, (U(), U(), U(), U(), T(L(R(Entry, (U(), T(L(OP, 1)))),
+                                                                                            1024))))),
+    TimeoutNow: (U(),),
+    ForcedVote: (U(), U(), U()),
+    LeaderHint: (S(64), U(MAX_SHARDS - 1), NODE),
 }
 
 TEXT = st.characters(codec="utf-8")
@@ -506,7 +518,8 @@ def test_every_message_type_has_a_schema() -> None:
 def test_the_account_types_are_the_client_types() -> None:
     """wire.py's own list agrees with the one written here (what decode enforces is tested below)."""
     assert {MESSAGES[t][0] for t in CLIENT_TYPE_NOS} == {ClientSubmit, ClientReply, ClientQuery, QueryReply,
-                                                         FeedSubscribe, FeedAck, FeedSnapshot, FeedDelta}
+                                                         FeedSubscribe, FeedAck, FeedSnapshot, FeedDelta,
+                                                         LeaderHint}
     assert set(ACCOUNT_TYPES) == {MESSAGES[t][0] for t in CLIENT_TYPE_NOS}
 
 
