@@ -96,6 +96,8 @@ class ClusterConfig:
     audit_keep: int = 16
     #: ``[risk]``: how escrowed risk headroom is split and moved between nodes (core/risk.py)
     risk: RiskConfig = field(default_factory=RiskConfig)
+    #: strong mode: ``[cluster] shards`` / ``[[shards]]``, each shard's instruments (empty: one group)
+    shards: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.key is not None and not self.key_ring:
@@ -146,6 +148,13 @@ class ClusterConfig:
             raise ConfigError(f"{self.path}: cluster.venue trades {sorted(venue.instruments)}, the config lists "
                               f"{sorted(i.symbol for i in self.instruments)}: they must be the same")
         return venue
+
+    def shard_map(self) -> Any:
+        """The instruments of each sequencer group (``core.shards.ShardMap``); one shard holding
+        every instrument unless ``[cluster] shards`` / ``[[shards]]`` says otherwise."""
+        from .core.shards import ShardMap
+
+        return ShardMap(self.shards or (tuple(i.symbol for i in self.instruments),))
 
     def node_config(self) -> NodeConfig:
         return NodeConfig(max_offset_ns=self.max_offset_ns, gossip=self.gossip, membership=self.membership,
@@ -282,7 +291,7 @@ def _name(v: Any, where: str) -> str:
 def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     if "client" in raw:
         return _client_from_dict(raw, where)
-    known = {"cluster", "nodes", "instruments", "gossip", "membership", "accounts", "risk"}
+    known = {"cluster", "nodes", "instruments", "gossip", "membership", "accounts", "risk", "shards"}
     extra = set(raw) - known
     if extra:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(extra))}")
@@ -290,7 +299,7 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
     if not isinstance(cl, dict):
         raise ConfigError(f"{where}: missing [cluster] table")
     for k in cl:
-        if k not in ("key", "key_file", "mode", "max_offset_ms", "fsync", "name", "venue", *_TIME_KEYS):
+        if k not in ("key", "key_file", "mode", "max_offset_ms", "fsync", "name", "venue", "shards", *_TIME_KEYS):
             raise ConfigError(f"{where}: unknown key cluster.{k}")
     if "key" in cl and "key_file" in cl:
         raise ConfigError(f"{where}: give cluster.key or cluster.key_file, not both")
@@ -312,7 +321,63 @@ def from_dict(raw: dict[str, Any], where: str = "<config>") -> ClusterConfig:
                          fsync=fsync, path=where, accounts=_accounts(raw.get("accounts"), where),
                          name=_name(cl.get("name"), where), key_ring=ring,
                          venue_factory=_venue_ref(cl.get("venue"), where), **_time_keys(cl, nodes, where),
+                         shards=_shards(cl.get("shards"), raw.get("shards"), mode, instruments, where),
                          risk=_risk(raw.get("risk"), where))
+
+
+def _shards(count: Any, tables: Any, mode: str, instruments: list[Instrument],
+            where: str) -> tuple[tuple[str, ...], ...]:
+    """``[cluster] shards = K`` (instruments dealt round robin in the order listed) and / or
+    ``[[shards]] instruments = [...]`` (every instrument in exactly one); strong mode only."""
+    from .core.shards import ShardMap
+    from .core.wire import MAX_SHARDS
+
+    if count is None and tables is None:
+        return ()
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SHARDS):
+        raise ConfigError(f"{where}: cluster.shards must be a whole number from 1 to {MAX_SHARDS}, not {count!r}")
+    symbols = [i.symbol for i in instruments]
+    if tables is None:
+        k = int(count)
+        if k == 1:
+            return ()
+        if k > len(symbols):
+            raise ConfigError(f"{where}: cluster.shards = {k} but only {len(symbols)} instrument(s): every shard needs "
+                              f"one (add [[instruments]], or fewer shards)")
+        shards = ShardMap.round_robin(symbols, k).shards
+    else:
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables) or not tables:
+            raise ConfigError(f"{where}: [[shards]] must be tables, each with instruments = [\"SYM\", ...]")
+        if count is not None and count != len(tables):
+            raise ConfigError(f"{where}: cluster.shards = {count} but {len(tables)} [[shards]] tables")
+        if len(tables) > MAX_SHARDS:
+            raise ConfigError(f"{where}: at most {MAX_SHARDS} [[shards]]")
+        out: list[tuple[str, ...]] = []
+        seen: dict[str, int] = {}
+        for i, t in enumerate(tables):
+            extra = set(t) - {"instruments"}
+            syms = t.get("instruments")
+            if extra or not isinstance(syms, list) or not syms or not all(isinstance(x, str) for x in syms):
+                raise ConfigError(f"{where}: shards[{i}] needs instruments = [\"SYM\", ...] (at least one) and "
+                                  f"nothing else")
+            for sym in syms:
+                if sym not in symbols:
+                    raise ConfigError(f"{where}: shards[{i}] lists {sym!r}, which is not in [[instruments]]")
+                if sym in seen:
+                    raise ConfigError(f"{where}: {sym!r} is in shards[{seen[sym]}] and shards[{i}]: each "
+                                      f"instrument belongs to one shard")
+                seen[sym] = i
+            out.append(tuple(syms))
+        missing = [sym for sym in symbols if sym not in seen]
+        if missing:
+            raise ConfigError(f"{where}: [[shards]] leaves out {', '.join(missing)}: list every instrument once")
+        shards = tuple(out)
+        if len(shards) == 1:
+            return ()
+    if mode != "strong":
+        raise ConfigError(f"{where}: shards are sequencer groups, a strong-mode setting; this cluster's mode is "
+                          f"{mode!r} (eventual mode folds every instrument independently already)")
+    return tuple(shards)
 
 
 _TIME_KEYS = ("time_source", "max_clock_error_us", "max_drift_ppm", "audit_file_mb", "audit_keep")
@@ -424,9 +489,11 @@ def _node_lines(n_nodes: int, base_port: int, host: str, data_root: str | None =
 
 def render(n_nodes: int, base_port: int = 7401, host: str = "127.0.0.1", mode: str = "eventual",
            data_root: str | None = None, key: bytes | None = None,
-           accounts: dict[str, bytes] | None = None, name: str | None = None) -> str:
+           accounts: dict[str, bytes] | None = None, name: str | None = None, shards: int = 1) -> str:
     """A fresh, valid ``cluster.toml`` (a new random key each time unless one is given). ``accounts``
-    (id -> credential) defaults to one fresh ``operator`` account."""
+    (id -> credential) defaults to one fresh ``operator`` account. ``shards`` > 1 (strong mode):
+    that many sequencer groups, one instrument each (the default instrument's rules, symbols GBX,
+    GBX2, ...: rename them and add more; ``[[shards]]`` lists which shard holds which)."""
     if not host or len(host) > 253 or not all(c.isascii() and (c.isalnum() or c in ".-:[]") for c in host):
         raise ConfigError(f"--host {host!r} must be a host name or an IP address")
     parse_addr(f"{host}:{base_port}", "--host")
@@ -441,11 +508,34 @@ def render(n_nodes: int, base_port: int = 7401, host: str = "127.0.0.1", mode: s
              f"max_offset_ms = {DEFAULT_MAX_OFFSET_NS // 1_000_000}",
              'fsync = "batch"  # always | batch | never', ""]
     lines += _node_lines(n_nodes, base_port, host, data_root)
+    if shards > 1:
+        lines += _shard_lines(shards, mode)
     g = GossipConfig()
     lines += ["[gossip]", f"interval_ms = {g.interval_ns // 1_000_000}", f"heartbeat_ms = {g.heartbeat_ns // 1_000_000}", ""]
     lines += ["[accounts]  # account id -> its credential; nodes verify client frames with these (SIGHUP reloads)"]
     lines += [f'{check_id(a, "account id")} = "{k.hex()}"' for a, k in accounts.items()] + [""]
     return "\n".join(lines)
+
+
+def _shard_lines(k: int, mode: str) -> list[str]:
+    """``shards`` more instruments (after the default one ``_node_lines`` wrote) and one ``[[shards]]``
+    table per shard (``render(shards=...)``)."""
+    from .core.wire import MAX_SHARDS
+
+    if mode != "strong":
+        raise ConfigError("--shards is for strong mode (add --mode strong): eventual mode has no sequencer groups")
+    if not 1 <= k <= MAX_SHARDS:
+        raise ConfigError(f"--shards must be from 1 to {MAX_SHARDS}")
+    base = DEFAULT_INSTRUMENT.to_config()
+    symbols = [str(base["symbol"])] + [f"{base['symbol']}{i}" for i in range(2, k + 1)]
+    lines: list[str] = []
+    for sym in symbols[1:]:
+        lines += ["[[instruments]]"] + [f"{key} = {_q(v) if isinstance(v, str) else v}"
+                                        for key, v in {**base, "symbol": sym}.items()] + [""]
+    lines.append("# strong mode: one sequencer group per shard; shard i prefers node i mod N as its leader")
+    for sym in symbols:
+        lines += ["[[shards]]", f"instruments = [{_q(sym)}]", ""]
+    return lines
 
 
 def render_client(cfg: ClusterConfig, account: str) -> str:

@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--base-port", type=int, default=7401, help="UDP port of n1; n2 gets the next (default 7401)")
     i.add_argument("--host", default="127.0.0.1", help="address of every node (default 127.0.0.1)")
     i.add_argument("--mode", choices=MODES, default="eventual", help="consistency mode (default eventual)")
+    i.add_argument("--shards", type=int, default=1, metavar="K",
+                   help="strong mode: K sequencer groups, one instrument each (GBX, GBX2, ...), leaders spread "
+                        "over the nodes (default 1; edit [[shards]] to group instruments)")
     i.add_argument("--data-root", default=None, help="give each node a data_dir under this folder")
     i.add_argument("--accounts", default="", metavar="A,B,...",
                    help=f"trading accounts to create besides {OPERATOR} (ids: letters, digits, '-', '_', '.')")
@@ -42,6 +45,8 @@ def run_init(args: argparse.Namespace) -> int:
         raise UsageError("--nodes must be between 1 and 64")
     if not 1 <= args.base_port <= 65535 - args.nodes:
         raise UsageError("--base-port leaves no room for that many nodes below 65536")
+    if not 1 <= args.shards <= 256:
+        raise UsageError("--shards must be from 1 to 256 (sequencer groups, strong mode)")
     names = [a.strip() for a in args.accounts.split(",") if a.strip()]
     try:
         for a in names:
@@ -52,7 +57,8 @@ def run_init(args: argparse.Namespace) -> int:
         raise UsageError("--accounts names an account twice")
     accounts = {a: secrets.token_bytes(32) for a in [OPERATOR, *[n for n in names if n != OPERATOR]]}
     try:
-        text = render(args.nodes, args.base_port, args.host, args.mode, args.data_root, accounts=accounts)
+        text = render(args.nodes, args.base_port, args.host, args.mode, args.data_root, accounts=accounts,
+                      shards=args.shards)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     if args.out is None:

@@ -14,18 +14,21 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import trio
 
 from ..config import OPERATOR, ClusterConfig, ConfigError, load
 from ..core.errors import RemoteError, UsageError, WireError
+from ..core.fairness import FairnessMeter
 from ..core.instrument import Venue
-from ..core.membership import MemberStateChanged
+from ..core.membership import Ack, MemberStateChanged, Probe
 from ..core.node import E_STORAGE, Client, NodeCore
 from ..core.ops import OpFenced, TradeRevised
-from ..core.sequencer import MESSAGES as SEQUENCER_MESSAGES
+from ..core.sequencer import ALL_MESSAGES as SEQUENCER_MESSAGES
 from ..core.sequencer import PersistDelta, RoleChanged
+from ..core.shards import ShardedStrongCore, ShardRoleChanged
 from ..core.strong import StrongConfig, StrongNodeCore
 from ..core.wire import (
     ClientQuery,
@@ -34,6 +37,7 @@ from ..core.wire import (
     Keys,
     OpBatch,
     QueryReply,
+    Sharded,
     Summary,
     TimeWindowGuard,
     decode,
@@ -63,7 +67,11 @@ class WallClock:
         self._t0 = time.time_ns()
 
     def __call__(self) -> int:
-        t = time.time_ns()
+        return self.at(time.time_ns())
+
+    def at(self, host_ns: int) -> int:
+        """This clock's reading when the host's wall clock read ``host_ns`` (a kernel timestamp)."""
+        t = host_ns
         if self.drift_ppm:
             t += int((t - self._t0) * self.drift_ppm / 1e6)
         return t + self.skew_ns
@@ -95,9 +103,12 @@ class NodeRunner:
         rng = random.Random(seed if seed is not None else time.time_ns())
         incarnation = max(incarnation or 0, time.time_ns() // 1_000_000)
         self.strong = cfg.mode == "strong"
-        self._seq_unwritten: list[PersistDelta] = []  # strong: deltas the disk refused, retried first
-        self._handed_unwritten: list[str] = []  # strong: handed-over request ids not yet written
-        self.core: NodeCore | StrongNodeCore
+        # strong, per shard: deltas the disk refused (retried first), handed-over request ids not yet written
+        self._seq_unwritten: list[list[PersistDelta]] = [[] for _ in range(max(1, len(cfg.shards)))]
+        self._handed_unwritten: list[list[str]] = [[] for _ in range(max(1, len(cfg.shards)))]
+        #: strong with shards: each shard's store (shard 0's is ``storage``; storage.open_shards)
+        self._shard_stores: list[Any] = [storage]
+        self.core: NodeCore | StrongNodeCore | ShardedStrongCore
         if self.strong:
             self.core = self._strong_core(rng, incarnation)
         else:
@@ -140,6 +151,10 @@ class NodeRunner:
         self.fault_control = False  # node --fault-control: accept "faults" queries (tests, benchmarks)
         self._compactions = 0
         self.core.status_info["addr"] = f"{self.entry.host}:{self.entry.port}"
+        #: eventual mode: orders whose time priority this node cannot prove (core/fairness.py)
+        self.fairness: FairnessMeter | None = None if self.strong else FairnessMeter(node_id)
+        #: kernel receive time (host ns) -> this node's clock, for clock-sync samples (None: unknown)
+        self._rx_clock: Callable[[int], int] | None = self.clock.at if isinstance(self.clock, WallClock) else None
         if isinstance(self.clock, WallClock) and (self.clock.skew_ns or self.clock.drift_ppm):
             # injected (tests, demo): what the true offset is, so estimates can be checked against it
             c = self.clock
@@ -152,7 +167,7 @@ class NodeRunner:
         trace: dict[str, int] = {}
         self.trace = trace
         core = self.core
-        if not isinstance(core, StrongNodeCore):
+        if not self.strong:
             self.stages = {}
         else:
             def folded(_index: int, op: Any, _out: Any) -> None:
@@ -162,19 +177,48 @@ class NodeRunner:
             core.on_fold = folded
         return trace
 
-    def _strong_core(self, rng: random.Random, incarnation: int) -> StrongNodeCore:
+    def _strong_core(self, rng: random.Random, incarnation: int) -> StrongNodeCore | ShardedStrongCore:
         cfg, st = self.cfg, self.storage
         persisted = None
         if st is not None:
             if 1 in st.kinds:
                 raise UsageError(f"data dir {st.path} holds eventual-mode ops; this cluster runs mode \"strong\" "
                                  f"(use another data_dir, or remove it to start empty)")
+            if cfg.shards:
+                return self._sharded_core(rng, incarnation)
+            from .storage import check_shards
+
+            check_shards(st, ())
             persisted = st.recover_sequencer()
+        elif cfg.shards:
+            return self._sharded_core(rng, incarnation)
         conf = StrongConfig(max_offset_ns=cfg.max_offset_ns, membership=cfg.membership)
         try:
             return StrongNodeCore(self.node_id, cfg.ids, self.venue, rng, conf, persisted=persisted,
                                   incarnation=incarnation, handed=st.handed if st is not None else ())
         except ValueError as e:  # the sequencer refused what the disk holds
+            raise UsageError(f"data dir {st.path if st else '?'}: {e}") from None
+
+    def _sharded_core(self, rng: random.Random, incarnation: int) -> ShardedStrongCore:
+        """K sequencer groups (``cfg.shards``), each with its own store (``storage.open_shards``)."""
+        cfg, st = self.cfg, self.storage
+        persisted: list[Any] = []
+        handed: list[list[str]] = []
+        if st is not None:
+            from .storage import open_shards
+
+            self._shard_stores = open_shards(st, cfg.shards)
+            for sub in self._shard_stores:
+                if 1 in sub.kinds:
+                    raise UsageError(f"data dir {sub.path} holds eventual-mode ops; this cluster runs mode "
+                                     f"\"strong\" (use another data_dir, or remove it to start empty)")
+                persisted.append(sub.recover_sequencer())
+                handed.append(sub.handed)
+        conf = StrongConfig(max_offset_ns=cfg.max_offset_ns, membership=cfg.membership)
+        try:
+            return ShardedStrongCore(self.node_id, cfg.ids, self.venue, cfg.shard_map(), rng, conf, persisted,
+                                     incarnation=incarnation, handed=handed)
+        except ValueError as e:  # a sequencer refused what a disk holds (or the map misses an instrument)
             raise UsageError(f"data dir {st.path if st else '?'}: {e}") from None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -183,7 +227,7 @@ class NodeRunner:
         A runner serves once: its storage is closed on the way out (build a new one to restart)."""
         if self.started.is_set():
             raise UsageError(f"node {self.node_id} was served already; build a new NodeRunner to run it again")
-        self.endpoint = Endpoint.bind(self.entry.addr, self.faults)
+        self.endpoint = Endpoint.bind(self.entry.addr, self.faults, rx_timestamps=self._rx_clock is not None)
         self.log.info("listening on %s:%d (%d peers, mode %s)", *self.entry.addr, len(self.peer_addr), self.cfg.mode)
         self.started.set()
         task_status.started(self)
@@ -200,6 +244,8 @@ class NodeRunner:
                 if self.audit is not None:
                     self.audit.close()
                 if self.storage:
+                    for sub in self._shard_stores[1:]:
+                        sub.close()
                     self.storage.close()
                 self.log.info("stopped")
 
@@ -255,8 +301,9 @@ class NodeRunner:
                 burst = ep.drain()
             now = self.clock()
             woke = time.monotonic_ns() if self.stages is not None else 0
-            for data, addr in burst:
-                self._handle(data, addr, now)
+            stamps = ep.rx_stamps if ep.rx_timestamps and burst else [0] * len(burst)  # (set by that drain)
+            for (data, addr), rx in zip(burst, stamps, strict=True):
+                self._handle(data, addr, now, rx)
             if woke:
                 self._burst_at = (woke, time.monotonic_ns())
             if now >= core.next_deadline():
@@ -267,7 +314,8 @@ class NodeRunner:
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
-    def _handle(self, data: bytes, addr: Addr, now: int) -> None:
+    def _handle(self, data: bytes, addr: Addr, now: int, rx: int = 0) -> None:
+        """``rx``: the kernel's receive time of ``data`` (host ns; 0: unknown), for clock samples."""
         try:
             frame = decode(data, self.keys, now_ms=now // 1_000_000)
         except WireError as e:
@@ -289,10 +337,17 @@ class NodeRunner:
         if type(msg) is ClientQuery and msg.what == "faults" and self.fault_control and acct == OPERATOR:
             self._set_faults(msg, addr)
             return
+        mem = None
+        if rx and self._rx_clock is not None and (type(msg) is Probe or type(msg) is Ack):
+            mem = self.core.membership  # t2 of a probe, t4 of an ack: when it arrived, not when we woke
+            mem.rx_ns = min(now, self._rx_clock(rx))
         try:
             self.core.receive(msg, frame.sender, addr, now, acct)
         except RemoteError as e:  # authenticated but wrong for this node: drop, count, carry on
             self._drop(e.reason)
+        finally:
+            if mem is not None:
+                mem.rx_ns = None  # never left for another message
 
     def reload_accounts(self) -> None:
         """Re-read the peer keyring and the accounts from the config file (SIGHUP): a key installed
@@ -319,7 +374,11 @@ class NodeRunner:
 
     def _set_faults(self, q: ClientQuery, addr: Addr) -> None:
         """Test-only (``node --fault-control``): block the peers listed in ``q.symbol`` (comma
-        separated; empty heals), so benchmarks can partition and heal separate processes."""
+        separated; empty heals), so benchmarks can partition and heal separate processes; or, with
+        ``skew_ms=X`` alone, step this node's injected clock skew to X ms (clock tests)."""
+        if q.symbol.startswith("skew_ms="):
+            self._set_skew(q, addr)
+            return
         if self.faults is None:
             self.faults = FaultFilter()
             if self.endpoint is not None:
@@ -328,6 +387,23 @@ class NodeRunner:
         self.faults.blocked = {self.peer_addr[p] for p in ids if p in self.peer_addr}
         self.core._out.append((Client(addr, OPERATOR), QueryReply(q.req, 0, f"blocked {','.join(ids) or 'none'}", None)))  # addr: a _Route
         self.log.info("test fault control: blocking %s", ",".join(ids) or "nobody")
+
+    def _set_skew(self, q: ClientQuery, addr: Addr) -> None:
+        c = self.clock
+        try:
+            ms = float(q.symbol.removeprefix("skew_ms="))
+            ok = isinstance(c, WallClock) and abs(ms) <= 86_400_000
+        except ValueError:
+            ok = False
+        if not ok:
+            reply = QueryReply(q.req, 1, f"cannot set the clock skew to {q.symbol[8:40]!r}", None)
+        else:
+            assert isinstance(c, WallClock)
+            c.skew_ns = int(ms * 1e6)
+            self.core.status_info["injected_clock"] = {"skew_ns": c.skew_ns, "drift_ppm": c.drift_ppm, "t0_ns": c._t0}
+            reply = QueryReply(q.req, 0, f"skew {ms:g} ms", None)
+            self.log.info("test fault control: clock skew now %g ms", ms)
+        self.core._out.append((Client(addr, OPERATOR), reply))  # addr: a _Route
 
     # ---- output ------------------------------------------------------------------------------------
     async def _flush(self) -> None:
@@ -343,15 +419,18 @@ class NodeRunner:
         outbox = core.outbox()
         if self.storage is not None:  # durable before anything below is sent
             outbox = self._persist_strong(outbox) if self.strong else self._persist(new_ops, outbox)
-        elif self.strong:
-            core.take_handed()  # nothing survives a restart without a data dir: nothing to keep
+        elif self.strong:  # nothing survives a restart without a data dir: nothing to keep
+            core.take_handed() if isinstance(core, StrongNodeCore) else core.take_persist_shards()  # type: ignore[union-attr]
         audit = self.audit
         if audit is not None and new_ops and core.accepting:  # (not accepting: the ops are queued again)
             audit.ops(new_ops)
+        if self.fairness is not None and new_ops and core.accepting:
+            self.fairness.observe(new_ops, self.clock(), core.clock.bound)
         # ops go out first: a replica waits for them, a client reply or a heartbeat can wait the
         # few µs they take (and a client woken first competes with the peer for the CPU)
         ops_frames: list[tuple[bytes, Addr]] = []
         frames: list[tuple[bytes, Addr]] = []
+        timed: list[tuple[str, Any, Addr]] = []  # probes and acks: stamped at the socket, sent last
         keys = self.keys
         key = keys.peer
         assert key is not None
@@ -380,6 +459,8 @@ class NodeRunner:
                 elif type(msg) is Summary:  # keeps its place before the repair that follows it
                     self.counter += 1
                     ops_frames.append((encode(msg, self.node_id, self.counter, key, dst=dst, **bind), addr))
+                elif type(msg) is Probe or type(msg) is Ack:
+                    timed.append((dst, msg, addr))
                 else:
                     self.counter += 1
                     frames.append((encode(msg, self.node_id, self.counter, key, dst=dst, **bind), addr))
@@ -393,6 +474,8 @@ class NodeRunner:
                     if op.origin == self.node_id:
                         self.stages[op.op_id] = [t]
             await self.endpoint.send_all(ops_frames + frames)  # type: ignore[union-attr]
+        if timed:
+            await self._send_timed(timed, key, bind)
         revised: list[TradeRevised] = []
         events = core.events()
         for ev in events:  # after sending: logging is slow, and nothing here waits for it
@@ -419,6 +502,30 @@ class NodeRunner:
             except Exception:  # as for on_event: a library hook never stops the node
                 self._drop("event_handler")
                 self.log.exception("on_ops raised (counted in dropped.event_handler)")
+
+    async def _send_timed(self, timed: list[tuple[str, Any, Addr]], key: bytes, bind: dict[str, Any]) -> None:
+        """Probes and acks, each stamped as close to its ``sendto`` as it can be: an ack's ``t3`` is
+        read just before it is encoded, a probe's ``t1`` after encoding, just before the send
+        (``membership.probe_sent``). Neither then holds this iteration's other work, so the clock
+        sample they make is as narrow as the path allows (docs/operations.md, Time)."""
+        ep = self.endpoint
+        assert ep is not None
+        mem = self.core.membership
+        for dst, msg, addr in timed:
+            try:
+                if type(msg) is Ack:
+                    msg = replace(msg, t3=max(msg.t3, self.clock()))
+                self.counter += 1
+                data = encode(msg, self.node_id, self.counter, key, dst=dst, **bind)
+            except (OverflowError, ValueError, TypeError) as e:
+                self._drop("encode_error")
+                self.log.error("could not encode %s for %s: %s", type(msg).__name__, dst, e)
+                continue
+            t1 = self.clock()
+            if not ep.send_now(data, addr):
+                await ep.send_all([(data, addr)])
+            if type(msg) is Probe:
+                mem.probe_sent(msg.seq, t1)
 
     def _persist(self, new_ops: list[Any], outbox: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
         """Make ``new_ops`` and the HLC bound durable. If the disk refuses, acknowledge nothing:
@@ -451,25 +558,35 @@ class NodeRunner:
         appends no new orders (as leader) until a write succeeds again."""
         from .storage import StorageError
 
-        core, st = self.core, self.storage
-        assert isinstance(core, StrongNodeCore)
-        d = core.take_persist()
-        self._handed_unwritten += core.take_handed()
-        if d is not None:
-            self._seq_unwritten.append(d)
-        elif not core.accepting and not self._seq_unwritten:
-            self._seq_unwritten.append(core.seq.persist_delta())  # nothing new: a probe (restates term, vote)
-        try:
-            st.persist_sequencer(self._seq_unwritten, core.seq.persistent_state, self._handed_unwritten)
-        except StorageError as e:
+        core = self.core
+        if isinstance(core, StrongNodeCore):
+            groups, parts = [core], [(core.take_persist(), core.take_handed())]
+        else:  # shards: each group's state in its own store (storage.open_shards)
+            assert isinstance(core, ShardedStrongCore)
+            groups, parts = core.groups, core.take_persist_shards()
+        failed: StorageError | None = None
+        for s, (g, (d, handed), st) in enumerate(zip(groups, parts, self._shard_stores, strict=True)):
+            unwritten, hand = self._seq_unwritten[s], self._handed_unwritten[s]
+            hand += handed
+            if d is not None:
+                unwritten.append(d)
+            elif not core.accepting and not unwritten:
+                unwritten.append(g.seq.persist_delta())  # nothing new: a probe (restates term, vote)
+            try:
+                st.persist_sequencer(unwritten, g.seq.persistent_state, hand)
+            except StorageError as e:
+                failed = e
+                continue
+            unwritten.clear()
+            hand.clear()
+        if failed is not None:
+            e = failed
             if core.accepting:
                 self.log.error("%s; sending nothing that depends on it until it can write again", e)
             core.accepting = False
             return [(dst, m._replace(code=E_STORAGE, message=f"storage unavailable: {e}"))
                     if type(m) in (ClientReply, ForwardReply) and m.code == 0 else (dst, m)
-                    for dst, m in outbox if type(m) not in SEQUENCER_MESSAGES]
-        self._seq_unwritten = []
-        self._handed_unwritten = []
+                    for dst, m in outbox if type(m) not in SEQUENCER_MESSAGES and type(m) is not Sharded]
         if not core.accepting:
             self.log.info("storage writable again; taking orders")
             core.accepting = True
@@ -491,12 +608,13 @@ class NodeRunner:
 
     def _log_event(self, ev: Any) -> None:
         if isinstance(ev, RoleChanged):
+            shard = f"shard {ev.shard}: " if type(ev) is ShardRoleChanged else ""
             if ev.leader == self.node_id:
-                self.log.info("leader in term %d", ev.term)
+                self.log.info("%sleader in term %d", shard, ev.term)
             elif ev.leader is not None:
-                self.log.info("following %s in term %d (%s)", ev.leader, ev.term, ev.role.value)
+                self.log.info("%sfollowing %s in term %d (%s)", shard, ev.leader, ev.term, ev.role.value)
             else:
-                self.log.info("no leader known in term %d (%s)", ev.term, ev.role.value)
+                self.log.info("%sno leader known in term %d (%s)", shard, ev.term, ev.role.value)
         elif isinstance(ev, MemberStateChanged):
             self.log.info("member %s is %s (incarnation %d)", ev.member, ev.new, ev.incarnation)
         elif isinstance(ev, OpFenced):
@@ -510,6 +628,9 @@ class NodeRunner:
             c["storage"] = dict(self.storage.counters)
         if self.audit is not None:
             c["audit"] = dict(self.audit.counters)
+        if self.fairness is not None:  # counts under counters; with the rate as status.fairness
+            c["fairness"] = dict(self.fairness.counters)
+            self.core.status_info["fairness"] = self.fairness.status()  # (read after this call)
         return c
 
     def status(self) -> dict[str, Any]:

@@ -22,6 +22,13 @@ after a restart they are never refused with "no quorum"). Recovery folds the del
 written instead as the whole state at the head of a new segment, and the older segments are deleted.
 A data dir holds one mode's records: a node refuses to start on the other mode's.
 
+Strong-mode shards (``core/shards.py``): shard 0's sequencer state is the data dir's own (so a
+one-shard node writes exactly what it always did); shard s >= 1 has a data dir of its own,
+``shard-<s>/`` inside it (its own lock, segments and snapshot: each group compacts on its own).
+``shards.json`` records which instruments each shard held when the dir was first used with
+shards; a node refuses to start on a dir written with another shard map, or with shards by a
+one-shard node and the other way round (its logs would fold into the wrong books).
+
 Rules that hold:
 - ``persist`` returns only once the batch is as durable as ``fsync`` says (``always``: one fsync per
   op; ``batch``: one fsync per batch, i.e. group commit; ``never``: left to the OS). The shell calls
@@ -47,6 +54,7 @@ Rules that hold:
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import stat
@@ -476,6 +484,62 @@ class Storage:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+SHARDS_FILE = "shards.json"
+
+
+def open_shards(st: Storage, shards: tuple[tuple[str, ...], ...]) -> list[Storage]:
+    """The stores of a sharded strong-mode node: ``st`` for shard 0, ``<data dir>/shard-<s>`` for
+    shard s; ``StorageError`` (nothing opened) if the dir was written with another shard map."""
+    check_shards(st, shards)
+    stores = [st]
+    try:
+        for s in range(1, len(shards)):
+            stores.append(Storage.open(st.path / f"shard-{s}", st.node_id, st.fsync))
+    except StorageError:
+        for other in stores[1:]:
+            other.close()
+        raise
+    f = st.path / SHARDS_FILE
+    if not f.exists():
+        data = json.dumps([list(x) for x in shards]).encode()
+        tmp = st.path / (SHARDS_FILE + ".tmp")
+        try:
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, f)
+            _fsync_dir(st.path)
+        except OSError as e:
+            for other in stores[1:]:
+                other.close()
+            raise StorageError(f"cannot write {f}: {e.strerror or e}") from None
+    return stores
+
+
+def check_shards(st: Storage, shards: tuple[tuple[str, ...], ...]) -> None:
+    """Refuse a data dir written with another shard map (``shards`` () for a one-shard node)."""
+    f = st.path / SHARDS_FILE
+    if not f.exists():
+        if shards and REC_SEQ in st.kinds:
+            raise StorageError(f"data dir {st.path} holds a one-shard strong-mode log; this cluster runs "
+                               f"{len(shards)} shards (use another data_dir, or remove it to start empty)")
+        return
+    try:
+        had = json.loads(f.read_bytes())
+        if not isinstance(had, list) or not all(isinstance(x, list) for x in had):
+            raise ValueError("not a list of lists")
+    except (OSError, ValueError) as e:
+        raise StorageError(f"{f}: does not parse ({e}); refusing to start") from None
+    want = [list(x) for x in shards]
+    if had != want:
+        now = f"{len(shards)} shards {want}" if shards else "one shard"
+        raise StorageError(f"data dir {st.path} was written with {len(had)} shards {had}; this cluster runs {now} "
+                           f"(moving instruments between shards needs an empty data_dir)")
 
 
 def _pack_delta(d: PersistDelta) -> bytes:
