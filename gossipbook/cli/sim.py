@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="consistency mode: eventual (the op-set CRDT) or strong (the sequencer); each has "
                         "its own checker (default eventual)")
     p.add_argument("--nodes", type=int, default=5, help="nodes in the cluster (default 5)")
+    p.add_argument("--shards", type=int, default=1, metavar="K",
+                   help="strong mode: K sequencer groups per node, one instrument each, checked per shard "
+                        "(default 1)")
     p.add_argument("--seeds", type=int, default=None,
                    help="number of seeds to run (default 100; 1 when --seed is given)")
     p.add_argument("--seed", type=int, default=None,
@@ -42,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run a deliberately broken core (the checker should catch it): eventual mode "
                         "no-replay, no-anti-entropy, no-dedupe, wrong-tiebreak, no-offset-check; both modes "
                         "no-owner-check, no-stp, no-risk-check; eventual no-escrow; strong mode "
-                        "vote-any-log, commit-without-majority, no-term-check, commit-old-term")
+                        "vote-any-log, commit-without-majority, no-term-check, commit-old-term; with --shards "
+                        "shared-term")
     p.add_argument("--gossip", action="append", default=[], metavar="KEY=VALUE",
                    help="eventual mode: a [gossip] setting as in cluster.toml (repeatable), e.g. "
                         "--gossip defer_min_ops=30 to put every partition's catch-up through the held path")
@@ -75,9 +79,13 @@ def _config(args: argparse.Namespace) -> Any:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     check_break(args.break_name, args.mode)
+    if args.shards != 1 and (args.mode != "strong" or not 1 <= args.shards <= 64):
+        raise UsageError("--shards is 1 to 64 sequencer groups, with --mode strong")
+    if args.break_name == "shared-term" and args.shards < 2:
+        raise UsageError("--break shared-term needs shards to share a term: add --shards 2 or more")
     return SimConfig(nodes=args.nodes, duration_s=args.duration, orders=args.orders,
                      faults=parse_faults(args.faults), bound_s=args.bound, mode=args.mode,
-                     gossip=_gossip(args.gossip) if args.gossip else None, risk=args.risk)
+                     gossip=_gossip(args.gossip) if args.gossip else None, risk=args.risk, shards=args.shards)
 
 
 def _gossip(items: list[str]) -> Any:
@@ -149,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     failures = [r for r in results if not r.ok]
     if args.json:
         json.dump({"runs": len(results), "failures": len(failures),
-                   "config": {"mode": cfg.mode, "nodes": cfg.nodes, "duration_s": cfg.duration_s, "orders": cfg.orders,
+                   "config": {"mode": cfg.mode, "nodes": cfg.nodes, "shards": cfg.shards, "duration_s": cfg.duration_s,
+                              "orders": cfg.orders,
                               "faults": list(cfg.faults), "bound_s": cfg.bound_s, "break": args.break_name,
                               "seeds": [seeds[0], seeds[-1]]},
                    "summary": summary, "results": [r.to_json() for r in results]},
@@ -165,7 +174,8 @@ def _f(x: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def _print(out: Console, results: list[Any], summary: dict[str, Any], args: argparse.Namespace) -> None:
-    title = (f"gossipbook sim — {args.mode} mode, {summary['runs']} seeds, {args.nodes} nodes, "
+    title = (f"gossipbook sim — {args.mode} mode{f' ({args.shards} shards)' if args.shards > 1 else ''}, "
+             f"{summary['runs']} seeds, {args.nodes} nodes, "
              f"{args.duration:g}s + liveness")
     if args.break_name:
         title += f", --break {args.break_name}"

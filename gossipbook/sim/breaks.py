@@ -78,6 +78,8 @@ STRONG_BREAKS: dict[str, str] = {
     "commit-without-majority": "the leader commits what it has without counting replicas",
     "no-term-check": "messages from older terms are handled as current (a deposed leader keeps going)",
     "commit-old-term": "the leader commits an older term's entry by counting it (Raft paper figure 8)",
+    # with --shards (core/shards.py: ``ShardedStrongCore(breaks=...)``, not the sequencer's)
+    "shared-term": "a node's shards share one term counter (a term rises in every group without an election)",
 }
 
 

@@ -64,6 +64,7 @@ from ..core.wire import (
     encode,
     encode_ops,
 )
+from . import shardsim
 from .checker import RISK_SAMPLE_NS, Checker
 from .clock import MS, SEC, T0, NodeClock
 from .disk import Disk
@@ -132,10 +133,16 @@ class SimConfig:
     # risk limits (issue 17): two more clients trade under limits the operator sets as the run
     # starts, and the checker holds the converged view to them (``risk_exceeded``)
     risk: bool = False
+    # strong mode: sequencer groups per node, one instrument each (``shardsim.py``); ``shard_breaks``:
+    # ``ShardedStrongCore(breaks=...)`` (``shared-term``)
+    shards: int = 1
+    shard_breaks: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.mode not in ("eventual", "strong"):
             raise ValueError(f"mode must be eventual or strong, not {self.mode!r}")
+        if self.shards != 1 and (self.mode != "strong" or not 1 <= self.shards <= 64):
+            raise ValueError("shards: 1 to 64, strong mode only")
 
     def node_ids(self) -> list[str]:
         return [f"n{i + 1}" for i in range(self.nodes)]
@@ -205,7 +212,8 @@ class Simulation:
                                      self.plan.reorder_max_ms * MS)
         self._part_rng = streams["partition"]
         self._core_rng = streams["cores"]
-        self.workload = Workload(streams["workload"], cfg.orders, T0 + SEC // 5, self.end_safety - SEC // 2,
+        self.workload = (Workload if cfg.shards == 1 else shardsim.ShardedWorkload)(
+                                 streams["workload"], cfg.orders, T0 + SEC // 5, self.end_safety - SEC // 2,
                                  cfg.clients, ack_timeouts=cfg.mode != "strong",
                                  risk_rng=streams["risk"] if cfg.risk else None)
         self.checker = Checker(self.ids, cfg.max_offset_ns)
@@ -218,6 +226,8 @@ class Simulation:
             sequencer=SequencerConfig(max_batch=16, max_inflight=16, breaks=frozenset(cfg.seq_breaks)))
         self.stats = Stats()
         self.venue = Venue()
+        if cfg.shards > 1:  # K instruments, a per-shard checker, a disk per shard (shardsim.py)
+            shardsim.setup(self)
         if cfg.risk and cfg.mode != "strong":  # every op stamped, folded once: the converged view
             from ..core.replica import Replica
 
@@ -333,6 +343,9 @@ class Simulation:
     def _boot_strong(self, node: SimNode, t: int, now: int) -> None:
         """``NodeRunner._strong_core``: the sequencer's stored state; the books refold from its
         committed prefix inside the constructor (reported to the strong checker like any fold)."""
+        if self.cfg.shards > 1:
+            shardsim.boot(self, node, t, now)
+            return
         disk = node.disk
         node.state = "up"
         self._fresh_life(node, now)
@@ -480,6 +493,9 @@ class Simulation:
         before any datagram of this step leaves; then the checker sees replies, trades and the digest."""
         core = node.core
         assert core is not None
+        if self.cfg.shards > 1:
+            shardsim.flush(self, node, t)
+            return
         node.disk.persist_seq(core.take_persist(), core.take_handed(), core.membership.incarnation)
         sc = self.strong_checker
         self._send_outbox(node, core.outbox(), t,
@@ -686,8 +702,9 @@ class Simulation:
     def _leader_fault(self, a: Action, t: int) -> None:
         """Aim ``a`` at the node that leads now (the highest-term leader among live nodes); its end
         is scheduled for that same node."""
-        leaders = [(n.core.seq.term, n.id) for n in self.nodes.values()
-                   if n.state == "up" and n.core is not None and n.core.seq.role == "leader"]
+        leaders = shardsim.leaders(self) if self.cfg.shards > 1 else [
+            (n.core.seq.term, n.id) for n in self.nodes.values()
+            if n.state == "up" and n.core is not None and n.core.seq.role == "leader"]
         if not leaders:
             self._trace(t, "  no leader to aim at")
             return
@@ -759,6 +776,8 @@ class Simulation:
     def _strong_settled(self, cores: list[Any]) -> bool:
         """One leader every node follows, every node's fold at the leader's commit index, which
         covers every request a client is still waiting on; one digest."""
+        if self.cfg.shards > 1:
+            return shardsim.settled(cores)
         leaders = {c.seq.leader() for c in cores}
         if len(leaders) != 1 or None in leaders:
             return False
@@ -802,6 +821,9 @@ class Simulation:
         self.end_t = t
 
     def _finish_strong(self, t: int, bound: int) -> None:
+        if self.cfg.shards > 1:
+            shardsim.finish(self, t, bound)
+            return
         folds = {n: self.nodes[n].core.replica for n in self.ids if self.nodes[n].core is not None}
         self.strong_checker.final_state(folds, t)
         if self.cfg.risk:

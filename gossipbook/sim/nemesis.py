@@ -323,6 +323,8 @@ def scripted(steps: Iterable[Sequence[Any]]) -> Schedule:
         (2.0, "pause", "n1"), (2.5, "resume", "n1")
         (1.0, "clock_step", "n3", -0.7)         # seconds
         (1.0, "loss_burst", 0.9), (2.0, "loss_burst_end")   # on every link
+        (2.0, "leader_isolate", 1.0)            # strong: the leader (with shards: of the next shard
+                                                # in turn) cut off for 1 s; also leader_pause
     """
     acts = []
     for step in steps:
@@ -342,6 +344,8 @@ def scripted(steps: Iterable[Sequence[Any]]) -> Schedule:
             acts.append(Action(at_ns, kind, node=args[0], value=int(args[1] * SEC)))
         elif kind == "loss_burst":
             acts.append(Action(at_ns, kind, links=(), value=float(args[0])))
+        elif kind in ("leader_isolate", "leader_pause"):
+            acts.append(Action(at_ns, kind, dur_ns=int(args[0] * SEC)))
         else:
             raise UsageError(f"unknown nemesis action {kind!r}")
     acts.sort(key=lambda x: x.at_ns)

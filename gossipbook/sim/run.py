@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.gossip import GossipConfig
+from ..core.shards import SHARD_BREAKS
 from .breaks import RISK_BREAKS, STRONG_BREAKS, broken
 from .clock import SEC
 from .cluster import SimConfig, Simulation
@@ -57,7 +58,8 @@ class RunResult:
 def replay_command(seed: int, cfg: SimConfig, break_name: str | None = None) -> str:
     """The one command line that replays ``seed`` exactly."""
     faults = ",".join(cfg.faults) if cfg.faults else "none"
-    parts = ["gossipbook sim"] + (["--mode strong"] if cfg.mode == "strong" else []) + [
+    parts = ["gossipbook sim"] + (["--mode strong"] if cfg.mode == "strong" else []) + (
+             [f"--shards {cfg.shards}"] if cfg.shards > 1 else []) + [
              f"--nodes {cfg.nodes}", f"--seed {seed}", f"--duration {cfg.duration_s:g}",
              f"--orders {cfg.orders}", f"--faults {faults if tuple(cfg.faults) != FAULTS else 'all'}"]
     if cfg.bound_s != SimConfig().bound_s:
@@ -76,7 +78,9 @@ def replay_command(seed: int, cfg: SimConfig, break_name: str | None = None) -> 
 def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
              trace: Callable[[str], None] | None = None) -> RunResult:
     t0 = time.perf_counter()
-    if break_name in STRONG_BREAKS:
+    if break_name in SHARD_BREAKS:  # a ShardedStrongCore rule, not a sequencer one (shards.py)
+        cfg = dataclasses.replace(cfg, shard_breaks=frozenset({break_name}))
+    elif break_name in STRONG_BREAKS:
         cfg = dataclasses.replace(cfg, seq_breaks=frozenset({break_name}))
     if break_name in RISK_BREAKS and not cfg.risk:  # a risk break needs the risk workload to show
         cfg = dataclasses.replace(cfg, risk=True)
@@ -102,7 +106,9 @@ def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
                 "compactions", "duplicates", "waiting_gap"):
         counters[f"replica_{key}"] = sum(r.counters.get(key, 0) for r in reps)
     if sim.strong:  # (per node life: a restart starts its counters over)
-        cores = [n.core for n in sim.nodes.values() if n.core is not None]
+        # (with shards: every sequencer group of every node)
+        cores = [g for n in sim.nodes.values() if n.core is not None
+                 for g in getattr(n.core, "groups", [n.core])]
         for key in ("elections", "became_leader", "step_downs", "snapshots_sent", "snapshots_installed",
                     "votes_misaddressed"):
             counters[f"seq_{key}"] = sum(c.seq.counters.get(key, 0) for c in cores)
