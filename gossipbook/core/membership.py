@@ -66,8 +66,15 @@ are how we learn that it was fixed.
 **Clock sync.** A ``Probe`` carries ``t1`` (our send time); the ack carries ``t1`` back with ``t2``
 (its receive time) and ``t3`` (its send time); its arrival time is ``t4``. Each answered probe
 (direct or relayed by us for someone else) yields a ``ClockSample`` event; ``clocksync.ClockSync``
-turns those into offsets. Here ``t3 == t2`` because the ack is built as the probe is received; a
-shell that wants the real send time may restamp ``t3`` as it encodes the ack.
+turns those into offsets. Every moment a node spends between a datagram's arrival and the reading
+of its clock, or between that reading and the send, widens the sample (the bound is half of
+``(t4 - t1) - (t3 - t2)``), so the shell may give times taken closer to the socket, as values:
+``rx_ns`` (set just before ``receive``: when the datagram arrived, e.g. its kernel receive
+timestamp; used as ``t2`` of a probe and ``t4`` of an ack, never later than ``now``, consumed by
+that call), ``probe_sent(seq, t1)`` (read just before the probe's ``sendto``), and ``t3``
+restamped as the shell encodes the ack (built here with ``t3 = now``). Each must be read on the
+right side of the real event (arrival before ``t2``/``t4``, send after ``t1``/``t3``), which is
+all the bound needs.
 
 **Run-time membership.** Who is a member is not SWIM's to decide: the replicated configuration
 (``config_epoch.py``) is, and the node core calls ``add_member`` / ``remove_member`` when it changes.
@@ -403,6 +410,8 @@ class Membership:
         self._started = False
         self._next_probe = 0
         self._next_gossip = 0
+        #: the shell's arrival time (our clock) of the message the next ``receive`` gets; None: ``now``
+        self.rx_ns: int | None = None
         self.venue = VenueCheck(node_id, venue)
         self.counters: dict[str, int] = {
             "probes": 0, "acks": 0, "indirect_probes": 0, "relayed": 0, "probe_failures": 0,
@@ -457,6 +466,9 @@ class Membership:
     # ---- inputs ------------------------------------------------------------------------------------
     def receive(self, msg: Message, src: str, now: int) -> None:
         """Handle one membership message from peer ``src``."""
+        arrived, self.rx_ns = self.rx_ns, None  # (consumed: it belongs to this message only)
+        if arrived is None or type(arrived) is not int or arrived > now:
+            arrived = now
         t = type(msg)
         if t not in MESSAGES:
             raise RemoteError(f"membership cannot handle {t.__name__}", reason="unknown_message")
@@ -486,10 +498,10 @@ class Membership:
         for u in updates:
             self._apply(u, now)
         if t is Probe:
-            self._send(src, Ack(msg.seq, self.incarnation, msg.t1, now, now, self._updates_for(src),
+            self._send(src, Ack(msg.seq, self.incarnation, msg.t1, arrived, now, self._updates_for(src),
                                 self.venue.fingerprint))
         elif t is Ack:
-            self._on_ack(msg, src, now)
+            self._on_ack(msg, src, arrived)
         elif t is PingReq:
             self._on_ping_req(msg, src, now)
         elif t is IndirectAck:
@@ -628,7 +640,15 @@ class Membership:
         # Our own accusation goes through the same table: ALIVE -> SUSPECT, or a confirmation.
         self._apply(Update(p.target, rec.incarnation, SUSPECT, self.node_id), now)
 
+    def probe_sent(self, seq: int, t1: int) -> None:
+        """The shell's clock just before probe ``seq`` went to ``sendto``: its sample's ``t1``.
+        Only a later reading than the one the probe was made at is taken (it cannot leave before)."""
+        sent = self._sent.get(seq)
+        if sent is not None and sent.t1 < t1 < sent.expires:
+            sent.t1 = t1
+
     def _on_ack(self, msg: Ack, src: str, now: int) -> None:
+        """``now``: when the ack arrived (``t4``)."""
         sent = self._sent.get(msg.seq)
         if sent is None or sent.target != src:
             return  # late (its period is over), duplicated, or not ours

@@ -4,6 +4,10 @@ Receiving drains every datagram that is already queued after one readiness wakeu
 checkpoint per burst, not per datagram), which is where a Python UDP loop loses most of its time.
 Sending never blocks the node: if the kernel buffer is full we wait for writability once, then drop
 and count (UDP may lose a datagram anyway; anti-entropy repairs it).
+
+A node's endpoint asks the kernel for each datagram's receive time (``SO_TIMESTAMPNS``, Linux): the
+clock-sync samples use it instead of the loop's wakeup, so the time a datagram waits in the socket
+buffer while the loop is busy stays out of the clock's error bound (``rx_stamps``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import errno
 import random
 import socket
+import struct
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,6 +25,11 @@ import trio
 from ..core.errors import UsageError
 
 Addr = tuple[str, int]
+
+#: Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS): Python's socket module does not name it
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")  # struct timespec on 64-bit Linux: tv_sec, tv_nsec
+_ANC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 
 
 class PortInUse(UsageError):
@@ -52,14 +63,20 @@ class FaultFilter:
 class Endpoint:
     """A bound UDP socket with batched receive and counted, non-blocking send."""
 
-    def __init__(self, sock: socket.socket, faults: FaultFilter | None = None) -> None:
+    def __init__(self, sock: socket.socket, faults: FaultFilter | None = None, rx_timestamps: bool = False) -> None:
         self.sock = sock
         self.faults = faults
+        #: the kernel's receive time (host wall clock, ns; 0: none) of each datagram of the last
+        #: ``drain``, in its order; empty unless ``rx_timestamps`` is on
+        self.rx_stamps: list[int] = []
+        self.rx_timestamps = rx_timestamps
         self.counters = {"dgrams_in": 0, "bytes_in": 0, "dgrams_out": 0, "bytes_out": 0,
                          "send_dropped_fault": 0, "send_dropped_full": 0, "send_errors": 0}
 
     @classmethod
-    def bind(cls, addr: Addr, faults: FaultFilter | None = None, rcvbuf: int = 4 << 20) -> Endpoint:
+    def bind(cls, addr: Addr, faults: FaultFilter | None = None, rcvbuf: int = 4 << 20,
+             rx_timestamps: bool = False) -> Endpoint:
+        """``rx_timestamps``: ask for kernel receive times (Linux; off where it cannot be had)."""
         fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         s = socket.socket(fam, socket.SOCK_DGRAM)
         try:
@@ -75,7 +92,14 @@ class Endpoint:
             if e.errno == errno.EADDRINUSE:
                 raise PortInUse(f"address {addr[0]}:{addr[1]} is already in use (another node running?)") from None
             raise UsageError(f"cannot bind {addr[0]}:{addr[1]}: {e.strerror}") from None
-        return cls(s, faults)
+        if rx_timestamps:
+            rx_timestamps = sys.platform.startswith("linux") and _TIMESPEC.size == 16 and _ANC_SPACE > 0
+            try:
+                if rx_timestamps:
+                    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            except OSError:
+                rx_timestamps = False
+        return cls(s, faults, rx_timestamps)
 
     @property
     def addr(self) -> Addr:
@@ -88,6 +112,8 @@ class Endpoint:
 
     def drain(self, max_items: int = 256) -> list[tuple[bytes, Addr]]:
         """Every datagram already queued (up to ``max_items``), without waiting."""
+        if self.rx_timestamps:
+            return self._drain_stamped(max_items)
         out: list[tuple[bytes, Addr]] = []
         recv = self.sock.recvfrom
         while len(out) < max_items:
@@ -99,6 +125,32 @@ class Endpoint:
                 continue
             out.append((data, addr[:2]))
             self.counters["bytes_in"] += len(data)
+        self.counters["dgrams_in"] += len(out)
+        return out
+
+    def _drain_stamped(self, max_items: int) -> list[tuple[bytes, Addr]]:
+        out: list[tuple[bytes, Addr]] = []
+        stamps: list[int] = []
+        recv = self.sock.recvmsg
+        unpack = _TIMESPEC.unpack_from
+        n_bytes = 0
+        while len(out) < max_items:
+            try:
+                data, anc, _flags, addr = recv(65_535, _ANC_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            ts = 0
+            for level, kind, raw in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
+                    sec, nsec = unpack(raw)
+                    ts = sec * 1_000_000_000 + nsec
+            out.append((data, addr[:2]))
+            stamps.append(ts)
+            n_bytes += len(data)
+        self.rx_stamps = stamps
+        self.counters["bytes_in"] += n_bytes
         self.counters["dgrams_in"] += len(out)
         return out
 
