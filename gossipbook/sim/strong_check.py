@@ -119,10 +119,12 @@ class StrongChecker:
             self.first_of[op.req] = index
 
     def owner_of(self, order_id: str) -> str | None:
-        """The account of the NEW whose commit placed ``order_id`` (``origin:index``), if known."""
+        """The account of the NEW whose commit placed ``order_id`` (``origin:index``, or with shards
+        ``origin#shard:index``: this checker holds one shard's log), if known."""
         p = parse_order_id(order_id)
         f = self.log.get(p[1]) if p is not None else None
-        if f is None or f.op is None or f.op.kind != NEW or f.duplicate or f.op.origin != p[0]:  # type: ignore[index]
+        origin = p[0].partition("#")[0] if p is not None else ""
+        if f is None or f.op is None or f.op.kind != NEW or f.duplicate or f.op.origin != origin:
             return None
         return f.op.account
 
