@@ -74,6 +74,12 @@ def test_samples_from_socket_times_hold_a_known_skew(tmp_path: Path) -> None:
                 while len(samples) < 12:
                     time.sleep(0.002)  # a busy loop now and then: it must not widen the samples
                     await trio.sleep(0.05)
+            # both stamp orders at once: a's fairness meter places each (n2's by its measured offset)
+            n.start_soon(a.generate, 0, 30, 1)
+            n.start_soon(b.generate, 0, 30, 2)
+            with trio.move_on_after(20):
+                while a.fairness is not None and a.fairness.counters["orders"] < 60:
+                    await trio.sleep(0.05)
             n.cancel_scope.cancel()
 
     trio.run(main)
@@ -83,5 +89,8 @@ def test_samples_from_socket_times_hold_a_known_skew(tmp_path: Path) -> None:
         assert t3 - t4 <= skew <= t2 - t1, (t1, t2, t3, t4)
         assert t1 <= t4 and t2 <= t3
     st = a.status()
-    assert st["clock"]["status"] == "synced" or st["clock"]["reference"] == "median"
-    assert st["peers"]["n2"]["bound_us"] is not None
+    assert st["clock"]["status"] == "synced" and st["peers"]["n2"]["bound_us"] is not None
+    fair = st["fairness"]
+    assert fair["orders"] == 60 and fair["unknown"] == 0, fair  # every order placed, none twice
+    assert 0 <= fair["tied_orders"] <= 60 and fair["coin_toss_rate"] == fair["tied_orders"] / 60
+    assert st["counters"]["fairness"]["orders"] == 60
