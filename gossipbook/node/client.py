@@ -6,6 +6,12 @@ hears back or its deadline passes. Every frame is signed with the credential of 
 config names (a client file's account, or ``operator`` with cluster.toml); a reply is accepted only
 if it verifies under the same credential.
 
+Leaders (strong mode with shards): a node that relays a request to its shard's leader sends a
+``LeaderHint`` before the reply; the client remembers which node leads which shard (and which shard
+each symbol is in) and ``leader_for`` names it, so the next request of that shard goes straight
+there. A hinted node that does not answer two tries in a row is forgotten and the request goes to
+the ``fallback`` node given to ``request``.
+
 Feeds: ``Client.subscribe`` makes a ``Subscription``, a lease on a pushed feed at one node
 (core/feeds.py). It is renewed while its owner keeps asking for updates (``next``), resynced when a
 push went missing, and ended with ``aclose`` (or when the client closes); a subscription its owner
@@ -32,6 +38,7 @@ from ..core.wire import (
     FeedSnapshot,
     FeedSubscribe,
     Keys,
+    LeaderHint,
     QueryReply,
     decode,
     encode,
@@ -74,6 +81,9 @@ class Client:
         self._waiters: dict[str, trio.MemorySendChannel[Any]] = {}
         self._cookies: dict[str, str] = {}  # node id -> its address-check cookie for us
         self._subs: dict[tuple[str, str], Subscription] = {}  # (node id, sub id) -> an open subscription
+        self._asked: dict[str, Any] = {}  # request id -> the request (a LeaderHint names it)
+        self.shard_leader: dict[int, str] = {}  # shard -> the node a LeaderHint named its leader
+        self.symbol_shard: dict[str, int] = {}  # symbol -> its shard, as hints showed
 
     async def __aenter__(self) -> Client:
         host = self.cfg.nodes[0].host
@@ -113,6 +123,8 @@ class Client:
                             sub._on_ack(msg)
                         else:
                             sub._on_push(msg)
+                if t is LeaderHint:
+                    self._on_hint(msg)
                 if isinstance(msg, ClientReply | QueryReply | FeedAck):
                     # a node answers with the request id it was sent, less any cookie
                     ch = self._waiters.get(msg.req) or self._waiters.get(msg.req.rpartition("#")[0])
@@ -124,6 +136,25 @@ class Client:
 
     def new_req(self) -> str:
         return new_req()
+
+    def _on_hint(self, h: LeaderHint) -> None:
+        m = self._asked.get(h.req) or self._asked.get(h.req.rpartition("#")[0])
+        if m is None or h.leader not in self.cfg.ids:
+            return
+        self.shard_leader[h.shard] = h.leader
+        if getattr(m, "symbol", "") and getattr(m, "kind", 0) in (1, 4, 5):  # NEW, CANCEL_ALL, LIMIT
+            self.symbol_shard[m.symbol] = h.shard
+
+    def leader_for(self, msg: Any) -> str | None:
+        """The node a hint named leader of ``msg``'s shard (None: unknown, or not a sharded cluster)."""
+        if not self.shard_leader:
+            return None
+        if getattr(msg, "kind", 0) in (2, 3):  # CANCEL, AMEND: the order id names the shard
+            from ..core.shards import shard_of_order
+            from ..core.wire import MAX_SHARDS
+            return self.shard_leader.get(shard_of_order(msg.order_id, MAX_SHARDS))
+        shard = self.symbol_shard.get(getattr(msg, "symbol", "") or "")
+        return None if shard is None else self.shard_leader.get(shard)
 
     def subscribe(self, node_id: str, feed: str, symbol: str = "", depth: int = 0, *, lease_s: float = 10.0,
                   buffer: int = 256) -> Subscription:
@@ -144,22 +175,29 @@ class Client:
         await self.ep.send_all([(encode(msg, self.id, self.counter, self._secret, self.account, dst=node_id,
                                         label=self.cfg.name, stamp_ms=time.time_ns() // 1_000_000), node.addr)])
 
-    async def request(self, node_id: str, make: Any, req: str, timeout: float = 3.0) -> Any:
+    async def request(self, node_id: str, make: Any, req: str, timeout: float = 3.0,
+                      fallback: str | None = None) -> Any:
         """Send ``make`` (a message with ``req``) to ``node_id`` until a reply comes or ``timeout``.
 
         A node answers a source that has not shown it receives at its address with at most 3x the
         request's bytes; a larger answer becomes an address check (``E_ADDRESS``, the cookie in
         ``message``): the request is sent again at once as ``<req>#<cookie>``, and that node's
         cookie goes with every later request to it (a retry: the node strips the cookie, so the
-        request id stays ``req``)."""
+        request id stays ``req``). ``fallback``: after two unanswered tries, send there instead (and
+        forget the hints naming ``node_id``)."""
         assert self.ep is not None
         node = self.cfg.node(node_id)
         send, recv = trio.open_memory_channel[Any](8)
         self._waiters[req] = send
-        checks = 0
+        self._asked[req] = make
+        checks = tries = 0
         try:
             with trio.move_on_after(timeout):
                 while True:
+                    tries += 1
+                    if fallback is not None and fallback != node_id and tries == 3:
+                        self.shard_leader = {s: n for s, n in self.shard_leader.items() if n != node_id}
+                        node_id, node = fallback, self.cfg.node(fallback)
                     self.counter = max(self.counter + 1, time.time_ns())  # time-based (TimeWindowGuard)
                     cookie = self._cookies.get(node_id)
                     msg = make._replace(req=f"{req}#{cookie}") if cookie and len(req) <= 47 else make
@@ -179,6 +217,7 @@ class Client:
                         continue
         finally:
             del self._waiters[req]
+            self._asked.pop(req, None)
         raise Unreachable(f"node {node_id} at {node.host}:{node.port} did not answer within {timeout:g} s "
                           f"(is it running? does it know account {self.account!r} with this credential?)")
 

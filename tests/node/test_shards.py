@@ -72,6 +72,27 @@ async def commit_each(cfg: Any, nodes: list[str], limit_s: float = 10.0) -> dict
     return took
 
 
+async def leader_hints(cfg: Any) -> None:
+    """A client that asked a node not leading the shard learns the leader from the hint; the library
+    ``Client`` then sends that shard's next order (and a cancel of it) straight there."""
+    from gossipbook.api import Client as LibClient
+    from gossipbook.core.ops import CANCEL
+
+    async with Client(cfg, account="alice") as c:
+        req = c.new_req()
+        rep = await c.request("n1", ClientSubmit(req, NEW, "GBX3", "", 0, 9_000, 1, 0, 0, 3000), req)
+        assert rep.code == 0 and "#2:" in rep.order_id
+        assert c.leader_for(ClientSubmit("x", NEW, "GBX3", "", 0, 1, 1, 0, 0, 1)) == "n3"
+        assert c.leader_for(ClientSubmit("x", CANCEL, "", rep.order_id, 0, 0, 0, 0, 0, 1)) == "n3"
+        assert c.leader_for(ClientSubmit("x", NEW, "GBX4", "", 0, 1, 1, 0, 0, 1)) is None  # not learnt yet
+    async with LibClient(cfg, account="bob") as lib:
+        first = await lib.create_order("GBX4", "buy", 1, "90")  # via n1 (the default), which relays
+        assert lib._wire.leader_for(ClientSubmit("x", NEW, "GBX4", "", 0, 1, 1, 0, 0, 1)) == "n4"
+        second = await lib.create_order("GBX4", "buy", 1, "90")  # straight to n4
+        await lib.cancel_order(first.id)
+        await lib.cancel_order(second.id)
+
+
 def books_equal(c: Cluster, ids: list[str], timeout: float = 10.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
@@ -105,6 +126,11 @@ def test_four_shards_sigkill_a_leading_node_every_shard_commits_within_2s_and_bo
     c.wait_ready()
     assert shard_leaders(c, c.ids, want=["n1", "n2", "n3", "n4"], timeout=20) == ["n1", "n2", "n3", "n4"]
     trio.run(commit_each, cfg, ["n2"])
+    forwards = sum(x["counters"]["forwards_out"] for x in c.status() if x["id"] == "n1")
+    trio.run(leader_hints, cfg)
+    # n1 relayed the first GBX3 order and bob's first GBX4 order; bob's second order and both
+    # cancels went to n4 directly
+    assert sum(x["counters"]["forwards_out"] for x in c.status() if x["id"] == "n1") == forwards + 2
     st = books_equal(c, c.ids)
     assert sum(x["ops"] for x in st[0]["shards"]) == st[0]["ops"]
     assert sorted(p.name for p in (c.tmp / "data" / "n2").iterdir() if p.name.startswith("shard")) == [
