@@ -43,6 +43,7 @@ from .ops import AMEND, NEW, Op
 
 #: op kinds that take a place in time priority
 ORDER_KINDS = frozenset({NEW, AMEND})
+_UNREAD: Any = object()
 
 
 class PeerClocks(Protocol):
@@ -69,50 +70,61 @@ class FairnessMeter:
 
     def observe(self, ops: Iterable[Op], now: int, bound: PeerClocks | None) -> None:
         """Ops that entered this node's op-set (its own and peers'), in the order they did."""
-        c = self.counters
         me = self.node_id
-        placed: dict[str, tuple[int, int] | None] = {}  # origin -> (mid, error): one read per call
         recent = self._recent
+        placed: dict[str, tuple[int, int] | None] = {}  # origin -> (mid, error): one read per call
+        orders = pairs = tied = unknown = over = 0
+        kinds = ORDER_KINDS
         for op in ops:
-            if op.kind not in ORDER_KINDS:
+            if op.kind not in kinds:
                 continue
             origin = op.origin
             if origin == me:
                 t, e = op.wall, 0
             else:
-                if origin not in placed:
+                p = placed.get(origin, _UNREAD)
+                if p is _UNREAD:
                     iv = None if bound is None else bound.peer_interval(origin, now)
-                    placed[origin] = None if iv is None else ((iv[0] + iv[1]) // 2, (iv[1] - iv[0] + 1) // 2 + 1)
-                p = placed[origin]
+                    p = placed[origin] = None if iv is None else ((iv[0] + iv[1]) // 2, (iv[1] - iv[0] + 1) // 2 + 1)
                 if p is None:
-                    c["unknown"] += 1
+                    unknown += 1
                     continue
                 t, e = op.wall - p[0], p[1]
             mine = recent.get(origin)
             if mine is None:
                 if len(recent) >= self.max_origins:
-                    c["origins_over"] += 1
+                    over += 1
                     continue
                 mine = recent[origin] = deque(maxlen=self.recent)
-            c["orders"] += 1
-            entry = [t, e, op.symbol, False]
+            orders += 1
+            sym = op.symbol
+            entry = [t, e, sym, False]
             for other, theirs in recent.items():
-                if other == origin:
+                if other == origin or not theirs:
                     continue
+                x = theirs[0]
+                if x[0] - t > e + x[1]:
+                    continue  # older than all of theirs (a late op, a backlog at a heal): none overlap
                 for x in reversed(theirs):
                     gap = t - x[0]
                     reach = e + x[1]
                     if gap > reach:
                         break  # older still: none further back can overlap
-                    if gap >= -reach and x[2] == op.symbol:
-                        c["pairs"] += 1
+                    if gap >= -reach and x[2] == sym:
+                        pairs += 1
                         if not x[3]:
                             x[3] = True
-                            c["tied_orders"] += 1
+                            tied += 1
                         if not entry[3]:
                             entry[3] = True
-                            c["tied_orders"] += 1
+                            tied += 1
             mine.append(entry)
+        c = self.counters
+        c["orders"] += orders
+        c["pairs"] += pairs
+        c["tied_orders"] += tied
+        c["unknown"] += unknown
+        c["origins_over"] += over
 
     def forget(self, origin: str) -> None:
         """A member removed: its recent orders no longer pair with anything."""
