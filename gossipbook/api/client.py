@@ -23,6 +23,7 @@ Rules that hold:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from decimal import Decimal
 from os import PathLike
@@ -73,6 +74,8 @@ E_ADDRESS = 12
 _SIDE = {Side.BUY: BUY, Side.SELL: SELL}
 _TIF = {TimeInForce.GTC: GTC, TimeInForce.IOC: IOC, TimeInForce.FOK: FOK}
 _WAIT = {AckLevel.ACCEPTED: 0, AckLevel.REPLICATED: 1, AckLevel.FINAL: 2}
+#: a caller-chosen request id: short enough for the node's address-check cookie to fit after it
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 
 def _enum(cls: Any, value: object, what: str) -> Any:
@@ -156,8 +159,15 @@ class Client:
             raise UsageError("use the client inside 'async with Client(...) as client:'")
         target = node or self.node
         self.cfg.node(target)
+        # strong mode with shards: straight to the shard's leader a node's hint named (falling back
+        # to ``target`` if it does not answer); a ``node`` given explicitly is always used
+        lead = self._wire.leader_for(msg) if node is None and type(msg) is ClientSubmit else None
         try:
-            rep = await self._wire.request(target, msg, msg.req, timeout or self.timeout)
+            if lead is not None:
+                target, fallback = lead, target
+                rep = await self._wire.request(target, msg, msg.req, timeout or self.timeout, fallback=fallback)
+            else:
+                rep = await self._wire.request(target, msg, msg.req, timeout or self.timeout)
             if rep.code == E_ADDRESS and len(rep.message) == 16:
                 # an address check (a large reply to an unproven source): send the same request
                 # again with the node's cookie; the node strips it, so it is the same request
@@ -203,12 +213,18 @@ class Client:
                            type: OrderType | str = OrderType.LIMIT,
                            time_in_force: TimeInForce | str = TimeInForce.GTC,
                            wait: AckLevel | str = AckLevel.ACCEPTED, node: str | None = None,
-                           timeout: float | None = None) -> Order:
+                           timeout: float | None = None, request_id: str | None = None) -> Order:
         """Place an order of this account: ``amount`` of ``symbol`` at ``price`` (a limit order) or
         at any price (``type="market"``, no ``price``). ``wait``: the level the node answers at
         (``AckLevel``). Returns the ``Order`` as the ack saw it, with the fills made at once.
+        ``request_id`` (1-32 of ``A-Za-z0-9._-``; default: a fresh random one): the same request
+        sent again with the same id, even by another process after a crash, gets the order it
+        placed back instead of a second order, while the node still remembers the id (about a
+        million ops; a NEW whose order is final and compacted raises ``DuplicateRequest``).
         Raises ``InvalidOrder`` (off the grid or band, a float, a venue rule), ``UnknownInstrument``,
         ``NotReady``, ``NoQuorum``, ``AckTimeout`` (the order stands; ``.order_id``), ..."""
+        if request_id is not None and (not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id)):
+            raise UsageError(f"request_id must be 1-32 letters, digits, '.', '_' or '-', not {request_id!r}")
         inst = self.instrument(symbol)
         side_e: Side = _enum(Side, side, "side")
         type_e: OrderType = _enum(OrderType, type, "type")
@@ -224,7 +240,7 @@ class Client:
                 raise InvalidOrder("a limit order needs a price (or type='market')")
             ticks, tif = inst.price_to_ticks(_number(price, "price")), _TIF[tif_e]
         t = timeout or self.timeout
-        msg = ClientSubmit(_wire_client.new_req(), NEW, inst.symbol, "", _SIDE[side_e], ticks, lots, tif,
+        msg = ClientSubmit(request_id or _wire_client.new_req(), NEW, inst.symbol, "", _SIDE[side_e], ticks, lots, tif,
                            _WAIT[wait_e], int(t * 1000))
         rep = await self._submit(node, msg, t)
         level = LEVELS[rep.level]

@@ -22,6 +22,13 @@ Rules that hold:
   Status) with ExecRefID and GbFinality(20002)=F. CumQty and AvgPx always count the fills that stand.
 - Fills of an order id not known yet (the fill feed can beat the order's ack) wait in a bounded
   parking lot (``max_parked``) for ``park_s`` seconds, then are dropped and counted ``foreign_fills``.
+- Every NewOrderSingle is sent under a request id the App chooses (``OrderRec.req``); the shell
+  commits the record holding it *before* it sends the order. A gateway that crashed between the
+  node's ack and its own commit finds the record with a request id and no order id on restart:
+  ``resume`` hands it back as the same ``Place`` (same request id), and the node's request dedupe
+  answers with the order it placed (or places it, if the request never arrived) instead of a second
+  order. Only records younger than ``resume_s`` are resumed (the node remembers request ids for
+  about a million ops); older ones are counted ``in_doubt`` and left unacknowledged.
 - State is bounded: at most ``max_orders`` order records (finished ones are forgotten first; when all
   are working, new orders are Rejected) and ``max_fills`` fill records (oldest first).
 """
@@ -29,7 +36,8 @@ Rules that hold:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import secrets
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -42,6 +50,14 @@ from .codec import Message, clean_text, format_utc
 _DECIMAL = re.compile(rb"\d{1,15}(?:\.\d{1,15})?")
 _CLORDID = re.compile(rb"[\x21-\x7e]{1,64}")
 MAX_NAMES = 16  # ClOrdIDs remembered per order (a replace chain longer than this forgets the oldest)
+#: an order sent this recently before a restart is sent again under its request id; the node's
+#: dedupe window is about a million ops (~50 s at 20k ops/s), so this stays well inside it
+RESUME_S = 30.0
+
+
+def random_req() -> str:
+    """A request id for one NewOrderSingle (24 hex digits: never reused, short enough for the wire)."""
+    return "fx" + secrets.token_hex(12)
 
 
 class FillLike(Protocol):
@@ -66,6 +82,7 @@ class Place:
     price: Decimal | None
     type: str  # "limit" / "market"
     tif: str  # "gtc" / "ioc" / "fok"
+    req: str = ""  # the request id to send it under (persisted in the order record first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +148,8 @@ class OrderRec:
     rejected: bool = False
     n_exec: int = 0
     names: list[str] = field(default_factory=list)  # every ClOrdID it has had, oldest first
+    req: str = ""  # the request id the order was sent under ("" for a record from before request ids)
+    sent_ns: int = 0  # when it was sent (resume on restart only within ``RESUME_S``)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -181,11 +200,15 @@ class App:
     """The application state of one trading session (its account's orders placed through it)."""
 
     COUNTERS = ("orders", "rejected", "cancels", "replaces", "mass_cancels", "fills", "corrections", "busts",
-                "finals", "parked", "foreign_fills", "orders_evicted", "fills_evicted", "session_rejects")
+                "finals", "parked", "foreign_fills", "orders_evicted", "fills_evicted", "session_rejects",
+                "resumed", "in_doubt")
 
     def __init__(self, account: str, instruments: Mapping[str, Instrument], *, max_orders: int = 100_000,
-                 max_fills: int = 100_000, max_parked: int = 10_000, park_s: float = 30.0) -> None:
+                 max_fills: int = 100_000, max_parked: int = 10_000, park_s: float = 30.0,
+                 resume_s: float = RESUME_S, new_req: Callable[[], str] = random_req) -> None:
         self.account = account
+        self.resume_ns = int(resume_s * 1e9)
+        self.new_req = new_req
         self.instruments = dict(instruments)
         self.max_orders, self.max_fills, self.max_parked = max_orders, max_fills, max_parked
         self.park_ns = int(park_s * 1e9)
@@ -322,11 +345,35 @@ class App:
         if not self._make_room():
             return self._refuse(rec, T.ORR_EXCEEDS_LIMIT, f"more than {self.max_orders} working orders on this "
                                 "session", now, register=False)
+        rec.req, rec.sent_ns = self.new_req(), now
         self._index(rec)
         self._touch(rec)
         self.counters["orders"] += 1
-        tif = {"1": "gtc", "3": "ioc", "4": "fok"}[rec.tif]
-        return Place(clordid, symbol, rec.side, qty, price, "market" if type_v == b"1" else "limit", tif)
+        return self._place(rec)
+
+    @staticmethod
+    def _place(r: OrderRec) -> Place:
+        tif = {"1": "gtc", "3": "ioc", "4": "fok"}[r.tif]
+        return Place(r.clordid, r.symbol, r.side, r.qty, r.price, "market" if r.ord_type == "1" else "limit", tif,
+                     r.req)
+
+    def resume(self, now: int) -> list[Place]:
+        """After a restart: the orders that were sent but whose outcome was never recorded (the
+        gateway stopped between the node's answer and its commit). Those sent within ``resume_s``
+        come back as their ``Place``, to be sent again under the same request id; older ones are
+        counted ``in_doubt`` and marked done (whether the venue has them is unknown)."""
+        out: list[Place] = []
+        for r in self.orders.values():
+            if not r.req or r.order_id or r.rejected or r.done:
+                continue
+            if now - r.sent_ns <= self.resume_ns:
+                self.counters["resumed"] += 1
+                out.append(self._place(r))
+            else:
+                self.counters["in_doubt"] += 1
+                r.done = True
+                self._touch(r)
+        return out
 
     def _refuse(self, rec: OrderRec, reason: int, text: str, now: int, register: bool = True) -> list[Out]:
         """An ExecutionReport Rejected for an order that never reached the venue."""

@@ -60,13 +60,24 @@ def ord_rej_reason(e: BaseException) -> int:
     """The OrdRejReason (103) for a library error."""
     if isinstance(e, UnknownInstrument):
         return T.ORR_UNKNOWN_SYMBOL
-    if isinstance(e, ClockOutOfSync | api_errors.NotReady | api_errors.NoQuorum | api_errors.StorageUnavailable):
+    if isinstance(e, ClockOutOfSync | api_errors.ClockUncertain | api_errors.NotReady | api_errors.NoQuorum
+                  | api_errors.StorageUnavailable):
         return T.ORR_EXCHANGE_CLOSED
     if isinstance(e, api_errors.RateLimited):
         return T.ORR_EXCEEDS_LIMIT
     if isinstance(e, UnknownOrder):
         return T.ORR_UNKNOWN_ORDER
     return T.ORR_OTHER
+
+
+def refusal_text(e: BaseException) -> str:
+    """The Text (58) for a library error: what the refusal means for the FIX client, then the node's words."""
+    if isinstance(e, api_errors.ClockUncertain):
+        return (f"venue closed to new orders and replaces for now: the node cannot bound its clock error "
+                f"({e}); cancels still work, retry shortly")
+    if isinstance(e, ClockOutOfSync):
+        return f"venue closed to new orders for now: the node's clock is out of sync with its peers ({e}); retry shortly"
+    return str(e)
 
 
 class Runtime:
@@ -457,10 +468,23 @@ class Gateway:
         """One session's application messages, one at a time in arrival order: a cancel that follows
         its order finds the order placed. When more are waiting, output is left to the flusher
         (``kick``) so its commit overlaps the next order's round trip."""
-        assert rt.recv_cmd is not None
+        assert rt.recv_cmd is not None and rt.app is not None
         low = self.limits["app_queue"] // 2
+        resumed = rt.app.resume(now_ns())
+        for cmd in resumed:  # sent before a restart, outcome never recorded: same request id again
+            self.log.warning("session %s: order %s was sent before the restart with no outcome recorded; "
+                             "asking the node again under its request id", rt.key, cmd.clordid)
+            self._emit(rt, await self._execute(rt, cmd))
+        if rt.app.counters["in_doubt"]:
+            self.log.warning("session %s: %d order(s) sent more than %g s before the restart have no outcome "
+                             "recorded and are left unacknowledged (docs/fix.md, Durability)", rt.key,
+                             rt.app.counters["in_doubt"], rt.app.resume_ns / 1e9)
+        if resumed or rt.app.counters["in_doubt"]:
+            await self.flush(rt)
         async for ev in rt.recv_cmd:
             cmd = self._apply(rt, ev)
+            if isinstance(cmd, Place):
+                await self.flush(rt)  # its record (with the request id) is on disk before the node hears of it
             if cmd is not None:
                 self._emit(rt, await self._execute(rt, cmd))
             if rt.recv_cmd.statistics().current_buffer_used:
@@ -477,7 +501,7 @@ class Gateway:
             if isinstance(cmd, Place):
                 try:
                     o = await c.create_order(cmd.symbol, cmd.side, cmd.amount, cmd.price, type=cmd.type,
-                                             time_in_force=cmd.tif)
+                                             time_in_force=cmd.tif, request_id=cmd.req or None)
                 except api_errors.AckTimeout as e:  # the order stands; its fills come from the watcher
                     oid = getattr(e, "order_id", None)
                     if not oid:
@@ -493,7 +517,7 @@ class Gateway:
             ack = await c.cancel_all_orders(cmd.symbol)
             return app.on_mass_canceled(cmd, ack.order_id, now_ns())
         except GossipbookError as e:
-            text = str(e)
+            text = refusal_text(e)
             if isinstance(e, api_errors.Unreachable):
                 text = f"no answer from node {rt.client.node if rt.client else '?'}: {e}"
             return self._failed(rt, cmd, e, text)

@@ -64,9 +64,10 @@ def placed(app: App, clordid: str = "c1", oid: str = "n1:1", **kw: object) -> li
 
 
 def test_a_new_order_becomes_one_place_and_an_er_new() -> None:
-    app = App("alice", {"GBX": GBX})
+    app = App("alice", {"GBX": GBX}, new_req=lambda: "r1")
     cmd = app.on_message(new(tif=3), T0)
-    assert cmd == Place("c1", "GBX", "buy", Decimal("30"), Decimal("100.05"), "limit", "ioc")
+    assert cmd == Place("c1", "GBX", "buy", Decimal("30"), Decimal("100.05"), "limit", "ioc", "r1")
+    assert app.orders["c1"].req == "r1"  # in the record the shell commits before sending
     [er] = app.on_placed(cmd, "n1:7", (), T0)[:1]
     f = fields(er)
     assert (f[T.ExecType], f[T.OrdStatus], f[T.OrderID], f[T.LeavesQty], f[T.Account]) == ("0", "0", "n1:7", "30",
@@ -252,3 +253,35 @@ def test_any_application_message_is_answered_and_never_raises(msgs: list[tuple[s
         assert res, "every message gets an answer"
         for o in res:
             encode_body(o.fields)  # every answer can be sent: no empty value, no SOH
+
+
+def test_an_order_sent_but_never_recorded_is_resumed_under_the_same_request_id() -> None:
+    ids = iter(["r1", "r2", "r3", "r4"])
+    app = App("alice", {"GBX": GBX}, new_req=lambda: next(ids))
+    c1 = app.on_message(new("c1"), T0)  # sent; the gateway stops before recording the answer
+    app.on_message(new("c2", price="100.10"), T0 - 60 * 10**9)  # sent 65 s before the restart
+    placed_cmd = app.on_message(new("c3"), T0)
+    app.on_placed(placed_cmd, "n1:3", (), T0)  # answered and recorded
+    app.on_message(new("c4", qty="33"), T0)  # off the grid: Rejected, never sent
+    restarted = App("alice", {"GBX": GBX})
+    restarted.restore([OrderRec.from_json(d) for kind, _, d in app.journal() if kind == "order" and d], [])
+    resumed = restarted.resume(T0 + 5 * 10**9)
+    assert resumed == [c1] and resumed[0].req == "r1"
+    assert (restarted.counters["resumed"], restarted.counters["in_doubt"]) == (1, 1)
+    assert restarted.orders["c2"].done and not restarted.orders["c2"].order_id
+    assert any(k == "order" and key == "c2" for k, key, _ in restarted.journal())  # in doubt: recorded as done
+    er = fields(restarted.on_placed(resumed[0], "n1:1", (), T0 + 6 * 10**9)[0])
+    assert (er[T.ExecType], er[T.OrderID], er[T.ClOrdID]) == ("0", "n1:1", "c1")
+    assert restarted.resume(T0 + 7 * 10**9) == []
+
+
+def test_a_clock_refusal_is_exchange_closed_with_a_text_that_says_what_to_do() -> None:
+    from gossipbook.api.errors import from_reply
+    from gossipbook.fix.gateway import ord_rej_reason, refusal_text
+
+    e = from_reply(13, "clock not synced with chrony yet: error bound unknown, limit 10000 µs", node="n1")
+    assert ord_rej_reason(e) == T.ORR_EXCHANGE_CLOSED  # not 99: the venue is closed to new orders for now
+    text = refusal_text(e)
+    assert text.startswith("venue closed to new orders and replaces for now") and "retry shortly" in text
+    assert "error bound unknown" in text and "(node n1)" in text  # the node's own words stay
+    assert refusal_text(from_reply(1, "price off the grid", node="n1")) == "price off the grid (node n1)"

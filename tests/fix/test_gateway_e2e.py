@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
 import gossipbook as gb
@@ -304,3 +305,52 @@ async def test_a_session_sending_faster_than_orders_run_is_slowed_not_refused(tm
                 assert got == {"0"}  # every order acknowledged New, none answered "gateway busy"
                 assert gw.counters["app_queue_full"] == 0
                 await a.logout()
+
+
+async def test_a_crash_between_the_nodes_ack_and_the_commit_is_resumed_under_the_same_request_id(
+        tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with cluster(("alice",)) as (cfg, _), gb.Client(cfg, account="alice") as lib:
+            fix = fix_cfg(tmp_path / "gw", {"ALICE": "alice"})
+            acked = trio.Event()
+            async with trio.open_nursery() as doomed:
+                gw = Gateway(fix, cfg)  # type: ignore[arg-type]
+                port = await doomed.start(gw.serve, "127.0.0.1", 0)
+                client = gw.runtimes["ALICE->GBX"].client
+                assert client is not None
+                real = client.create_order
+
+                async def ack_then_crash(*args: object, **kw: object) -> object:
+                    await real(*args, **kw)  # type: ignore[arg-type]  # the node placed it and answered
+                    acked.set()
+                    await trio.sleep_forever()  # ... and the gateway dies before it records the answer
+
+                client.create_order = ack_then_crash  # type: ignore[method-assign]
+                a = await Initiator.connect(port, "ALICE")
+                await a.logon()
+                await a.send("D", D("a1", "sell", "5", "101"))
+                await acked.wait()
+                doomed.cancel_scope.cancel()  # no Logout, no commit of the outcome
+            await a.aclose()
+            [o] = await lib.fetch_open_orders()  # the venue has the order; the gateway never said so
+
+            async with gateway(fix, cfg) as (gw2, port2):
+                rec = gw2.runtimes["ALICE->GBX"].app.orders["a1"]  # type: ignore[union-attr]
+                with trio.fail_after(5):
+                    while not rec.order_id:
+                        await trio.sleep(0.02)
+                assert rec.order_id == o.id  # the node answered the same request id with the same order
+                assert [x.id for x in await lib.fetch_open_orders()] == [o.id]  # not placed twice
+                assert gw2.status()["sessions"]["ALICE->GBX"]["app"]["resumed"] == 1
+                # the library's side of it: the same request id is the same order, a malformed one is refused
+                assert (await lib.create_order("GBX", "sell", "5", "101", request_id=rec.req)).id == o.id
+                with pytest.raises(gb.UsageError, match="request_id must be 1-32"):
+                    await lib.create_order("GBX", "sell", "5", "101", request_id="no spaces please")
+                # the client logs on again: its ResendRequest brings the ExecutionReport New it never got
+                a2 = await Initiator.connect(port2, "ALICE")
+                a2.next_out, a2.next_in = a.next_out, a.next_in
+                await a2.logon()
+                await a2.send("2", [(7, a.next_in), (16, 0)])
+                new = await a2.expect(is_er("0", "a1"))
+                assert (field(new, 37), field(new, 43)) == (o.id, "Y")
+                await a2.logout()
