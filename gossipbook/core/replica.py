@@ -388,7 +388,7 @@ class Replica:
         if retried is not None:
             return retried, []  # a retried request: the order already exists
         if account in self.risk.accounts:
-            self.risk.check_new(account, symbol, side, price, qty, tif)  # RiskRefused: this node's rights
+            self.risk.check_new(account, symbol, side, price, qty, tif, now)  # RiskRefused: this node's rights
         return self._stamp(NEW, symbol, "", side, price, qty, tif, req, now, account)
 
     def _retried(self, req: str, account: str) -> Op | None:
@@ -850,12 +850,17 @@ class Replica:
             if op.account in risk.accounts and not risk.fold_new(oid, op):
                 return []  # a disabled account's order: a no-op on every replica (the kill switch)
             esc = risk.escrow
-            if op.account in esc.by_acct and self._stp[op.symbol] != STP_OFF:
-                risk.touch_before(op, books)
-            trades = books[op.symbol].submit(oid, op.side, op.price, op.qty, op.tif, oid, op.account,
-                                             self._stp[op.symbol], self._matching[op.symbol])
+            book = books[op.symbol]
+            stp = op.account in esc.by_acct and self._stp[op.symbol] != STP_OFF
+            n0 = len(book) if stp else 0
+            trades = book.submit(oid, op.side, op.price, op.qty, op.tif, oid, op.account,
+                                 self._stp[op.symbol], self._matching[op.symbol])
             if esc.orders:
                 risk.touch(op, trades)
+            if stp:  # resting orders gone without a trade: self-trade prevention removed some of its own
+                gone = len({t.maker for t in trades if t.maker not in book})
+                if n0 + (oid in book) - len(book) > gone:
+                    esc.stp_touched(op.account, (op.wall, op.logical))
             return trades
         if kind == CANCEL_ALL:
             if op.account:
@@ -886,9 +891,7 @@ class Replica:
             book.cancel(op.order_id)
             return []
         if op.account in risk.accounts and risk.amend_refused(op):
-            return []  # an account with limits does not amend (riskledger.amend_refused)
-        if op.account in esc.by_acct and self._stp[op.symbol] != STP_OFF:
-            risk.touch_before(op, books)
+            return []  # an account with limits does not amend (riskledger.amend_refused): no tracked order does
         trades = book.amend(op.order_id, op.price, op.qty, op.op_id, self._stp[op.symbol],
                             self._matching[op.symbol]) or []
         if esc.orders:

@@ -31,9 +31,10 @@ rights cover the order's worst case.
   headroom at all), and an order whose every fill and removal is at or below the finality
   watermark ("settled").
 - **Transfers.** A node short of rights stamps an ``ASK`` op to the richest peer it knows of;
-  the donor answers with a ``TRANSFER`` of at most half of what it can spare. A background
-  rebalance does the same for any limit where a node holds less than half a fair share
-  (PotionDB's rule). Both are rate-bounded and counted.
+  the donor answers with a ``TRANSFER`` of what it holds above its own target. Targets follow
+  the flow: 5/4 of a node's recent peak use of the limit (a refusal raises it to what the refused
+  order needed), so rights move to where orders come and a node without flow keeps nothing idle
+  (a demand-driven variant of PotionDB's rebalancing). Rate-bounded and counted.
 
 The invariant (DESIGN.md invariant 6): for every limit, the sum over nodes of what they consume is
 at most the limit, partitioned or not; hence the exposure of any converged replica is too.
@@ -135,9 +136,13 @@ class RiskConfig:
     #: "even": the node that stamps a limit gives every member an equal share at once;
     #: "none": it keeps the headroom and the rebalance spreads it where orders come
     split: str = "even"
-    rebalance: bool = True  # ask for rights when below half a fair share, before running out
+    rebalance: bool = True  # ask for rights before running out, where the flow is (``RiskLedger._targets``)
     rebalance_ns: int = 250_000_000  # how often the rebalance looks
-    ask_interval_ns: int = 150_000_000  # at most one ask per limit this often
+    demand_halflife_ns: int = 2_000_000_000  # how fast a node forgets its peak use of a limit
+    ask_interval_ns: int = 50_000_000  # at most one ask per limit this often (doubling while unanswered, to 4x)
+    #: a node keeps (and aims to hold above its use) what its demand rate asks for in this long:
+    #: about the time an ask takes to be answered (a round trip and a tick)
+    reserve_ns: int = 50_000_000
     #: an ask older than this is not answered (a restart re-reads old ones); a refusal keeps its limit
     #: in the rebalance for as long, so a node cut off from the donor it asked asks again after a heal
     ask_ttl_ns: int = 10_000_000_000
@@ -147,7 +152,8 @@ class RiskConfig:
     def __post_init__(self) -> None:
         if self.split not in ("even", "none"):
             raise ValueError(f"risk.split must be \"even\" or \"none\", not {self.split!r}")
-        if min(self.rebalance_ns, self.ask_interval_ns, self.ask_ttl_ns, self.max_asks_queued) < 1 \
+        if min(self.rebalance_ns, self.ask_interval_ns, self.ask_ttl_ns, self.max_asks_queued,
+               self.demand_halflife_ns, self.reserve_ns) < 1 \
                 or self.max_ops_per_s <= 0:
             raise ValueError("risk timers, max_ops_per_s and max_asks_queued must be positive")
 
@@ -352,34 +358,60 @@ class Held:
 
 
 def need(counter: int, side: int, price: int, qty: int, tif: int) -> int:
-    """What a new order takes from ``counter`` (the worst case, as ``Held.hold`` of a fresh one)."""
-    return Held("", "", side, price, qty, tif == _GTC, (0, 0)).hold(counter)
+    """What a new order takes from ``counter`` (the worst case: ``Held.hold`` of a fresh one)."""
+    if counter == OPEN_BUY:
+        return qty if side == _BUY and tif == _GTC else 0
+    if counter == OPEN_SELL:
+        return qty if side == _SELL and tif == _GTC else 0
+    if counter == LONG:
+        return qty if side == _BUY else 0
+    if counter == SHORT:
+        return qty if side == _SELL else 0
+    return qty * price
 
 
 class Escrow:
     """This node's consumption of its rights: its own orders of limited accounts and their final
-    fills. Not replicated (each node knows its own); fed by the replica's fold and finality."""
+    fills. Not replicated (each node knows its own); fed by the replica's fold and finality.
+
+    What each order may still take is kept summed per account and instrument (``_sums``), and
+    final fills per account and instrument (``fills``), so a check costs O(instruments), not
+    O(orders): every change to an order goes through ``_change``, which moves its holds."""
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self.orders: dict[str, Held] = {}
         self.by_acct: dict[str, set[str]] = {}
-        #: (account, symbol) -> [net qty, net notional] of final fills of this node's orders
-        self.fills: dict[tuple[str, str], list[int]] = {}
+        #: account -> symbol -> [net qty, net notional] of final fills of this node's orders
+        self.fills: dict[str, dict[str, list[int]]] = {}
+        #: account -> symbol -> what its unsettled orders may still take, per counter
+        self._sums: dict[str, dict[str, list[int]]] = {}
         self.fin_pos = 0  # fold position (compacted ops included) up to which final fills are counted
         self.settled = 0
         #: the watermark of the last ``settle``: an order placed at or below it that is not tracked
         #: was settled already (compaction folds final ops again; they must not be tracked again)
         self.settled_to: tuple[int, int] = (0, 0)
+        #: account -> the latest op of it, as far as any fold saw, that removed some of its own
+        #: resting orders by self-trade prevention (which ones the book does not say: all of the
+        #: account's orders wait for it to be final before they settle)
+        self.stp_touch: dict[str, tuple[int, int]] = {}
+
+    def _move(self, h: Held, sign: int) -> None:
+        row = self._sums.setdefault(h.account, {}).setdefault(h.symbol, [0, 0, 0, 0, 0])
+        for c in range(5):
+            row[c] += sign * h.hold(c)
+
+    def add(self, oid: str, h: Held) -> None:
+        self.orders[oid] = h
+        self.by_acct.setdefault(h.account, set()).add(oid)
+        self._move(h, 1)
 
     # ---- the fold's side ----------------------------------------------------------------------------
     def track(self, oid: str, op: Any) -> None:
         """An own NEW of a limited account folded (again, on a replay: nothing changes)."""
         if oid in self.orders or (op.wall, op.logical) <= self.settled_to:
             return
-        self.orders[oid] = Held(op.account, op.symbol, op.side, op.price, op.qty, op.tif == _GTC,
-                                (op.wall, op.logical))
-        self.by_acct.setdefault(op.account, set()).add(oid)
+        self.add(oid, Held(op.account, op.symbol, op.side, op.price, op.qty, op.tif == _GTC, (op.wall, op.logical)))
 
     def touch(self, oid: str, key: tuple[int, int]) -> None:
         h = self.orders.get(oid)
@@ -397,18 +429,26 @@ class Escrow:
             h = self.orders[oid]
             if (symbol and h.symbol != symbol) or (side is not None and h.side != side):
                 continue
-            if close_before is not None and h.key < close_before:
+            if close_before is not None and h.key < close_before and not h.closed:
+                self._move(h, -1)
                 h.closed = True
+                self._move(h, 1)
             b = books.get(h.symbol)
             if b is None or oid not in b:
                 continue
             if key > h.touch:
                 h.touch = key
 
+    def stp_touched(self, account: str, key: tuple[int, int]) -> None:
+        if key > self.stp_touch.get(account, (0, 0)):
+            self.stp_touch[account] = key
+
     def close(self, oid: str) -> None:
         h = self.orders.get(oid)
-        if h is not None:
+        if h is not None and not h.closed:
+            self._move(h, -1)
             h.closed = True
+            self._move(h, 1)
 
     def final_fill(self, oid: str, qty: int, price: int) -> None:
         """A fill of one of this node's orders is final: it moves from the order's worst case into
@@ -416,16 +456,21 @@ class Escrow:
         h = self.orders.get(oid)
         if h is None:
             return
+        self._move(h, -1)
         h.left = max(0, h.left - qty)
-        add_fill(self.fills, (h.account, h.symbol), h.side, qty, price)
+        self._move(h, 1)
+        add_fill(self.fills.setdefault(h.account, {}), h.symbol, h.side, qty, price)
 
     def settle(self, watermark: tuple[int, int], resting: Callable[[str, str], bool]) -> int:
         """Drop orders whose outcome is final: not resting, and every op that changed them at or
         below the watermark. Their final fills are already counted; their worst case goes."""
         self.settled_to = max(self.settled_to, watermark)
-        done = [oid for oid, h in self.orders.items() if h.touch <= watermark and not resting(h.symbol, oid)]
+        stp = self.stp_touch
+        done = [oid for oid, h in self.orders.items() if h.touch <= watermark and not resting(h.symbol, oid)
+                and (not stp or stp.get(h.account, (0, 0)) <= watermark)]
         for oid in done:
             h = self.orders.pop(oid)
+            self._move(h, -1)
             s = self.by_acct[h.account]
             s.discard(oid)
             if not s:
@@ -439,15 +484,13 @@ class Escrow:
         orders plus their final fills (fills that reduce an exposure give it back)."""
         acct, scope, c = key
         total = 0
-        for oid in self.by_acct.get(acct, ()):
-            h = self.orders[oid]
-            if not scope or h.symbol == scope:
-                total += h.hold(c)
+        for sym, row in self._sums.get(acct, {}).items():
+            if not scope or sym == scope:
+                total += row[c]
         if c in (LONG, SHORT, NOTIONAL):
-            for (a, sym), (q, n) in self.fills.items():
-                if a != acct or (scope and sym != scope):
-                    continue
-                total += q if c == LONG else -q if c == SHORT else abs(n)
+            for sym, (q, n) in self.fills.get(acct, {}).items():
+                if not scope or sym == scope:
+                    total += q if c == LONG else -q if c == SHORT else abs(n)
         return total
 
     def rights(self, state: RiskState, key: Key) -> int:

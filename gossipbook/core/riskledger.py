@@ -93,7 +93,9 @@ class RiskLedger:
         self.escrow = Escrow(node_id)
         # moving rights (node-local)
         self.short: dict[Key, int] = {}  # shortfalls a refusal found, to ask for
-        self.demand: dict[Key, int] = {}  # limits a refusal hit, and when: kept in the rebalance a while
+        #: key -> (this node's recent demand for it in units per second, when): where the flow is
+        self._rate: dict[Key, tuple[float, int]] = {}
+        self._largest: dict[Key, float] = {}  # key -> the largest recent order's need here (decays as the rate)
         self.asks_in: deque[Op] = deque()
         self.splits: list[list[tuple[Key, int]]] = []  # limits stamped here, to split among members
         self._last_ask: dict[Key, int] = {}
@@ -188,11 +190,6 @@ class RiskLedger:
             return True
         return False
 
-    def touch_before(self, op: Op, books: Mapping[str, Any]) -> None:
-        """``op`` (a NEW or AMEND of an account with tracked orders, self-trade prevention on) is
-        about to fold: it may change that account's resting orders on the other side."""
-        self.escrow.touch_account(op.account, (op.wall, op.logical), books, op.symbol, 1 - op.side)
-
     def touch(self, op: Op, trades: list[Any]) -> None:
         """``op`` folded with ``trades``: the tracked orders they filled."""
         esc = self.escrow
@@ -286,16 +283,18 @@ class RiskLedger:
         self.accounts = {k[0] for k in b.limits} | b.halted | b.ever
         esc = self.escrow = Escrow(self.me)
         esc.fin_pos = end
-        esc.fills = {(a, s): list(v) for (a, s, o), v in self.positions.items() if o == self.me}
+        for (a, s, o), v in self.positions.items():
+            if o == self.me:
+                esc.fills.setdefault(a, {})[s] = list(v)
         for sym, book in books.items():
             for side, price, oid, qty, acct in book.entries():
                 if acct in b.ever and oid.rpartition(":")[0] == self.me:
-                    esc.orders[oid] = Held(acct, sym, side, price, qty, True, (0, 0))
-                    esc.by_acct.setdefault(acct, set()).add(oid)
+                    esc.add(oid, Held(acct, sym, side, price, qty, True, (0, 0)))
 
     # ==== the checks at the stamping node =================================================================
-    def check_new(self, account: str, symbol: str, side: int, price: int, qty: int, tif: int) -> None:
-        """Refuse (``RiskRefused``, one line naming the limit) a NEW this node's rights do not cover."""
+    def check_new(self, account: str, symbol: str, side: int, price: int, qty: int, tif: int, now: int = 0) -> None:
+        """Refuse (``RiskRefused``, one line naming the limit) a NEW this node's rights do not cover.
+        Every order asked for, placed or refused, counts as demand here (``_targets``)."""
         st = self.state()
         if account in st.halted:
             self.counters["risk_refused_disabled"] += 1
@@ -310,11 +309,11 @@ class RiskLedger:
             n = need(c, side, price, qty, tif)
             if not n:
                 continue
+            self._demand(key, n, now)
             have = self.escrow.rights(st, key)
             if n > have:
                 self.counters[_REFUSED[c]] += 1
                 self.short[key] = max(self.short.get(key, 0), n - max(have, 0))
-                self.demand[key] = -1  # (its time is set by the next ``plan``: this call has no clock)
                 raise RiskRefused(f"risk: {account}'s {COUNTER_NAMES[c]} headroom at {self.me} is "
                                   f"{self.fmt(key, max(have, 0))} (limit {self.fmt(key, st.limits[key], unit=False)})")
 
@@ -344,15 +343,22 @@ class RiskLedger:
                 self._tokens = min(cfg.max_ops_per_s, self._tokens + (now - self._tokens_at) * cfg.max_ops_per_s / 1e9)
             self._tokens_at = now
         out: list[tuple[int, str, str, int, int, int, str]] = []
-        if not (self.splits or self.asks_in or self.short) and not (cfg.rebalance and now >= self._next_rebalance):
+        rebalance = cfg.rebalance and now >= self._next_rebalance
+        if not (self.splits or self.asks_in or self.short or rebalance):
             return out
+        if rebalance:
+            self._next_rebalance = now + cfg.rebalance_ns
         st = self.state()
         esc = self.escrow
+        targets, reserves = self._targets(now, st)
         spare: dict[Key, int] = {}
 
         def can_give(key: Key) -> int:
+            """What we can give: our free rights above what our own demand needs before an ask of
+            ours could be answered."""
             if key not in spare:
-                spare[key] = max(0, min(st.balance_of(key, self.me), esc.rights(st, key)))
+                free = min(st.balance_of(key, self.me), esc.rights(st, key))
+                spare[key] = max(0, free - reserves.get(key, 0))
             return spare[key]
 
         def emit(kind: int, key: Key, to: str, qty: int) -> bool:
@@ -374,14 +380,17 @@ class RiskLedger:
             for key, delta in shares:
                 share = delta // n
                 for m in others:
-                    give = min(share, can_give(key))
+                    give = min(share, max(0, min(st.balance_of(key, self.me), esc.rights(st, key))))
                     if give >= 1:
                         if not emit(TRANSFER, key, m, give):
                             return out  # the rest of the split next time
+                        spare.pop(key, None)
+                        st.balance[key][self.me] -= give  # (this plan's view; the fold agrees)
                         self.counters["risk_split_transfers"] += 1
             self.splits.pop(0)
-        # asks addressed to us: give at most half of what we can spare; of several asks of one node
-        # for one limit waiting here (a partition held them back), only the newest is answered
+            self._state = None
+        # asks addressed to us: give what we hold above our own target; of several asks of one
+        # node for one limit waiting here (a partition held them back), only the newest counts
         if len(self.asks_in) > 1:
             newest: dict[tuple[str, str, str, int], Op] = {}
             for a in self.asks_in:
@@ -396,7 +405,7 @@ class RiskLedger:
                 self.asks_in.popleft()
                 self.counters["risk_asks_stale"] += 1
                 continue
-            give = min(ask.qty, (can_give(key) + 1) // 2) if key in st.limits else 0
+            give = min(ask.qty, can_give(key)) if key in st.limits else 0
             if give < 1:
                 self.asks_in.popleft()
                 self.counters["risk_asks_declined"] += 1
@@ -406,56 +415,80 @@ class RiskLedger:
             self.asks_in.popleft()
             self.counters["risk_asks_answered"] += 1
             self.counters["risk_transfers_out"] += 1
-        # asks of our own: after a refusal, and (rebalance) below half a fair share where we trade
-        rebalance = cfg.rebalance and now >= self._next_rebalance
-        if rebalance:
-            self._next_rebalance = now + cfg.rebalance_ns
-        want: dict[Key, int] = {}
-        for key, short in self.short.items():
-            if key in st.limits:
-                want[key] = short
-        for key, at in list(self.demand.items()):
-            if at < 0:
-                self.demand[key] = now
-            elif now - at > cfg.ask_ttl_ns or key not in st.limits:
-                del self.demand[key]
-        if rebalance:
-            n = max(1, len(self.members))
-            for key, lim in st.limits.items():
-                if key in want or (key[0] not in esc.by_acct and key not in self.demand):
-                    continue
-                mine = esc.rights(st, key)
-                if 2 * n * mine < lim:  # below half a fair share (lim / n / 2)
-                    want[key] = 0
-        for key, short in want.items():
+        # asks of our own: where our balance is below our target (a refusal raises it at once)
+        for key, target in targets.items():
+            bal = st.balance_of(key, self.me)
+            if bal >= target:
+                continue
             asked = self._asked.get(key)
-            if asked is not None and st.balance_of(key, self.me) > asked[1]:
+            if asked is not None and bal > asked[1]:
                 self._backoff.pop(key, None)  # the last ask was answered: ask as often as needed
             wait = self._backoff.get(key, cfg.ask_interval_ns)
             if now < self._last_ask.get(key, -1 << 62) + wait:
                 continue
-            mine = esc.rights(st, key)
             donor, est = self._richest(st, key, books)
-            if donor is None or est <= max(mine, 0):
-                self.short.pop(key, None)
+            if donor is None or est < 1:
                 continue
-            amount = min(MAX_LIMIT, max(short, (est - max(mine, 0)) // 2))
-            if amount < 1:
-                continue
-            if not emit(ASK, key, donor, amount):
+            # what the target lacks, or half of what the donor seems to hold free if more (PotionDB:
+            # half the difference): one answer then covers a while of growing demand
+            free = max(0, esc.rights(st, key))
+            amount = max(target - bal, (est - free) // 2)
+            if not emit(ASK, key, donor, min(MAX_LIMIT, amount)):
                 break
-            if asked is not None and st.balance_of(key, self.me) <= asked[1]:  # unanswered: wait longer
-                self._backoff[key] = min(cfg.ask_ttl_ns, 2 * wait)
+            if asked is not None and bal <= asked[1]:  # unanswered: wait longer (up to 4 intervals)
+                self._backoff[key] = min(4 * cfg.ask_interval_ns, 2 * wait)
             self._last_ask[key] = now
-            self._asked[key] = (donor, st.balance_of(key, self.me))
-            self.short.pop(key, None)
+            self._asked[key] = (donor, bal)
             self.counters["risk_asks_sent"] += 1
         return out
+
+    def _demand(self, key: Key, amount: int, now: int) -> None:
+        """Count ``amount`` of demand for ``key`` now: an exponentially weighted rate (units per
+        second) that halves every ``demand_halflife`` without demand."""
+        h = self.config.demand_halflife_ns
+        rate, at = self._rate.get(key, (0.0, now))
+        decay = 0.5 ** ((now - at) / h) if now > at else 1.0
+        self._rate[key] = (rate * decay + amount * 0.6931 * 1e9 / h, max(now, at))
+        self._largest[key] = max(self._largest.get(key, 0.0) * decay, float(amount))
+
+    def _targets(self, now: int, st: RiskState) -> tuple[dict[Key, int], dict[Key, int]]:
+        """Per limit where this node has demand: the balance it aims to hold, and the reserve it
+        keeps when asked. The reserve is what its demand rate asks for in ``reserve_ns`` (about the
+        time an ask of its own takes to be answered), and at least its largest order, plus one; the
+        target is its use plus that.
+        So rights go where the orders come: a node without flow keeps nothing idle and gives
+        what it holds free (PotionDB's rule, below half a fair share, would keep 1/2n of the limit
+        at every node: with 80% of the flow at one node and the account near its limit, more than
+        the slack), and a refusal asks at once for what the refused order lacked."""
+        esc = self.escrow
+        targets: dict[Key, int] = {}
+        reserves: dict[Key, int] = {}
+        horizon = self.config.reserve_ns / 1e9
+        for key in set(self._rate) | set(self.short):
+            lim = st.limits.get(key)
+            if lim is None:
+                self._rate.pop(key, None)
+                self.short.pop(key, None)
+                continue
+            rate, at = self._rate.get(key, (0.0, now))
+            decay = 0.5 ** ((now - at) / self.config.demand_halflife_ns) if now > at else 1.0
+            if rate * decay < 0.01 and key not in self.short:
+                self._rate.pop(key, None)  # no demand left
+                self._largest.pop(key, None)
+                continue
+            reserve = min(lim, int(max(rate * decay * horizon, self._largest.get(key, 0.0) * decay)) + 1)
+            use = max(0, esc.consumption(key))
+            want = use + reserve
+            if key in self.short:  # a refusal: at least what the refused order lacked
+                want = max(want, st.balance_of(key, self.me) + self.short.pop(key))
+            reserves[key] = reserve
+            targets[key] = min(lim, want)
+        return targets, reserves
 
     def _richest(self, st: RiskState, key: Key, books: Mapping[str, Any]) -> tuple[str | None, int]:
         """The peer with the most rights for ``key`` as this node can tell: its balance less the open
         exposure of its orders resting here (its fills are not known here). A peer asked last
-        time that has not given since is passed over once."""
+        time that has not given since is passed over for another that seems to hold some."""
         acct, scope, c = key
         use: dict[str, int] = {}
         for sym, b in books.items():
@@ -473,9 +506,9 @@ class RiskLedger:
             skip = None  # it gave: ask it again if it is still the richest
         cands = sorted(((bal.get(m, 0) - use.get(m, 0), m) for m in self.members if m != self.me), reverse=True)
         for est, m in cands:
-            if m != skip or len(cands) == 1:
+            if m != skip and est >= 1:
                 return m, est
-        return None, 0
+        return (cands[0][1], cands[0][0]) if cands else (None, 0)  # nobody else: the same one again
 
     # ==== status ==========================================================================================
     def status(self, viewer: str, account: str = "", max_accounts: int = 100) -> dict[str, Any]:
