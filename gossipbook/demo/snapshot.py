@@ -46,6 +46,24 @@ class NodeView:
     asks: tuple[tuple[int, int], ...] = ()
     orders: int = 0  # client orders the demo sent to this node
     stopped: bool = False
+    # this node's clock against the cluster's time reference (status.clock; None: not reported,
+    # e.g. strong mode): status, error bound, measured drift, and whether it takes orders for it
+    clock_status: str | None = None
+    clock_bound_us: float | None = None
+    clock_drift_ppm: float | None = None
+    clock_takes_orders: bool = True
+    # orders placed by the fairness meter, and those whose time priority was a coin toss
+    fair_orders: int = 0
+    fair_tied: int = 0
+
+
+def clock_fields(st: dict[str, Any]) -> dict[str, Any]:
+    """``NodeView``'s clock and fairness fields from a node's status dict (the demo and top share it)."""
+    c = st.get("clock") or {}
+    f = st.get("fairness") or {}
+    return {"clock_status": c.get("status"), "clock_bound_us": c.get("bound_us"), "clock_drift_ppm": c.get("drift_ppm"),
+            "clock_takes_orders": bool(c.get("takes_orders", True)),
+            "fair_orders": int(f.get("orders", 0)), "fair_tied": int(f.get("tied_orders", 0))}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from ..demo.scenario import Scenario
 from ..demo.snapshot import DemoResult, DemoSnapshot
 from . import panels
 
-NODES_H = 7  # node panels (5 lines + borders)
+NODES_H = 8  # node panels (6 lines + borders)
 MIDDLE_H = 9  # ladders: 3 asks, the spread, 3 bids, borders
 LINKS_W = 27
 MIN_LADDER_W = 12
@@ -74,7 +74,7 @@ class DemoView:
         done = s.result is not None
         rest = height - 1 - lay["nodes"].size
         lay["middle"].size = middle_h = max(MIDDLE_H, n + 5)  # the link matrix needs a row per node
-        show_middle = rest - middle_h >= (9 if done else 6)
+        show_middle = rest - middle_h >= (9 if done else 5)
         ladder_fits = (width - LINKS_W) // n >= MIN_LADDER_W
         lay["middle"].visible = show_middle
         if show_middle:

@@ -99,10 +99,32 @@ def fmt_price(ticks: int, tick: Decimal) -> str:
     return str((Decimal(ticks) * tick).quantize(tick))
 
 
+def fmt_clock(v: NodeView) -> tuple[str, str]:
+    """This node's clock against the time reference, short: ``±45µs +40.0ppm`` (the error bound
+    and the measured drift), coloured by what it means for orders: green takes them, yellow
+    free-running (the bound grows), red refuses them or has no bound yet."""
+    if v.clock_status is None:
+        return "bound —", "dim"
+    if v.clock_status == "unsynced" or v.clock_bound_us is None:
+        return "± unsynced", "bold red" if v.ready else "yellow"
+    drift = "" if v.clock_drift_ppm is None else f" {v.clock_drift_ppm:+.1f}ppm"
+    style = "bold red" if not v.clock_takes_orders else "yellow" if v.clock_status == "free-running" else "green"
+    return f"±{fmt_us(v.clock_bound_us)}{drift}", style
+
+
+def fmt_fairness(orders: int, tied: int) -> str:
+    """Orders whose time priority against another node's was a coin toss, of those placed."""
+    if not orders:
+        return "coin tosses: no orders yet"
+    return f"coin tosses {100 * tied / orders:.1f}% of {orders} orders"
+
+
 def node_state(v: NodeView) -> tuple[str, str]:
     """A one-word state and its style: what an operator would want to know first."""
     if v.stopped:
         return "stopped", "dim"
+    if v.clock_status not in (None, "unsynced") and not v.clock_takes_orders:
+        return "clock ±", "bold red"  # its error bound is over the limit: refusing orders
     if not v.ready:
         return "syncing", "yellow"
     if not v.accepting:
@@ -161,8 +183,10 @@ def node_panel(v: NodeView, colour: str, tick: Decimal = Decimal("0.01")) -> Pan
     body.append(fmt_signed_us(v.clock_offset_us), "cyan")
     body.append(" rtt ")
     body.append(fmt_us(v.rtt_us), "cyan")
+    body.append("\n")
+    body.append(*fmt_clock(v))
     title = Text.assemble((v.id, "bold"), (f" :{v.port} ", "dim"), (state, style))
-    return Panel(body, title=title, title_align="left", border_style=colour, padding=(0, 1), height=7)
+    return Panel(body, title=title, title_align="left", border_style=colour, padding=(0, 1), height=8)
 
 
 def nodes_table(s: DemoSnapshot) -> Table:
@@ -170,14 +194,16 @@ def nodes_table(s: DemoSnapshot) -> Table:
     colours = digest_colours(s.nodes)
     t = Table(box=None, pad_edge=False, padding=(0, 1), expand=True, header_style="bold")
     for col, j in (("node", "left"), ("state", "left"), ("digest", "left"), ("ops", "right"), ("lag", "right"),
-                   ("✓/~/↺", "right"), ("final", "right"), ("rtt", "right")):
-        t.add_column(col, justify=j, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+                   ("✓/~/↺", "right"), ("final", "right"), ("rtt", "right"), ("±clock", "right")):
+        t.add_column(col, justify=j, no_wrap=True, overflow="ellipsis",  # type: ignore[arg-type]
+                     min_width=max((len(v.id) for v in s.nodes), default=2) if col == "node" else None)
     for v in s.nodes:
         state, style = node_state(v)
         c = colours[v.digest]
         t.add_row(Text(v.id, "bold"), Text(state, style), Text("■ " + v.digest[:8], c), str(v.ops),
                   Text(str(v.lag), "yellow" if v.lag else "dim"),
-                  f"{v.trades_final}/{v.trades_provisional}/{v.revised}", fmt_age(v.watermark_age_ms), fmt_us(v.rtt_us))
+                  f"{v.trades_final}/{v.trades_provisional}/{v.revised}", fmt_age(v.watermark_age_ms), fmt_us(v.rtt_us),
+                  Text(*fmt_clock(v)))
     return t
 
 
@@ -359,10 +385,18 @@ class _Timeline:
                                    (str(s.ops_repaired), "bold"), no_wrap=True, overflow="ellipsis"))
         lines.append(Text.assemble("revised by replay ", (str(s.revised), "magenta" if s.revised else "dim"),
                                    no_wrap=True, overflow="ellipsis"))
+        lines.insert(3, fairness_line(s))  # under the digests: the clocks' share in who came first
         h = options.height or len(lines)
         out = Text("\n").join(lines[:max(1, h)])
         out.no_wrap, out.overflow = True, "ellipsis"
         yield out
+
+
+def fairness_line(s: DemoSnapshot) -> Text:
+    """The cluster's coin-toss rate: every node's meter added up (each places every order it holds)."""
+    up = [v for v in s.nodes if not v.stopped]
+    orders, tied = sum(v.fair_orders for v in up), sum(v.fair_tied for v in up)
+    return Text(fmt_fairness(orders, tied), "yellow" if tied else "dim", no_wrap=True, overflow="ellipsis")
 
 
 def timeline(s: DemoSnapshot) -> Panel:

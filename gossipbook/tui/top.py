@@ -23,13 +23,13 @@ from rich.layout import Layout
 from rich.panel import Panel
 from rich.text import Text
 
-from ..demo.snapshot import DemoSnapshot, LogEvent, NodeView
+from ..demo.snapshot import DemoSnapshot, LogEvent, NodeView, clock_fields
 from . import panels
 
 #: member states that mean "I cannot reach that node"
 CUT_STATES = ("suspect", "dead", "left")
 
-NODES_H = 7
+NODES_H = 8
 MIDDLE_MIN_H = 9
 LINKS_W = 27
 MIN_PANEL_W = 20  # node panels side by side down to 80 columns for 4 nodes; below, one table
@@ -102,7 +102,7 @@ def node_view(st: dict[str, Any], union: dict[str, int], port: int, group: int |
         clock_in_sync=bool(st.get("clock_in_sync", True)), digest=str(st.get("digest", "")), ops=int(st.get("ops", 0)),
         lag=lag, watermark_age_ms=age, trades_final=int(st.get("trades_final", 0)),
         trades_provisional=int(st.get("trades_provisional", 0)), revised=int(counters.get("revised_trades", 0)),
-        members=dict(st.get("members") or {}), clock_offset_us=offset, rtt_us=rtt)
+        members=dict(st.get("members") or {}), clock_offset_us=offset, rtt_us=rtt, **clock_fields(st))
 
 
 def snapshot_from_status(nodes: Sequence[dict[str, Any]], *, t: float = 0.0, config_path: str = "",
@@ -275,7 +275,7 @@ class _Cluster:
         lines = [spark, stat,
                  Text.assemble("ops ", (str(max((v.ops for v in up), default=0)), "bold"), " · trades ",
                                (str(s.trades), "bold"), " · revised ", (str(s.revised), "magenta" if s.revised else "dim"),
-                               no_wrap=True, overflow="ellipsis"),
+                               " · ", panels.fairness_line(s), no_wrap=True, overflow="ellipsis"),
                  Text.assemble("ops pushed ", (str(s.ops_pushed), "bold"), " repaired ", (str(s.ops_repaired), "bold"),
                                no_wrap=True, overflow="ellipsis")]
         h = options.height or len(lines)

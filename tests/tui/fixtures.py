@@ -15,7 +15,8 @@ def node(nid: str, digest: str, group: int | None, members: dict[str, str], **kw
     base = dict(id=nid, port=40000 + int(nid[1:]), group=group, ready=True, accepting=True, clock_in_sync=True,
                 digest=digest, ops=150, lag=0, watermark_age_ms=12.0, trades_final=27, trades_provisional=0,
                 revised=0, members=members, clock_offset_us=-38.0, rtt_us=261.0,
-                bids=((9997, 4), (9996, 16), (9995, 19)), asks=((10002, 15), (10005, 1), (10006, 56)), orders=40)
+                bids=((9997, 4), (9996, 16), (9995, 19)), asks=((10002, 15), (10005, 1), (10006, 56)), orders=40,
+                clock_status="synced", clock_bound_us=45.4, clock_drift_ppm=-25.04, fair_orders=150, fair_tied=3)
     base.update(kw)
     return NodeView(**base)  # type: ignore[arg-type]
 

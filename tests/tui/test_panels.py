@@ -37,7 +37,7 @@ def test_node_panel_shows_every_field() -> None:
     v = s.nodes[0]
     out = render(panels.node_panel(v, "green"), width=26)
     for needle in ("n1", ":40001", "sees 1/3", A[:10], "ops 152", "lag 32", "✓27", "~7", "↺0",
-                   "2.3s behind", "-38µs", "rtt 261µs"):
+                   "2.3s behind", "-38µs", "rtt 261µs", "±45µs -25.0ppm"):
         assert needle in out, needle
     ok = replace(v, members={m: "alive" for m in v.members}, watermark_age_ms=None)
     out = render(panels.node_panel(ok, "green"), width=26)
@@ -45,6 +45,33 @@ def test_node_panel_shows_every_field() -> None:
     assert "syncing" in render(panels.node_panel(replace(v, ready=False), "green"), width=26)
     assert "clock!" in render(panels.node_panel(replace(v, clock_in_sync=False), "green"), width=26)
     assert "stopped" in render(panels.node_panel(replace(v, stopped=True), "green"), width=26)
+
+
+def test_node_panel_shows_the_clock_bound_drift_and_the_gate() -> None:
+    """Issue 18: each node's error bound and drift, and a refusing clock named as the node's state."""
+    v = partitioned().nodes[0]
+    assert panels.fmt_clock(v) == ("±45µs -25.0ppm", "green")
+    assert panels.fmt_clock(replace(v, clock_status="free-running", clock_bound_us=1184.0)) == ("±1.2ms -25.0ppm", "yellow")
+    over = replace(v, clock_bound_us=12_000.0, clock_takes_orders=False, ready=False)
+    assert panels.fmt_clock(over) == ("±12.0ms -25.0ppm", "bold red")
+    out = render(panels.node_panel(over, "green"), width=26)
+    assert "clock ±" in out and "±12.0ms" in out, out  # not "syncing": it is the clock that refuses
+    unsynced = replace(v, clock_status="unsynced", clock_bound_us=None, clock_takes_orders=False, ready=False)
+    out = render(panels.node_panel(unsynced, "green"), width=26)
+    assert "syncing" in out and "± unsynced" in out, out
+    assert "bound —" in render(panels.node_panel(replace(v, clock_status=None), "green"), width=26)
+    table = render(panels.nodes_table(partitioned(8)), width=100)
+    assert "±clock" in table and table.count("±45µs") == 8, table
+
+
+def test_fairness_line_adds_up_every_node() -> None:
+    s = partitioned()  # 4 nodes, each placed 150 orders, 3 of them coin tosses
+    assert panels.fairness_line(s).plain == "coin tosses 2.0% of 600 orders"
+    v = DemoView()
+    v.update(s)
+    assert "coin tosses 2.0% of 600 orders" in render(v, 100, 30)
+    none = replace(s, nodes=tuple(replace(n, fair_orders=0, fair_tied=0) for n in s.nodes))
+    assert panels.fairness_line(none).plain == "coin tosses: no orders yet"
 
 
 def test_equal_digests_share_a_colour_and_the_majority_is_green() -> None:

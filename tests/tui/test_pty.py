@@ -74,6 +74,8 @@ def test_tui_shows_partition_and_convergence(term_factory) -> None:  # type: ign
     assert mid.count("✕") >= 8  # 2 x 2 links cut, both directions
     assert "partition: n1 n2 | n3 n4" in mid  # the event log
     assert "divergence: distinct digests" in mid
+    # issue 18: each node panel shows its clock's error bound and drift
+    assert t.wait_for(lambda s: len(re.findall(r"±\d+(?:\.\d)?(?:µs|ms) [+-]\d+\.\dppm", s)) == 4, 10), t.text()
     ports = ports_on(mid)
     code = t.wait_exit(30)
     end = t.text()

@@ -18,6 +18,7 @@ from gossipbook.tui.top import TopState, cut_links, frame, sides, snapshot_from_
 from .ptyterm import Term
 
 IDS = ("n1", "n2", "n3", "n4")
+BOUND = r"±\d+(?:\.\d)?(?:µs|ms) [+-]\d+\.\dppm"  # a node panel's clock line: error bound, drift
 SIDE = {"n1": 0, "n2": 0, "n3": 1, "n4": 1}
 
 
@@ -31,7 +32,12 @@ def status(nid: str, now: int, split: bool = True) -> dict[str, Any]:
             "peers": {m: {"offset_us": -38.0, "rtt_us": 261.0, "uncertainty_us": 90.0} for m in IDS if m != nid},
             "counters": {"revised_trades": 1, "pushed_ops": 100, "repair_ops": 2}, "hlc": [now, 0],
             "clock_in_sync": True, "accepting": True, "resting_orders": 12, "ready": True,
-            "addr": f"127.0.0.1:4000{nid[1]}"}
+            "addr": f"127.0.0.1:4000{nid[1]}",
+            "clock": {"status": "synced", "reference": "n1", "offset_us": -38.0, "bound_us": 45.4 + int(nid[1]),
+                      "drift_ppm": 3.3, "max_error_us": 10000.0, "max_drift_ppm": 50.0, "rts25_ok": True,
+                      "takes_orders": True},
+            "fairness": {"orders": 100, "tied_orders": 2, "pairs": 2, "unknown": 0, "origins_over": 0,
+                         "coin_toss_rate": 0.02, "recent": 32}}
 
 
 def cuts(screen: str) -> int:
@@ -59,6 +65,12 @@ def test_partition_fits_80x24() -> None:
     assert "PARTITIONED n1 n2 | n3 n4" in out and "CUT n1 n2 | n3 n4" in out, out
     assert "links: row sees col" in out and cuts(out) == 8, out  # both directions of 2 x 2 links
     assert "DIGESTS DIFFER (2)" in out
+    for nid in IDS:  # issue 18: each node's bound and drift, and the cluster's coin-toss rate
+        assert f"±{45 + int(nid[1])}µs +3.3ppm" in out, out
+    assert "coin tosses 2.0% of 400 orders" in out, out
+    v = snapshot_from_status(nodes).nodes[0]
+    assert (v.clock_status, v.clock_bound_us, v.clock_drift_ppm, v.clock_takes_orders) == ("synced", 46.4, 3.3, True)
+    assert (v.fair_orders, v.fair_tied) == (100, 2)
 
 
 def test_down_node_and_healed_cluster() -> None:
@@ -126,6 +138,8 @@ def test_top_in_a_pty_shows_the_partition(cluster: Any) -> None:
         assert ok, f"{screen}\n{cluster.dump_logs()}"
         assert "PARTITIONED n1 n2 | n3 n4" in screen and "links: row sees col" in screen
         assert all(len(line) <= 80 for line in t.screen.display)
+        # issue 18: every node's clock error bound and drift, and the coin-toss rate
+        assert t.wait_for(lambda s: len(re.findall(BOUND, s)) == 4 and "coin tosses" in s, 10), t.text()
         # heal: the matrix follows
         trio.run(_faults, cfg, {n: "" for n in IDS})
         assert t.wait_for(lambda s: "no partition" in s and cuts(s) == 0 and "heal" in s, 10), t.text()
