@@ -30,11 +30,19 @@ def sharded(make_cluster: Any, n: int = 4, k: int = 4) -> Cluster:
     return c
 
 
+def status(c: Cluster) -> list[dict[str, Any]]:
+    """Every node's status, asked from this process (``gossipbook status --json``'s payload, without
+    a CLI start per poll)."""
+    from gossipbook.cli.status import gather_status
+
+    return trio.run(gather_status, load(c.config), 1.0)
+
+
 def shard_leaders(c: Cluster, ids: list[str], want: list[str] | None = None, timeout: float = 15.0) -> list[str]:
     """Each shard's leader, once every node of ``ids`` names the same one for every shard."""
     deadline = time.monotonic() + timeout
     while True:
-        st = [s for s in c.status() if s["id"] in ids]
+        st = [s for s in status(c) if s["id"] in ids]
         if all(s["reachable"] and "shards" in s for s in st):
             lead = [{s["shards"][i]["leader"] for s in st} for i in range(len(st[0]["shards"]))]
             if all(len(x) == 1 and None not in x for x in lead):
@@ -96,7 +104,7 @@ async def leader_hints(cfg: Any) -> None:
 def books_equal(c: Cluster, ids: list[str], timeout: float = 10.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        st = [s for s in c.status() if s["id"] in ids]
+        st = [s for s in status(c) if s["id"] in ids]
         if all(s["reachable"] for s in st) and len({json.dumps([(x["commit_index"], x["digest"]) for x in s["shards"]])
                                                      for s in st}) == 1 and len({s["digest"] for s in st}) == 1:
             return st
@@ -107,12 +115,12 @@ def books_equal(c: Cluster, ids: list[str], timeout: float = 10.0) -> list[dict[
 
 def test_four_shards_sigkill_a_leading_node_every_shard_commits_within_2s_and_books_agree(make_cluster):
     c = sharded(make_cluster)
-    c.start_all()
+    for nid in c.ids:
+        c.start(nid)
     cfg = load(c.config)
     assert shard_leaders(c, c.ids, want=["n1", "n2", "n3", "n4"]) == ["n1", "n2", "n3", "n4"]  # spread
-    r = cli("load", "-c", str(c.config), "--orders", "200", "--rate", "400", "--json", timeout=60)
-    assert r.returncode == 0, r.stderr
-    trio.run(commit_each, cfg, c.ids)  # every shard takes orders, through any node
+    for nid in c.ids:
+        trio.run(commit_each, cfg, [nid])  # every shard takes orders, through any node
     st = books_equal(c, c.ids)
     assert all(x["ops"] > 0 for x in st[0]["shards"])
     c.kill("n2")  # leads shard 1
@@ -123,14 +131,13 @@ def test_four_shards_sigkill_a_leading_node_every_shard_commits_within_2s_and_bo
     assert lead[1] in survivors and [lead[0], lead[2], lead[3]] == ["n1", "n3", "n4"]
     trio.run(commit_each, cfg, survivors)
     c.start("n2")  # from its data dirs (shard-1/, shard-2/, shard-3/ beside shard 0's log)
-    c.wait_ready()
     assert shard_leaders(c, c.ids, want=["n1", "n2", "n3", "n4"], timeout=20) == ["n1", "n2", "n3", "n4"]
     trio.run(commit_each, cfg, ["n2"])
-    forwards = sum(x["counters"]["forwards_out"] for x in c.status() if x["id"] == "n1")
+    forwards = sum(x["counters"]["forwards_out"] for x in status(c) if x["id"] == "n1")
     trio.run(leader_hints, cfg)
     # n1 relayed the first GBX3 order and bob's first GBX4 order; bob's second order and both
     # cancels went to n4 directly
-    assert sum(x["counters"]["forwards_out"] for x in c.status() if x["id"] == "n1") == forwards + 2
+    assert sum(x["counters"]["forwards_out"] for x in status(c) if x["id"] == "n1") == forwards + 2
     st = books_equal(c, c.ids)
     assert sum(x["ops"] for x in st[0]["shards"]) == st[0]["ops"]
     assert sorted(p.name for p in (c.tmp / "data" / "n2").iterdir() if p.name.startswith("shard")) == [
@@ -138,10 +145,12 @@ def test_four_shards_sigkill_a_leading_node_every_shard_commits_within_2s_and_bo
 
 
 def test_a_data_dir_of_another_shard_map_is_refused(make_cluster):
+    from gossipbook.node.storage import Storage, open_shards
+
     c = sharded(make_cluster, n=1, k=2)
-    c.start_all()
-    trio.run(commit_each, load(c.config), ["n1"])
-    c.stop()
+    st = Storage.open(load(c.config).node("n1").data_dir, "n1")  # as the node's first start leaves it
+    for sub in open_shards(st, (("GBX",), ("GBX2",))):
+        sub.close()
     text = c.config.read_text().replace('instruments = ["GBX"]\n\n[[shards]]\ninstruments = ["GBX2"]',
                                         'instruments = ["GBX2"]\n\n[[shards]]\ninstruments = ["GBX"]')
     write_private(c.config, text)
