@@ -82,3 +82,35 @@ def test_gate_waits_for_the_reference_then_refuses_a_node_that_lost_it(make_clus
 async def _faults(c: Cluster, plan: dict[str, str]) -> None:
     from gossipbook.bench.convergence import _faults as faults
     await faults(load(c.config), plan)
+
+
+def test_a_node_skewed_beyond_the_limit_refuses_orders_and_recovers_when_the_skew_is_removed(make_cluster) -> None:
+    """The issue's check, on processes: n3's clock is stepped 80 ms ahead at run time, past the
+    skew the cluster allows (``max_offset/2`` = 50 ms from the members' median: the HLC rule), so
+    it refuses orders (exit 7) while its clock bound still measures the skew (offset within the
+    bound); the others keep trading. The skew removed (a step back: its samples no longer hold, so
+    the bound starts again), it takes orders again. Gate on the bound and HLC rule, one run."""
+    c = make_cluster(3)
+    _time_keys(c, f'time_source = "n1"\nmax_clock_error_us = {LIMIT_US}\n')
+    p = Path(c.config)
+    text = re.sub(r"(?m)^max_offset_ms = \d+$", "max_offset_ms = 100", p.read_text())
+    assert "max_offset_ms = 100" in text
+    write_private(p, text)
+    c.start_all(per_node={"n3": ["--fault-control"]})
+    c.wait_ready()
+    assert _submit(c, "n3") == (0, "")
+    trio.run(_faults, c, {"n3": "skew_ms=80"})
+    err = _until(c, "n3", 7)
+    assert err == ("gossipbook: error: clock out of sync: this node is not taking orders until its clock is back "
+                   "within max_offset/2 of its peers"), err
+    st = {s["id"]: s for s in c.status()}
+    n3 = st["n3"]
+    assert n3["injected_clock"]["skew_ns"] == 80_000_000 and n3["clock_in_sync"] is False
+    clk = n3["clock"]  # the bound measured the new skew: n1 reads 80 ms behind n3, within the bound
+    assert clk["status"] == "synced" and abs(clk["offset_us"] + 80_000) <= clk["bound_us"] < LIMIT_US, clk
+    assert _submit(c, "n2") == (0, "")  # one skewed clock does not stop the others
+    trio.run(_faults, c, {"n3": "skew_ms=0"})
+    _until(c, "n3", 0)
+    clk = next(s for s in c.status() if s["id"] == "n3")["clock"]
+    assert clk["status"] == "synced" and abs(clk["offset_us"]) <= clk["bound_us"] < LIMIT_US, clk
+    assert clk["takes_orders"]
