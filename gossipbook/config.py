@@ -567,7 +567,8 @@ def write_private(path: Path, text: str) -> None:
 
 def _risk(raw: Any, where: str) -> RiskConfig:
     """``[risk]``: ``split`` ("even" | "none"), ``rebalance`` (bool), ``rebalance_ms``,
-    ``ask_interval_ms``, ``ask_ttl_ms``, ``max_ops_per_s``, ``max_asks_queued`` (core/risk.py)."""
+    ``ask_interval_ms``, ``ask_ttl_ms``, ``reserve_ms``, ``demand_halflife_ms``, ``max_ops_per_s``,
+    ``max_asks_queued`` (core/risk.py ``RiskConfig``)."""
     if raw is None:
         return RiskConfig()
     if not isinstance(raw, dict):

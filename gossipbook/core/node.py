@@ -812,6 +812,7 @@ class NodeCore:
             "resting_orders": sum(len(b) for b in r.books.values()), "clock": clock,
             "ready": self.ready and bool(clock["takes_orders"]),  # ready: takes orders (the clock too)
             "feeds": self.feeds.stats(),
+            "risk": r.risk.near_limits(),  # limits this node is close to using up (core/riskledger.py)
             **self.status_info,
         }
 

@@ -511,6 +511,20 @@ class RiskLedger:
         return (cands[0][1], cands[0][0]) if cands else (None, 0)  # nobody else: the same one again
 
     # ==== status ==========================================================================================
+    def near_limits(self, within_pct: int = 10, most: int = 20) -> list[dict[str, Any]]:
+        """For ``status``: the limits where this node's own headroom is below ``within_pct`` of the
+        limit (the accounts close to what this node may take), with the rights each node holds."""
+        st = self.state()
+        out = []
+        for key, lim in sorted(st.limits.items()):
+            have = self.escrow.rights(st, key)
+            if have * 100 < within_pct * lim:
+                out.append({"account": key[0], "symbol": key[1], "limit_kind": COUNTER_NAMES[key[2]], "limit": lim,
+                            "headroom_here": have, "rights": dict(sorted(st.balance.get(key, {}).items()))})
+                if len(out) >= most:
+                    break
+        return out
+
     def status(self, viewer: str, account: str = "", max_accounts: int = 100) -> dict[str, Any]:
         """The ``risk`` query's answer: limits, rights per node and this node's use; the operator
         sees every account, any other account only its own."""
