@@ -38,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="consistency mode (default eventual; strong needs the sequencer)")
     p.add_argument("--headless", action="store_true", help="no live screen: print events and a summary")
     p.add_argument("--json", action="store_true", help="print the result as JSON (implies --headless)")
+    p.add_argument("--fix", type=int, default=None, metavar="PORT",
+                   help="also run a FIX 4.4 gateway on 127.0.0.1:PORT (0: any free port) with sessions FIX1 and "
+                        "FIX2, and print the settings to connect a FIX client (docs/fix.md); the run lasts "
+                        "--duration (default 600 s with --fix)")
     p.set_defaults(func=run)
 
 
@@ -50,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     opts = make_options(nodes=args.nodes, seed=args.seed, rate=args.rate, duration=args.duration,
                         partition=args.partition, split=args.split, partition_at=args.partition_at,
-                        heal_at=args.heal_at, mode=args.mode)
+                        heal_at=args.heal_at, mode=args.mode, fix_port=args.fix)
     out = Console()
+    if opts.fix_port is not None:  # before the run: the screen (or the JSON on stdout) comes after
+        from ..demo.scenario import fix_client_settings
+
+        print(f"FIX 4.4 gateway on 127.0.0.1:{opts.fix_port or '<free port>'} once the nodes are up; a FIX "
+              f"client's session settings (QuickFIX style):\n{fix_client_settings(opts)}\n",
+              file=sys.stderr if args.json else sys.stdout, flush=True)
     headless = args.headless or args.json or not out.is_terminal
     if args.json:
         result = run_headless(opts)

@@ -20,6 +20,10 @@ Rules that hold:
 - Every node task runs in one nursery; the run ends (normally, on error, or on Ctrl-C through the
   caller's cancel scope) with every socket closed and the temp dir removed.
 - Views get immutable snapshots; no protocol logic lives outside the nodes.
+- With ``fix_port`` a FIX 4.4 gateway (``gossipbook.fix``) runs in the same nursery on
+  127.0.0.1:``fix_port`` with two sessions, FIX1 (account fix1, orders to the first node) and FIX2
+  (fix2, the last node: the other side of the default partition), so a person can trade from a FIX
+  client while the demo runs; it logs out its sessions before the nodes stop.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ DEFAULT_PARTITION_AT = 3.0
 DEFAULT_HEAL_AT = 10.0
 SETTLE_S = 3.0  # after the flow stops, how long replicas get to agree before the verdict
 REQUEST_TIMEOUT_S = 2.0
+FIX_COMP_ID = "GBX"  # the TargetCompID a FIX client sends to the demo's gateway
+FIX_DURATION = 600.0  # default --duration with --fix: time to connect a client
 
 
 def strong_mode_available() -> bool:
@@ -91,6 +97,8 @@ class DemoOptions:
     mode: str = "eventual"
     grace: float = 1.5  # keep running this long after converging, then end early
     tick: float = 0.1  # snapshot period (the TUI's ~10 Hz)
+    fix_port: int | None = None  # run a FIX gateway on 127.0.0.1:fix_port (0: any free port)
+    fix_password: str = ""  # the FIX sessions' Password (554)
 
     @property
     def ids(self) -> list[str]:
@@ -122,7 +130,7 @@ def parse_split(text: str, ids: list[str]) -> tuple[tuple[str, ...], ...]:
 
 def make_options(*, nodes: int = 4, seed: int = 1, rate: float = 20.0, duration: float | None = None,
                  partition: bool = False, split: str | None = None, partition_at: float | None = None,
-                 heal_at: float | None = None, mode: str = "eventual") -> DemoOptions:
+                 heal_at: float | None = None, mode: str = "eventual", fix_port: int | None = None) -> DemoOptions:
     """Validate user choices into ``DemoOptions``; one clear ``UsageError`` line for each mistake.
 
     Timings left out scale with ``--duration`` (3 s and 10 s of a 16 s run by default).
@@ -138,7 +146,10 @@ def make_options(*, nodes: int = 4, seed: int = 1, rate: float = 20.0, duration:
         raise UsageError("--rate must be more than 0 and at most 2000 orders/s per node")
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be positive")
-    dur = duration if duration is not None else max(DEFAULT_DURATION, (heal_at or 0) + 6.0)
+    if fix_port is not None and not 0 <= fix_port <= 65535:
+        raise UsageError(f"--fix must be a TCP port from 1 to 65535 (0 picks a free one), not {fix_port}")
+    dur = duration if duration is not None else max(DEFAULT_DURATION if fix_port is None else FIX_DURATION,
+                                                    (heal_at or 0) + 6.0)
     scale = dur / DEFAULT_DURATION
     p_at = partition_at if partition_at is not None else round(DEFAULT_PARTITION_AT * min(scale, 1.0), 2)
     h_at = heal_at if heal_at is not None else max(round(DEFAULT_HEAL_AT * min(scale, 1.0), 2), p_at + 1.0)
@@ -154,7 +165,8 @@ def make_options(*, nodes: int = 4, seed: int = 1, rate: float = 20.0, duration:
         if h_at >= dur:
             raise UsageError(f"--heal-at ({h_at:g} s) must come before the end of the run (--duration {dur:g} s)")
     return DemoOptions(nodes=nodes, seed=seed, rate=rate, duration=dur, partition=partition, split=sides,
-                       partition_at=p_at, heal_at=h_at, mode=mode)
+                       partition_at=p_at, heal_at=h_at, mode=mode, fix_port=fix_port,
+                       fix_password=secrets.token_urlsafe(12) if fix_port is not None else "")
 
 
 def free_ports(n: int) -> list[int]:
@@ -177,10 +189,30 @@ def desks(n: int) -> list[str]:
     return [f"desk{i + 1}" for i in range(n)]
 
 
-def cluster_text(n: int, ports: list[int], mode: str) -> str:
-    """A ``cluster.toml`` for the demo: fresh key, the given ports, fast failure detection."""
+def fix_sessions(ids: list[str]) -> dict[str, tuple[str, str]]:
+    """The demo gateway's FIX sessions: SenderCompID -> (account, node). FIX1 sends to the first
+    node and FIX2 to the last, on opposite sides of the default partition."""
+    return {"FIX1": ("fix1", ids[0]), "FIX2": ("fix2", ids[-1])}
+
+
+def fix_client_settings(opts: DemoOptions) -> str:
+    """QuickFIX-style session settings for a FIX client of the demo's gateway (what ``--fix`` prints)."""
+    p = opts.fix_port
+    lines = ["[DEFAULT]", "ConnectionType=initiator", "BeginString=FIX.4.4", f"TargetCompID={FIX_COMP_ID}",
+             "SocketConnectHost=127.0.0.1",
+             f"SocketConnectPort={p}" if p else "SocketConnectPort=<the port in the 'FIX gateway on' line>",
+             "HeartBtInt=30", "StartTime=00:00:00", "EndTime=00:00:00", "UseDataDictionary=N"]
+    for sender, (account, node) in fix_sessions(opts.ids).items():
+        lines += ["", "[SESSION]", f"SenderCompID={sender}",
+                  f"# Logon Password (554): {opts.fix_password}  (account {account}, orders go to {node})"]
+    return "\n".join(lines)
+
+
+def cluster_text(n: int, ports: list[int], mode: str, extra: tuple[str, ...] = ()) -> str:
+    """A ``cluster.toml`` for the demo: fresh key, the given ports, fast failure detection;
+    ``extra``: accounts besides the desks (the FIX sessions')."""
     it = iter(ports)
-    accounts = {a: secrets.token_bytes(32) for a in [OPERATOR, *desks(n)]}
+    accounts = {a: secrets.token_bytes(32) for a in [OPERATOR, *desks(n), *extra]}
     text = re.sub(r'^addr = "127\.0\.0\.1:\d+"$', lambda _m: f'addr = "127.0.0.1:{next(it)}"',
                   render(n, 7000, mode=mode, accounts=accounts), flags=re.M)
     text += "\n[membership]\n" + "".join(f"{k} = {v}\n" for k, v in FAST_MEMBERSHIP.items())
@@ -228,6 +260,9 @@ class Scenario:
         self._repaired_at_heal = 0
         self._stopping = False
         self._end_t: float | None = None
+        self.fix_gateway: Any = None  # gossipbook.fix.gateway.Gateway with --fix
+        self.fix_port: int | None = None  # the port it listens on
+        self._fix_scope: trio.CancelScope | None = None
 
     # ---- time and log ------------------------------------------------------------------------------
     def now(self) -> float:
@@ -278,10 +313,11 @@ class Scenario:
         with tempfile.TemporaryDirectory(prefix="gossipbook-demo-") as tmp:
             try:
                 async with trio.open_nursery() as nodes:
-                    await self._start(nodes, Path(tmp))
                     try:
+                        await self._start(nodes, Path(tmp))
                         await self._play(publish)
                     finally:
+                        await self._stop_fix()
                         self._stopping = True
                         nodes.cancel_scope.cancel()
             finally:
@@ -300,7 +336,8 @@ class Scenario:
         opts = self.opts
         for attempt in range(3):
             ports = free_ports(opts.nodes)
-            text = cluster_text(opts.nodes, ports, opts.mode)
+            extra = tuple(a for a, _ in fix_sessions(self.ids).values()) if opts.fix_port is not None else ()
+            text = cluster_text(opts.nodes, ports, opts.mode, extra)
             path = tmp / "cluster.toml"
             write_private(path, text)
             self.config_path = str(path)
@@ -330,6 +367,40 @@ class Scenario:
             self.log("error", f"{', '.join(late)} not ready after 5 s (still syncing with peers); orders may be refused")
         self.log("info", f"{opts.nodes} nodes up on 127.0.0.1, {opts.rate:g} orders/s into each"
                  + (f"; partition at {opts.partition_at:g} s, heal at {opts.heal_at:g} s" if opts.partition else ""))
+        if opts.fix_port is not None:
+            await self._start_fix(nursery, tmp)
+
+    async def _start_fix(self, nursery: trio.Nursery, tmp: Path) -> None:
+        """The FIX gateway in front of the demo's nodes (its log lines become demo events)."""
+        from ..fix.config import from_dict as fix_from_dict
+        from ..fix.gateway import Gateway
+
+        sessions = fix_sessions(self.ids)
+        fix = fix_from_dict({"gateway": {"comp_id": FIX_COMP_ID, "data_dir": str(tmp / "fix-data"), "fsync": "never"},
+                             "sessions": [{"sender_comp_id": s, "password": self.opts.fix_password, "account": a,
+                                           "node": n} for s, (a, n) in sessions.items()]})
+        log = logging.Logger("gossipbook.demo.fix", logging.INFO)  # not registered: one per scenario
+        log.addHandler(_EventHandler(self))
+        assert self.cfg is not None
+        self.fix_gateway = Gateway(fix, self.cfg, log=log)
+        self.fix_port = await nursery.start(self._serve_fix, self.fix_gateway)
+        self.log("info", f"FIX gateway on 127.0.0.1:{self.fix_port}: FIX 4.4, SenderCompID "
+                 f"{' or '.join(sessions)}, TargetCompID {FIX_COMP_ID}, Password (554) {self.opts.fix_password}")
+
+    async def _serve_fix(self, gw: Any, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        # shielded: a Ctrl-C cancels the nodes at once, but the gateway stays until ``_stop_fix``
+        # has logged its sessions out (a FIX client then sees "gateway shutting down", not a cut)
+        with trio.CancelScope(shield=True) as cs:
+            self._fix_scope = cs
+            await gw.serve("127.0.0.1", self.opts.fix_port or 0, task_status=task_status)
+
+    async def _stop_fix(self) -> None:
+        """Log the FIX sessions out ("gateway shutting down"), then stop the gateway."""
+        if self.fix_gateway is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(3):
+                await self.fix_gateway.shutdown(timeout=2)
+        if self._fix_scope is not None:
+            self._fix_scope.cancel()
 
     async def _play(self, publish: Callable[[DemoSnapshot], None] | None) -> None:
         async with trio.open_nursery() as outer:
@@ -377,6 +448,8 @@ class Scenario:
             self.phase = "converged"
             self.log("converged", f"converged in {self.converged_ms:.0f} ms after the heal")
             await trio.sleep(opts.grace)
+            if opts.fix_port is not None:  # a FIX client is trading: run out the clock
+                await self._sleep_until_t(opts.duration)
             return
         self.log("diverged", f"not converged {opts.duration - opts.heal_at:.1f} s after the heal")
 
@@ -594,6 +667,18 @@ class Scenario:
         self.log("error", "interrupted (Ctrl-C): nodes stopped")
 
 
+class _EventHandler(logging.Handler):
+    """The FIX gateway's log lines (logons, logouts, disconnect reasons) as demo events."""
+
+    def __init__(self, sc: Scenario) -> None:
+        super().__init__(logging.INFO)
+        self.sc = sc
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.sc._stopping:
+            self.sc.log("error" if record.levelno >= logging.WARNING else "info", f"FIX: {record.getMessage()}")
+
+
 async def drive(sc: Scenario, publish: Callable[[DemoSnapshot], None] | None = None) -> DemoResult:
     """Run ``sc`` until it ends or SIGINT / SIGTERM arrives; either way every node is stopped and a
     result comes back (``interrupted=True`` after a signal). Signals stay caught until the nodes are
@@ -634,5 +719,5 @@ def run_headless(opts: DemoOptions, on_event: Callable[[LogEvent], None] | None 
     return trio.run(drive, sc, publish)
 
 
-__all__ = ["DemoOptions", "Scenario", "drive", "make_options", "parse_split", "run_headless",
-           "strong_mode_available"]
+__all__ = ["DemoOptions", "Scenario", "drive", "fix_client_settings", "make_options", "parse_split",
+           "run_headless", "strong_mode_available"]

@@ -52,3 +52,45 @@ def test_mistakes_are_one_line(args: tuple[str, ...], message: str) -> None:
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [f"gossipbook: error: {r.stderr.split('error: ', 1)[1].strip()}"]
     assert message in r.stderr
+
+
+async def test_demo_with_fix_accepts_a_logon_and_orders_from_a_fix_client() -> None:
+    import os
+    import re
+    import signal
+
+    import trio
+
+    from ..fix.initiator import Initiator, field, is_er
+
+    argv = [sys.executable, *demo_argv("--fix", "0", "--headless", "--nodes", "2", "--duration", "60")]
+    proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out = b""
+    try:
+        with trio.fail_after(30):
+            assert proc.stdout is not None
+            while not (m := re.search(rb"FIX gateway on 127\.0\.0\.1:(\d+): .*Password \(554\) (\S+)", out)):
+                chunk = await proc.stdout.receive_some(4096)
+                assert chunk, f"the demo ended without starting its FIX gateway:\n{out.decode()}"
+                out += chunk
+            assert b"SenderCompID=FIX1" in out and b"TargetCompID=GBX" in out  # the printed client settings
+            fix1 = await Initiator.connect(int(m[1]), "FIX1", password=m[2].decode())
+            fix2 = await Initiator.connect(int(m[1]), "FIX2", password=m[2].decode())
+            assert field(await fix1.logon(), 35) == "A" and field(await fix2.logon(), 35) == "A"
+            await fix1.send("D", [(11, "d1"), (55, "GBX"), (54, "1"), (38, "1"), (40, "2"), (44, "1.00"),
+                                  (59, "1"), (60, "20240101-00:00:00")])
+            new = await fix1.expect(is_er("0", "d1"), 10)
+            assert field(new, 1) == "fix1"
+            await fix1.send("F", [(11, "d2"), (41, "d1"), (55, "GBX"), (54, "1"), (60, "20240101-00:00:00")])
+            assert field(await fix1.expect(is_er("4", "d2"), 10), 37) == field(new, 37)
+            await fix1.logout()
+            await fix1.aclose()
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: the gateway logs FIX2 out before the nodes stop
+            bye = await fix2.expect(lambda x: field(x, 35) == "5", 10)
+            assert "shutting down" in (field(bye, 58) or "")
+            assert await proc.wait() == 130
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
