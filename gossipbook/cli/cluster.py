@@ -45,8 +45,8 @@ def run_init(args: argparse.Namespace) -> int:
         raise UsageError("--nodes must be between 1 and 64")
     if not 1 <= args.base_port <= 65535 - args.nodes:
         raise UsageError("--base-port leaves no room for that many nodes below 65536")
-    if not 1 <= args.shards <= 256:
-        raise UsageError("--shards must be from 1 to 256 (sequencer groups, strong mode)")
+    if not 1 <= args.shards <= 64:
+        raise UsageError("--shards must be from 1 to 64 (sequencer groups, strong mode)")
     names = [a.strip() for a in args.accounts.split(",") if a.strip()]
     try:
         for a in names:

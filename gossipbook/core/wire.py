@@ -478,8 +478,9 @@ _ACCOUNT_TYPE_NOS |= frozenset({22, 23, 24, 25})
 # strong-mode shards (core/shards.py): one sequencer group per shard of instruments on the same nodes
 # and sockets. Shard 0's messages travel as they always did (a cluster of one shard sends exactly what
 # it sent before shards existed); shard s >= 1 wraps each of its peer messages in ``Sharded``.
-#: the most sequencer groups a cluster may run (a shard index on the wire is below it)
-MAX_SHARDS = 256
+#: the most sequencer groups a cluster may run (a shard index on the wire is below it; a node's status,
+#: one row per shard, stays well inside one datagram)
+MAX_SHARDS = 64
 
 
 class Sharded(NamedTuple):

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gossipbook.core.errors import RemoteError
+from gossipbook.core.errors import RemoteError, WireError
 from gossipbook.core.instrument import DEFAULT_INSTRUMENT, Venue
 from gossipbook.core.node import E_NO_QUORUM, E_TIMEOUT, OK, Client, reply_size, request_size
 from gossipbook.core.ops import CANCEL, CANCEL_ALL, NEW, parse_order_id
@@ -33,6 +33,7 @@ from gossipbook.core.risk import DIM_NOTIONAL, HALT, LIMIT, OPERATOR
 from gossipbook.core.sequencer import AppendEntries, PersistentState, TimeoutNow, apply_delta
 from gossipbook.core.shards import ShardedStrongCore, ShardMap, _combine, limit_share, shard_of_order
 from gossipbook.core.wire import (
+    MAX_SHARDS,
     ClientQuery,
     ClientReply,
     ClientSubmit,
@@ -384,10 +385,12 @@ def test_a_message_for_a_shard_the_node_does_not_run_changes_nothing() -> None:
     net.settle()
     core = net.nodes["n1"]
     before = (core.replica.digest(), [g.seq.term for g in core.groups], core.status()["counters"]["stale_messages"])
-    for bad in (sharded(2, AppendEntries(1 << 20, 0, 0, 0)), sharded(255, TimeoutNow(1))):
+    for bad in (sharded(2, AppendEntries(1 << 20, 0, 0, 0)), sharded(MAX_SHARDS - 1, TimeoutNow(1))):
         with pytest.raises(RemoteError) as e:
             core.receive(decode(encode(bad, "n2", 1, KEY), KEY).msg, "n2", None, net.now)
         assert e.value.reason == "bad_shard"
+    with pytest.raises(WireError):  # past the wire's bound: never reaches the core
+        decode(encode(sharded(MAX_SHARDS, TimeoutNow(1)), "n2", 1, KEY), KEY)
     with pytest.raises(RemoteError) as e:
         core.receive(sharded(1, TimeoutNow(1)), "n2", None, net.now, account="alice")
     assert e.value.reason == "not_peer"

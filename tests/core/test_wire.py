@@ -341,10 +341,10 @@ SCHEMA: dict[type, tuple[Any, ...]] = {
     FeedAck: (S(64), U(255), S(1024), S(32), U(600_000), U(), Bool()),
     FeedSnapshot: (S(32, 1), U(), U(4096), U(4096), L(FILL, 256), L(LEVEL, 256)),
     FeedDelta: (S(32, 1), U(), L(FILL, 256), L(LEVEL, 256)),
-    # strong-mode shards (core/shards.py): group s's peer messages inside ``Sharded`` (AppendEntries,
-    # the richest, stands for every inner kind here), leadership transfer, a client's leader hint
-    Sharded: (U(MAX_SHARDS - 1), One((17,)), R(AppendEntries, (U(), U(), U(), U(), T(L(R(Entry, (U(), T(L(OP, 1)))),
-                                                                                            1024))))),
+    # strong-mode shards (core/shards.py): group s's peer messages inside ``Sharded`` (``Forward``, the
+    # widest, stands for every inner kind here: a NamedTuple, so the raw-field tests can pack it),
+    # leadership transfer, a client's leader hint
+    Sharded: (U(MAX_SHARDS - 1), One((20,)), R(Forward, (*SUBMIT, S(64)))),
     TimeoutNow: (U(),),
     ForcedVote: (U(), U(), U()),
     LeaderHint: (S(64), U(MAX_SHARDS - 1), NODE),
