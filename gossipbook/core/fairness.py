@@ -23,14 +23,18 @@ whose first order was pushed out of ``recent`` (a burst, or a partition's backlo
 heal) are missed, so the counts are a lower bound. An order from a peer whose clock this node
 cannot bound yet is counted ``unknown`` and not placed.
 
-What it does not see: an HLC timestamp is the stamper's clock unless that node's HLC was pulled
-ahead by a faster clock's message (then the stamp reads later than the clock did); the meter
-takes a timestamp's wall time as the stamper's clock reading.
+Only a stamp with ``logical == 0`` is the stamper's clock reading (``hlc.now``: the wall is the
+physical time whenever that is ahead of the last stamp). A stamp with ``logical > 0`` carries an
+earlier reading, often a faster node's clock whose message pulled the stamper's HLC ahead: the
+stamper's own moment cannot be placed from it, so it is counted ``hlc_ahead`` and not placed.
+With clocks apart by more than the gap between orders, most of the slower nodes' orders are such:
+their time priority then follows the fastest clock, and ``hlc_ahead`` says how many.
 
 Rules that hold:
 - Pure: ``now`` and the clock bound are passed in; nothing here reads a clock.
-- Counters only grow; ``tied_orders <= orders``; at most ``max_origins`` origins are tracked
-  (a further one is counted in ``origins_over`` and skipped).
+- Counters only grow; ``tied_orders <= orders``; every order observed is counted once in
+  ``orders``, ``unknown``, ``hlc_ahead`` or ``origins_over``; at most ``max_origins`` origins are
+  tracked.
 """
 
 from __future__ import annotations
@@ -66,17 +70,20 @@ class FairnessMeter:
         # origin -> its last orders as [t, e, symbol, tied] (t, e: our clock, ns), in arrival order
         self._recent: dict[str, deque[list[Any]]] = {}
         self.counters: dict[str, int] = {"orders": 0, "tied_orders": 0, "pairs": 0, "unknown": 0,
-                                         "origins_over": 0}
+                                         "hlc_ahead": 0, "origins_over": 0}
 
     def observe(self, ops: Iterable[Op], now: int, bound: PeerClocks | None) -> None:
         """Ops that entered this node's op-set (its own and peers'), in the order they did."""
         me = self.node_id
         recent = self._recent
         placed: dict[str, tuple[int, int] | None] = {}  # origin -> (mid, error): one read per call
-        orders = pairs = tied = unknown = over = 0
+        orders = pairs = tied = unknown = ahead = over = 0
         kinds = ORDER_KINDS
         for op in ops:
             if op.kind not in kinds:
+                continue
+            if op.logical:
+                ahead += 1  # its wall is an earlier (maybe another clock's) reading: not placeable
                 continue
             origin = op.origin
             if origin == me:
@@ -124,6 +131,7 @@ class FairnessMeter:
         c["pairs"] += pairs
         c["tied_orders"] += tied
         c["unknown"] += unknown
+        c["hlc_ahead"] += ahead
         c["origins_over"] += over
 
     def forget(self, origin: str) -> None:

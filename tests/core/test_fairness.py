@@ -89,9 +89,18 @@ def test_cancels_other_symbols_and_unknown_clocks_are_not_paired() -> None:
     ivs = Intervals({"p": (0, 0), "u": None})
     m.observe([op("me", 1, T0), op("p", 1, T0, kind=CANCEL), op("p", 2, T0, symbol="OTHER"),
                op("u", 1, T0)], T0, ivs)  # type: ignore[arg-type]
-    assert m.counters == {"orders": 2, "tied_orders": 0, "pairs": 0, "unknown": 1, "origins_over": 0}
+    assert m.counters == {"orders": 2, "tied_orders": 0, "pairs": 0, "unknown": 1, "hlc_ahead": 0, "origins_over": 0}
     m.observe([op("me", 2, T0)], T0, None)  # no clock bound at all: own orders still count
     assert m.counters["orders"] == 3
+
+
+def test_a_stamp_pulled_ahead_by_another_clock_is_not_placed() -> None:
+    """logical > 0: the wall is an earlier reading (a faster node's, adopted by the HLC), not the
+    stamper's moment: counted apart, never paired."""
+    m = FairnessMeter("me")
+    ivs = Intervals({"p": (0, 0)})
+    m.observe([op("me", 1, T0), op("p", 1, T0)._replace(logical=3)], T0, ivs)  # type: ignore[arg-type]
+    assert (m.counters["orders"], m.counters["hlc_ahead"], m.counters["pairs"]) == (1, 1, 0)
 
 
 def test_memory_is_bounded_per_origin_and_in_origins() -> None:

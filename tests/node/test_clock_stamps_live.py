@@ -78,7 +78,7 @@ def test_samples_from_socket_times_hold_a_known_skew(tmp_path: Path) -> None:
             n.start_soon(a.generate, 0, 30, 1)
             n.start_soon(b.generate, 0, 30, 2)
             with trio.move_on_after(20):
-                while a.fairness is not None and a.fairness.counters["orders"] < 60:
+                while a.fairness is not None and _seen(a.fairness.counters) < 60:
                     await trio.sleep(0.05)
             n.cancel_scope.cancel()
 
@@ -91,6 +91,12 @@ def test_samples_from_socket_times_hold_a_known_skew(tmp_path: Path) -> None:
     st = a.status()
     assert st["clock"]["status"] == "synced" and st["peers"]["n2"]["bound_us"] is not None
     fair = st["fairness"]
-    assert fair["orders"] == 60 and fair["unknown"] == 0, fair  # every order placed, none twice
-    assert 0 <= fair["tied_orders"] <= 60 and fair["coin_toss_rate"] == fair["tied_orders"] / 60
-    assert st["counters"]["fairness"]["orders"] == 60
+    # every order seen once: placed, or (n1's, stamped after n2's ops pulled its HLC 7 ms ahead) not
+    assert _seen(fair) == 60 and fair["unknown"] == 0 and fair["orders"] >= 20, fair
+    assert 0 <= fair["tied_orders"] <= fair["orders"]
+    assert fair["coin_toss_rate"] == fair["tied_orders"] / fair["orders"]
+    assert st["counters"]["fairness"]["orders"] == fair["orders"]
+
+
+def _seen(c: dict[str, int]) -> int:
+    return c["orders"] + c["hlc_ahead"] + c["unknown"] + c["origins_over"]
