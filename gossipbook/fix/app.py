@@ -22,13 +22,15 @@ Rules that hold:
   Status) with ExecRefID and GbFinality(20002)=F. CumQty and AvgPx always count the fills that stand.
 - Fills of an order id not known yet (the fill feed can beat the order's ack) wait in a bounded
   parking lot (``max_parked``) for ``park_s`` seconds, then are dropped and counted ``foreign_fills``.
-- Every NewOrderSingle is sent under a request id the App chooses (``OrderRec.req``); the shell
-  commits the record holding it *before* it sends the order. A gateway that crashed between the
-  node's ack and its own commit finds the record with a request id and no order id on restart:
-  ``resume`` hands it back as the same ``Place`` (same request id), and the node's request dedupe
-  answers with the order it placed (or places it, if the request never arrived) instead of a second
-  order. Only records younger than ``resume_s`` are resumed (the node remembers request ids for
-  about a million ops); older ones are counted ``in_doubt`` and left unacknowledged.
+- Every NewOrderSingle is sent under a request id the App chooses: ``intend`` records it with the
+  order's fields (an *intent*, in the journal) when the message arrives, so the shell commits it
+  with the session's sequence numbers, before the order reaches the worker and the node; the intent
+  is forgotten in the journal that records the order's outcome. A gateway that crashed between the
+  node's ack and that commit finds the intent on restart: ``resume`` hands the order back as the
+  same ``Place`` (same request id), and the node's request dedupe answers with the order it placed
+  (or places it, if the request never arrived) instead of a second order. Only intents younger
+  than ``resume_s`` are resumed (the node remembers request ids for about a million ops); older
+  ones are counted ``in_doubt`` and left unacknowledged.
 - State is bounded: at most ``max_orders`` order records (finished ones are forgotten first; when all
   are working, new orders are Rejected) and ``max_fills`` fill records (oldest first).
 """
@@ -50,6 +52,8 @@ from .codec import Message, clean_text, format_utc
 _DECIMAL = re.compile(rb"\d{1,15}(?:\.\d{1,15})?")
 _CLORDID = re.compile(rb"[\x21-\x7e]{1,64}")
 MAX_NAMES = 16  # ClOrdIDs remembered per order (a replace chain longer than this forgets the oldest)
+#: the NewOrderSingle fields an intent keeps (enough to carry the order out again after a restart)
+_INTENT_TAGS = frozenset({T.ClOrdID, T.Symbol, T.Side, T.OrderQty, T.OrdType, T.Price, T.TimeInForce})
 #: an order sent this recently before a restart is sent again under its request id; the node's
 #: dedupe window is about a million ops (~50 s at 20k ops/s), so this stays well inside it
 RESUME_S = 30.0
@@ -149,7 +153,6 @@ class OrderRec:
     n_exec: int = 0
     names: list[str] = field(default_factory=list)  # every ClOrdID it has had, oldest first
     req: str = ""  # the request id the order was sent under ("" for a record from before request ids)
-    sent_ns: int = 0  # when it was sent (resume on restart only within ``RESUME_S``)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -219,23 +222,43 @@ class App:
         self._parked: dict[str, tuple[int, FillLike]] = {}  # trade id -> (parked at, fill)
         self._dirty_orders: dict[str, OrderRec] = {}
         self._dirty_fills: dict[str, FillRec] = {}
+        self.intents: dict[str, dict[str, Any]] = {}  # request id -> {"pairs", "at"}: sent, outcome not recorded
+        self._dirty_intents: dict[str, dict[str, Any]] = {}
         self._forgotten: list[tuple[str, str]] = []
         self.counters: dict[str, int] = dict.fromkeys(self.COUNTERS, 0)
 
     # ---- restore and journal -------------------------------------------------------------------------
-    def restore(self, orders: Iterable[OrderRec], fills: Iterable[FillRec]) -> None:
+    def restore(self, orders: Iterable[OrderRec], fills: Iterable[FillRec],
+                intents: Mapping[str, dict[str, Any]] | None = None) -> None:
         for r in orders:
             self._index(r)
         for f in fills:
             self.fills[f.trade_id] = f
+        self.intents.update(intents or {})
 
     def journal(self) -> list[tuple[str, str, dict[str, Any] | None]]:
         """``(kind, key, record or None to delete)`` for what changed since the last call."""
         out: list[tuple[str, str, dict[str, Any] | None]] = [(k, key, None) for k, key in self._forgotten]
         out += [("order", k, r.to_json()) for k, r in self._dirty_orders.items()]
         out += [("fill", k, f.to_json()) for k, f in self._dirty_fills.items()]
-        self._forgotten, self._dirty_orders, self._dirty_fills = [], {}, {}
+        out += [("intent", k, d) for k, d in self._dirty_intents.items()]
+        self._forgotten, self._dirty_orders, self._dirty_fills, self._dirty_intents = [], {}, {}, {}
         return out
+
+    # ---- intents: what a restart needs to ask the node again ---------------------------------------
+    def intend(self, msg: Message, now: int) -> str:
+        """A NewOrderSingle has arrived: choose its request id and record the intent (journaled, so
+        it is committed before the order can reach the node). Hand the id to ``on_message``."""
+        req = self.new_req()
+        d = {"pairs": [[t, v.decode("latin-1")] for t, v in msg.pairs if t in _INTENT_TAGS][:16], "at": now}
+        self.intents[req] = self._dirty_intents[req] = d
+        return req
+
+    def _settled(self, req: str) -> None:
+        """The outcome of request ``req`` is recorded (in the same journal): forget its intent."""
+        if req and self.intents.pop(req, None) is not None:
+            self._dirty_intents.pop(req, None)
+            self._forgotten.append(("intent", req))
 
     def _index(self, r: OrderRec) -> None:
         key = r.names[0] if r.names else r.clordid
@@ -268,10 +291,14 @@ class App:
         return False
 
     # ---- messages in --------------------------------------------------------------------------------
-    def on_message(self, msg: Message, now: int) -> Command | Reject | list[Out]:
+    def on_message(self, msg: Message, now: int, req: str = "") -> Command | Reject | list[Out]:
+        """``req``: a NewOrderSingle's request id from ``intend`` (else a fresh one, with no intent)."""
         mt = msg.msg_type
         if mt == T.MT_NEW_ORDER_SINGLE:
-            return self._new_order(msg, now)
+            res = self._new_order(msg, now, req or self.new_req())
+            if not isinstance(res, Place):
+                self._settled(req)  # refused here: it will never reach the node
+            return res
         if mt == T.MT_ORDER_CANCEL_REQUEST:
             return self._cancel(msg, now)
         if mt == T.MT_ORDER_CANCEL_REPLACE:
@@ -301,7 +328,7 @@ class App:
         self.counters["session_rejects"] += 1
         return Reject(tag, reason, text)
 
-    def _new_order(self, msg: Message, now: int) -> Place | Reject | list[Out]:
+    def _new_order(self, msg: Message, now: int, req: str) -> Place | Reject | list[Out]:
         bad = self._field_problem(msg, (T.ClOrdID, T.Symbol, T.Side, T.OrderQty, T.OrdType))
         if bad:
             return bad
@@ -345,7 +372,7 @@ class App:
         if not self._make_room():
             return self._refuse(rec, T.ORR_EXCEEDS_LIMIT, f"more than {self.max_orders} working orders on this "
                                 "session", now, register=False)
-        rec.req, rec.sent_ns = self.new_req(), now
+        rec.req = req
         self._index(rec)
         self._touch(rec)
         self.counters["orders"] += 1
@@ -357,23 +384,36 @@ class App:
         return Place(r.clordid, r.symbol, r.side, r.qty, r.price, "market" if r.ord_type == "1" else "limit", tif,
                      r.req)
 
-    def resume(self, now: int) -> list[Place]:
-        """After a restart: the orders that were sent but whose outcome was never recorded (the
-        gateway stopped between the node's answer and its commit). Those sent within ``resume_s``
-        come back as their ``Place``, to be sent again under the same request id; older ones are
-        counted ``in_doubt`` and marked done (whether the venue has them is unknown)."""
-        out: list[Place] = []
-        for r in self.orders.values():
-            if not r.req or r.order_id or r.rejected or r.done:
-                continue
-            if now - r.sent_ns <= self.resume_ns:
-                self.counters["resumed"] += 1
-                out.append(self._place(r))
-            else:
+    def resume(self, now: int) -> tuple[list[Place], list[Out]]:
+        """After a restart, the intents left: orders that may have reached the node but whose
+        outcome was never recorded (the gateway stopped between the node's answer and its commit).
+        Those within ``resume_s`` come back as their ``Place``, to be sent again under the same
+        request id (and the reports of any the App now refuses); older ones are counted
+        ``in_doubt`` and forgotten (whether the venue has them is unknown)."""
+        places: list[Place] = []
+        outs: list[Out] = []
+        for req, d in list(self.intents.items()):
+            if now - int(d.get("at", 0)) > self.resume_ns:
                 self.counters["in_doubt"] += 1
-                r.done = True
-                self._touch(r)
-        return out
+                self._settled(req)
+                continue
+            pairs = [(T.MsgType, b"D")] + [(int(t), str(v).encode("latin-1")) for t, v in d.get("pairs", [])]
+            msg = Message.of(pairs)
+            r = self._by_name.get(msg.text(T.ClOrdID) or "")
+            if r is not None and r.req == req:  # its record was committed: carry on from it
+                if r.order_id or r.rejected:
+                    self._settled(req)
+                    continue
+                self.counters["resumed"] += 1
+                places.append(self._place(r))
+                continue
+            res = self.on_message(msg, int(d.get("at", now)), req)  # the record was not: start over
+            if isinstance(res, Place):
+                self.counters["resumed"] += 1
+                places.append(res)
+            elif isinstance(res, list):
+                outs += res
+        return places, outs
 
     def _refuse(self, rec: OrderRec, reason: int, text: str, now: int, register: bool = True) -> list[Out]:
         """An ExecutionReport Rejected for an order that never reached the venue."""
@@ -461,6 +501,7 @@ class App:
         r = self._by_name[cmd.clordid]
         r.order_id = order_id
         self._by_oid[order_id] = r
+        self._settled(cmd.req)
         out = [self._er(r, T.ET_NEW, now)]
         for f in fills:
             out += self.on_fill(f, now)
@@ -474,6 +515,7 @@ class App:
 
     def on_place_failed(self, cmd: Place, reason: int, text: str, now: int) -> list[Out]:
         r = self._by_name[cmd.clordid]
+        self._settled(cmd.req)
         self.counters["rejected"] += 1
         r.rejected = r.done = True
         self._touch(r)

@@ -95,8 +95,9 @@ class Runtime:
         self.closed = trio.Event()
         self.closed.set()
         self.drop_copies: list[Runtime] = []
-        self.send_cmd: trio.MemorySendChannel[AppMessage] | None = None
-        self.recv_cmd: trio.MemoryReceiveChannel[AppMessage] | None = None
+        # application messages for the worker, each with its request id (a NewOrderSingle's; else "")
+        self.send_cmd: trio.MemorySendChannel[tuple[AppMessage, str]] | None = None
+        self.recv_cmd: trio.MemoryReceiveChannel[tuple[AppMessage, str]] | None = None
         self.wake = trio.Event()  # set: the flusher has output of this session to persist and send
         self.room = trio.Event()  # set by the worker when its queue is at most half full again
 
@@ -343,9 +344,11 @@ class Gateway:
             for _ in range(1000):  # each round drains what the previous one made; it ends long before
                 events = rt.session.events()
                 close: str | None = None
+                arrived: list[tuple[AppMessage, str]] = []
                 for ev in events:
                     if isinstance(ev, AppMessage):
-                        self._on_app_message(rt, ev)
+                        new = rt.app is not None and ev.msg.msg_type == T.MT_NEW_ORDER_SINGLE
+                        arrived.append((ev, rt.app.intend(ev.msg, now_ns()) if rt.app is not None and new else ""))
                     elif isinstance(ev, Disconnect):
                         close = ev.reason
                         self.log.info("session %s: disconnect: %s", rt.key, ev.reason)
@@ -356,6 +359,8 @@ class Gateway:
                 app_records = rt.app.journal() if rt.app is not None else []
                 if records or app_records:
                     await self._commit([(rt.key, records, app_records)])
+                for item in arrived:  # after the commit: a NewOrderSingle's intent is on disk before it goes out
+                    self._on_app_message(rt, item)
                 data = rt.session.data_to_send()
                 stream = rt.stream
                 if data and stream is not None:
@@ -417,26 +422,26 @@ class Gateway:
             self._committing = False
 
     # ---- application --------------------------------------------------------------------------------
-    def _on_app_message(self, rt: Runtime, ev: AppMessage) -> None:
+    def _on_app_message(self, rt: Runtime, item: tuple[AppMessage, str]) -> None:
         """Hand an application message to the session's worker (in arrival order); a full queue is
         answered at once and counted."""
         if rt.app is None or rt.send_cmd is None:
             return  # a drop copy accepts no application types: the session layer rejected it
         try:
-            rt.send_cmd.send_nowait(ev)
+            rt.send_cmd.send_nowait(item)
         except trio.WouldBlock:
             self.counters["app_queue_full"] += 1
-            res = self._apply(rt, ev)
+            res = self._apply(rt, *item)
             if res is not None:
                 self._emit(rt, self._failed(rt, res, None, f"gateway busy: more than {self.limits['app_queue']} "
                                                            "requests are waiting on this session"))
 
-    def _apply(self, rt: Runtime, ev: AppMessage) -> Command | None:
+    def _apply(self, rt: Runtime, ev: AppMessage, req: str = "") -> Command | None:
         """Run the application layer on a message: its immediate answer is emitted here, a command
         is returned for the caller to carry out."""
         assert rt.app is not None
         now = now_ns()
-        res = rt.app.on_message(ev.msg, now)
+        res = rt.app.on_message(ev.msg, now, req)
         if isinstance(res, Reject):
             rt.session.reject(ev.seq, ev.msg.msg_type, res.tag, res.reason, res.text, now)
             return None
@@ -470,21 +475,20 @@ class Gateway:
         (``kick``) so its commit overlaps the next order's round trip."""
         assert rt.recv_cmd is not None and rt.app is not None
         low = self.limits["app_queue"] // 2
-        resumed = rt.app.resume(now_ns())
+        resumed, refused = rt.app.resume(now_ns())
+        self._emit(rt, refused)
         for cmd in resumed:  # sent before a restart, outcome never recorded: same request id again
             self.log.warning("session %s: order %s was sent before the restart with no outcome recorded; "
                              "asking the node again under its request id", rt.key, cmd.clordid)
             self._emit(rt, await self._execute(rt, cmd))
         if rt.app.counters["in_doubt"]:
-            self.log.warning("session %s: %d order(s) sent more than %g s before the restart have no outcome "
+            self.log.warning("session %s: %d order(s) that arrived more than %g s before the restart have no outcome "
                              "recorded and are left unacknowledged (docs/fix.md, Durability)", rt.key,
                              rt.app.counters["in_doubt"], rt.app.resume_ns / 1e9)
-        if resumed or rt.app.counters["in_doubt"]:
+        if resumed or refused or rt.app.counters["in_doubt"]:
             await self.flush(rt)
-        async for ev in rt.recv_cmd:
-            cmd = self._apply(rt, ev)
-            if isinstance(cmd, Place):
-                await self.flush(rt)  # its record (with the request id) is on disk before the node hears of it
+        async for ev, req in rt.recv_cmd:
+            cmd = self._apply(rt, ev, req)
             if cmd is not None:
                 self._emit(rt, await self._execute(rt, cmd))
             if rt.recv_cmd.statistics().current_buffer_used:

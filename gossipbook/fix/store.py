@@ -3,7 +3,8 @@
 What it keeps, per session (keyed ``"<SenderCompID>-><TargetCompID>"`` as the client sends them):
 the next MsgSeqNum each way, the application messages kept for resend (the session's
 ``max_stored`` newest), and the application records (ClOrdID -> gossipbook order id and the order's
-quantities; each fill and what it was last reported as). A restart loads all of it, so sequence
+quantities; each fill and what it was last reported as; the intent of each NewOrderSingle whose
+outcome is not recorded yet, under its request id). A restart loads all of it, so sequence
 numbers continue, a ResendRequest after the restart is answered, and a cancel naming a ClOrdID from
 before the restart finds its order.
 
@@ -89,16 +90,21 @@ class Store:
             p.stored[int(seq)] = Stored(int(seq), str(mt), bytes(st), bytes(body))
         return p
 
-    def load_app(self, key: str) -> tuple[list[OrderRec], list[FillRec]]:
+    def load_app(self, key: str) -> tuple[list[OrderRec], list[FillRec], dict[str, dict[str, Any]]]:
+        """The session's order and fill records and its intents (orders sent, outcome not recorded)."""
         orders: list[OrderRec] = []
         fills: list[FillRec] = []
-        for kind, data in self._db.execute("SELECT kind, data FROM records WHERE session=? ORDER BY rowid", (key,)):
+        intents: dict[str, dict[str, Any]] = {}
+        for kind, k, data in self._db.execute(
+                "SELECT kind, key, data FROM records WHERE session=? ORDER BY rowid", (key,)):
             d = json.loads(data)
             if kind == "order":
                 orders.append(OrderRec.from_json(d))
             elif kind == "fill":
                 fills.append(FillRec.from_json(d))
-        return orders, fills
+            elif kind == "intent":
+                intents[str(k)] = d
+        return orders, fills, intents
 
     # ---- writing ------------------------------------------------------------------------------------
     def commit(self, batches: Iterable[tuple[str, list[Record], list[AppRecord]]]) -> None:

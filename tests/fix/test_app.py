@@ -256,23 +256,35 @@ def test_any_application_message_is_answered_and_never_raises(msgs: list[tuple[s
 
 
 def test_an_order_sent_but_never_recorded_is_resumed_under_the_same_request_id() -> None:
-    ids = iter(["r1", "r2", "r3", "r4"])
+    ids = iter(f"r{i}" for i in range(1, 10))
     app = App("alice", {"GBX": GBX}, new_req=lambda: next(ids))
-    c1 = app.on_message(new("c1"), T0)  # sent; the gateway stops before recording the answer
-    app.on_message(new("c2", price="100.10"), T0 - 60 * 10**9)  # sent 65 s before the restart
-    placed_cmd = app.on_message(new("c3"), T0)
-    app.on_placed(placed_cmd, "n1:3", (), T0)  # answered and recorded
-    app.on_message(new("c4", qty="33"), T0)  # off the grid: Rejected, never sent
-    restarted = App("alice", {"GBX": GBX})
-    restarted.restore([OrderRec.from_json(d) for kind, _, d in app.journal() if kind == "order" and d], [])
-    resumed = restarted.resume(T0 + 5 * 10**9)
-    assert resumed == [c1] and resumed[0].req == "r1"
-    assert (restarted.counters["resumed"], restarted.counters["in_doubt"]) == (1, 1)
-    assert restarted.orders["c2"].done and not restarted.orders["c2"].order_id
-    assert any(k == "order" and key == "c2" for k, key, _ in restarted.journal())  # in doubt: recorded as done
-    er = fields(restarted.on_placed(resumed[0], "n1:1", (), T0 + 6 * 10**9)[0])
+
+    def arrive(m: Message, at: int = T0) -> tuple[str, object]:
+        req = app.intend(m, at)  # the shell: on arrival, committed with the sequence numbers
+        return req, app.on_message(m, at, req)  # the worker, later
+
+    r1, c1 = arrive(new("c1"))  # sent; the gateway stops before the answer is recorded
+    committed = app.journal()  # ... but the record (with its request id) was committed
+    r2, c2 = arrive(new("c2", price="100.10"))  # sent; neither its record nor its answer was committed
+    arrive(new("c3", price="100.15"), T0 - 60 * 10**9)  # arrived 65 s before the restart
+    r4, c4 = arrive(new("c4"))
+    app.on_placed(c4, "n1:4", (), T0)  # answered and recorded: its intent is settled
+    rr, rej = arrive(new("c5", qty="33"))  # off the grid: Rejected at once, never sent
+    assert isinstance(rej, list) and rr not in app.intents and r4 not in app.intents
+    assert sorted(app.intents) == ["r1", "r2", "r3"]
+
+    restarted = App("alice", {"GBX": GBX}, new_req=lambda: "unused")
+    restarted.restore([OrderRec.from_json(d) for kind, _, d in committed if kind == "order" and d], [],
+                      {k: v for k, v in app.intents.items()})
+    places, outs = restarted.resume(T0 + 5 * 10**9)
+    assert places == [c1, c2] and [p.req for p in places] == [r1, r2] and outs == []
+    assert (restarted.counters["resumed"], restarted.counters["in_doubt"]) == (2, 1)
+    assert "r3" not in restarted.intents  # in doubt: forgotten, and the deletion is journaled
+    assert ("intent", "r3", None) in restarted.journal()
+    er = fields(restarted.on_placed(places[0], "n1:1", (), T0 + 6 * 10**9)[0])
     assert (er[T.ExecType], er[T.OrderID], er[T.ClOrdID]) == ("0", "n1:1", "c1")
-    assert restarted.resume(T0 + 7 * 10**9) == []
+    restarted.on_place_failed(places[1], T.ORR_OTHER, "no", T0 + 6 * 10**9)
+    assert restarted.intents == {} and restarted.resume(T0 + 7 * 10**9) == ([], [])
 
 
 def test_a_clock_refusal_is_exchange_closed_with_a_text_that_says_what_to_do() -> None:

@@ -12,6 +12,7 @@ ExecID of the original fill report.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -321,6 +322,9 @@ async def test_a_crash_between_the_nodes_ack_and_the_commit_is_resumed_under_the
                 real = client.create_order
 
                 async def ack_then_crash(*args: object, **kw: object) -> object:
+                    with sqlite3.connect(tmp_path / "gw" / "fix.sqlite3") as db:  # what a crash would leave
+                        on_disk = {k for (k,) in db.execute("SELECT key FROM records WHERE kind='intent'")}
+                    assert kw["request_id"] in on_disk  # the intent is committed before the node hears of it
                     await real(*args, **kw)  # type: ignore[arg-type]  # the node placed it and answered
                     acked.set()
                     await trio.sleep_forever()  # ... and the gateway dies before it records the answer

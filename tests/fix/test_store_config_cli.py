@@ -34,15 +34,19 @@ def test_the_store_survives_a_reopen_and_is_exclusive(tmp_path: Path) -> None:
             Forget(6), SeqNums(3, 7)]
     s.commit([("A->GW", recs, [("order", "c1", {"clordid": "c1", "symbol": "GBX", "side": "buy", "ord_type": "2",
                                                  "tif": "1", "qty": "10", "price": "100", "order_id": "n1:1",
-                                                 "names": ["c1"]})])])
+                                                 "names": ["c1"]}),
+                                       ("intent", "fx1", {"pairs": [[11, "c2"]], "at": 5}),
+                                       ("intent", "fx2", {"pairs": [[11, "c3"]], "at": 6}),
+                                       ("intent", "fx1", None)])])
     with pytest.raises(ConfigError, match="another gateway is running"):
         Store.open(tmp_path / "d")
     s.close()
     s = Store.open(tmp_path / "d")
     p = s.load_session("A->GW")
     assert (p.next_in, p.next_out, list(p.stored)) == (3, 7, [6])
-    orders, fills = s.load_app("A->GW")
+    orders, fills, intents = s.load_app("A->GW")
     assert orders[0].order_id == "n1:1" and fills == []
+    assert intents == {"fx2": {"pairs": [[11, "c3"]], "at": 6}}  # fx1 was settled in the same commit
     assert s.load_session("other").next_out == 1
     s.close()
 
