@@ -29,12 +29,22 @@ import msgpack
 from ..core.membership import Ack, IndirectAck, PingReq, Probe, Update
 from ..core.membership import Gossip as MemberGossip
 from ..core.ops import Op
-from ..core.sequencer import AppendEntries, AppendReply, Entry, InstallSnapshot, RequestVote, VoteReply
+from ..core.sequencer import (
+    AppendEntries,
+    AppendReply,
+    Entry,
+    ForcedVote,
+    InstallSnapshot,
+    RequestVote,
+    TimeoutNow,
+    VoteReply,
+)
 from ..core.venuecheck import MAX_DESCRIPTION, VenueInfo, VenueQuery
 from ..core.wire import (
     _ACCOUNT_TYPE_NOS,
     MAX_DATAGRAM,
     MAX_INT,
+    MAX_SHARDS,
     MESSAGES,
     U64,
     ClientQuery,
@@ -47,12 +57,15 @@ from ..core.wire import (
     Forward,
     ForwardReply,
     Heartbeat,
+    LeaderHint,
     OpBatch,
     Pull,
     QueryReply,
+    Sharded,
     SnapshotChunk,
     Summary,
     encode,
+    sharded,
 )
 
 #: integers every unsigned field is tried at (each capped at the field's own maximum)
@@ -147,6 +160,7 @@ class FrameGen:
         }
         self.makers.update({22: self.feed_subscribe, 23: self.feed_ack, 24: self.feed_snapshot, 25: self.feed_delta})
         self.makers.update({26: self.venue_query, 27: self.venue_info})
+        self.makers.update({28: self.sharded, 29: self.timeout_now, 30: self.forced_vote, 31: self.leader_hint})
         missing = set(self.types) - set(self.makers)
         if missing:  # a new message type must get a maker here (the test checks by_type covers all)
             raise RuntimeError(f"the fuzzer has no generator for message type(s) {sorted(missing)}")
@@ -427,6 +441,22 @@ class FrameGen:
         blob = rng.randbytes(n) if rng.random() < 0.5 else b'{"venue":{},"hooks":{},"instruments":{}}'
         return VenueInfo(self.venue_fp(), blob)
 
+    # strong-mode shards (core/shards.py): a group's message for any shard (a node of one shard, or of
+    # fewer, refuses it as bad_shard / unexpected), leadership transfer, a client's leader hint
+    def sharded(self) -> Sharded:
+        rng = self.rng
+        kind = rng.choice((15, 16, 17, 18, 19, 20, 21, 29, 30))
+        return sharded(rng.randrange(MAX_SHARDS), self.makers[kind]())
+
+    def timeout_now(self) -> TimeoutNow:
+        return TimeoutNow(self.term())
+
+    def forced_vote(self) -> ForcedVote:
+        return ForcedVote(self.term(), uint_of(self.rng), self.term())
+
+    def leader_hint(self) -> LeaderHint:
+        return LeaderHint(text_of(self.rng, 64), self.rng.randrange(MAX_SHARDS), self.node_id())
+
     # ---- frames -------------------------------------------------------------------------------------
     def next(self, dst: str) -> tuple[int, str, bytes]:
         """One frame meant for node ``dst``: ``(type_no, where to send it, bytes)``. Most are bound to
@@ -486,6 +516,8 @@ class FrameGen:
 
 def _halve(msg: Any) -> Any:
     """``msg`` with its largest list-valued field cut in half (to fit one datagram)."""
+    if type(msg) is Sharded:
+        return sharded(msg.shard, _halve(msg.msg))
     fields = msg._asdict() if hasattr(msg, "_asdict") else {f: getattr(msg, f) for f in msg.__slots__}
     name = max((k for k, v in fields.items() if isinstance(v, list | tuple | dict | bytes)),
                key=lambda k: len(msgpack.packb(fields[k], use_bin_type=True, default=list)))
