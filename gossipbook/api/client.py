@@ -219,8 +219,8 @@ class Client:
         (``AckLevel``). Returns the ``Order`` as the ack saw it, with the fills made at once.
         ``request_id`` (1-32 of ``A-Za-z0-9._-``; default: a fresh random one): the same request
         sent again with the same id, even by another process after a crash, gets the order it
-        placed back instead of a second order, while the node still remembers the id (about a
-        million ops; a NEW whose order is final and compacted raises ``DuplicateRequest``).
+        placed back instead of a second order, while the node still recognises the id (sent to
+        the same node; docs/consistency.md, "Request ids").
         Raises ``InvalidOrder`` (off the grid or band, a float, a venue rule), ``UnknownInstrument``,
         ``NotReady``, ``NoQuorum``, ``AckTimeout`` (the order stands; ``.order_id``), ..."""
         if request_id is not None and (not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id)):
