@@ -78,13 +78,17 @@ STRONG_BREAKS: dict[str, str] = {
     "commit-without-majority": "the leader commits what it has without counting replicas",
     "no-term-check": "messages from older terms are handled as current (a deposed leader keeps going)",
     "commit-old-term": "the leader commits an older term's entry by counting it (Raft paper figure 8)",
-    # with --shards (core/shards.py: ``ShardedStrongCore(breaks=...)``, not the sequencer's)
-    "shared-term": "a node's shards share one term counter (a term rises in every group without an election)",
+}
+#: strong mode with --shards: ``ShardedStrongCore(breaks=...)`` (core/shards.py), not the sequencer's
+SHARDED_BREAKS: dict[str, str] = {
+    "shared-term": "a node keeps one term and log record for all its shards (a term rises in every group "
+                   "without an election; a restart brings every group back with shard 0's state)",
 }
 
 
 def check_break(name: str | None, mode: str = "eventual") -> str | None:
-    known = ({**STRONG_BREAKS, **{b: BREAKS[b] for b in BOTH_MODES}} if mode == "strong" else BREAKS)
+    known = ({**STRONG_BREAKS, **{b: BREAKS[b] for b in BOTH_MODES}, **SHARDED_BREAKS} if mode == "strong"
+             else BREAKS)
     if name is not None and name not in known:
         other = BREAKS if mode == "strong" else STRONG_BREAKS
         hint = f" ({name} is {'an eventual' if mode == 'strong' else 'a strong'}-mode break)" if name in other else ""
@@ -211,7 +215,7 @@ def stamp_owner_check_removed() -> Iterator[None]:
 @contextmanager
 def broken(name: str | None) -> Iterator[None]:
     """Apply the named break for the duration of the block (``None``: nothing)."""
-    if name is None or name in STRONG_BREAKS:  # strong ones go in through SequencerConfig.breaks
+    if name is None or name in STRONG_BREAKS or name in SHARDED_BREAKS:  # strong ones: through the config
         yield
         return
     check_break(name, "strong" if name in BOTH_MODES else "eventual")

@@ -55,7 +55,7 @@ def test_leader_faults_strike_each_shard_in_turn_and_leaders_come_back() -> None
 def test_shared_term_is_caught() -> None:
     """One term and log record per node for all its shards: a node that restarts brings every group
     back with shard 0's state, and the per-shard checker sees its folds conflict."""
-    cfg = dataclasses.replace(SHARDED, faults=(), orders=200,
+    cfg = dataclasses.replace(SHARDED, faults=(), orders=200, bound_s=5,  # (broken: it never converges)
                               script=scripted([(3.0, "crash", "n2"), (4.0, "restart", "n2")]))
     r = run_seed(1, cfg, "shared-term")
     assert not r.ok
