@@ -15,7 +15,10 @@ moments the peer read its clock satisfies, exactly and in integers,
 
     t3 - t4  <=  theta  <=  t2 - t1          (width: the round trip, so the bound is rtt / 2)
 
-which holds at some instant between ``t1`` and ``t4`` on our clock. Queueing only widens it.
+which holds at some instant between ``t1`` and ``t4`` on our clock. Queueing only widens it, and
+so does any time a node spends between a datagram and its clock reading: the shell takes ``t2`` /
+``t4`` from the kernel's receive time and ``t1`` / ``t3`` just before the send (membership's
+``rx_ns`` and ``probe_sent``), each on the side of its event that keeps the inequality true.
 
 **Drift.** Two samples far enough apart (``min_span_ns``) bound the average rate at which the
 offset moves: for samples ``a`` before ``b``, ``slope in [(b.lo - a.hi) / D, (b.hi - a.lo) / D]``
