@@ -69,6 +69,13 @@ RISK_KINDS = frozenset({LIMIT, TRANSFER, HALT, ASK})
 E_RISK = 14
 #: the largest limit, transfer or request (the wire's own integer bound)
 MAX_LIMIT = 1 << 53
+#: balances and summed fills are held within +-CAP (forged operator ops could otherwise grow a
+#: balance, and forged orders a notional, past what a snapshot can encode: msgpack stops at 64 bits)
+CAP = (1 << 62) - 1
+
+
+def _clamp(v: int) -> int:
+    return CAP if v > CAP else -CAP if v < -CAP else v
 # what a LIMIT op's ``tif`` names
 DIM_OPEN_BUY, DIM_OPEN_SELL, DIM_POSITION, DIM_NOTIONAL = 0, 1, 2, 3
 DIM_NAMES = ("open-buy", "open-sell", "position", "notional")
@@ -200,7 +207,7 @@ class RiskState:
                     self.balance.pop(key, None)
                     continue
                 bal = self.balance.setdefault(key, {})
-                bal[op.origin] = bal.get(op.origin, 0) + op.qty - self.limits.get(key, 0)
+                bal[op.origin] = _clamp(bal.get(op.origin, 0) + op.qty - self.limits.get(key, 0))
                 self.limits[key] = op.qty
             self.ever.add(acct)
             return True
@@ -221,7 +228,7 @@ class RiskState:
                 self.refused["transfers"] += 1
                 return False
             bal[op.origin] -= op.qty
-            bal[to] = bal.get(to, 0) + op.qty
+            bal[to] = _clamp(bal.get(to, 0) + op.qty)
             return True
         return True  # ASK: no state
 
@@ -320,12 +327,9 @@ def add_fill(p: dict[Any, list[int]], key: Any, side: int, qty: int, price: int)
     row = p.get(key)
     if row is None:
         row = p[key] = [0, 0]
-    if side == _BUY:
-        row[0] += qty
-        row[1] += qty * price
-    else:
-        row[0] -= qty
-        row[1] -= qty * price
+    sign = 1 if side == _BUY else -1
+    row[0] = _clamp(row[0] + sign * qty)
+    row[1] = _clamp(row[1] + sign * qty * price)
 
 
 # ==== node-local consumption =======================================================================

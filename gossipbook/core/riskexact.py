@@ -140,7 +140,7 @@ class ExactRisk:
         self.state, self.pos = RiskState(), {}
         if not raw:
             return
-        if type(raw) is not list or len(raw) != 2 or type(raw[1]) is not list:
+        if type(raw) is not list or len(raw) != 2 or type(raw[1]) is not list or len(raw[1]) > 1 << 22:
             raise WireError("bad risk state in strong snapshot", reason="bad_snapshot")
         self.state = RiskState.from_wire(raw[0])
         for row in raw[1]:

@@ -331,3 +331,33 @@ def test_escrow_catches_a_node_that_ignores_its_rights() -> None:
     with broken("no-escrow"):
         accepted, used = run()
     assert accepted > 30 and used > 30
+
+
+def test_hostile_risk_ops_are_bounded() -> None:
+    """Correctly signed but hostile risk ops: malformed ones are dropped (``invalid_ops``); a flood
+    of asks to one node is a capped, counted queue; forged operator limits pushing a balance past
+    anything real leave snapshots encodable (balances are held within 2^62)."""
+    from gossipbook.core.risk import ASK, MAX_LIMIT
+    from gossipbook.core.wire import snapshot_from_bytes, snapshot_to_bytes
+
+    r = Replica("n1", members=NAMES)
+    bad = [Op(T0, 0, "n2", 1, TRANSFER, SYM, "n1", 0, 0, 0, DIM_OPEN_BUY, "", "alice"),  # a transfer of nothing
+           Op(T0, 0, "n3", 1, 5, "", "alice", 0, 0, 10, DIM_POSITION, "p", "operator"),  # position without symbol
+           Op(T0, 0, "n3", 1, 5, SYM, "al ice", 0, 0, 10, DIM_OPEN_BUY, "p", "operator")]  # not an account name
+    for op in bad:
+        before = r.counters["invalid_ops"]
+        r.receive([op], T0)
+        assert r.counters["invalid_ops"] == before + 1 and not r.holds(op.origin, op.seq)
+    asks = [Op(T0 + i, 0, "n2", i, ASK, SYM, "n1", 0, 0, 5, DIM_OPEN_BUY, "", "alice") for i in range(1, 301)]
+    r.receive(asks, T0 + 400)
+    assert len(r.risk.asks_in) == 256 and r.counters["risk_asks_dropped"] == 44
+    flood = [Op(T0 + 1000 + i, 0, "n2" if i % 2 else "n3", 100 + i // 2 if i % 2 else i // 2, 5, SYM, "alice", 0,
+                0, MAX_LIMIT if i % 2 else 0, DIM_OPEN_BUY, f"f{i}", "operator") for i in range(1, 1201)]
+    r2 = Replica("n1", members=NAMES)
+    r2.receive([op for op in asks if op.seq < 100] + flood, T0 + 10**6)
+    st_ = r2.risk.state()
+    assert r2.counters["ops_applied"] == 99 + 1200 and st_.refused["not_operator"] == 0
+    assert max(abs(v) for v in st_.balance[("alice", SYM, OPEN_BUY)].values()) == (1 << 62) - 1  # held at the cap
+    r2.risk.compact(r2.ops(), [[] for _ in r2.ops()])
+    back = snapshot_from_bytes(snapshot_to_bytes(r2.snapshot()))
+    assert RiskState.from_wire(back.risk[0]).balance == r2.risk.base.balance
