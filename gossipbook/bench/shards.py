@@ -4,13 +4,19 @@
 starts, for each K, 4 strong-mode node processes on loopback (no data dirs, as ``bench.modes``)
 trading 4 instruments in K sequencer groups (K = 1: one group holds all four), and sends the same
 seeded flow with ``routed_load``: new / cancel / amend over the 4 symbols from 8 accounts (the
-per-account rate limit is not what is measured), up to ``concurrency`` requests in flight, each to
-the node that leads its shard (learnt from status at the start, then from the nodes' leader hints),
-so one client hop reaches the sequencer whatever K is; only the number of groups changes. A
-request refused "rate limited" or lost counts as an error. What a shard buys is parallel
-sequencers and folds: with K groups the leaders' work is spread over K nodes, so the capacity
-can grow with K until the host runs out of cores (on a 2-core box the 4 node processes and the
-client already share two cores).
+per-account rate limit is not what is measured) in ``clients`` load processes (one Python client
+tops out near 1,000 requests a second: several, so the client is not what is measured), up to
+``concurrency`` requests in flight each, every request to the node that leads its shard (learnt
+from status at the start, then from the nodes' leader hints), so one client hop reaches the
+sequencer whatever K is; only the number of groups changes. A request refused "rate limited" or
+lost counts as an error. Besides acked/s it reports the node processes' CPU seconds per 1,000 acked
+actions (what the cluster spends, whoever is short of CPU).
+
+What a shard buys is parallel sequencers: with K groups the leaders' work (client I/O, appends to
+every follower, commit) is spread over K nodes. What it does not: every node still folds every
+shard (full replication), and each group sends its own appends, acknowledgements and heartbeats
+(smaller batches, more datagrams). So capacity grows with K only while the nodes have cores to
+spare; on a 2-core box the 4 node processes and the clients already share two cores.
 """
 
 from __future__ import annotations
@@ -73,23 +79,24 @@ def _leaders(cfg: ClusterConfig) -> dict[int, str]:
 
 
 async def routed_load(cfg: ClusterConfig, n: int, concurrency: int, leaders: dict[int, str],
-                      timeout: float = 5.0, seed: int = 1) -> dict[str, Any]:
+                      timeout: float = 5.0, seed: int = 1, accounts: list[str] | None = None) -> dict[str, Any]:
     """``n`` actions over every instrument, each to its shard's leader; acked/s and ack latency."""
     from ..node.client import Client, Unreachable
 
     rng = random.Random(seed)
+    accts = accounts or ACCOUNTS
     symbols = [i.symbol for i in cfg.instruments]
     smap = cfg.shard_map()
     flows = {s: OrderFlow(random.Random(seed + 1 + i)) for i, s in enumerate(symbols)}
     for s, f in flows.items():
         f.mid = cfg.instruments[symbols.index(s)].price_to_ticks("100")
-    opened: dict[tuple[str, str], list[tuple[str, int]]] = {(a, s): [] for a in ACCOUNTS for s in symbols}
+    opened: dict[tuple[str, str], list[tuple[str, int]]] = {(a, s): [] for a in accts for s in symbols}
     stats = {"sent": 0, "acked": 0, "rejected": 0, "errors": 0, "to_leader": 0}
     lat: list[int] = []
     limiter = trio.CapacityLimiter(concurrency)
     t0 = time.perf_counter()
     async with contextlib.AsyncExitStack() as stack:
-        clients = {a: await stack.enter_async_context(Client(cfg, account=a)) for a in ACCOUNTS}
+        clients = {a: await stack.enter_async_context(Client(cfg, account=a)) for a in accts}
 
         async def one(node: str, msg: ClientSubmit, c: Client, key: tuple[str, str]) -> None:
             async with limiter:
@@ -112,7 +119,7 @@ async def routed_load(cfg: ClusterConfig, n: int, concurrency: int, leaders: dic
             for i in range(n):
                 await limiter.acquire_on_behalf_of(i)
                 limiter.release_on_behalf_of(i)
-                acct, sym = ACCOUNTS[i % len(ACCOUNTS)], symbols[rng.randrange(len(symbols))]
+                acct, sym = accts[i % len(accts)], symbols[rng.randrange(len(symbols))]
                 c, key = clients[acct], (acct, sym)
                 o = flows[sym].next(opened[key])
                 if o.kind in (CANCEL, AMEND):
@@ -125,23 +132,43 @@ async def routed_load(cfg: ClusterConfig, n: int, concurrency: int, leaders: dic
                 stats["to_leader"] += node == (c.leader_for(msg) or leaders.get(shard))
                 stats["sent"] += 1
                 nursery.start_soon(one, node, msg, c, key)
-    elapsed = time.perf_counter() - t0
-    summ = latency_summary(lat)
+    return {**stats, "elapsed_s": time.perf_counter() - t0, "latencies_ns": lat}
+
+
+def _worker(job: tuple[str, int, int, dict[int, str], int, list[str]]) -> dict[str, Any]:
+    path, n, concurrency, leaders, seed, accounts = job
+    return trio.run(routed_load, load(path), n, concurrency, leaders, 5.0, seed, accounts)
+
+
+def run_load(pc: ProcCluster, orders: int, concurrency: int, clients: int, leaders: dict[int, str]) -> dict[str, Any]:
+    """``orders`` actions split over ``clients`` processes (each its own accounts and seed), run at
+    once; acked/s over the slowest one's time, latency over every ack."""
+    import multiprocessing
+
+    per = [ACCOUNTS[i::clients] for i in range(clients)]
+    jobs = [(str(pc.config_path), orders // clients, concurrency, leaders, 1 + i, per[i]) for i in range(clients)]
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        parts = pool.map(_worker, jobs)
+    elapsed = max(p["elapsed_s"] for p in parts)
+    stats = {k: sum(p[k] for p in parts) for k in ("sent", "acked", "rejected", "errors", "to_leader")}
+    summ = latency_summary(x for p in parts for x in p["latencies_ns"])
     return {**stats, "elapsed_s": round(elapsed, 3), "acked_per_s": round(stats["acked"] / elapsed, 1),
             "ack_latency_ms": {"p50": summ["p50_us"] / 1e3, "p99": summ["p99_us"] / 1e3, "max": summ["max_us"] / 1e3}}
 
 
-def run_shards(shards: list[int], nodes: int = 4, orders: int = 6000, concurrency: int = 64) -> list[dict[str, Any]]:
-    """One cluster per K in ``shards``: leaders, then ``routed_load`` (and the nodes' CPU seconds)."""
+def run_shards(shards: list[int], nodes: int = 4, orders: int = 6000, concurrency: int = 64,
+               clients: int = 4) -> list[dict[str, Any]]:
+    """One cluster per K in ``shards``: leaders, then the load (and the nodes' CPU seconds)."""
     out = []
     for k in shards:
         with _ShardCluster(nodes, k) as pc:
             leaders = _leaders(pc.cfg)
             cpu0 = pc.cpu_seconds()
-            res = trio.run(routed_load, pc.cfg, orders, concurrency, leaders)
+            res = run_load(pc, orders, concurrency, clients, leaders)
             cpu1 = pc.cpu_seconds()
-        res.update({"shards": k, "nodes": nodes, "leaders": leaders,
-                    "node_cpu_s": round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None})
+        cpu = round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None
+        res.update({"shards": k, "nodes": nodes, "clients": clients, "leaders": leaders, "node_cpu_s": cpu,
+                    "node_cpu_ms_per_acked": round(cpu * 1e3 / res["acked"], 3) if cpu and res["acked"] else None})
         out.append(res)
     return out
 
@@ -162,8 +189,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         x = f" ({r['acked_per_s'] / base:.2f}x K=1)" if base else ""
         lines.append(f"strong {r['nodes']} nodes, {r['shards']} shard{'s' if r['shards'] > 1 else ''}: "
                      f"{r['acked_per_s']:,.0f} acked/s{x}, ack p50 {r['ack_latency_ms']['p50']:.1f} ms, p99 "
-                     f"{r['ack_latency_ms']['p99']:.1f} ms; {r['errors']} errors, {r['rejected']} rejected, "
-                     f"node CPU {r['node_cpu_s']} s; leaders {sorted(set(r['leaders'].values()))}")
+                     f"{r['ack_latency_ms']['p99']:.1f} ms; {r['errors']} errors, {r['rejected']} rejected; "
+                     f"node CPU {r['node_cpu_ms_per_acked']} ms per acked; leaders {sorted(set(r['leaders'].values()))}")
     return lines
 
 
@@ -172,10 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", default="1,2,4", help="comma-separated K values (default 1,2,4)")
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--orders", type=int, default=6000)
-    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight per client process")
+    p.add_argument("--clients", type=int, default=4, help="load processes (default 4)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    rows = run_shards(parse_shards(a.shards), a.nodes, a.orders, a.concurrency)
+    if not 1 <= a.clients <= len(ACCOUNTS):
+        raise SystemExit(f"--clients from 1 to {len(ACCOUNTS)}")
+    rows = run_shards(parse_shards(a.shards), a.nodes, a.orders, a.concurrency, a.clients)
     print(json.dumps(rows, indent=2) if a.json else "\n".join(table(rows)))
     return 0
 
