@@ -23,7 +23,7 @@ from gossipbook.core.wire import ClientQuery, ClientSubmit
 
 from .harness import Cluster, cli
 
-RISK = '\n[risk]\nsplit = "none"\nrebalance_ms = 100\nask_interval_ms = 100\n'
+RISK = '\n[risk]\nsplit = "none"\nrebalance_ms = 100\nask_interval_ms = 100\ndemand_halflife_ms = 500\n'
 
 
 def faults(c: Cluster, plan: dict[str, str]) -> None:
