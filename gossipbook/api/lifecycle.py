@@ -33,6 +33,7 @@ from decimal import Decimal
 from ..core.book import BUY, FOK, IOC, MARKET, Trade
 from ..core.instrument import Venue
 from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op
+from ..core.risk import HALT
 from .types import OrderType, Side, TimeInForce
 
 
@@ -80,8 +81,9 @@ class OrderFilled:
 @dataclass(frozen=True, slots=True)
 class OrderCancelled:
     """An order left the book without filling: ``reason`` is ``"cancel"`` (its owner cancelled it),
-    ``"cancel_all"`` (a mass cancel) or ``"unfilled"`` (an IOC / FOK / market remainder, or
-    self-trade prevention, dropped what did not fill)."""
+    ``"cancel_all"`` (a mass cancel), ``"kill_switch"`` (the operator disabled the account),
+    ``"unfilled"`` (an IOC / FOK / market remainder, or self-trade prevention on the incoming order,
+    dropped what did not fill) or ``"self_trade"`` (self-trade prevention took this resting order)."""
 
     order_id: str
     account: str
@@ -177,12 +179,9 @@ class OrderTracker:
                 out += self._amended(op, i, made, later, resting)
                 out += self._self_trade(op, i, later, resting)
             elif kind == CANCEL_ALL:
-                syms = [op.symbol] if op.symbol else sorted(self.venue.instruments)
-                for sym in syms:
-                    for oid in sorted(self._owned.get((op.account, sym), ())):
-                        if resting(sym, oid) is None:
-                            self._forget(oid)
-                            out.append(OrderCancelled(oid, op.account, sym, "cancel_all"))
+                out += self._mass_cancel(op.account, op.symbol, "cancel_all", resting)
+            elif kind == HALT and op.side == 0:  # the operator's kill switch: the account's orders go
+                out += self._mass_cancel(op.order_id, "", "kill_switch", resting)
         for rest in by_cause.values():  # trades a replay made for ops folded in an earlier step
             out += self._fills(rest, resting)
         return out
@@ -231,6 +230,15 @@ class OrderTracker:
         if oid in self._open and later.get(oid, -1) <= i and resting(sym, oid) is None:
             self._forget(oid)
             out.append(OrderCancelled(oid, acct, sym, "self_trade"))
+        return out
+
+    def _mass_cancel(self, account: str, symbol: str, reason: str, resting: Resting) -> list[OrderEvent]:
+        out: list[OrderEvent] = []
+        for sym in [symbol] if symbol else sorted(self.venue.instruments):
+            for oid in sorted(self._owned.get((account, sym), ())):
+                if resting(sym, oid) is None:
+                    self._forget(oid)
+                    out.append(OrderCancelled(oid, account, sym, reason))
         return out
 
     def _self_trade(self, op: Op, i: int, later: dict[str, int], resting: Resting) -> list[OrderEvent]:

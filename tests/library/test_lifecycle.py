@@ -193,3 +193,18 @@ async def test_strong_mode_reports_the_same_life_from_the_committed_log() -> Non
                       "OrderAccepted", "OrderCancelled", "OrderAmended", "OrderCancelled"]
     assert names2 == [n for n in _names(seen1, LIFE) if n != "OrderRejected"]
     assert "OrderRejected" in _names(seen1, LIFE)
+
+
+def test_the_kill_switch_cancels_every_order_of_the_account_it_disables() -> None:
+    rep = Replica("n1", VENUE, members=["n1"])
+    tr = OrderTracker(VENUE)
+    now = 10**18
+    a1, _ = rep.submit_new("T", BUY, 95, 2, GTC, now, account="a")
+    a2, _ = rep.submit_new("T", SELL, 105, 1, GTC, now + 1, account="a")
+    b1, _ = rep.submit_new("T", BUY, 94, 1, GTC, now + 2, account="b")
+    tr.step([a1, a2, b1], [], _resting(rep))
+    halt, _ = rep.submit_halt("a", True, now + 3, account="operator")
+    ev = tr.step([halt], [], _resting(rep))
+    assert sorted((e.order_id, e.reason) for e in ev) == [(a1.op_id, "kill_switch"), (a2.op_id, "kill_switch")]
+    assert all(isinstance(e, g.OrderCancelled) and e.account == "a" for e in ev)
+    assert len(tr) == 1  # b's order still rests
