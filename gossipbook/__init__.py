@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import (
+        AccountRisk,
         Ack,
         AckLevel,
         AckTimeout,
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
         OrderType,
         RateLimited,
         RequestFailed,
+        RiskLimit,
+        RiskRefused,
+        RiskReport,
         RoleChanged,
         Side,
         StorageUnavailable,
@@ -70,12 +74,13 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "BookWatch", "Client", "ClockOutOfSync", "ClusterConfig",
+    "AccountRisk", "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "BookWatch", "Client", "ClockOutOfSync", "ClusterConfig",
     "DuplicateRequest",
     "EventFeed", "FaultFilter", "Fill", "GossipbookError", "Instrument", "InvalidOrder", "MemberStateChanged",
     "Missed", "NoQuorum", "Node", "NodeStatus", "NotOwner", "NotReady", "OpFenced", "Order", "OrderAccepted",
     "OrderAmended", "OrderBook", "OrderCancelled", "OrderFilled", "OrderRejected", "OrderRested",
-    "OrderType", "RateLimited", "RequestFailed", "RoleChanged", "Side", "StorageUnavailable", "TimeInForce",
+    "OrderType", "RateLimited", "RequestFailed", "RiskLimit", "RiskRefused", "RiskReport",
+    "RoleChanged", "Side", "StorageUnavailable", "TimeInForce",
     "Trade", "TradeExecuted", "TradeFinal", "TradeRevised", "TradeWatch", "UnknownInstrument", "UnknownOrder",
     "Unreachable", "UsageError", "Venue", "__version__", "load_config", "local_cluster",
 ]

@@ -28,6 +28,7 @@ from .errors import (
     NotReady,
     RateLimited,
     RequestFailed,
+    RiskRefused,
     StorageUnavailable,
     UnknownInstrument,
     UnknownOrder,
@@ -37,6 +38,7 @@ from .errors import (
 from .lifecycle import OrderAccepted, OrderAmended, OrderCancelled, OrderFilled, OrderRejected, OrderRested
 from .node import EventFeed, Node
 from .types import (
+    AccountRisk,
     Ack,
     AckLevel,
     BookLevel,
@@ -46,18 +48,21 @@ from .types import (
     Order,
     OrderBook,
     OrderType,
+    RiskLimit,
+    RiskReport,
     Side,
     TimeInForce,
     TradeFinal,
 )
 
 __all__ = [
-    "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "BookWatch", "Client", "ClockOutOfSync", "ClusterConfig",
+    "AccountRisk", "Ack", "AckLevel", "AckTimeout", "BadRequest", "BookLevel", "BookWatch", "Client", "ClockOutOfSync", "ClusterConfig",
     "DuplicateRequest",
     "EventFeed", "FaultFilter", "Fill", "GossipbookError", "Instrument", "InvalidOrder", "MemberStateChanged",
     "Missed", "NoQuorum", "Node", "NodeStatus", "NotOwner", "NotReady", "OpFenced", "Order", "OrderAccepted",
     "OrderAmended", "OrderBook", "OrderCancelled", "OrderFilled", "OrderRejected", "OrderRested",
-    "OrderType", "RateLimited", "RequestFailed", "RoleChanged", "Side", "StorageUnavailable", "TimeInForce",
+    "OrderType", "RateLimited", "RequestFailed", "RiskLimit", "RiskRefused", "RiskReport",
+    "RoleChanged", "Side", "StorageUnavailable", "TimeInForce",
     "Trade", "TradeExecuted", "TradeFinal", "TradeRevised", "TradeWatch", "UnknownInstrument", "UnknownOrder",
     "Unreachable", "UsageError", "Venue", "load_config", "local_cluster",
 ]

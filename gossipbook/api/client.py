@@ -32,9 +32,9 @@ from typing import Any
 
 import trio
 
-from ..config import ClusterConfig
+from ..config import OPERATOR, ClusterConfig
 from ..core.book import BUY, FOK, GTC, IOC, MARKET, SELL
-from ..core.errors import InvalidOrder, UnknownOrder, UsageError
+from ..core.errors import InvalidOrder, NotOwner, UnknownOrder, UsageError
 from ..core.feeds import (
     F_FINAL,
     F_ID,
@@ -54,8 +54,10 @@ from ..core.wire import ClientQuery, ClientSubmit
 from ..node import client as _wire_client
 from .cluster import load_config
 from .errors import Unreachable, from_reply
+from .risk import halt_request, limit_requests, merge_risk
 from .types import (
     LEVELS,
+    AccountRisk,
     Ack,
     AckLevel,
     BookLevel,
@@ -64,6 +66,8 @@ from .types import (
     Order,
     OrderBook,
     OrderType,
+    RiskLimit,
+    RiskReport,
     Side,
     TimeInForce,
 )
@@ -313,6 +317,119 @@ class Client:
                                        x.final) for x in fills)
                     break
         return Ack(order_id, node or self.node, level, msg.req, fills)
+
+    # ---- risk limits and the kill switch (the operator's) -------------------------------------------
+    def _operator(self, what: str) -> None:
+        if self.account != OPERATOR:
+            raise NotOwner(f"{what}: only the {OPERATOR} account sets risk limits and uses the kill switch; "
+                           f"this client acts for {self.account} (use cluster.toml, account={OPERATOR!r})")
+
+    async def set_risk_limit(self, account: str, *, symbol: str | None = None, max_open_buy: Number | None = None,
+                             max_open_sell: Number | None = None, max_position: Number | None = None,
+                             max_notional: Number | None = None, clear: Iterable[str] = (),
+                             wait: AckLevel | str = AckLevel.ACCEPTED, node: str | None = None,
+                             timeout: float | None = None) -> tuple[Ack, ...]:
+        """Set ``account``'s pre-trade limits (operator only: ``NotOwner`` otherwise, nothing sent),
+        in ``symbol`` or, without one, across every instrument (which then must share lot and tick
+        sizes). Quantities in the instrument's units, notional in price x quantity; ``None`` leaves
+        a limit as it is, ``clear`` names limits to remove (``"open-buy"``, ``"open-sell"``,
+        ``"position"``, ``"notional"``). Each limit is one replicated op stamped at one node, sent
+        in turn; the first refusal raises and the ones before it stand. Returns one ``Ack`` each.
+        Why per node and not all at once: each op moves that node's escrowed rights
+        (docs/consistency.md, "Risk limits")."""
+        self._operator("set_risk_limit")
+        if symbol is not None:
+            self.instrument(symbol)
+        if not isinstance(account, str) or not account:
+            raise UsageError("account must be a non-empty str")
+        if isinstance(clear, str):
+            clear = (clear,)
+        wait_e: AckLevel = _enum(AckLevel, wait, "wait")
+        t = timeout or self.timeout
+        reqs = limit_requests(self.venue, account, symbol,
+                              {"max_open_buy": max_open_buy, "max_open_sell": max_open_sell,
+                               "max_position": max_position, "max_notional": max_notional},
+                              clear, new_req=_wire_client.new_req, wait=_WAIT[wait_e], timeout_ms=int(t * 1000))
+        if not reqs:
+            raise UsageError("set_risk_limit: nothing to set (give max_open_buy, max_open_sell, max_position, "
+                             "max_notional or clear)")
+        acks = []
+        for msg, _what in reqs:
+            rep = await self._submit(node, msg, t)
+            acks.append(Ack(rep.order_id or account, node or self.node, LEVELS[rep.level], msg.req))
+        return tuple(acks)
+
+    async def disable_account(self, account: str, *, wait: AckLevel | str = AckLevel.ACCEPTED,
+                              node: str | None = None, timeout: float | None = None) -> Ack:
+        """The kill switch (operator only): every resting order of ``account`` is cancelled on each
+        replica as the op folds there, and its new orders are refused (``RiskRefused``) until
+        ``enable_account``. One replicated op, so every replica agrees which orders it took."""
+        return await self._halt("disable_account", account, True, wait, node, timeout)
+
+    async def enable_account(self, account: str, *, wait: AckLevel | str = AckLevel.ACCEPTED,
+                             node: str | None = None, timeout: float | None = None) -> Ack:
+        """Let an account the kill switch disabled trade again (operator only)."""
+        return await self._halt("enable_account", account, False, wait, node, timeout)
+
+    async def _halt(self, what: str, account: str, disable: bool, wait: AckLevel | str, node: str | None,
+                    timeout: float | None) -> Ack:
+        self._operator(what)
+        if not isinstance(account, str) or not account:
+            raise UsageError("account must be a non-empty str")
+        wait_e: AckLevel = _enum(AckLevel, wait, "wait")
+        t = timeout or self.timeout
+        msg = halt_request(account, disable, req=_wire_client.new_req(), wait=_WAIT[wait_e], timeout_ms=int(t * 1000))
+        rep = await self._submit(node, msg, t)
+        return Ack(rep.order_id or account, node or self.node, LEVELS[rep.level], msg.req)
+
+    async def fetch_risk(self, account: str | None = None, *, node: str | None = None,
+                         timeout: float | None = None) -> RiskReport:
+        """Risk limits as the nodes hold them: every node is asked at once (``node``: only that
+        one), because each node's use and headroom are its own. The operator sees every account
+        (or ``account``), any other account only its own. A node that does not answer within
+        ``timeout`` is listed in ``unreachable``; ``Unreachable`` if none answers."""
+        if not self._open:
+            raise UsageError("use the client inside 'async with Client(...) as client:'")
+        if account is not None and (not isinstance(account, str) or not account):
+            raise UsageError("account must be a non-empty str (or None)")
+        nodes = [node] if node is not None else list(self.cfg.ids)
+        for n in nodes:
+            self.cfg.node(n)
+        got: dict[str, Any] = {}
+
+        async def one(nid: str) -> None:
+            try:
+                rep = await self._request(nid, ClientQuery(_wire_client.new_req(), "risk", (account or "")[:32], 0),
+                                          timeout)
+            except Unreachable:
+                got[nid] = None
+                return
+            got[nid] = rep.payload if rep.code == 0 and isinstance(rep.payload, dict) else {"error": rep.message}
+
+        async with trio.open_nursery() as nursery:
+            for nid in nodes:
+                nursery.start_soon(one, nid)
+        merged = merge_risk(self.venue, nodes, got, account or "")  # a malformed answer becomes an error
+        answered = tuple(n for n in nodes if got.get(n) and "error" not in got[n])
+        if not answered:
+            bad = next((got[n] for n in nodes if got.get(n)), None)
+            if bad is not None:
+                raise from_reply(8, bad["error"], node=nodes[0])
+            err = Unreachable(f"no node answered the risk query within {timeout or self.timeout:g} s")
+            err.node = nodes[0]  # type: ignore[attr-defined]
+            raise err
+        accounts = {}
+        for a, e in merged.items():
+            limits = []
+            for lim in e["limits"]:
+                first = next(iter(lim["limit"].values()))
+                rights = next(iter(lim["rights"].values()), {})
+                limits.append(RiskLimit(account=a, symbol=lim["symbol"] or None, kind=lim["kind"], limit=first,
+                                        limits=dict(lim["limit"]), rights=dict(rights), used=dict(lim["used"]),
+                                        headroom=dict(lim["headroom"])))
+            accounts[a] = AccountRisk(a, any(e["disabled_at"].values()), dict(e["disabled_at"]), tuple(limits))
+        return RiskReport(accounts, answered, tuple(n for n in nodes if got.get(n) is None),
+                          str(got[answered[0]].get("mode", "eventual")))
 
     # ---- reads -------------------------------------------------------------------------------------
     async def fetch_order_book(self, symbol: str, limit: int = 10, *, node: str | None = None,

@@ -4,7 +4,7 @@
 ``RequestFailed`` and its subclasses mean a node could not do a valid request now (no quorum, not
 ready, storage, rate limit, no answer): retrying later may succeed. Errors from a node's reply carry
 ``code`` (the wire's reply code), ``node`` and ``order_id`` / ``level`` where the reply had them.
-The core's own errors (``InvalidOrder``, ``UnknownOrder``, ``NotOwner``, ...) are re-used as they are,
+The core's own errors (``InvalidOrder``, ``UnknownOrder``, ``NotOwner``, ``RiskRefused``, ...) are re-used as they are,
 so one ``except gossipbook.InvalidOrder`` catches a refusal whether the grid check ran in this
 process or at the node.
 """
@@ -23,6 +23,7 @@ from ..core.errors import (
     UnknownOrder,
     UsageError,
 )
+from ..core.risk import RiskRefused
 
 
 class RequestFailed(GossipbookError):
@@ -83,6 +84,7 @@ class BadRequest(UsageError):
 _BY_CODE: dict[int, type[GossipbookError]] = {
     1: InvalidOrder, 2: UnknownOrder, 3: ClockOutOfSync, 4: NoQuorum, 5: AckTimeout, 6: UnknownInstrument,
     7: StorageUnavailable, 8: BadRequest, 9: NotReady, 10: NotOwner, 11: RateLimited, 13: ClockUncertain,
+    14: RiskRefused,  # a risk limit or the kill switch (core/risk.py ``E_RISK``)
 }
 
 
@@ -100,6 +102,6 @@ def from_reply(code: int, message: str, *, node: str, order_id: str = "", level:
 
 __all__ = [
     "AckTimeout", "BadRequest", "ClockOutOfSync", "ClockUncertain", "DuplicateRequest", "GossipbookError", "InvalidOrder", "NoQuorum",
-    "NotOwner", "NotReady", "RateLimited", "RequestFailed", "StorageUnavailable", "UnknownInstrument",
+    "NotOwner", "NotReady", "RateLimited", "RequestFailed", "RiskRefused", "StorageUnavailable", "UnknownInstrument",
     "UnknownOrder", "Unreachable", "UsageError",
 ]

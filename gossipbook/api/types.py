@@ -179,6 +179,53 @@ class NodeStatus:
                    clock_bound_us=clock.get("bound_us"), clock_drift_ppm=clock.get("drift_ppm"))
 
 
+# ---- risk limits ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RiskLimit:
+    """One risk limit of one account, as the nodes that answered see it. Values are ``Decimal`` in
+    the instrument's units (notional: price x quantity). Each mapping is keyed by the node that
+    answered, because each node holds its own view: ``limits`` agree once the nodes hold the same
+    ops; ``used`` is what that node's own orders take of it (eventual mode: their worst case and
+    final fills; strong mode: the exact exposure at its folded index); ``headroom`` what that node
+    may still take (eventual mode only). ``rights`` is the escrow's rights matrix (holder node ->
+    rights it holds) as the first node that answered sees it (empty in strong mode)."""
+
+    account: str
+    symbol: str | None  # None: the limit adds up every instrument
+    kind: str  # open-buy, open-sell, long-position, short-position (a position limit is both), notional
+    limit: Decimal  # as the first node that answered holds it
+    limits: dict[str, Decimal] = field(hash=False)
+    rights: dict[str, Decimal] = field(hash=False)
+    used: dict[str, Decimal] = field(hash=False)
+    headroom: dict[str, Decimal] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRisk:
+    """An account's limits and kill-switch state. ``disabled``: some node that answered has folded
+    the kill switch (``disabled_at`` says which, per node)."""
+
+    account: str
+    disabled: bool
+    disabled_at: dict[str, bool] = field(hash=False)
+    limits: tuple[RiskLimit, ...] = ()
+
+    def limit(self, kind: str, symbol: str | None = None) -> RiskLimit | None:
+        """The limit of ``kind`` in ``symbol`` (None: the every-instrument one), if set."""
+        return next((x for x in self.limits if x.kind == kind and x.symbol == symbol), None)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskReport:
+    """``Client.fetch_risk``'s answer: each account the asking client may see (the operator: every
+    account; any other: its own) with limits or a kill switch, and which nodes answered."""
+
+    accounts: dict[str, AccountRisk] = field(hash=False)
+    answered: tuple[str, ...] = ()
+    unreachable: tuple[str, ...] = ()
+    mode: str = "eventual"
+
+
 # ---- events the library adds to the core's ---------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class TradeFinal:

@@ -10,34 +10,21 @@ them; notional is price x quantity.
 from __future__ import annotations
 
 import argparse
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import trio
 from rich.console import Console
 from rich.table import Table
 
+from ..api.risk import halt_request, limit_requests, merge_risk
 from ..config import OPERATOR, ClusterConfig
 from ..core.errors import UsageError
-from ..core.instrument import Instrument
-from ..core.risk import (
-    DIM_NAMES,
-    DIM_NOTIONAL,
-    DIM_OPEN_BUY,
-    DIM_OPEN_SELL,
-    DIM_POSITION,
-    E_RISK,
-    HALT,
-    LIMIT,
-    MAX_LIMIT,
-)
-from ..core.wire import LEVELS, REPLY_CODES, ClientQuery, ClientSubmit
+from ..core.risk import DIM_NAMES, E_RISK
+from ..core.wire import LEVELS, REPLY_CODES, ClientQuery
 from .common import add_config, config, print_json
 
 #: reply code -> exit code: as ``submit``'s, and 14 for a risk refusal
 EXIT_CODES = {0: 0, 1: 2, 2: 6, 3: 7, 4: 4, 5: 5, 6: 2, 7: 8, 8: 2, 9: 9, 10: 10, 11: 11, 13: 13, E_RISK: 14}
-_FLAGS = (("max_open_buy", DIM_OPEN_BUY), ("max_open_sell", DIM_OPEN_SELL), ("max_position", DIM_POSITION),
-          ("max_notional", DIM_NOTIONAL))
 
 
 class Rejected(UsageError):
@@ -93,32 +80,6 @@ def _common(p: argparse.ArgumentParser, wait: bool) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _units(cfg: ClusterConfig, symbol: str | None) -> tuple[str, Instrument]:
-    """The scope ("" for every instrument) and the instrument whose units quantities are in."""
-    if symbol:
-        return symbol, cfg.venue().get(symbol)
-    insts = cfg.instruments
-    if len({(i.lot_size, i.tick_size) for i in insts}) > 1:
-        raise UsageError("the instruments differ in lot or tick size: give --symbol (a limit without one "
-                         "adds up every instrument's lots)")
-    return "", insts[0]
-
-
-def _amount(text: str, unit: Decimal, what: str) -> int:
-    try:
-        d = Decimal(text)
-    except InvalidOperation:
-        raise UsageError(f"{what} {text!r} is not a number") from None
-    if not d.is_finite() or d < 0:
-        raise UsageError(f"{what} must be a number of 0 or more, not {text!r}")
-    n = d / unit
-    if n != n.to_integral_value():
-        raise UsageError(f"{what} {text} is not a multiple of {unit.normalize():f}")
-    if n > MAX_LIMIT:
-        raise UsageError(f"{what} {text} is too large")
-    return int(n)
-
-
 def _node(cfg: ClusterConfig, args: argparse.Namespace) -> str:
     node = args.node or cfg.nodes[0].id
     cfg.node(node)
@@ -148,33 +109,16 @@ def run_set(args: argparse.Namespace) -> int:
     cfg = config(args)
     _operator(cfg)
     node = _node(cfg, args)
-    scope, inst = _units(cfg, args.symbol)
     from ..node.client import new_req
 
-    wait, tmo = LEVELS.index(args.wait), int(args.timeout * 1000)
-    msgs, shown = [], []
-    for flag, dim in _FLAGS:
-        text = getattr(args, flag)
-        if text is None:
-            continue
-        if dim == DIM_POSITION and not scope:
-            raise UsageError("--max-position needs --symbol (a position is per instrument)")
-        unit = inst.tick_size * inst.lot_size if dim == DIM_NOTIONAL else inst.lot_size
-        value = _amount(text, unit, f"--{flag.replace('_', '-')}")
-        msgs.append(ClientSubmit(new_req(), LIMIT, scope, args.account, 0, 0, value, dim, wait, tmo))
-        shown.append((DIM_NAMES[dim], text))
-    for name in args.clear:
-        dim = DIM_NAMES.index(name)
-        if dim == DIM_POSITION and not scope:
-            raise UsageError("--clear position needs --symbol")
-        msgs.append(ClientSubmit(new_req(), LIMIT, scope, args.account, 1, 0, 0, dim, wait, tmo))
-        shown.append((name, "none"))
-    if not msgs:
+    values = {f: getattr(args, f) for f in ("max_open_buy", "max_open_sell", "max_position", "max_notional")}
+    reqs = limit_requests(cfg.venue(), args.account, args.symbol, values, args.clear, new_req=new_req,
+                          wait=LEVELS.index(args.wait), timeout_ms=int(args.timeout * 1000), flag="--{}")
+    if not reqs:
         raise UsageError("nothing to set: give --max-open-buy, --max-open-sell, --max-position, --max-notional "
                          "or --clear")
-    reps = trio.run(_send, cfg, node, msgs, args.timeout + 1.0)
-    return _report(args, node, reps, [f"{args.account} {k} {v}" + (f" in {scope}" if scope else "")
-                                      for k, v in shown])
+    reps = trio.run(_send, cfg, node, [m for m, _ in reqs], args.timeout + 1.0)
+    return _report(args, node, reps, [t for _, t in reqs])
 
 
 def run_halt(args: argparse.Namespace) -> int:
@@ -183,8 +127,8 @@ def run_halt(args: argparse.Namespace) -> int:
     node = _node(cfg, args)
     from ..node.client import new_req
 
-    msg = ClientSubmit(new_req(), HALT, "", args.account, 0 if args.disable else 1, 0, 0, 0,
-                       LEVELS.index(args.wait), int(args.timeout * 1000))
+    msg = halt_request(args.account, args.disable, req=new_req(), wait=LEVELS.index(args.wait),
+                       timeout_ms=int(args.timeout * 1000))
     reps = trio.run(_send, cfg, node, [msg], args.timeout + 1.0)
     what = "disabled (its resting orders are cancelled as the op folds on each node)" if args.disable else "enabled"
     return _report(args, node, reps, [f"{args.account} {what}"])
@@ -225,15 +169,6 @@ async def _gather(cfg: ClusterConfig, nodes: list[str], account: str, timeout: f
     return got
 
 
-def _fmt(cfg: ClusterConfig, symbol: str, kind: str, v: int) -> str:
-    scope_inst = cfg.venue().instruments.get(symbol) if symbol else cfg.instruments[0]
-    if scope_inst is None:
-        return str(v)
-    if kind == "notional":
-        return f"{(v * scope_inst.tick_size * scope_inst.lot_size).normalize():f}"
-    return f"{(v * scope_inst.lot_size).normalize():f}"
-
-
 def run_show(args: argparse.Namespace) -> int:
     cfg = config(args)
     if args.timeout <= 0:
@@ -242,31 +177,13 @@ def run_show(args: argparse.Namespace) -> int:
     got = trio.run(_gather, cfg, nodes, args.account, args.timeout)
     if all(v is None for v in got.values()):
         raise Rejected(f"no node answered within {args.timeout:g} s", 3)
-    accounts: dict[str, Any] = {}
-    for nid in nodes:
-        p = got.get(nid)
-        if not p or "error" in p:
-            continue
-        for acct, a in p["accounts"].items():
-            if args.account and acct != args.account:
-                continue
-            entry = accounts.setdefault(acct, {"disabled": {}, "limits": {}})
-            entry["disabled"][nid] = a["disabled"]
-            for row in a["limits"]:
-                key = (row["symbol"], row["limit_kind"])
-                lim = entry["limits"].setdefault(key, {"symbol": row["symbol"] or "*", "kind": row["limit_kind"],
-                                                      "limit": {}, "rights": {}, "used": {}, "headroom": {}})
-                kind = row["limit_kind"]
+    merged = merge_risk(cfg.venue(), nodes, got, args.account)
 
-                def f(v: int, sym: str = row["symbol"], kind: str = kind) -> str:
-                    return _fmt(cfg, sym, kind, v)
-                lim["limit"][nid] = f(row["limit"])
-                if "rights" in row:  # eventual: the rights each node holds (this node's view) and its own use
-                    lim["rights"][nid] = {m: f(v) for m, v in row["rights"].items()}
-                    lim["used"][nid] = f(row["used_here"])
-                    lim["headroom"][nid] = f(row["headroom_here"])
-                else:  # strong: the exact use at the folded index
-                    lim["used"][nid] = f(row["used"])
+    def text(d: Any) -> Any:
+        return {k: text(v) for k, v in d.items()} if isinstance(d, dict) else f"{d:f}"
+    accounts = {a: {"disabled": e["disabled_at"], "limits": {
+        i: {**lim, "symbol": lim["symbol"] or "*", **{k: text(lim[k]) for k in ("limit", "rights", "used", "headroom")}}
+        for i, lim in enumerate(e["limits"])}} for a, e in merged.items()}
     out = {"nodes": {nid: {"reachable": got.get(nid) is not None,
                            **({"mode": got[nid].get("mode"), "counters": got[nid].get("counters", {})}
                               if got.get(nid) and "error" not in got[nid] else {}),
