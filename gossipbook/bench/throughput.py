@@ -100,8 +100,8 @@ def _run_once(nodes: int, per_node: int, timeout_s: float, fsync: str | None) ->
     window = wall1 - wall0
     return {"nodes": nodes, "fsync": fsync, "ops": total, "complete": held >= total, "elapsed_s": round(elapsed, 3),
             "ops_per_s": round(total / elapsed) if elapsed else None,
-            "cpu_us_per_op": round(cpu * 1e6 / (total * nodes), 2) if cpu else None,
-            "cores_busy": round(cpu / window, 2) if cpu and window > 0 else None,
+            "cpu_us_per_op": round(cpu * 1e6 / (total * nodes), 2) if cpu is not None else None,
+            "cores_busy": round(cpu / window, 2) if cpu is not None and window > 0 else None,
             "cpu_window_s": round(window, 3),
             "datagrams_per_s": round(dgrams / elapsed) if elapsed else None,
             "ops_per_datagram": round(total * (nodes - 1) / dgrams, 2) if dgrams else None,
