@@ -12,6 +12,7 @@ from rich.table import Table
 from ..config import ClusterConfig
 from ..core.errors import UsageError
 from ..core.wire import ClientQuery
+from ..demo.snapshot import risk_fields
 from .common import add_config, config, print_json
 
 
@@ -56,6 +57,19 @@ def clock_cell(c: dict[str, Any] | None) -> str:
     return text if c.get("takes_orders", True) else f"[red]{text}[/]"
 
 
+def risk_cell(n: dict[str, Any]) -> str:
+    """Risk at this node, from its status: the limits near their end here (headroom under 10% of
+    the limit) with the tightest, and orders it refused for risk; "-" when there is neither."""
+    r = risk_fields(n)
+    parts = []
+    if r["risk_near"]:
+        what, pct = r["risk_tightest"] or ("?", 0.0)
+        parts.append(f"[yellow]{r['risk_near']} near: {what} {pct:.0f}%[/]")
+    if r["risk_refused"]:
+        parts.append(f"refused {r['risk_refused']}")
+    return " · ".join(parts) or "-"
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config(args)
     if args.timeout <= 0:
@@ -68,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     t = Table(title=f"cluster {cfg.path}" + (" (strong mode)" if strong else ""))
     cols = (["node", "role", "term", "leader", "commit", "match (leader)", "digest", "ops", "trades"] if strong else
             ["node", "digest", "ops", "trades final/prov", "watermark"])
-    for col in [*cols, "members", "clock ± bound µs, drift", "peer offset / rtt (µs)", "dropped"]:
+    for col in [*cols, "members", "clock ± bound µs, drift", "peer offset / rtt (µs)", "dropped", "risk"]:
         t.add_column(col)
     digests = [n.get("digest") for n in nodes if n["reachable"]]
     for n in nodes:
         if not n["reachable"]:
-            t.add_row(n["id"], "[red]unreachable[/]", *[""] * (len(cols) + 2))
+            t.add_row(n["id"], "[red]unreachable[/]", *[""] * (len(cols) + 3))
             continue
         same = digests.count(n["digest"]) == len(digests)
         members = " ".join(f"{m}:{s[0]}" for m, s in sorted(n["members"].items()))
@@ -89,6 +103,6 @@ def run(args: argparse.Namespace) -> int:
             cells = ["eventual", "", "", "", "", digest, str(n["ops"]), str(n["trades_final"] + n["trades_provisional"])]
         else:
             cells = [digest, str(n["ops"]), f"{n['trades_final']}/{n['trades_provisional']}", str(n["watermark"][0])]
-        t.add_row(n["id"], *cells, members, clock_cell(n.get("clock")), peers, str(dropped))
+        t.add_row(n["id"], *cells, members, clock_cell(n.get("clock")), peers, str(dropped), risk_cell(n))
     Console().print(t)
     return 0 if all(n["reachable"] for n in nodes) else 3

@@ -55,15 +55,77 @@ class NodeView:
     # orders placed by the fairness meter, and those whose time priority was a coin toss
     fair_orders: int = 0
     fair_tied: int = 0
+    # risk limits as this node holds them (``risk_fields``): how many (None: not asked, only the
+    # status's limits near their end are known), how many are near their end here, the tightest
+    # (what, this node's headroom as a % of the limit), the accounts the kill switch disabled, and
+    # orders this node refused for risk (code 14)
+    risk_limits: int | None = None
+    risk_near: int = 0
+    risk_tightest: tuple[str, float] | None = None
+    risk_disabled: tuple[str, ...] = ()
+    risk_refused: int = 0
 
 
 def clock_fields(st: dict[str, Any]) -> dict[str, Any]:
-    """``NodeView``'s clock and fairness fields from a node's status dict (the demo and top share it)."""
+    """``NodeView``'s clock, fairness and risk fields from a node's status dict (the demo and top
+    share it; risk: see ``risk_fields``)."""
     c = st.get("clock") or {}
     f = st.get("fairness") or {}
     return {"clock_status": c.get("status"), "clock_bound_us": c.get("bound_us"), "clock_drift_ppm": c.get("drift_ppm"),
             "clock_takes_orders": bool(c.get("takes_orders", True)),
-            "fair_orders": int(f.get("orders", 0)), "fair_tied": int(f.get("tied_orders", 0))}
+            "fair_orders": int(f.get("orders", 0)), "fair_tied": int(f.get("tied_orders", 0)), **risk_fields(st)}
+
+
+def _pct(part: Any, whole: Any) -> float | None:
+    if type(part) is not int or type(whole) is not int or whole <= 0:
+        return None
+    return max(0.0, 100.0 * part / whole)
+
+
+def risk_fields(st: dict[str, Any]) -> dict[str, Any]:
+    """``NodeView``'s risk fields from a node's status dict. Status carries only the limits near
+    their end at that node (``risk``: headroom under 10% of the limit) and the refusal counters;
+    ``gossipbook top`` adds the node's answer to the ``risk`` query as ``risk_query``, from which
+    every limit and the disabled accounts are counted. Malformed parts count as absent (a view
+    never fails on what a node sent)."""
+    counters = st.get("counters") or {}
+    refused = sum(v for k, v in counters.items() if isinstance(k, str) and k.startswith("risk_refused")
+                  and type(v) is int)
+    near = st.get("risk") if isinstance(st.get("risk"), list) else []
+    tight: tuple[str, float] | None = None
+
+    def consider(row: Any, account: str, free: Any) -> None:
+        nonlocal tight
+        if not isinstance(row, dict):
+            return
+        pct = _pct(free, row.get("limit"))
+        if pct is not None and (tight is None or pct < tight[1]):
+            tight = (f"{account} {row.get('limit_kind', '?')}" + (f" {row['symbol']}" if row.get("symbol") else ""),
+                     pct)
+
+    for row in near:
+        if isinstance(row, dict):
+            consider(row, str(row.get("account", "?")), row.get("headroom_here"))
+    q = st.get("risk_query")
+    limits: int | None = None
+    disabled: list[str] = []
+    if isinstance(q, dict) and isinstance(q.get("accounts"), dict):
+        limits = 0
+        for acct, a in q["accounts"].items():
+            if not isinstance(a, dict):
+                continue
+            if a.get("disabled") is True:
+                disabled.append(str(acct))
+            rows = a.get("limits") if isinstance(a.get("limits"), list) else []
+            limits += len(rows)
+            for row in rows:
+                if isinstance(row, dict):  # eventual: this node's own headroom; strong: the exact room left
+                    free = row.get("headroom_here") if "headroom_here" in row else (
+                        row["limit"] - row["used"] if type(row.get("limit")) is int and type(row.get("used")) is int
+                        else None)
+                    consider(row, str(acct), free)
+    return {"risk_limits": limits, "risk_near": len(near), "risk_tightest": tight,
+            "risk_disabled": tuple(sorted(disabled)), "risk_refused": refused}
 
 
 @dataclass(frozen=True, slots=True)

@@ -386,6 +386,8 @@ class _Timeline:
         lines.append(Text.assemble("revised by replay ", (str(s.revised), "magenta" if s.revised else "dim"),
                                    no_wrap=True, overflow="ellipsis"))
         lines.insert(3, fairness_line(s))  # under the digests: the clocks' share in who came first
+        if has_risk(s):  # then risk, when there is any: limits near their end and kill switches matter
+            lines.insert(4, risk_line(s))
         h = options.height or len(lines)
         out = Text("\n").join(lines[:max(1, h)])
         out.no_wrap, out.overflow = True, "ellipsis"
@@ -397,6 +399,38 @@ def fairness_line(s: DemoSnapshot) -> Text:
     up = [v for v in s.nodes if not v.stopped]
     orders, tied = sum(v.fair_orders for v in up), sum(v.fair_tied for v in up)
     return Text(fmt_fairness(orders, tied), "yellow" if tied else "dim", no_wrap=True, overflow="ellipsis")
+
+
+def has_risk(s: DemoSnapshot) -> bool:
+    """Whether any node reports a risk limit, a kill switch or a risk refusal (worth a line)."""
+    return any(v.risk_limits or v.risk_near or v.risk_disabled or v.risk_refused
+               for v in s.nodes if not v.stopped)
+
+
+def risk_line(s: DemoSnapshot) -> Text:
+    """Risk at a glance, a cell per node: limits held (or how many are near their end when only
+    the status is known), the tightest headroom there as a % of its limit, refusals; then the
+    accounts the kill switch disabled. Yellow under 10% headroom, red for a disabled account."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    up = [v for v in s.nodes if not v.stopped]
+    if not has_risk(s):
+        t.append("risk: no limits", "dim")
+        return t
+    t.append("risk ")
+    for v in up:
+        t.append(f"{v.id}:", "bold")
+        t.append(f"{v.risk_limits}" if v.risk_limits is not None else f"{v.risk_near}near")
+        if v.risk_tightest is not None:
+            pct = v.risk_tightest[1]
+            t.append(f"▸{pct:.0f}%", "bold yellow" if pct < 10 else "green")
+        if v.risk_refused:
+            t.append(f"✗{v.risk_refused}", "red")
+        t.append(" ")
+    disabled = sorted({a for v in up for a in v.risk_disabled})
+    if disabled:
+        t.append("· off ", "bold red")
+        t.append(",".join(disabled), "bold red")
+    return t
 
 
 def timeline(s: DemoSnapshot) -> Panel:

@@ -1,6 +1,6 @@
 """``gossipbook top``: the demo's screen watching any running cluster, read-only.
 
-A poll asks every node for its ``status`` (in parallel, short timeouts); ``TopState.update`` turns the
+A poll asks every node for its ``status`` and its ``risk`` query (in parallel, short timeouts); ``TopState.update`` turns the
 answers into the demo's ``DemoSnapshot`` (``snapshot_from_status`` is the pure adapter), so the demo's
 panels (``panels.py``) draw node panels and the link matrix unchanged. What top adds is what the demo
 knew and a status poll does not: which links are cut is *inferred* from the member views (a link
@@ -271,6 +271,9 @@ class _Cluster:
         stat.append("now ")
         stat.append(f"{now} digest{'s' if now != 1 else ''}", "bold red" if now > 1 else "bold green")
         stat.append(f" · peak {max((d for _, d in s.timeline), default=now)}", "dim")
+        if panels.has_risk(s):  # on the verdict's line: at 80x24 the panel shows three lines
+            stat.append(" · ")
+            stat.append_text(panels.risk_line(s))
         up = [v for v in s.nodes if not v.stopped]
         lines = [spark, stat,
                  Text.assemble("ops ", (str(max((v.ops for v in up), default=0)), "bold"), " · trades ",
@@ -355,8 +358,9 @@ def frame(nodes: Sequence[dict[str, Any]], config_path: str = "", **kw: Any) -> 
 
 
 # ---- the loop ---------------------------------------------------------------------------------------
-async def poll(client: Any, ids: Sequence[str], timeout: float) -> list[dict[str, Any]]:
-    """Every node's status, asked in parallel; ``reachable`` False for a node silent for ``timeout``."""
+async def poll(client: Any, ids: Sequence[str], timeout: float, risk: bool = True) -> list[dict[str, Any]]:
+    """Every node's status, asked in parallel; ``reachable`` False for a node silent for ``timeout``.
+    ``risk``: also its answer to the ``risk`` query (as ``risk_query``; none if it does not answer)."""
     import trio
 
     from ..core.wire import ClientQuery
@@ -373,6 +377,16 @@ async def poll(client: Any, ids: Sequence[str], timeout: float) -> list[dict[str
             return
         payload = rep.payload if isinstance(rep.payload, dict) else {}
         out[nid] = {**payload, "id": nid, "reachable": bool(payload)}
+        if payload and risk:
+            # every limit and kill switch this config's account may see (the operator: all), for the
+            # risk line; status alone carries only the limits near their end
+            req = client.new_req()
+            try:
+                rq = await client.request(nid, ClientQuery(req, "risk", "", 0), req, timeout)
+            except Unreachable:
+                return
+            if rq.code == 0 and isinstance(rq.payload, dict):
+                out[nid]["risk_query"] = rq.payload
 
     async with trio.open_nursery() as n:
         for nid in ids:

@@ -18,6 +18,9 @@ import trio
 
 import gossipbook as gb
 from gossipbook.api.risk import merge_risk
+from gossipbook.demo.snapshot import risk_fields
+from gossipbook.node.client import Client as WireClient
+from gossipbook.tui.top import poll
 
 GBX = gb.Instrument("GBX", tick_size=Decimal("0.5"), lot_size=Decimal("1"))
 
@@ -84,6 +87,12 @@ async def test_limits_the_kill_switch_and_fetch_risk_on_three_nodes() -> None:
 
             # the kill switch: alice's resting order goes on every replica, her new orders are refused
             await op.disable_account("alice", wait="replicated")
+            async with WireClient(cfg) as wire:  # what gossipbook top reads: status plus the risk query
+
+                async def top_sees_it() -> bool:
+                    views = [risk_fields(n) for n in await poll(wire, ["n1", "n2", "n3"], 2.0)]
+                    return all(v["risk_limits"] == 2 and v["risk_disabled"] == ("alice",) for v in views)
+                await _until("top's view", top_sees_it)
 
             async def cancelled_everywhere() -> bool:
                 return [len(await alice.fetch_open_orders(node=n)) for n in ("n1", "n2", "n3")] == [0, 0, 0]
