@@ -56,7 +56,7 @@ import msgpack
 
 from ..core.clockbound import FREE_RUNNING, SYNCED, UNSYNCED, ClockBound
 from ..core.ops import KIND_NAMES, Op, TradeExecuted, TradeRevised
-from .storage import FILE_MODE, StorageError, _fsync_dir
+from .storage import FILE_MODE, StorageError, _fsync_dir, parse_record
 
 MAGIC = b"GA"
 HEAD = struct.Struct("<2sII")
@@ -83,14 +83,7 @@ def _files(path: Path) -> list[tuple[int, Path]]:
 
 
 def _parse(data: bytes, off: int) -> tuple[bytes, int] | None:
-    if off + HEAD.size > len(data):
-        return None
-    magic, length, crc = HEAD.unpack_from(data, off)
-    end = off + HEAD.size + length
-    if magic != MAGIC or end > len(data):
-        return None
-    payload = data[off + HEAD.size:end]
-    return (payload, end) if zlib.crc32(payload) == crc else None
+    return parse_record(data, off, MAGIC)
 
 
 def _valid_after(data: bytes, start: int) -> bool:

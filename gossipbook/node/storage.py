@@ -77,6 +77,19 @@ from ..core.wire import OP_CHECK, snapshot_from_bytes, snapshot_to_bytes
 
 MAGIC = b"GR"
 HEAD = struct.Struct("<2sII")
+
+
+def parse_record(data: bytes, off: int, magic: bytes) -> tuple[bytes, int] | None:
+    """The record at ``off`` (``magic``, length, CRC-32, payload) as ``(payload, end)``, or None if
+    it is cut short or damaged. The op log and the audit trail share this framing."""
+    if off + HEAD.size > len(data):
+        return None
+    m, length, crc = HEAD.unpack_from(data, off)
+    end = off + HEAD.size + length
+    if m != magic or end > len(data):
+        return None
+    payload = data[off + HEAD.size:end]
+    return (payload, end) if zlib.crc32(payload) == crc else None
 REC_OPS = 1
 REC_SEQ = 2
 REC_HANDED = 3
@@ -219,16 +232,7 @@ class Storage:
 
     @staticmethod
     def _parse(data: bytes, off: int) -> tuple[bytes, int] | None:
-        if off + HEAD.size > len(data):
-            return None
-        magic, length, crc = HEAD.unpack_from(data, off)
-        end = off + HEAD.size + length
-        if magic != MAGIC or end > len(data):
-            return None
-        payload = data[off + HEAD.size:end]
-        if zlib.crc32(payload) != crc:
-            return None
-        return payload, end
+        return parse_record(data, off, MAGIC)
 
     def _valid_record_after(self, data: bytes, start: int) -> bool:
         i = data.find(MAGIC, start)
