@@ -502,6 +502,17 @@ class Escrow:
         return state.balance_of(key, self.node_id) - self.consumption(key)
 
 
+def visible_accounts(state: RiskState, viewer: str, account: str = "") -> list[str]:
+    """The accounts a ``risk`` query shows ``viewer``: every account with a limit or halted for the
+    operator, only its own for anyone else; narrowed to ``account`` when given."""
+    names = sorted({k[0] for k in state.limits} | state.halted)
+    if viewer != OPERATOR:
+        names = [a for a in names if a == viewer]
+    if account:
+        names = [a for a in names if a == account]
+    return names
+
+
 def fmt_amount(counter: int, amount: int, tick: Decimal | None = None, lot: Decimal | None = None) -> str:
     """``amount`` of ``counter`` as a user reads it: lots, or notional in price x quantity units."""
     if counter == NOTIONAL:
@@ -513,4 +524,4 @@ def fmt_amount(counter: int, amount: int, tick: Decimal | None = None, lot: Deci
 
 __all__ = ["ASK", "COUNTER_NAMES", "DIM_NAMES", "E_RISK", "HALT", "LIMIT", "MAX_LIMIT", "OPERATOR", "RISK_KINDS",
            "TRANSFER", "Escrow", "Held", "RiskConfig", "RiskRefused", "RiskState", "counter_of", "counters_of",
-           "dim_side", "need", "state_at", "valid_op"]
+           "dim_side", "need", "state_at", "valid_op", "visible_accounts"]

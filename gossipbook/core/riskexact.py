@@ -34,6 +34,7 @@ from .risk import (
     add_fill,
     fmt_amount,
     need,
+    visible_accounts,
 )
 
 _BUY, _SELL, _MARKET = 0, 1, 3
@@ -151,11 +152,7 @@ class ExactRisk:
 
     def status(self, viewer: str, account: str, books: Mapping[str, Any], max_accounts: int = 100) -> dict[str, Any]:
         st = self.state
-        names = sorted({k[0] for k in st.limits} | st.halted)
-        if viewer != OPERATOR:
-            names = [a for a in names if a == viewer]
-        if account:
-            names = [a for a in names if a == account]
+        names = visible_accounts(st, viewer, account)
         out: dict[str, Any] = {}
         for a in names[:max_accounts]:
             rows = [{"symbol": k[1], "limit_kind": COUNTER_NAMES[k[2]], "limit": st.limits[k],

@@ -56,6 +56,7 @@ from .risk import (
     need,
     positions_from_wire,
     positions_to_wire,
+    visible_accounts,
 )
 
 _BUY = 0
@@ -530,11 +531,7 @@ class RiskLedger:
         sees every account, any other account only its own."""
         st = self.state()
         esc = self.escrow
-        names = sorted({k[0] for k in st.limits} | st.halted)
-        if viewer != OPERATOR:
-            names = [a for a in names if a == viewer]
-        if account:
-            names = [a for a in names if a == account]
+        names = visible_accounts(st, viewer, account)
         out: dict[str, Any] = {}
         for a in names[:max_accounts]:
             rows = []
