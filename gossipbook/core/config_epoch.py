@@ -45,7 +45,9 @@ anti-entropy brings them to everyone); ops above it are refused on every replica
 counted ``fenced``), and ones already held are cut from the op-set with their trades reported
 revised. ``check_remove`` only stamps when no remaining member has reported holding more of the
 removed member than this node, and every remaining member has reported since the removed one was
-last heard from: an op the dead member pushed to any live replica is then inside the fence.
+last heard from: an op the dead member pushed to any live replica is then inside the fence, so
+no op some replica holds (let alone calls final) is cut. ``--force`` only waives "stop it first":
+a member still running is fenced, exactly so when it can reach no remaining member.
 
 **Finality and compaction** stop waiting for a removed member once this replica holds its ops up
 to the fence (``Replica._others_bound``): nothing of it above the fence can ever be admitted, so
@@ -327,7 +329,8 @@ def check_add(config: Configuration, me: str, member: str, addr: str, file_addrs
 
 def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, int],
                  peer_vvs: Mapping[str, Mapping[str, int]], last_heard: Mapping[str, int],
-                 last_report: Mapping[str, int], now: int, force: bool = False) -> int:
+                 last_report: Mapping[str, int], now: int, force: bool = False,
+                 down: Iterable[str] = ()) -> int:
     """The fence for removing ``member`` (the highest seq of it this node holds), or
     ``MembershipRefused`` saying why not now and what to do.
 
@@ -335,8 +338,16 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
     - every remaining member must have reported what it holds *after* ``member`` was last heard
       from here (plus ``REPORT_SLACK_NS``), and none may hold more of ``member`` than this node:
       then every op the removed member pushed to a live replica is inside the fence and is spread;
-    - ``force`` skips the reports (a member that is still talking, or a cluster that stays cut):
-      ops of ``member`` held only beyond the cut are then refused everywhere.
+    - ``force`` removes a member that is still running (it may be talking right now): the rule on
+      the others' reports still holds, and it is what keeps a final op from being cut. That is
+      exact when the member can reach nobody (stopped, or cut off from every remaining member).
+      If it still reaches some of them, ops it pushed them after this node last heard from it can
+      be final there, and the fence cuts them: fence a live member only once it is cut off.
+    - ``down``: members this node's SWIM holds dead or left. With ``force`` they are not waited
+      for (two members dead at once could otherwise never be removed, each waiting for the other's
+      report); ops of the removed member that only they held are cut if they ever come back. Never
+      without ``force``: a member cut off by a partition looks dead from here, and may hold (and
+      call final) ops of the one being removed.
     """
     if not name_ok(member):
         raise InvalidOrder(f"node id {member[:64]!r} must be 1-64 letters, digits, '-', '_' or '.'")
@@ -353,18 +364,18 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
         if theirs > mine:
             raise MembershipRefused(f"{p} holds ops of {member} up to seq {theirs} and this node only up to "
                                     f"{mine}; retry in a moment (anti-entropy is bringing them)", transient=True)
-    if not force:
-        heard = last_heard.get(member)
-        if heard is not None and now - heard < REPORT_SLACK_NS:
-            raise MembershipRefused(f"{member} was heard from {max(0, now - heard) // 1_000_000} ms ago: stop it "
-                                    f"first (SIGTERM or kill), or pass --force to fence it while it runs",
-                                    transient=True)
-        since = (heard or 0) + REPORT_SLACK_NS
-        stale = [p for p in rest if last_report.get(p, -1) < since]
-        if stale:
-            raise MembershipRefused(f"{', '.join(stale)} {'has' if len(stale) == 1 else 'have'} not reported to "
-                                    f"{me} since {member} was last heard from, so ops of {member} only they hold "
-                                    f"could be cut; retry once they are reachable (or pass --force)", transient=True)
+    heard = last_heard.get(member)
+    if not force and heard is not None and now - heard < REPORT_SLACK_NS:
+        raise MembershipRefused(f"{member} was heard from {max(0, now - heard) // 1_000_000} ms ago: stop it "
+                                f"first (SIGTERM or kill), or pass --force to fence it while it runs",
+                                transient=True)
+    since = (heard or 0) + REPORT_SLACK_NS
+    down = set(down) if force else set()
+    stale = [p for p in rest if p not in down and last_report.get(p, -1) < since]
+    if stale:
+        raise MembershipRefused(f"{', '.join(stale)} {'has' if len(stale) == 1 else 'have'} not reported to "
+                                f"{me} since {member} was last heard from, so ops of {member} only they hold "
+                                f"could be cut; retry once they are reachable", transient=True)
     return mine
 
 

@@ -386,8 +386,10 @@ class Gossip:
 
     def _lacks(self, vv: dict[str, int]) -> bool:
         r = self.replica
-        mine = r.vv
-        return any(s > mine.get(o, 0) and r.admits(o) for o, s in vv.items())
+        mine, fenced = r.vv, r.fenced
+        # (a removed member's ops above its fence are refused here: never asked for)
+        return any(s > mine.get(o, 0) and r.admits(o) and not (o in fenced and mine.get(o, 0) >= fenced[o])
+                   for o, s in vv.items())
 
     def _refill(self, now: int) -> None:
         if self._last_refill is not None:

@@ -412,7 +412,12 @@ class NodeCore:
         elif t not in MEMBERSHIP_TYPES and src in self.membership.venue.refused:
             self.membership.venue.admit(src)  # venuecheck.py: raises RemoteError (venue_mismatch)
         elif t in GOSSIP_TYPES:
-            if src in self.gossip.peers:
+            removed = src in self.replica.fenced
+            if removed and t is OpBatch:  # its ops up to the fence count; above it, refused and counted
+                self._record(self.gossip.receive(msg, src, now))
+            elif removed and t is Summary:  # answered, so a removed member still running learns of it
+                self._record(self.gossip.receive(msg, src, now))
+            elif src in self.gossip.peers:
                 self.contacts.on_message(src, now, t is Summary or t is Heartbeat)
                 self._record(self.gossip.receive(msg, src, now))
                 if not self.ready and t in (Summary, Heartbeat):
@@ -422,13 +427,16 @@ class NodeCore:
             self.contacts.on_message(src, now, False)
             self.membership.receive(msg, src, now)  # RemoteError on a bad update: the shell drops it
             self._drain_membership()
+        elif src in self.replica.fenced:  # a removed member still talking (or its last words in flight)
+            raise RemoteError(f"{t.__name__} from removed member {src}", reason="removed_member")
         else:
             raise RemoteError(f"unexpected {t.__name__} from {src}", reason="unexpected")
 
     def _note_sync(self, src: str, vv: dict[str, int]) -> None:
         self._synced.add(src)
         self._own_seq_seen = max(self._own_seq_seen, vv.get(self.node_id, 0))
-        if (len(self._synced) * 2 >= len(self.gossip.peers)
+        peers = self.replica.voters() - {self.node_id}  # (a learner added by an op holds nothing of ours)
+        if (len(self._synced & peers) * 2 >= len(peers)
                 and self.replica.vv.get(self.node_id, 0) >= self._own_seq_seen
                 and not self.replica.removed
                 and (not self.joining or self.replica.config.added(self.node_id))):
@@ -527,6 +535,13 @@ class NodeCore:
             self.ready = False  # stamps nothing more (the replica refuses too)
         self._events.append(ConfigChanged(cfg.epoch, tuple(added), tuple(removed), me_removed))
 
+    def _may_reconfigure(self, m: ClientSubmit) -> bool:
+        """A node not ready yet may still stamp a *removal*: a restarted node waits for a majority of
+        its peers, and when half of them are gone for good, the removal of the dead is the only way
+        out (it checks its own seqs against every peer that did report, as readiness does)."""
+        return (m.kind == MEMBER and m.side == 1 and not self.joining
+                and self.replica.vv.get(self.node_id, 0) >= self._own_seq_seen)
+
     def _member_submit(self, m: ClientSubmit, now: int, account: str) -> tuple[Op, list[Event]]:
         """``cluster add-node`` (side 0, ``order_id`` "id@host:port") and ``cluster remove-node``
         (side 1, ``order_id`` the id; ``tif`` 1: --force): checked here (config_epoch.check_*), stamped
@@ -538,8 +553,9 @@ class NodeCore:
                 target = check_add(r.config, self.node_id, member, addr, self.file_addrs)
                 return r.submit_member(target, False, 0, now, account=account)
             peers = {p: r.peer_vv(p) for p in self.gossip.peers}
+            down = [p for p, st in self.membership.states().items() if st in ("dead", "left")]
             fence = check_remove(r.config, self.node_id, m.order_id, r.vv, peers, self.contacts.heard,
-                                 self.contacts.reported, now, force=m.tif == 1)
+                                 self.contacts.reported, now, force=m.tif == 1, down=down)
             return r.submit_member(m.order_id, True, fence, now, account=account)
         except MembershipRefused as e:
             if e.transient:
@@ -605,7 +621,7 @@ class NodeCore:
             if self.replica.removed:
                 raise _Refused(E_INVALID, f"{self.node_id} was removed from the cluster (epoch "
                                           f"{self.replica.config.epoch}); send requests to a member")
-            if not self.ready:
+            if not self.ready and not self._may_reconfigure(m):
                 raise _Refused(E_NOT_READY, "node is catching up with its peers after start; retry shortly")
             if m.kind in (NEW, AMEND) and (why := self.clock.refusal(now)) is not None:  # cancels still go
                 raise _Refused(E_CLOCK_BOUND, why)

@@ -350,12 +350,21 @@ class Replica:
         return self.is_final(log[seq - log[0].seq])
 
     def replicated(self, op: Op) -> bool:
-        """Held by a majority of members, as far as their last reported version vectors say."""
+        """Held by a majority of the voting members, as far as their last reported version vectors
+        say (a member added by an op that has not announced itself here yet is a learner: it holds
+        nothing to count, and counting it would let one pending add stall every ack)."""
+        members = self.voters() if self._floor else self.members
         holders = 1 if self.holds(op.origin, op.seq) else 0
-        for m in self.members:
+        for m in members:
             if m != self.node_id and self._peer_vv.get(m, {}).get(op.origin, 0) >= op.seq:
                 holders += 1
-        return holders * 2 > len(self.members)
+        return holders * 2 > len(members)
+
+    def voters(self) -> set[str]:
+        """Members less the learners: added by an op and never heard from here (config_epoch.py)."""
+        if not self._floor:
+            return self.members
+        return self.members - {m for m in self._floor if m not in self._announced}
 
     def order_status(self, order_id: str) -> tuple[int, int, int] | None:
         """``(side, price, remaining)`` if resting in some book now, else None."""
@@ -502,8 +511,9 @@ class Replica:
     def submit_member(self, target: str, remove: bool, fence: int, now: int, *, account: str) -> tuple[Op, list[Event]]:
         """Stamp a membership change (``config_epoch.py``): add ``target`` ("id@host:port") or remove
         it ("id", its ops above ``fence`` refused everywhere). The caller checked it first
-        (``check_add`` / ``check_remove``); only the operator account may."""
-        self._check_clock()
+        (``check_add`` / ``check_remove``); only the operator account may. Not gated on the clock:
+        no order is priced by it, and removing a dead member must not wait for a healthy clock
+        (an op stamped ahead of its peers is held back there until their clocks catch up)."""
         if account != OPERATOR:
             raise InvalidOrder(f"only the {OPERATOR} account changes membership (this request is "
                                f"{account or 'nobody'}'s)")
@@ -587,13 +597,18 @@ class Replica:
         ready: list[Op] = []
         events: list[Event] = []
         strangers: list[Op] = []
+        joining: set[str] | None = None  # members this batch adds (its ops fold with the add, not after)
         limit = now + self.hlc.max_offset_ns
         members, fenced = self.members, self.fenced
+        ops = ops if type(ops) is list else list(ops)
         for op in ops:
             o = op.origin
             if o not in members and o not in fenced:
-                strangers.append(op)  # a made-up origin (never pending, never in the vv), or one added below
-                continue
+                if joining is None:  # (cold: an origin this replica does not know)
+                    joining = {x.order_id.partition("@")[0] for x in ops if x.kind == MEMBER and x.side == 0}
+                if o not in joining:
+                    strangers.append(op)  # a made-up origin: never pending, never in the vv
+                    continue
             if op.seq <= self.vv.get(o, 0):
                 self.counters["duplicates"] += 1
                 continue
@@ -619,11 +634,7 @@ class Replica:
                 continue
             ready.append(op)
         if ready:
-            epoch = self.config.epoch
             events += self._admit(ready, limit)
-            if strangers and self.config.epoch != epoch:  # an add among these: its member's ops count now
-                events += self.receive(strangers, now)
-                strangers = []
         self.counters["non_member_ops"] += len(strangers)
         return events
 
@@ -1048,12 +1059,24 @@ class Replica:
                 fence = self._member_change(ch)
                 if fence is not None:
                     cut[ch.member] = fence
+        self._refresh_floors()
         if not cut:
             return fresh, []
         self.counters["fenced"] += len(early)
         events: list[Event] = [OpFenced(op) for op in early]
         events += self._cut(cut)
         return [op for op in fresh if op.seq <= cut.get(op.origin, op.seq)], events
+
+    def _refresh_floors(self) -> None:
+        """Each added member's floor is its *first* add op held: a second add of it (an operator's
+        retry through another node) may arrive first and later be undercut by the first. Lowering a
+        floor never lowers the watermark: while this replica lacked the earlier add op, its bound
+        for that op's stamping node was below it (see config_epoch.py)."""
+        for m in self._floor:
+            f = self.config.floor(m)
+            if f is not None:
+                self._floor[m] = Timestamp(*f)
+        self._wm_others = None
 
     def _member_change(self, ch: MemberChange) -> int | None:
         """Apply one configuration change (``config_epoch.MemberChange``) to the op-set's rules;
@@ -1291,6 +1314,7 @@ class Replica:
         # ops are then a member's, a removed one's fence applies to what we keep
         for ch in self.config.merge(snap.config):
             self._member_change(ch)
+        self._refresh_floors()
         # origins that are no members here (a node dropped from the configuration since its ops
         # were compacted): their compacted ops stay, fenced at the snapshot's seq; a snapshot that
         # would take the version vector past what the wire carries is refused

@@ -176,7 +176,7 @@ SYMBOL = string(32, 1)
 ACCOUNT = string(64)
 #: op kinds: NEW, CANCEL, AMEND, CANCEL_ALL, then risk.LIMIT, TRANSFER, HALT, ASK (their quantities, limits
 #: and transfers included, are bounded by ``MAX_INT`` like every quantity)
-_OP_KINDS = (1, 2, 3, 4, 5, 6, 7, 8)
+_OP_KINDS = (1, 2, 3, 4, 5, 6, 7, 8, 9)  # 9: config_epoch.MEMBER (membership changes)
 _OP_FIELDS = record(Op, [uint(), uint(1 << 32), NODE_ID, uint(U64 >> 1), one_of(*_OP_KINDS), string(32), ORDER_ID,
                          one_of(0, 1), uint(MAX_INT), uint(MAX_INT), one_of(0, 1, 2, 3), string(64), ACCOUNT])
 
@@ -309,7 +309,7 @@ register(1, OpBatch, [list_of(OP_CHECK, 4096)])
 register(2, Summary, [VV, boolean, VV])
 register(3, Pull, [list_of(record(lambda *f: tuple(f), [NODE_ID, uint(), uint()]), 1024)])
 register(4, Heartbeat, [uint(), uint(1 << 32), uint(), VV])
-_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3, 4, 5, 7), string(32), ORDER_ID, one_of(0, 1), uint(MAX_INT),
+_SUBMIT_FIELDS = [string(64, 1), one_of(1, 2, 3, 4, 5, 7, 9), string(32), ORDER_ID, one_of(0, 1), uint(MAX_INT),
                   uint(MAX_INT), one_of(0, 1, 2, 3), one_of(0, 1, 2), uint(600_000)]
 _REPLY_FIELDS = [string(64), uint(255), string(1024), ORDER_ID, uint(2), list_of(TRADE, 1024)]
 register(5, ClientSubmit, _SUBMIT_FIELDS)
@@ -913,12 +913,17 @@ _SNAPSHOT = record(lambda *f: f, [VV, map_of(SYMBOL, list_of(_RESTING, 10_000_00
                                   map_of(ORDER_ID, list_of(_FILL, 1_000_000), 10_000_000)])
 
 
+_SNAPSHOT_CONFIG = list_of(OP_CHECK, 4096)  # config_epoch.MAX_CHANGES
+
+
 def snapshot_to_bytes(snap: Any) -> bytes:
     """A ``replica.Snapshot`` as msgpack (sent in ``SnapshotChunk`` pieces, persisted by storage)."""
     fills = {oid: [list(t) for t in ts] for oid, ts in snap.fills.items()}
     risk = getattr(snap, "risk", None)
+    config = getattr(snap, "config", None)
+    tail = [risk or None, [list(op) for op in config]] if config else ([risk] if risk else [])
     return msgpack.packb([snap.base_vv, snap.books, snap.trades, snap.chain, list(snap.last_key), snap.reqs,
-                          fills] + ([risk] if risk else []), use_bin_type=True)
+                          fills] + tail, use_bin_type=True)
 
 
 def snapshot_from_bytes(data: bytes) -> Any:
@@ -931,6 +936,13 @@ def snapshot_from_bytes(data: bytes) -> Any:
         raise WireError(f"undecodable snapshot: {type(e).__name__}", reason="bad_snapshot") from None
     if isinstance(raw, list) and len(raw) == 6:
         raw.append({})  # written before snapshots kept compacted requests' fills
+    config: list[Any] = []
+    if isinstance(raw, list) and len(raw) == 9:  # membership ops (config_epoch.py), then risk or None
+        config = _SNAPSHOT_CONFIG(raw.pop())
+        if any(op.kind != 9 for op in config):
+            raise WireError("a snapshot's configuration holds an op that is no membership op", reason="bad_snapshot")
+        if raw[-1] is None:
+            raw.pop()
     risk: list[Any] = []
     if isinstance(raw, list) and len(raw) == 8:  # risk limits' state (risk.py): absent when there is none
         risk = raw.pop()
@@ -938,7 +950,7 @@ def snapshot_from_bytes(data: bytes) -> Any:
             raise WireError("bad risk state in snapshot", reason="bad_snapshot")
         _risk_snapshot_check(risk)
     vv, books, trades, chain, last_key, reqs, fills = _SNAPSHOT(raw)
-    return Snapshot(vv, books, trades, chain, last_key, reqs, fills, risk)
+    return Snapshot(vv, books, trades, chain, last_key, reqs, fills, risk, config)
 
 
 def _risk_snapshot_check(raw: list[Any]) -> None:

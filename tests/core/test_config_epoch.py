@@ -192,9 +192,16 @@ def test_check_remove_waits_for_every_remaining_member_to_report_after_the_dead_
     stale = {"n2": now - 10 * MS, "n4": heard["n3"] + REPORT_SLACK_NS - 1}
     with pytest.raises(MembershipRefused, match="n4 has not reported"):
         check_remove(c, "n1", "n3", vv, {}, heard, stale, now)
-    assert check_remove(c, "n1", "n3", vv, {}, heard, stale, now, force=True) == 7
+    with pytest.raises(MembershipRefused, match="n4 has not reported"):  # --force waives the rest only
+        check_remove(c, "n1", "n3", vv, {}, heard, stale, now, force=True)
+    with pytest.raises(MembershipRefused, match="n4 has not reported"):  # a partition looks like a death
+        check_remove(c, "n1", "n3", vv, {}, heard, stale, now, down=["n4"])
+    assert check_remove(c, "n1", "n3", vv, {}, heard, stale, now, force=True, down=["n4"]) == 7
+    talking = {**heard, "n3": now - MS}
     with pytest.raises(MembershipRefused, match="stop it first"):  # still talking
-        check_remove(c, "n1", "n3", vv, {}, {**heard, "n3": now - MS}, fresh, now)
+        check_remove(c, "n1", "n3", vv, {}, talking, fresh, now)
+    later = {"n2": now + REPORT_SLACK_NS, "n4": now + REPORT_SLACK_NS}
+    assert check_remove(c, "n1", "n3", vv, {}, talking, later, now + REPORT_SLACK_NS, force=True) == 7
     with pytest.raises(MembershipRefused, match="itself"):
         check_remove(c, "n1", "n1", vv, {}, heard, fresh, now)
     with pytest.raises(MembershipRefused, match="not a member"):

@@ -300,9 +300,9 @@ def _triple(*f: Any) -> tuple[Any, ...]:
     return tuple(f)
 
 
-OP = R(Op, (U(), U(1 << 32), NODE, U(U64 >> 1), One((1, 2, 3, 4, 5, 6, 7, 8)), S(32), S(96), One((0, 1)), U(MAX_INT),
+OP = R(Op, (U(), U(1 << 32), NODE, U(U64 >> 1), One((1, 2, 3, 4, 5, 6, 7, 8, 9)), S(32), S(96), One((0, 1)), U(MAX_INT),
             U(MAX_INT), One((0, 1, 2, 3)), S(64), S(64)))
-SUBMIT = (S(64, 1), One((1, 2, 3, 4, 5, 7)), S(32), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT), One((0, 1, 2, 3)),
+SUBMIT = (S(64, 1), One((1, 2, 3, 4, 5, 7, 9)), S(32), S(96), One((0, 1)), U(MAX_INT), U(MAX_INT), One((0, 1, 2, 3)),
           One((0, 1, 2)), U(600_000))
 REPLY = (S(64), U(255), S(1024), S(96), U(2), L(L(Plain(1), 8), 1024))
 VV = M(NODE, U(U64 >> 1), 1024)
@@ -946,7 +946,7 @@ def test_boundary_lengths() -> None:
     rejects(raw(1, [[*op[:5], "S" * 33, *op[6:]]]), "malformed")
     cancel_all = Op(1, 0, "n1", 2, 4, "", "", 0, 0, 0, 0, "", "alice")  # every symbol: "" is fine now
     assert decode(to_me(OpBatch([cancel_all]), "n1", 1, KEY), KEYS).msg.ops == [cancel_all]
-    rejects(raw(1, [[*cancel_all[:4], 9, *cancel_all[5:]]]), "malformed")  # 5..8: risk ops (core/risk.py)
+    rejects(raw(1, [[*cancel_all[:4], 10, *cancel_all[5:]]]), "malformed")  # 5..8: risk ops (core/risk.py), 9: membership
     submit = ClientSubmit("r", 4, "", "", 0, 0, 0, 0, 0, 0)
     assert decode(sign(submit), KEYS).msg == submit
     rejects(raw(5, "r", 6, "", "", 0, 0, 0, 0, 0, 0), "malformed")  # a risk transfer is made by nodes only
