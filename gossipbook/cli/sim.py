@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--break", dest="break_name", default=None, metavar="NAME",
                    help="run a deliberately broken core (the checker should catch it): eventual mode "
                         "no-replay, no-anti-entropy, no-dedupe, wrong-tiebreak, no-offset-check; both modes "
-                        "no-owner-check, no-stp, no-risk-check; eventual no-escrow; strong mode "
+                        "no-owner-check, no-stp, no-risk-check; eventual no-escrow, no-fence; strong mode "
                         "vote-any-log, commit-without-majority, no-term-check, commit-old-term; with --shards "
                         "shared-term")
     p.add_argument("--gossip", action="append", default=[], metavar="KEY=VALUE",
@@ -53,6 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--risk", action="store_true",
                    help="add two clients trading under risk limits (and a kill switch); the checker holds "
                         "the converged view to the limits (risk_exceeded)")
+    p.add_argument("--members", action="store_true",
+                   help="eventual mode: the nemesis also changes membership (a dead node removed, a node added, "
+                        "a dead host replaced, a cut-off node fenced with --force); the checker holds every "
+                        "removed member's later ops out (removed_op_applied)")
     p.add_argument("--jobs", type=int, default=1, help="seeds to run in parallel processes (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--trace", metavar="FILE", default=None,
@@ -79,13 +83,17 @@ def _config(args: argparse.Namespace) -> Any:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     check_break(args.break_name, args.mode)
+    if args.members and args.mode != "eventual":
+        raise UsageError("--members runs in eventual mode only (strong mode's membership changes are not "
+                         "built yet: docs/operations.md, \"Changing membership\")")
     if args.shards != 1 and (args.mode != "strong" or not 1 <= args.shards <= 64):
         raise UsageError("--shards is 1 to 64 sequencer groups, with --mode strong")
     if args.break_name == "shared-term" and args.shards < 2:
         raise UsageError("--break shared-term needs shards to share a term: add --shards 2 or more")
     return SimConfig(nodes=args.nodes, duration_s=args.duration, orders=args.orders,
                      faults=parse_faults(args.faults), bound_s=args.bound, mode=args.mode,
-                     gossip=_gossip(args.gossip) if args.gossip else None, risk=args.risk, shards=args.shards)
+                     gossip=_gossip(args.gossip) if args.gossip else None, risk=args.risk, shards=args.shards,
+                     members=args.members)
 
 
 def _gossip(items: list[str]) -> Any:

@@ -536,8 +536,11 @@ class NodeRunner:
         core, st = self.core, self.storage
         try:
             st.persist(new_ops, core.replica.hlc.last, core.membership.incarnation, force=not core.accepting)
-            if core.replica.counters["compactions"] != self._compactions:
-                self._compactions = core.replica.counters["compactions"]
+            # a new snapshot: compacted here, or installed from a peer (a joining node's first state:
+            # its version vector covers it at once, so its disk must too)
+            marker = core.replica.counters["compactions"] + core.replica.counters["snapshots_installed"]
+            if marker != self._compactions:
+                self._compactions = marker
                 st.write_snapshot(core.replica.snapshot())
         except StorageError as e:
             core.replica.new_ops[:0] = new_ops

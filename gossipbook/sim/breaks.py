@@ -34,6 +34,11 @@ DESIGN.md relies on, and the simulator must report a violation for some seeds:
 - ``no-risk-check`` (both modes): no order is checked against a risk limit at all: not by the
   stamping node (``RiskLedger.check_new``), not by the strong fold (``ExactRisk.check``).
 
+- ``no-fence`` (issue 20): a removal takes the member out of the configuration but fences nothing:
+  its ops above the fence are admitted, kept and folded (``Replica._member_change`` without the
+  fence, no cut). Caught by ``removed_op_applied``; the simulator runs the membership nemesis
+  (``members.py``) with it, whose zombie scenario makes such ops.
+
 Strong mode (``--mode strong``) breaks the sequencer instead, through ``SequencerConfig.breaks``
 (one condition each in ``core/sequencer.py``; nothing is patched): ``STRONG_BREAKS``.
 """
@@ -66,9 +71,12 @@ BREAKS: dict[str, str] = {
     "no-stp": "self-trade prevention is off for every instrument: an account trades with itself",
     "no-escrow": "a node checks risk limits against its own orders only (the whole limit as its rights)",
     "no-risk-check": "orders are not checked against risk limits (stamping node, strong fold)",
+    "no-fence": "a removed member's ops above its fence are still admitted and applied",
 }
 #: breaks that need the risk workload (the simulator turns it on for them)
 RISK_BREAKS: frozenset[str] = frozenset({"no-escrow", "no-risk-check"})
+#: breaks that need the membership nemesis (members.py)
+MEMBER_BREAKS: frozenset[str] = frozenset({"no-fence"})
 #: breaks that patch the core in either mode
 BOTH_MODES: frozenset[str] = frozenset({"no-owner-check", "no-stp", "no-risk-check"})
 
@@ -150,6 +158,17 @@ def _patch_gossip_init(orig: Callable[..., Any]) -> Callable[..., Any]:
         config = dataclasses.replace(config or gossip_mod.GossipConfig(), anti_entropy=False)
         orig(self, replica, peers, rng, config)
     return init
+
+
+def _member_change_unfenced(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def member_change(self: Any, ch: Any) -> int | None:
+        if ch.kind == 0 or ch.member == self.node_id:  # an add, or our own removal: as before
+            return orig(self, ch)
+        self.members.discard(ch.member)  # no-fence: out of the configuration, nothing fenced or cut
+        self.fenced[ch.member] = 1 << 62
+        self._wm_others = None
+        return None
+    return member_change
 
 
 def _own_view_rights(self: Any, state: Any, key: Any) -> int:
@@ -239,6 +258,8 @@ def broken(name: str | None) -> Iterator[None]:
             patch(G, "__init__", _patch_gossip_init(G.__init__))
         elif name == "no-owner-check":
             patch(book_mod.Book, "owner", _owner_anyone(book_mod.Book.owner))
+        elif name == "no-fence":
+            patch(R, "_member_change", _member_change_unfenced(R._member_change))
         elif name == "no-escrow":
             patch(risk_mod.Escrow, "rights", _own_view_rights)
         elif name == "no-risk-check":

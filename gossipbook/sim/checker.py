@@ -98,6 +98,9 @@ KINDS: dict[str, str] = {
     # risk limits (issue 17)
     "risk_exceeded": "an account's exposure in the converged view passed one of its risk limits",
     "risk_disabled_rested": "an order of an account rests after the kill switch disabled it",
+    # run-time membership (issue 20, members.py)
+    "removed_op_applied": "a replica holds an op of a removed member above its fence",
+    "membership_stalled": "an operator's membership command was never acknowledged",
 }
 RISK_SAMPLE_NS = 200_000_000  # how often the converged view is checked against the limits
 #: the book's own owner lookup, taken before any ``--break`` can patch it: the checker's reference

@@ -68,12 +68,14 @@ from . import shardsim
 from .checker import RISK_SAMPLE_NS, Checker
 from .clock import MS, SEC, T0, NodeClock
 from .disk import Disk
+from .members import CLIENT as MEMBERS_CLIENT
+from .members import MembersDriver, MembersNemesis
 from .nemesis import FAULTS, Action, FaultPlan, Schedule, leader_schedule, random_schedule
 from .network import LinkFaults, Network, partition_links
 from .strong_check import StrongChecker
 from .workload import Request, Workload
 
-DELIVER, WAKE, NEMESIS, ARRIVAL, RETRY, CHECK, PHASE, ADMIN = range(8)
+DELIVER, WAKE, NEMESIS, ARRIVAL, RETRY, CHECK, PHASE, ADMIN, MEMBERS = range(9)
 KEY = b"gossipbook-simulator-cluster-key"  # any 32 bytes: every datagram is still authenticated
 
 
@@ -133,6 +135,9 @@ class SimConfig:
     # risk limits (issue 17): two more clients trade under limits the operator sets as the run
     # starts, and the checker holds the converged view to them (``risk_exceeded``)
     risk: bool = False
+    # run-time membership (issue 20, eventual mode): the seed also removes, adds and replaces nodes
+    # (``members.py``: its own random stream, so the rest of a seed's run is drawn as without it)
+    members: bool = False
     # strong mode: sequencer groups per node, one instrument each (``shardsim.py``); ``shard_breaks``:
     # ``ShardedStrongCore(breaks=...)`` (``shared-term``)
     shards: int = 1
@@ -197,7 +202,7 @@ class Simulation:
         root = random.Random(seed)
         streams = {name: random.Random(root.getrandbits(64)) for name in
                    ("plan", "schedule", "clocks", "network", "workload", "cores", "partition", "leader",
-                    "risk")}
+                    "risk", "members")}
         self.ids = cfg.node_ids()
         self.plan = FaultPlan.draw(streams["plan"], cfg.faults)
         self.start = T0
@@ -208,6 +213,13 @@ class Simulation:
         # copies: a clock step changes a clock, and a caller's clocks must not carry over between runs
         self.nodes = {n: SimNode(n, dataclasses.replace(clocks[n]) if n in clocks else NodeClock()) for n in self.ids}
         self.net = Network(streams["network"], self.ids)
+        #: membership changes (members.py): ``ids`` is the cluster now (added nodes join it, nodes
+        #: killed for good leave it: ``gone``); ``file_ids`` what the original nodes' files list
+        self.file_ids = list(self.ids)
+        self.gone: set[str] = set()
+        self.members = (MembersDriver(MembersNemesis(streams["members"], self.ids, self.end_safety - T0,
+                                                     zombie="skew" not in self.plan.active()), MEMBERS)
+                        if cfg.members and cfg.mode == "eventual" else None)
         self.net.faults = LinkFaults(self.plan.loss, self.plan.dup, self.plan.reorder,
                                      self.plan.reorder_max_ms * MS)
         self._part_rng = streams["partition"]
@@ -266,6 +278,8 @@ class Simulation:
             self._push(T0 + a.at_ns, NEMESIS, a)
         for t, c in self.workload.arrivals:
             self._push(t, ARRIVAL, c)
+        if self.members is not None:
+            self.members.start(self, T0)
         for t, msg in getattr(self.workload, "admin", ()):
             self._push(t, ADMIN, msg)
         self._push(self.end_safety, PHASE)
@@ -310,6 +324,8 @@ class Simulation:
                 self._liveness_phase(t)
             elif kind == ADMIN:
                 self._send_request(self.workload.admin_request(ev[3], t), t)
+            elif kind == MEMBERS:
+                self.members.on_event(self, ev[3], t)  # type: ignore[union-attr]
         return self
 
     # ---- nodes ------------------------------------------------------------------------------------
@@ -321,9 +337,10 @@ class Simulation:
             self._boot_strong(node, t, now)
             return
         hlc_last, incarnation = disk.recover_state(node.id)
-        core = NodeCore(node.id, self.ids, self.venue, random.Random(self._core_rng.getrandbits(64)),
+        members, joining = (self.file_ids, False) if self.members is None else self.members.boot_args(node.id, self.file_ids)
+        core = NodeCore(node.id, members, self.venue, random.Random(self._core_rng.getrandbits(64)),
                         self.node_config, hlc_last=hlc_last or ZERO,
-                        incarnation=max(incarnation or 0, now // MS))
+                        incarnation=max(incarnation or 0, now // MS), joining=joining)
         node.core = core
         self.checker.watch_fold(node.id, core.replica, lambda: self.now)  # accounts: see Checker.watch_fold
         node.state = "up"
@@ -393,6 +410,8 @@ class Simulation:
         now = node.clock.read(t)
         rep = core.replica
         strong = self.strong
+        if self.members is not None:
+            self.members.voters_at[node.id] = set(rep.voters())  # what an ack this step is judged by
         hlc = core.hlc if strong else rep.hlc
         before = (hlc.wall, hlc.logical)
         self.stats.steps += 1
@@ -417,6 +436,8 @@ class Simulation:
                 try:
                     core.receive(msg, frame.sender, src, now, acct)
                 except RemoteError as e:
+                    if self.members is not None and self.members.expected_refusal(e.reason, frame.sender):
+                        continue  # a removed member's message, or a new one's not known here yet
                     # the shell drops and counts it; here every sender is honest, so it is a bug
                     self.checker.violation("remote_error", node.id, t, f"{node.id} refused {type(msg).__name__} "
                                            f"from {frame.sender}: {e}")
@@ -470,8 +491,11 @@ class Simulation:
         out = core.outbox()
         # durable before any datagram below leaves (NodeRunner._persist)
         node.disk.persist(ops, rep.hlc.last, core.membership.incarnation)
-        if rep.counters["compactions"] != node.compactions:
-            node.compactions = rep.counters["compactions"]
+        # a new snapshot: compacted here, or installed from a peer (a joining node's first state:
+        # its version vector covers it at once, so its disk must too)
+        marker = rep.counters["compactions"] + rep.counters["snapshots_installed"]
+        if marker != node.compactions:
+            node.compactions = marker
             node.disk.write_snapshot(rep.snapshot())
         if ops:
             ck.ops_taken(node.id, ops, now, t)
@@ -570,10 +594,12 @@ class Simulation:
         if msg.code != OK and not (msg.code == E_TIMEOUT and msg.order_id):
             return
         op = self.checker.stamped.get((node.id, msg.req))
-        holders = 0
+        holders, members = 0, self.ids
         if op is not None:
             holders = sum(1 for n in self.nodes.values() if n.disk.holds(op.origin, op.seq))
-        self.checker.replied(node.id, msg.req, msg.order_id, msg.level, holders, len(self.ids), t)
+            if self.members is not None and node.core is not None:  # members change (members.py)
+                holders, members = self.members.holders(self, node, op)
+        self.checker.replied(node.id, msg.req, msg.order_id, msg.level, holders, len(members), t)
 
     def _send(self, src: str, dst: str, frames: list[bytes], tmsg: type, t: int) -> None:
         st = self.stats
@@ -595,7 +621,8 @@ class Simulation:
 
     # ---- clients ------------------------------------------------------------------------------------
     def _up(self) -> list[str]:
-        return [n for n in self.ids if self.nodes[n].state != "down"]
+        up = [n for n in self.ids if self.nodes[n].state != "down"]
+        return up if self.members is None else self.members.for_clients(up)
 
     def _arrival(self, client: str, t: int) -> None:
         if self.workload.stopped:
@@ -634,6 +661,9 @@ class Simulation:
         except WireError:
             self.stats.dropped_wire += 1
             return
+        if client == MEMBERS_CLIENT and self.members is not None:
+            self.members.on_frame(self, frame, t)
+            return
         if type(frame.msg) is ClientReply:
             rep = frame.msg
             ack = self.workload.on_reply(frame.sender, rep, t)
@@ -645,6 +675,8 @@ class Simulation:
         k = a.kind
         self._trace(t, f"nemesis: {a.describe()}")
         net = self.net
+        if a.node in self.gone:
+            return  # killed for good (members.py): nothing brings it back
         if k == "partition":
             if a.shape == "groups":
                 blocked = set()
@@ -658,8 +690,12 @@ class Simulation:
                 blocked, desc = partition_links(a.shape, self.ids, self._part_rng)
             net.partition(blocked)
             self._trace(t, f"  {desc}")
+            if self.members is not None:
+                self.members.reapply_cut(self)
         elif k == "heal":
             net.heal()
+            if self.members is not None:
+                self.members.reapply_cut(self)
         elif k == "loss_burst":
             net.burst_links = set(a.links) if a.links else {(x, y) for x in self.ids for y in self.ids if x != y}
             net.burst_loss = a.value
@@ -735,6 +771,8 @@ class Simulation:
         self.heal_t = t
         self.workload.stopped = True
         self.net.heal_all()
+        if self.members is not None:
+            self.members.liveness(self)
         for n in self.ids:
             node = self.nodes[n]
             if node.state == "down":
@@ -768,6 +806,8 @@ class Simulation:
                 if all(c.replica.final_count() == len(c.replica._applied) for c in cores):  # type: ignore[union-attr]
                     self.final_t = t
         settled = self.converged_t is not None and (self.final_t is not None or not self.need_finality)
+        if settled and self.members is not None and self.members.nem.pending():
+            settled = False  # an operator's command still in flight: see it through (members.py)
         if settled or t - heal >= bound:
             self._finish(t, bound)
             return
@@ -807,7 +847,12 @@ class Simulation:
         for n in self.ids:
             if self.nodes[n].core is not None:
                 self._track_finality(self.nodes[n], t, [])
-        ck.final_state(reps, self.workload.acks, t)
+        acks = self.workload.acks
+        if self.members is not None:  # an op the removals took by design is no lost ack (members.py)
+            fences = self.members.nem.fences(reps)
+            acks = self.members.nem.set_aside(acks, ck.stamped, fences)
+            self.members.nem.final_state(ck, reps, fences, t)
+        ck.final_state(reps, acks, t)
         ck.risk_check(t)
         for req, node, rows, at in self._final_acks:
             ck.final_ack_trades(req, node, rows, at, complete=self.final_t is not None)

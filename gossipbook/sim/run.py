@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.gossip import GossipConfig
 from ..core.shards import SHARD_BREAKS
-from .breaks import RISK_BREAKS, STRONG_BREAKS, broken
+from .breaks import MEMBER_BREAKS, RISK_BREAKS, STRONG_BREAKS, broken
 from .clock import SEC
 from .cluster import SimConfig, Simulation
 from .nemesis import FAULTS
@@ -66,6 +66,8 @@ def replay_command(seed: int, cfg: SimConfig, break_name: str | None = None) -> 
         parts.append(f"--bound {cfg.bound_s:g}")
     if cfg.risk:
         parts.append("--risk")
+    if cfg.members:
+        parts.append("--members")
     if break_name:
         parts.append(f"--break {break_name}")
     if cfg.gossip is not None:
@@ -84,6 +86,8 @@ def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
         cfg = dataclasses.replace(cfg, seq_breaks=frozenset({break_name}))
     if break_name in RISK_BREAKS and not cfg.risk:  # a risk break needs the risk workload to show
         cfg = dataclasses.replace(cfg, risk=True)
+    if break_name in MEMBER_BREAKS and not cfg.members:  # a membership break needs membership changes
+        cfg = dataclasses.replace(cfg, members=True)
     with broken(break_name):
         sim = Simulation(seed, cfg, trace=trace).run()
     wall = time.perf_counter() - t0
@@ -125,6 +129,12 @@ def run_seed(seed: int, cfg: SimConfig, break_name: str | None = None,
         for key in sorted({k for r in reps for k in r.counters if k.startswith("risk_")}):
             counters[f"replica_{key}"] = sum(r.counters.get(key, 0) for r in reps)
         counters["risk_samples"] = ck.risk_samples
+    if sim.members is not None:  # membership changes (members.py)
+        counters.update({f"members_{k}": v for k, v in sim.members.nem.counters.items()})
+        counters["members_added"] = len(sim.members.nem.added)
+        counters["members_removed"] = len(sim.members.nem.removed)
+        for key in ("fenced", "fenced_cut", "non_member_ops"):
+            counters[f"replica_{key}"] = sum(r.counters.get(key, 0) for r in reps)
     return RunResult(
         seed=seed, ok=ck.ok, violations=[v.to_json() for v in ck.first()], violation_counts=dict(ck.counts),
         convergence_s=conv, finality_s=fin,

@@ -29,6 +29,8 @@ EXPECTED = {
     # risk limits (issue 17; run_seed turns the risk workload on for these)
     "no-escrow": {"risk_exceeded"},
     "no-risk-check": {"risk_exceeded", "risk_disabled_rested"},
+    # run-time membership (issue 20; run_seed turns the membership nemesis on): the fence itself
+    "no-fence": {"removed_op_applied"},
 }
 CONFIGS = {
     # ties in (wall, logical) need coarse clocks that tick together: the skew fault draws them
@@ -36,6 +38,8 @@ CONFIGS = {
     # an op stamped far ahead needs a clock far ahead that still takes orders: a forward step
     "no-offset-check": dataclasses.replace(SMALL, faults=("loss", "reorder"),
                                            script=scripted([(2.0, "clock_step", "n2", 1.2)])),
+    # ops above a fence come from the zombie scenario (members.py), drawn only with unskewed clocks
+    "no-fence": dataclasses.replace(SMALL, nodes=4, faults=("partition", "loss", "crash", "pause")),
 }
 
 
