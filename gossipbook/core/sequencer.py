@@ -72,10 +72,12 @@ the hint is None. The entry submitted at ``(index, term)`` is committed iff a ``
 
 **Leadership transfer** (thesis §3.10; only with ``SequencerConfig.preferred``, which shards set
 so that their leaders spread over the nodes, and which one group alone leaves None). A leader that
-is not the preferred node, has led for ``transfer_settle_ns`` (the failover has settled) and sees
-the preferred node caught up (``match_index == last_index``) and answering within two heartbeats
-sends it ``TimeoutNow`` and appends nothing for ``election_timeout_min_ns`` (``submit`` raises
-``NotLeader(None)``, so the node layer parks the request until the new leader is known). The
+is not the preferred node, has led for ``transfer_settle_ns`` (the failover has settled) and hears
+the preferred node answer within two heartbeats hands over: it appends nothing for
+``election_timeout_min_ns`` (``submit`` raises ``NotLeader(None)``, so the node layer parks the
+request until the new leader is known), and once the preferred node is caught up
+(``match_index == last_index``, which the pause lets it reach under any load) sends it
+``TimeoutNow``. The
 preferred node, hearing ``TimeoutNow`` from its current leader in its current term, campaigns at
 once, without a pre-vote, with ``ForcedVote``: a vote request that voters answer even though they
 heard from a live leader (the stickiness rule would otherwise refuse it); everything else about the
@@ -528,7 +530,8 @@ class Sequencer:
         self._progress: dict[str, _Progress] = {}
         self._snap_rx: _SnapshotRx | None = None
         self._led_since = 0  # when we last became leader (leadership transfer waits for it to settle)
-        self._transfer_at: int | None = None  # when we last sent TimeoutNow (None: never, this term)
+        self._transfer_at: int | None = None  # when we last began a hand-over (None: never, this term)
+        self._timeout_sent = False  # ... and whether its TimeoutNow went out
         self._dirty_from = self.last_index + 1  # persist_delta: first log index changed since
         self._snap_dirty = False
         self.counters: dict[str, int] = {
@@ -647,7 +650,7 @@ class Sequencer:
             self._check_quorum(now)
         if self.role is not LEADER:
             raise NotLeader(self._leader)
-        if self._transfer_at is not None and now - self._transfer_at < self.config.election_timeout_min_ns:
+        if self._handing_over(now):
             raise NotLeader(None)  # handing over (see "Leadership transfer"): the caller waits for the new one
         self._append(Entry(self.term, entry))
         self._maybe_commit()
@@ -778,7 +781,7 @@ class Sequencer:
     def _become_leader(self, now: int) -> None:
         self.counters["became_leader"] += 1
         self._become(LEADER, self.term, self.node_id)
-        self._led_since, self._transfer_at = now, None
+        self._led_since, self._transfer_at, self._timeout_sent = now, None, False
         nxt = self.last_index + 1
         self._progress = {p: _Progress(next_index=nxt, last_ack=now) for p in self.peers}
         self._append(Entry(self.term, None))  # commits the older-term entries before it (§5.4.2)
@@ -841,20 +844,30 @@ class Sequencer:
     # ---- leadership transfer ----------------------------------------------------------------------
     def _maybe_transfer(self, now: int) -> None:
         """Leader, not the preferred node: hand over once the failover has settled and the preferred
-        node is caught up and answering (see "Leadership transfer")."""
+        node is answering (see "Leadership transfer")."""
         cfg = self.config
         target = cfg.preferred
         if target == self.node_id or target not in self._progress:
             return
+        if self._handing_over(now):
+            self._timeout_now(target)  # (a catch-up acknowledged since sends it from _on_append_reply)
+            return
         since = self._led_since if self._transfer_at is None else self._transfer_at
-        if now - since < cfg.transfer_settle_ns:
+        if now - since < cfg.transfer_settle_ns or now - self._progress[target].last_ack > 2 * cfg.heartbeat_ns:
             return
-        pr = self._progress[target]
-        if pr.match_index != self.last_index or now - pr.last_ack > 2 * cfg.heartbeat_ns:
-            return
-        self.counters["transfers_sent"] += 1
-        self._transfer_at = now
-        self._send(target, TimeoutNow(self.term))
+        self._transfer_at, self._timeout_sent = now, False
+        self._timeout_now(target)
+
+    def _handing_over(self, now: int) -> bool:
+        """A hand-over began less than an election timeout ago (no appends meanwhile)."""
+        return self._transfer_at is not None and now - self._transfer_at < self.config.election_timeout_min_ns
+
+    def _timeout_now(self, target: str) -> None:
+        """Send the hand-over's ``TimeoutNow`` once ``target`` holds our whole log."""
+        if not self._timeout_sent and self._progress[target].match_index == self.last_index:
+            self._timeout_sent = True
+            self.counters["transfers_sent"] += 1
+            self._send(target, TimeoutNow(self.term))
 
     def _on_timeout_now(self, msg: TimeoutNow, src: str, now: int) -> None:
         """Campaign at once if our current leader asks us to (a stale or misdirected one is ignored)."""
@@ -975,6 +988,8 @@ class Sequencer:
             if pr.match_index >= self._snap_index:
                 pr.snapshot_at = None
             self._maybe_commit()
+            if src == self.config.preferred and self._handing_over(now):
+                self._timeout_now(src)
         elif index >= pr.match_index and pr.snapshot_at is None:
             pr.next_index = max(pr.match_index + 1, min(msg.hint, index - 1) + 1)
             pr.probing, pr.probe_sent, pr.inflight = True, False, 0
