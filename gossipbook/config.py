@@ -52,6 +52,9 @@ class NodeEntry:
     host: str
     port: int
     data_dir: str | None = None
+    #: a node added at run time (``gossipbook cluster add-node``): it takes orders only once it holds
+    #: its own add op (docs/operations.md, "Changing membership")
+    join: bool = False
 
     @property
     def addr(self) -> tuple[str, int]:
@@ -435,7 +438,7 @@ def _nodes(nodes_raw: Any, where: str) -> list[NodeEntry]:
         if not isinstance(n, dict):
             raise ConfigError(f"{w} must be a table")
         for k in n:
-            if k not in ("id", "addr", "data_dir"):
+            if k not in ("id", "addr", "data_dir", "join"):
                 raise ConfigError(f"{w}: unknown key {k!r}")
         nid = check_id(n.get("id"), f"{w}: id")
         if nid in seen_ids:
@@ -446,9 +449,12 @@ def _nodes(nodes_raw: Any, where: str) -> list[NodeEntry]:
         dd = n.get("data_dir")
         if dd is not None and not isinstance(dd, str):
             raise ConfigError(f"{w}: data_dir must be a string")
+        join = n.get("join", False)
+        if not isinstance(join, bool):
+            raise ConfigError(f"{w}: join must be true or false")
         seen_ids.add(nid)
         seen_addr.add((host, port))
-        nodes.append(NodeEntry(nid, host, port, dd))
+        nodes.append(NodeEntry(nid, host, port, dd, join))
     return nodes
 
 

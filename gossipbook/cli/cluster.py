@@ -1,19 +1,36 @@
-"""``gossipbook cluster init``: write a fresh, valid cluster config (and one client file per account)."""
+"""``gossipbook cluster``: ``init`` writes a fresh, valid cluster config (and one client file per
+account); ``add-node`` and ``remove-node`` change the running cluster's membership (a replicated,
+operator-stamped op: core/config_epoch.py; the runbooks are in docs/operations.md)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import sys
+import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
-from ..config import MODES, OPERATOR, ConfigError, check_id, from_dict, render, render_client, write_private
+import trio
+
+from ..config import (
+    MODES,
+    OPERATOR,
+    ConfigError,
+    check_id,
+    from_dict,
+    load,
+    render,
+    render_client,
+    write_private,
+)
 from ..core.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cluster", help="cluster configuration (init)",
+    p = sub.add_parser("cluster", help="cluster configuration (init, add-node, remove-node)",
                        description="Manage cluster configuration files.")
     csub = p.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND")
     i = csub.add_parser("init", help="write a new cluster.toml (fresh keys) and client files",
@@ -37,6 +54,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="write DIR/cluster.toml and DIR/clients/<account>.toml (mode 0600) instead of stdout")
     i.add_argument("--force", action="store_true", help="with --out: replace files that exist")
     i.set_defaults(func=run_init)
+    a = csub.add_parser("add-node", help="add a node to the running cluster (then start it)",
+                        description="Stamp the addition of a new node through a member (the operator's "
+                                    "credential from cluster.toml), wait until a majority holds it, then print "
+                                    "the config the new node starts from (the file's nodes and the new one, "
+                                    "join = true) or, with --write, append the new node to the file. Start the "
+                                    "new node at once: finality waits for it from the addition on.")
+    a.add_argument("--config", "-c", default="cluster.toml", metavar="FILE", help="cluster.toml (default)")
+    a.add_argument("--id", required=True, help="the new node's id (never one that was removed)")
+    a.add_argument("--addr", required=True, metavar="HOST:PORT", help="where the new node will listen")
+    a.add_argument("--data-dir", default=None, help="the new node's data_dir in the printed config")
+    a.add_argument("--node", "-n", default=None, help="the member to send it to (default: the first that answers)")
+    a.add_argument("--write", action="store_true", help="append the new node to --config instead of printing")
+    a.add_argument("--timeout", type=float, default=10.0, help="seconds to keep trying (default 10)")
+    a.set_defaults(func=run_add)
+    r = csub.add_parser("remove-node", help="remove a member (dead for good, or leaving)",
+                        description="Stamp the removal of a member through another member: its ops up to the "
+                                    "highest seq that member holds (the fence) are kept and spread, later ones are "
+                                    "refused on every replica, and finality and compaction stop waiting for it. "
+                                    "Stop the node first (SIGTERM, or it is dead); the command waits (retrying) "
+                                    "until every other member has reported since the removed one was last heard, "
+                                    "so no op some member holds is cut. A removed id is never used again.")
+    r.add_argument("member", help="the id of the member to remove")
+    r.add_argument("--config", "-c", default="cluster.toml", metavar="FILE", help="cluster.toml (default)")
+    r.add_argument("--node", "-n", default=None, help="the member to send it to (default: the first that answers)")
+    r.add_argument("--force", action="store_true",
+                   help="fence a member that is still running (cut off, misbehaving) and do not wait for members "
+                        "this node holds dead; see docs/operations.md before using it")
+    r.add_argument("--timeout", type=float, default=10.0, help="seconds to keep trying (default 10)")
+    r.add_argument("--json", action="store_true", help="print the resulting configuration as JSON")
+    r.set_defaults(func=run_remove)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
 
@@ -76,4 +123,132 @@ def run_init(args: argparse.Namespace) -> int:
         write_private(out / "clients" / f"{a}.toml", render_client(cfg, a))
     print(f"wrote {out / 'cluster.toml'} (nodes and operator: holds the peer key) and "
           f"{len(accounts)} client files in {out / 'clients'} ({', '.join(accounts)}), all mode 0600")
+    return 0
+
+
+# ---- membership at run time ------------------------------------------------------------------------
+def _operator(path: str) -> Any:
+    cfg = load(path)
+    if cfg.is_client_file:
+        raise UsageError(f"{path} is a client file (account {cfg.account}); membership changes need cluster.toml "
+                         f"(the operator's credential)")
+    cfg.client_credential()  # one clear line if the operator's credential is missing
+    return cfg
+
+
+async def _member_request(cfg: Any, msg: Any, targets: list[str], timeout: float) -> tuple[str, Any]:
+    """Send a membership request to each target in turn until one acknowledges it; refusals that
+    may clear by themselves ("not ready": a removal waiting for reports, a node catching up) and
+    unreachable nodes are retried until ``timeout``. Returns ``(node, reply)``; ``Rejected`` otherwise."""
+    from ..core.node import E_NOT_READY, E_TIMEOUT, OK
+    from ..node.client import Client, Unreachable
+    from .orders import EXIT_CODES, Rejected
+
+    deadline = time.monotonic() + timeout
+    last = "no member answered"
+    async with Client(cfg) as c:
+        i = 0
+        while True:
+            node = targets[i % len(targets)]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Rejected(f"gave up after {timeout:g} s: {last}", 5)
+            try:
+                rep = await c.request(node, msg, msg.req, min(3.0, left))
+            except Unreachable:
+                last = f"{node} did not answer"
+                i += 1
+                continue
+            if rep.code == OK:
+                return node, rep
+            if rep.code in (E_NOT_READY, E_TIMEOUT):  # may clear: wait a little, ask again (same request id)
+                last = f"{node}: {rep.message}"
+                await trio.sleep(min(0.3, max(0.0, deadline - time.monotonic())))
+                if rep.code == E_NOT_READY and "catching up" in rep.message:
+                    i += 1
+                continue
+            raise Rejected(f"{node}: {rep.message}", EXIT_CODES.get(rep.code, 2))
+
+
+async def _config_of(cfg: Any, node: str) -> dict[str, Any]:
+    from ..core.wire import ClientQuery
+    from ..node.client import Client, new_req
+
+    async with Client(cfg) as c:
+        req = new_req()
+        rep = await c.request(node, ClientQuery(req, "status", "", 0), req, 2.0)
+        return dict(rep.payload.get("config") or {})
+
+
+def _targets(cfg: Any, node: str | None, avoid: str = "") -> list[str]:
+    if node is not None:
+        cfg.node(node)
+        if node == avoid:
+            raise UsageError(f"send the removal of {avoid} to another member (--node)")
+        return [node]
+    out = [n.id for n in cfg.nodes if n.id != avoid]
+    if not out:
+        raise UsageError(f"{cfg.path} names no other member to send this to")
+    return out
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from ..config import parse_addr
+    from ..core.config_epoch import MEMBER, add_target
+    from ..core.wire import ClientSubmit
+    from ..node.client import new_req
+
+    cfg = _operator(args.config)
+    try:
+        check_id(args.id, "--id")
+        host, port = parse_addr(args.addr, "--addr")
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if any(n.id == args.id for n in cfg.nodes):
+        raise UsageError(f"{args.config} already lists a node {args.id!r}; pick a new id")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    addr = f"{host}:{port}"
+    msg = ClientSubmit(new_req(), MEMBER, "", add_target(args.id, addr), 0, 0, 0, 0, 1, int(args.timeout * 1000))
+    via, _rep = trio.run(_member_request, cfg, msg, _targets(cfg, args.node), args.timeout)
+    block = ["", "[[nodes]]", f"id = {json.dumps(args.id)}", f"addr = {json.dumps(addr)}"]
+    if args.data_dir:
+        block.append(f"data_dir = {json.dumps(args.data_dir)}")
+    block += ["join = true  # added at run time: takes orders once it holds its own add op", ""]
+    text = Path(args.config).read_text()
+    if args.write:
+        write_private(Path(args.config), text.rstrip("\n") + "\n" + "\n".join(block))
+        print(f"added {args.id} at {addr} (through {via}); appended it to {args.config}. Start it now: "
+              f"gossipbook node -c {args.config} --id {args.id}", file=sys.stderr)
+    else:
+        sys.stdout.write(text.rstrip("\n") + "\n" + "\n".join(block))
+        print(f"added {args.id} at {addr} (through {via}); the config above is the new node's "
+              f"(it holds secrets: keep it mode 0600). Start it now: gossipbook node -c FILE --id {args.id}",
+              file=sys.stderr)
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from ..core.config_epoch import MEMBER
+    from ..core.wire import ClientSubmit
+    from ..node.client import new_req
+
+    cfg = _operator(args.config)
+    try:
+        check_id(args.member, "member")
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    msg = ClientSubmit(new_req(), MEMBER, "", args.member, 1, 0, 0, 1 if args.force else 0, 1,
+                       int(args.timeout * 1000))
+    via, _rep = trio.run(_member_request, cfg, msg, _targets(cfg, args.node, avoid=args.member), args.timeout)
+    conf = trio.run(_config_of, cfg, via)
+    if args.json:
+        print(json.dumps({"removed": args.member, "via": via, "config": conf}, indent=2))
+        return 0
+    fence = conf.get("fences", {}).get(args.member, "?")
+    roles = ", ".join(f"{m} {r}" for m, r in sorted(conf.get("roles", {}).items()))
+    print(f"removed {args.member} through {via}: its ops above seq {fence} are refused on every replica; "
+          f"configuration epoch {conf.get('epoch', '?')}: {roles}")
     return 0

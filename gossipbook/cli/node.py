@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="serve Prometheus metrics on this TCP port (127.0.0.1)")
     p.add_argument("--data-dir", default=None, help="override the node's data_dir from the config")
     p.add_argument("--seed", type=int, default=None, help="seed the node's randomness (tests)")
+    p.add_argument("--join", action="store_true",
+                   help="a node added at run time (gossipbook cluster add-node): take orders only once it holds "
+                        "its own add op (the same as join = true on its [[nodes]] entry)")
     g = p.add_argument_group("test-only fault injection")
     g.add_argument("--fault-drop", type=float, default=0.0, help="drop this fraction of sent datagrams")
     g.add_argument("--fault-seed", type=int, default=0, help="seed of the drop decisions")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         storage = Storage.open(data_dir, args.id, cfg.fsync)
     runner = NodeRunner(cfg, args.id, faults=faults, seed=args.seed, storage=storage,
                         clock=WallClock(int(args.clock_skew_ms * 1e6), args.clock_drift_ppm),
-                        log=logging.getLogger(f"gossipbook.{args.id}"))
+                        log=logging.getLogger(f"gossipbook.{args.id}"), join=args.join)
 
     if args.trace:
         runner.enable_trace()

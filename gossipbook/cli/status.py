@@ -57,6 +57,27 @@ def clock_cell(c: dict[str, Any] | None) -> str:
     return text if c.get("takes_orders", True) else f"[red]{text}[/]"
 
 
+def config_cell(n: dict[str, Any]) -> str:
+    """The configuration epoch this node holds and its own role in it (core/config_epoch.py)."""
+    c = n.get("config")
+    if not c:
+        return "-"
+    role = c.get("roles", {}).get(n["id"], "?")
+    return f"{c.get('epoch', 0)} " + (f"[red]{role}[/]" if role == "removed" else role)
+
+
+def config_line(nodes: list[dict[str, Any]]) -> str:
+    """One line under the table: every member's role in the newest configuration a node reports
+    (removed members with their fence: their ops above it are refused everywhere)."""
+    confs = [n["config"] for n in nodes if n.get("reachable") and n.get("config")]
+    if not confs:
+        return ""
+    c = max(confs, key=lambda x: x.get("epoch", 0))
+    fences = c.get("fences", {})
+    parts = [f"{m} {r}" + (f" (fence {fences[m]})" if m in fences else "") for m, r in sorted(c.get("roles", {}).items())]
+    return f"configuration epoch {c.get('epoch', 0)}: " + ", ".join(parts)
+
+
 def risk_cell(n: dict[str, Any]) -> str:
     """Risk at this node, from its status: the limits near their end here (headroom under 10% of
     the limit) with the tightest, and orders it refused for risk; "-" when there is neither."""
@@ -82,12 +103,12 @@ def run(args: argparse.Namespace) -> int:
     t = Table(title=f"cluster {cfg.path}" + (" (strong mode)" if strong else ""))
     cols = (["node", "role", "term", "leader", "commit", "match (leader)", "digest", "ops", "trades"] if strong else
             ["node", "digest", "ops", "trades final/prov", "watermark"])
-    for col in [*cols, "members", "clock ± bound µs, drift", "peer offset / rtt (µs)", "dropped", "risk"]:
+    for col in [*cols, "members", "epoch role", "clock ± bound µs, drift", "peer offset / rtt (µs)", "dropped", "risk"]:
         t.add_column(col)
     digests = [n.get("digest") for n in nodes if n["reachable"]]
     for n in nodes:
         if not n["reachable"]:
-            t.add_row(n["id"], "[red]unreachable[/]", *[""] * (len(cols) + 3))
+            t.add_row(n["id"], "[red]unreachable[/]", *[""] * (len(cols) + 4))
             continue
         same = digests.count(n["digest"]) == len(digests)
         members = " ".join(f"{m}:{s[0]}" for m, s in sorted(n["members"].items()))
@@ -103,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
             cells = ["eventual", "", "", "", "", digest, str(n["ops"]), str(n["trades_final"] + n["trades_provisional"])]
         else:
             cells = [digest, str(n["ops"]), f"{n['trades_final']}/{n['trades_provisional']}", str(n["watermark"][0])]
-        t.add_row(n["id"], *cells, members, clock_cell(n.get("clock")), peers, str(dropped), risk_cell(n))
-    Console().print(t)
+        t.add_row(n["id"], *cells, members, config_cell(n), clock_cell(n.get("clock")), peers, str(dropped),
+                  risk_cell(n))
+    console = Console()
+    console.print(t)
+    line = config_line(nodes)
+    if line:
+        console.print(line)
     return 0 if all(n["reachable"] for n in nodes) else 3

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import trio
 
 from ..config import OPERATOR, ClusterConfig, ConfigError, load
+from ..core.config_epoch import ConfigChanged
 from ..core.errors import RemoteError, UsageError, WireError
 from ..core.fairness import FairnessMeter
 from ..core.instrument import Venue
@@ -82,9 +83,12 @@ class NodeRunner:
 
     def __init__(self, cfg: ClusterConfig, node_id: str, *, faults: FaultFilter | None = None,
                  clock: Callable[[], int] | None = None, log: logging.Logger | None = None,
-                 seed: int | None = None, storage: Any = None, mtu: int = 1400, venue: Venue | None = None) -> None:
+                 seed: int | None = None, storage: Any = None, mtu: int = 1400, venue: Venue | None = None,
+                 join: bool = False) -> None:
         """``venue``: the venue this node folds with (hooks included); default the config's
-        instruments with no hooks. Every node of a cluster must be given the same one."""
+        instruments with no hooks. Every node of a cluster must be given the same one. ``join``
+        (or ``join = true`` on the node's entry): a node added at run time, which takes orders only
+        once it holds its own add op (``cluster add-node``)."""
         if cfg.key is None:
             raise UsageError(f"{cfg.path} is a client file (account {cfg.account}); a node needs the cluster's "
                              f"cluster.toml, which holds the peer key")
@@ -118,7 +122,9 @@ class NodeRunner:
             kw: dict[str, Any] = {}
             if hlc_last is not None:
                 kw["hlc_last"] = hlc_last
-            self.core = NodeCore(node_id, cfg.ids, self.venue, rng, cfg.node_config(), incarnation=incarnation, **kw)
+            self.core = NodeCore(node_id, cfg.ids, self.venue, rng, cfg.node_config(), incarnation=incarnation,
+                                 joining=join or self.entry.join, **kw)
+            self.core.file_addrs = {n.id: f"{n.host}:{n.port}" for n in cfg.nodes}
             if storage:
                 storage.load_into(self.core)
         #: the audit trail in the data dir (node/audit.py): eventual mode with a data dir
@@ -128,6 +134,7 @@ class NodeRunner:
             self.audit = AuditTrail(AuditLog.open(storage.path, cfg.fsync, cfg.audit_file_bytes, cfg.audit_keep),
                                     node_id, self.clock, self.core.clock.bound)
         self.peer_addr: dict[str, Addr] = {n.id: n.addr for n in cfg.nodes if n.id != node_id}
+        self._epoch = 0  # the configuration epoch peer_addr follows (``_follow_config``)
         self.guard = TimeWindowGuard()  # peers' frames (only peer-key holders can add senders)
         self.client_guard = TimeWindowGuard(max_senders=10_000)  # clients make up their ids: bounded
         #: frame counters: this node's clock in ns, or one above the last when frames go out faster
@@ -478,6 +485,8 @@ class NodeRunner:
             await self._send_timed(timed, key, bind)
         revised: list[TradeRevised] = []
         events = core.events()
+        if not self.strong and core.replica.config.epoch != self._epoch:
+            self._follow_config()
         for ev in events:  # after sending: logging is slow, and nothing here waits for it
             if type(ev) is TradeRevised:
                 revised.append(ev)
@@ -595,6 +604,22 @@ class NodeRunner:
             core.accepting = True
         return outbox
 
+    def _follow_config(self) -> None:
+        """Peers' addresses come from the replicated configuration (config_epoch.py), not only the
+        file: an added member is reachable at the address its add op names, and a removed one's
+        address is kept (its last words, a zombie's summaries, are still answered by the core). A
+        node that finds itself removed stops: whatever it stamped since is refused everywhere."""
+        cfg = self.core.replica.config
+        self._epoch = cfg.epoch
+        for m, addr in cfg.addresses().items():
+            if m == self.node_id:
+                continue
+            host, _, port = addr.rpartition(":")
+            self.peer_addr[m] = (host.strip("[]"), int(port))
+        if self.core.replica.removed:
+            raise UsageError(f"{self.node_id} was removed from the cluster (configuration epoch {cfg.epoch}); "
+                             f"it has stopped. Its data dir is of no further use to this cluster")
+
     def _log_revisions(self, revised: list[TradeRevised]) -> None:
         """Revisions of provisional trades are routine in eventual mode (a replay after a late op
         can revise hundreds at a heal): one INFO line per burst, each trade at DEBUG. One line per
@@ -622,6 +647,8 @@ class NodeRunner:
             self.log.info("member %s is %s (incarnation %d)", ev.member, ev.new, ev.incarnation)
         elif isinstance(ev, OpFenced):
             self.log.warning("refused op %s from removed member", ev.op.op_id)
+        elif isinstance(ev, ConfigChanged):
+            self.log.info("%s", ev.describe())
 
     # ---- introspection -----------------------------------------------------------------------------
     def _shell_counters(self) -> dict[str, Any]:
