@@ -64,6 +64,10 @@ class NodeView:
     risk_tightest: tuple[str, float] | None = None
     risk_disabled: tuple[str, ...] = ()
     risk_refused: int = 0
+    # run-time membership (status.config): the configuration epoch this node holds and its own role
+    # in it (voter / learner / leaving / removed)
+    epoch: int = 0
+    role: str = "voter"
 
 
 def clock_fields(st: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +75,9 @@ def clock_fields(st: dict[str, Any]) -> dict[str, Any]:
     share it; risk: see ``risk_fields``)."""
     c = st.get("clock") or {}
     f = st.get("fairness") or {}
-    return {"clock_status": c.get("status"), "clock_bound_us": c.get("bound_us"), "clock_drift_ppm": c.get("drift_ppm"),
+    conf = st.get("config") or {}
+    return {"epoch": int(conf.get("epoch", 0)), "role": str((conf.get("roles") or {}).get(st.get("id"), "voter")),
+            "clock_status": c.get("status"), "clock_bound_us": c.get("bound_us"), "clock_drift_ppm": c.get("drift_ppm"),
             "clock_takes_orders": bool(c.get("takes_orders", True)),
             "fair_orders": int(f.get("orders", 0)), "fair_tied": int(f.get("tied_orders", 0)), **risk_fields(st)}
 

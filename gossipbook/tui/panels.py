@@ -123,6 +123,8 @@ def node_state(v: NodeView) -> tuple[str, str]:
     """A one-word state and its style: what an operator would want to know first."""
     if v.stopped:
         return "stopped", "dim"
+    if v.role != "voter":  # run-time membership: removed, leaving, or a learner still catching up
+        return v.role, "bold red" if v.role == "removed" else "yellow"
     if v.clock_status not in (None, "unsynced") and not v.clock_takes_orders:
         return "clock ±", "bold red"  # its error bound is over the limit: refusing orders
     if not v.ready:
@@ -157,6 +159,9 @@ def header(s: DemoSnapshot) -> Text:
     t.append(f" {phase} ", style)
     t.append(f" t {s.t:.1f}/{s.duration:g}s ", "cyan")
     t.append(f" {s.mode} · {len(s.nodes)} nodes · seed {s.seed} · {s.rate:g}/s/node", "bold")
+    epoch = max((v.epoch for v in s.nodes), default=0)
+    if epoch:
+        t.append(f" · epoch {epoch}", "bold")
     return t
 
 
