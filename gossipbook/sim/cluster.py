@@ -598,7 +598,7 @@ class Simulation:
         if op is not None:
             holders = sum(1 for n in self.nodes.values() if n.disk.holds(op.origin, op.seq))
             if self.members is not None and node.core is not None:  # members change (members.py)
-                holders, members = self.members.holders(self, node, op)
+                holders, members = self.members.holders(self, node, op, msg.level)
         self.checker.replied(node.id, msg.req, msg.order_id, msg.level, holders, len(members), t)
 
     def _send(self, src: str, dst: str, frames: list[bytes], tmsg: type, t: int) -> None:

@@ -268,7 +268,7 @@ class MembersDriver:
         self.nem = nemesis
         self.kind = event_kind  # the simulator's event code for membership events
         self.voters_at: dict[str, set[str]] = {}  # node -> its voters as its current step began
-        self.judged: dict[tuple[str, str], tuple[int, list[str]]] = {}  # (node, op id) -> first verdict
+        self.judged: dict[tuple[str, str, int], tuple[int, list[str]]] = {}  # (node, op id, level) -> first verdict
 
     # ---- scheduling ---------------------------------------------------------------------------------
     def start(self, sim: Any, t0: int) -> None:
@@ -401,11 +401,11 @@ class MembersDriver:
         sim.converged_t = sim.final_t = None  # the cluster grew: convergence is judged again, with it
         sim._boot(sim.nodes[nid], t)
 
-    def holders(self, sim: Any, node: Any, op: Any) -> tuple[int, list[str]]:
+    def holders(self, sim: Any, node: Any, op: Any, level: int) -> tuple[int, list[str]]:
         """``(disks holding op, voters)`` for a ``replicated`` ack from ``node``: the majority is of
         the voters it knew (members less learners), before or after the step that sent the ack (a
         learner that announced itself, or a removal, in the same step may move it either way)."""
-        key = (node.id, op.op_id)
+        key = (node.id, op.op_id, level)
         if key in self.judged:  # a cached reply sent again: judged when it was first made
             return self.judged[key]
         best = None
