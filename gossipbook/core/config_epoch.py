@@ -88,6 +88,10 @@ ROLES = ("voter", "learner", "leaving", "removed")
 #: the slack (ns) a remaining member's report must come after the removed member was last heard
 #: from: a heartbeat period and a little (an op the dead member pushed is in the next report)
 REPORT_SLACK_NS = 200_000_000
+#: ... and within this long of now: this node's last contact with the removed member may be long
+#: past (a partition cut it off from us, not from the others), and an old report says nothing of
+#: what it pushed the others since (simulator seed 283 of the first 500-seed sweep)
+REPORT_FRESH_NS = 500_000_000
 
 
 class MembershipRefused(UsageError):
@@ -336,8 +340,9 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
 
     - a node never removes itself (another member must stamp it, and it holds the fence);
     - every remaining member must have reported what it holds *after* ``member`` was last heard
-      from here (plus ``REPORT_SLACK_NS``), and none may hold more of ``member`` than this node:
-      then every op the removed member pushed to a live replica is inside the fence and is spread;
+      from here (plus ``REPORT_SLACK_NS``) and within ``REPORT_FRESH_NS`` of now, and none may hold
+      more of ``member`` than this node: then every op the removed member pushed to a live replica
+      (while it ran, to anyone) is inside the fence and is spread;
     - ``force`` removes a member that is still running (it may be talking right now): the rule on
       the others' reports still holds, and it is what keeps a final op from being cut. That is
       exact when the member can reach nobody (stopped, or cut off from every remaining member).
@@ -369,7 +374,7 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
         raise MembershipRefused(f"{member} was heard from {max(0, now - heard) // 1_000_000} ms ago: stop it "
                                 f"first (SIGTERM or kill), or pass --force to fence it while it runs",
                                 transient=True)
-    since = (heard or 0) + REPORT_SLACK_NS
+    since = max((heard or 0) + REPORT_SLACK_NS, now - REPORT_FRESH_NS)
     down = set(down) if force else set()
     stale = [p for p in rest if p not in down and last_report.get(p, -1) < since]
     if stale:

@@ -202,6 +202,11 @@ def test_check_remove_waits_for_every_remaining_member_to_report_after_the_dead_
         check_remove(c, "n1", "n3", vv, {}, talking, fresh, now)
     later = {"n2": now + REPORT_SLACK_NS, "n4": now + REPORT_SLACK_NS}
     assert check_remove(c, "n1", "n3", vv, {}, talking, later, now + REPORT_SLACK_NS, force=True) == 7
+    # a report after the removed member was last heard *here* but long ago: a partition may have cut
+    # it off from us and not from them, so an old report says nothing of what it pushed them since
+    old_news = {"n2": heard["n3"] + REPORT_SLACK_NS + 1, "n4": now - 10 * MS}
+    with pytest.raises(MembershipRefused, match="n2 has not reported"):
+        check_remove(c, "n1", "n3", vv, {}, heard, old_news, now)
     with pytest.raises(MembershipRefused, match="itself"):
         check_remove(c, "n1", "n1", vv, {}, heard, fresh, now)
     with pytest.raises(MembershipRefused, match="not a member"):
