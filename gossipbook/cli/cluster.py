@@ -140,12 +140,13 @@ async def _member_request(cfg: Any, msg: Any, targets: list[str], timeout: float
     """Send a membership request to each target in turn until one acknowledges it; refusals that
     may clear by themselves ("not ready": a removal waiting for reports, a node catching up) and
     unreachable nodes are retried until ``timeout``. Returns ``(node, reply)``; ``Rejected`` otherwise."""
-    from ..core.node import E_NOT_READY, E_TIMEOUT, OK
-    from ..node.client import Client, Unreachable
+    from ..core.node import E_INVALID, E_NOT_READY, E_TIMEOUT, OK
+    from ..node.client import Client, Unreachable, new_req
     from .orders import EXIT_CODES, Rejected
 
     deadline = time.monotonic() + timeout
     last = "no member answered"
+    stamped = False  # a node stamped it but it was not replicated within the wait
     async with Client(cfg) as c:
         i = 0
         while True:
@@ -159,9 +160,12 @@ async def _member_request(cfg: Any, msg: Any, targets: list[str], timeout: float
                 last = f"{node} did not answer"
                 i += 1
                 continue
-            if rep.code == OK:
+            if rep.code == OK or (stamped and rep.code == E_INVALID and "already" in rep.message):
                 return node, rep
-            if rep.code in (E_NOT_READY, E_TIMEOUT):  # may clear: wait a little, ask again (same request id)
+            if rep.code == E_TIMEOUT and rep.order_id:  # stamped, not yet replicated: that reply is kept for
+                stamped = True                          # this request id, so ask again under a new one
+                msg = msg._replace(req=new_req())
+            if rep.code in (E_NOT_READY, E_TIMEOUT):  # may clear: wait a little, ask again
                 last = f"{node}: {rep.message}"
                 await trio.sleep(min(0.3, max(0.0, deadline - time.monotonic())))
                 if rep.code == E_NOT_READY and "catching up" in rep.message:

@@ -334,7 +334,7 @@ def check_add(config: Configuration, me: str, member: str, addr: str, file_addrs
 def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, int],
                  peer_vvs: Mapping[str, Mapping[str, int]], last_heard: Mapping[str, int],
                  last_report: Mapping[str, int], now: int, force: bool = False,
-                 down: Iterable[str] = ()) -> int:
+                 down: Iterable[str] = (), learners: Iterable[str] = ()) -> int:
     """The fence for removing ``member`` (the highest seq of it this node holds), or
     ``MembershipRefused`` saying why not now and what to do.
 
@@ -353,6 +353,8 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
       report); ops of the removed member that only they held are cut if they ever come back. Never
       without ``force``: a member cut off by a partition looks dead from here, and may hold (and
       call final) ops of the one being removed.
+    - ``learners`` (added, never heard from here) are not waited for: one that never started could
+      otherwise block every removal, and the add that would start it may need the removal first.
     """
     if not name_ok(member):
         raise InvalidOrder(f"node id {member[:64]!r} must be 1-64 letters, digits, '-', '_' or '.'")
@@ -375,7 +377,7 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
                                 f"first (SIGTERM or kill), or pass --force to fence it while it runs",
                                 transient=True)
     since = max((heard or 0) + REPORT_SLACK_NS, now - REPORT_FRESH_NS)
-    down = set(down) if force else set()
+    down = (set(down) if force else set()) | set(learners)
     stale = [p for p in rest if p not in down and last_report.get(p, -1) < since]
     if stale:
         raise MembershipRefused(f"{', '.join(stale)} {'has' if len(stale) == 1 else 'have'} not reported to "

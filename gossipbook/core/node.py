@@ -555,7 +555,8 @@ class NodeCore:
             peers = {p: r.peer_vv(p) for p in self.gossip.peers}
             down = [p for p, st in self.membership.states().items() if st in ("dead", "left")]
             fence = check_remove(r.config, self.node_id, m.order_id, r.vv, peers, self.contacts.heard,
-                                 self.contacts.reported, now, force=m.tif == 1, down=down)
+                                 self.contacts.reported, now, force=m.tif == 1, down=down,
+                                 learners=r.members - r.voters())
             return r.submit_member(m.order_id, True, fence, now, account=account)
         except MembershipRefused as e:
             if e.transient:

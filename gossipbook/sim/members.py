@@ -191,7 +191,13 @@ class MembersNemesis:
             return None
         done = rep.code == OK or (rep.code == E_INVALID and "already" in rep.message)
         if rep.code == E_TIMEOUT and rep.order_id:
-            return None  # stamped, not replicated yet: the resend (same request id) learns the outcome
+            # stamped there, not replicated within the wait: that reply is what the node keeps for
+            # this request id, so ask again under a new one ("already ..." once the change spread)
+            del self.commands[c.req]
+            self._n += 1
+            c.req = f"member-{self._n}"
+            self.commands[c.req] = c
+            return None
         if not done:
             self.counters["refused"] += 1
             key = "retry" if rep.code == E_NOT_READY else f"code {rep.code}"
