@@ -75,7 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "Stop the node first (SIGTERM, or it is dead); the command waits (retrying) "
                                     "until every other member has reported since the removed one was last heard, "
                                     "so no op some member holds is cut. A removed id is never used again.")
-    r.add_argument("member", help="the id of the member to remove")
+    r.add_argument("member", nargs="+", help="the id of the member to remove; several (two dead at once) are "
+                                              "removed together, none waiting for the others' reports")
     r.add_argument("--config", "-c", default="cluster.toml", metavar="FILE", help="cluster.toml (default)")
     r.add_argument("--node", "-n", default=None, help="the member to send it to (default: the first that answers)")
     r.add_argument("--force", action="store_true",
@@ -239,20 +240,29 @@ def run_remove(args: argparse.Namespace) -> int:
 
     cfg = _operator(args.config)
     try:
-        check_id(args.member, "member")
+        for m in args.member:
+            check_id(m, "member")
     except ConfigError as e:
         raise UsageError(str(e)) from None
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    msg = ClientSubmit(new_req(), MEMBER, "", args.member, 1, 0, 0, 1 if args.force else 0, 1,
-                       int(args.timeout * 1000))
-    via, _rep = trio.run(_member_request, cfg, msg, _targets(cfg, args.node, avoid=args.member), args.timeout)
+    names = sorted(set(args.member))
+    target = ",".join(names)
+    if len(target) > 96:
+        raise UsageError("too many members in one command (their ids take more than 96 characters)")
+    msg = ClientSubmit(new_req(), MEMBER, "", target, 1, 0, 0, 1 if args.force else 0, 1, int(args.timeout * 1000))
+    targets = [n for n in _targets(cfg, args.node) if n not in names] if args.node is None else _targets(cfg, args.node)
+    if args.node in names:
+        raise UsageError(f"send the removal of {args.node} to another member (--node)")
+    if not targets:
+        raise UsageError(f"{cfg.path} names no other member to send this to")
+    via, _rep = trio.run(_member_request, cfg, msg, targets, args.timeout)
     conf = trio.run(_config_of, cfg, via)
     if args.json:
-        print(json.dumps({"removed": args.member, "via": via, "config": conf}, indent=2))
+        print(json.dumps({"removed": names, "via": via, "config": conf}, indent=2))
         return 0
-    fence = conf.get("fences", {}).get(args.member, "?")
+    fences = ", ".join(f"{m}'s above seq {conf.get('fences', {}).get(m, '?')}" for m in names)
     roles = ", ".join(f"{m} {r}" for m, r in sorted(conf.get("roles", {}).items()))
-    print(f"removed {args.member} through {via}: its ops above seq {fence} are refused on every replica; "
+    print(f"removed {', '.join(names)} through {via}: ops refused on every replica: {fences}; "
           f"configuration epoch {conf.get('epoch', '?')}: {roles}")
     return 0

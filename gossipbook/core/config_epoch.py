@@ -334,7 +334,7 @@ def check_add(config: Configuration, me: str, member: str, addr: str, file_addrs
 def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, int],
                  peer_vvs: Mapping[str, Mapping[str, int]], last_heard: Mapping[str, int],
                  last_report: Mapping[str, int], now: int, force: bool = False,
-                 down: Iterable[str] = (), learners: Iterable[str] = ()) -> int:
+                 learners: Iterable[str] = (), together: Iterable[str] = ()) -> int:
     """The fence for removing ``member`` (the highest seq of it this node holds), or
     ``MembershipRefused`` saying why not now and what to do.
 
@@ -348,13 +348,13 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
       exact when the member can reach nobody (stopped, or cut off from every remaining member).
       If it still reaches some of them, ops it pushed them after this node last heard from it can
       be final there, and the fence cuts them: fence a live member only once it is cut off.
-    - ``down``: members this node's SWIM holds dead or left. With ``force`` they are not waited
-      for (two members dead at once could otherwise never be removed, each waiting for the other's
-      report); ops of the removed member that only they held are cut if they ever come back. Never
-      without ``force``: a member cut off by a partition looks dead from here, and may hold (and
-      call final) ops of the one being removed.
+    - members this node's SWIM holds dead are waited for all the same: a member that is only
+      paused or cut off by a partition looks dead from here, and may hold (and call final) ops of
+      the one being removed. Two members dead at once are removed by one command (``together``).
     - ``learners`` (added, never heard from here) are not waited for: one that never started could
       otherwise block every removal, and the add that would start it may need the removal first.
+    - ``together``: members removed by the same command (``remove-node n3 n4``: two dead at once,
+      each of which would otherwise wait for the other's report); they are not waited for.
     """
     if not name_ok(member):
         raise InvalidOrder(f"node id {member[:64]!r} must be 1-64 letters, digits, '-', '_' or '.'")
@@ -365,7 +365,7 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
     if not config.is_member(member):
         raise MembershipRefused(f"{member} is not a member (members: {', '.join(sorted(config.members))})")
     mine = vv.get(member, 0)
-    rest = sorted(config.members - {member, me})
+    rest = sorted(config.members - {member, me} - set(together))
     for p in rest:
         theirs = peer_vvs.get(p, {}).get(member, 0)
         if theirs > mine:
@@ -377,7 +377,7 @@ def check_remove(config: Configuration, me: str, member: str, vv: Mapping[str, i
                                 f"first (SIGTERM or kill), or pass --force to fence it while it runs",
                                 transient=True)
     since = max((heard or 0) + REPORT_SLACK_NS, now - REPORT_FRESH_NS)
-    down = (set(down) if force else set()) | set(learners)
+    down = set(learners)
     stale = [p for p in rest if p not in down and last_report.get(p, -1) < since]
     if stale:
         raise MembershipRefused(f"{', '.join(stale)} {'has' if len(stale) == 1 else 'have'} not reported to "

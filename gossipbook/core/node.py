@@ -553,11 +553,16 @@ class NodeCore:
                 target = check_add(r.config, self.node_id, member, addr, self.file_addrs)
                 return r.submit_member(target, False, 0, now, account=account)
             peers = {p: r.peer_vv(p) for p in self.gossip.peers}
-            down = [p for p, st in self.membership.states().items() if st in ("dead", "left")]
-            fence = check_remove(r.config, self.node_id, m.order_id, r.vv, peers, self.contacts.heard,
-                                 self.contacts.reported, now, force=m.tif == 1, down=down,
-                                 learners=r.members - r.voters())
-            return r.submit_member(m.order_id, True, fence, now, account=account)
+            names = sorted(set(m.order_id.split(",")))  # "n3,n4": removed together (each checked first)
+            fences = [check_remove(r.config, self.node_id, x, r.vv, peers, self.contacts.heard,
+                                   self.contacts.reported, now, force=m.tif == 1,
+                                   learners=r.members - r.voters(), together=[y for y in names if y != x])
+                      for x in names]
+            events: list[Event] = []
+            for x, fence in zip(names, fences, strict=True):
+                op, ev = r.submit_member(x, True, fence, now, account=account)
+                events += ev
+            return op, events
         except MembershipRefused as e:
             if e.transient:
                 raise _Refused(E_NOT_READY, str(e)) from None

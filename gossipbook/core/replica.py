@@ -1277,7 +1277,11 @@ class Replica:
             books={s: b.entries() for s, b in self._snap_books.items()},
             trades=self._snap_trades, chain=self._snap_chain, last_key=self._snap_key,
             reqs={r: f"{reqs[r]}@{end - pos}" for r, pos in self._req_last.items()}, fills=dict(self._fills),
-            risk=self.risk.to_wire(), config=self.config.ops())
+            risk=self.risk.to_wire(),
+            # the membership ops the snapshot covers (compacted: gone from the log); the others come
+            # as ops, so a joining node counts itself added only once it holds its add op in its
+            # op-set, its clock then past that op's stamp
+            config=[op for op in self.config.ops() if op.seq <= self._base.get(op.origin, 0)])
 
     def replay_depth(self, op: Op) -> int:
         """How many applied ops folding ``op`` now would undo and replay (0: it lands on top)."""
@@ -1315,6 +1319,16 @@ class Replica:
         for ch in self.config.merge(snap.config):
             self._member_change(ch)
         self._refresh_floors()
+        # the receive rule for what the snapshot holds: a node that joins from it (or catches up
+        # through it) must stamp above every op in it, its own add op included (a joining node takes
+        # orders once it holds that op; its floor elsewhere is that op's stamp). Within the clock
+        # bound only, as for any op: a forged stamp far ahead is not adopted (counted)
+        top = max([(int(snap.last_key[0]), int(snap.last_key[1]))] + [(op.wall, op.logical) for op in snap.config])
+        if top > (self.hlc.wall, self.hlc.logical):
+            if top[0] - now <= self.hlc.max_offset_ns:
+                self.hlc.wall, self.hlc.logical = top
+            else:
+                self.hlc.rejected += 1
         # origins that are no members here (a node dropped from the configuration since its ops
         # were compacted): their compacted ops stay, fenced at the snapshot's seq; a snapshot that
         # would take the version vector past what the wire carries is refused

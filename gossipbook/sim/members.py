@@ -68,7 +68,8 @@ class Command:
     kind: int  # ADD or REMOVE
     node: str
     force: bool = False
-    zombie: bool = False  # the zombie's forced removal (else force only while another member is gone too)
+    zombie: bool = False  # the zombie's forced removal
+    together: tuple[str, ...] = ()  # other dead members removed by the same command (two dead at once)
     addr: str = ""
     sent: int = 0  # attempts
     done_at: int | None = None
@@ -77,7 +78,7 @@ class Command:
     refusals: dict[str, int] = field(default_factory=dict)
 
     def msg(self) -> ClientSubmit:
-        target = add_target(self.node, self.addr) if self.kind == ADD else self.node
+        target = add_target(self.node, self.addr) if self.kind == ADD else ",".join(sorted({self.node, *self.together}))
         # ``replicated``, as the CLI waits: a change only its stamping node held could die with it
         return ClientSubmit(self.req, MEMBER, "", target, self.kind, 0, 0, 1 if self.force else 0, 1, 2_000)
 
@@ -170,7 +171,7 @@ class MembersNemesis:
         self._n += 1
         kind = ADD if step.kind == "add" else REMOVE
         addr = f"10.0.0.{int(step.node[1:]) % 250 + 1}:7401" if kind == ADD else ""
-        c = Command(f"member-{self._n}", kind, step.node, step.force, step.force, addr)
+        c = Command(f"member-{self._n}", kind, step.node, force=step.force, zombie=step.force, addr=addr)
         self.commands[c.req] = c
         return c
 
@@ -303,6 +304,13 @@ class MembersDriver:
             self.nem.cut = {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
             sim.net.blocked |= self.nem.cut
         elif s.kind == "heal":
+            # the runbook: keep a forced-out member cut off until every member holds its removal
+            # (its later ops then meet the fence wherever they arrive; one that arrived first could
+            # be called final there, below the stamping node's last bound, and then be cut)
+            live = [sim.nodes[n].core for n in sim.ids if n != s.node and sim.nodes[n].core is not None]
+            if not live or not all(s.node in c.replica.config.fences for c in live) or len(live) < len(sim.ids) - 1:
+                sim._push(t + 200 * MS, self.kind, s)
+                return
             sim.net.blocked -= self.nem.cut
             self.nem.cut = set()
         else:
@@ -358,12 +366,14 @@ class MembersDriver:
     def _send(self, sim: Any, c: Command, t: int) -> None:
         if c.done_at is not None:
             return
-        if c.kind == REMOVE and not c.zombie:  # two dead at once: the runbook's --force (check_remove)
-            c.force = any(g != c.node and g not in self.nem.removed for g in sim.gone)
         from ..core.wire import encode
         from .cluster import DELIVER, account_key
 
         node = self.nem.pick(c, sim._up())
+        if node is not None and c.kind == REMOVE and not c.zombie:  # two dead at once: one command
+            fenced = sim.nodes[node].core.replica.config.fences if sim.nodes[node].core is not None else {}
+            c.together = tuple(sorted(g for g in sim.gone if g != c.node and g not in fenced
+                                      and g not in self.nem.removed))
         if node is not None:
             c.sent += 1
             self.nem.counters["commands_sent"] += 1

@@ -194,10 +194,8 @@ def test_check_remove_waits_for_every_remaining_member_to_report_after_the_dead_
         check_remove(c, "n1", "n3", vv, {}, heard, stale, now)
     with pytest.raises(MembershipRefused, match="n4 has not reported"):  # --force waives the rest only
         check_remove(c, "n1", "n3", vv, {}, heard, stale, now, force=True)
-    with pytest.raises(MembershipRefused, match="n4 has not reported"):  # a partition looks like a death
-        check_remove(c, "n1", "n3", vv, {}, heard, stale, now, down=["n4"])
-    assert check_remove(c, "n1", "n3", vv, {}, heard, stale, now, force=True, down=["n4"]) == 7
     assert check_remove(c, "n1", "n3", vv, {}, heard, stale, now, learners=["n4"]) == 7  # never heard from
+    assert check_remove(c, "n1", "n3", vv, {}, heard, stale, now, together=["n4"]) == 7  # removed with n3
     talking = {**heard, "n3": now - MS}
     with pytest.raises(MembershipRefused, match="stop it first"):  # still talking
         check_remove(c, "n1", "n3", vv, {}, talking, fresh, now)
