@@ -45,8 +45,11 @@ message says which). An account-wide limit is split evenly over the shards (shar
 ``L // K``, plus one for the first ``L % K`` shards): each shard enforces its share exactly, so the
 account's exposure summed over shards never exceeds the limit, at the cost of headroom that one
 shard cannot borrow from another (give a per-symbol limit for an instrument that needs more).
-Pending fan-outs are capped (``MAX_FANOUTS``, refused "rate limited" past it) and dropped after
-their deadline (counted ``fanouts_expired``).
+Pending fan-outs are capped (``MAX_FANOUTS``, refused "rate limited" past it); one outlives the
+deadline of every group's wait it started (each copy of the request extends it), so every group's
+answer is taken into it, and is dropped after that (counted ``fanouts_expired``: never, with
+honest groups). A group's answer to a fan-out already answered (a second copy's, in the same
+batch) is dropped (``fanout_parts_dropped``), never sent on its own.
 
 Rules that hold:
 - Pure: ``now`` in, messages and events out; randomness from the ``rng`` given.
@@ -69,6 +72,7 @@ import dataclasses
 import hashlib
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +98,9 @@ from .wire import sharded as wrap
 
 #: fan-out requests (mass cancel of every symbol, kill switch, account-wide limit) pending at once
 MAX_FANOUTS = 1_000
+#: fan-outs answered lately, whose shards' further answers (a duplicate copy's, in the same batch) are
+#: dropped rather than sent on their own
+FANOUTS_DONE_KEPT = 4_096
 SHARD_BREAKS = frozenset({"shared-term"})
 _COOKIE_LEN = 16  # node.ClientGate's address-check cookie, appended to a request id as "#<hex>"
 
@@ -374,11 +381,12 @@ class ShardedStrongCore:
         self._out: list[tuple[Client | str, Any]] = []
         self._events: list[Any] = []
         self._fan: dict[str, _FanOut] = {}
+        self._fan_done: OrderedDict[str, None] = OrderedDict()
         self._now = 0
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         self.status_info: dict[str, Any] = {}
         self.counters: dict[str, int] = {"fanouts": 0, "fanouts_refused": 0, "fanouts_expired": 0,
-                                         "leader_hints": 0, "shard_refused": 0}
+                                         "fanout_parts_dropped": 0, "leader_hints": 0, "shard_refused": 0}
 
     # ---- what the shell and the demo read -------------------------------------------------------------
     @property
@@ -454,10 +462,6 @@ class ShardedStrongCore:
         self._now = max(self._now, now)
         for g in self.groups:
             g.tick(now)
-        for key, f in list(self._fan.items()):
-            if now > f.deadline:  # every group answers by the request's own deadline: a leftover
-                del self._fan[key]
-                self.counters["fanouts_expired"] += 1
         self._shared_term()
 
     def leave(self, now: int) -> None:
@@ -473,8 +477,11 @@ class ShardedStrongCore:
                 self._out.append((to, ClientReply(m.req, E_RATE_LIMITED, "too many requests waiting; nothing done",
                                                   "", 0, [])))
                 return
-            f = self._fan[key] = _FanOut(now + max(1, m.timeout_ms) * MS + self.config.forward_retry_ns)
+            f = self._fan[key] = _FanOut(0)
             self.counters["fanouts"] += 1
+        # every group answers a request it waits on by its deadline (90 % of timeout_ms from when it
+        # took it): the fan-out outlives the latest one this copy can start
+        f.deadline = max(f.deadline, now + max(1, m.timeout_ms) * MS + self.config.forward_retry_ns)
         k = self.map.k
         for s, g in enumerate(self.groups):
             if s in f.parts:
@@ -556,7 +563,13 @@ class ShardedStrongCore:
                         f.parts[s] = (dst, msg)
                         if len(f.parts) == self.map.k:
                             del self._fan[key]
+                            self._fan_done[key] = None
+                            if len(self._fan_done) > FANOUTS_DONE_KEPT:
+                                self._fan_done.popitem(last=False)
                             out.extend(self.gate.bound([_combine(f.parts)]))
+                        continue
+                    if key in self._fan_done:  # a part of a fan-out answered already (two copies in one batch)
+                        self.counters["fanout_parts_dropped"] += 1
                         continue
                     if leader is not None and leader != self.node_id:
                         hint = LeaderHint(msg.req, s, leader)
@@ -565,6 +578,10 @@ class ShardedStrongCore:
                             self.counters["leader_hints"] += 1
                             out.append((dst, hint))
                 out.append((dst, msg))
+        for key, f in list(self._fan.items()):  # after the answers above were taken (a tick's timeouts)
+            if self._now > f.deadline:  # cannot happen while a group waits on it: a leftover
+                del self._fan[key]
+                self.counters["fanouts_expired"] += 1
         return out
 
     def take_new_ops(self) -> list[Op]:

@@ -365,6 +365,28 @@ def test_a_mass_cancel_of_every_symbol_is_fanned_out_and_answered_once() -> None
     assert sum(g.replica.counters["duplicates"] for g in net.nodes["n1"].groups) == 0  # (answered from caches)
 
 
+def test_a_fan_out_on_a_node_paused_past_its_deadline_is_answered_once() -> None:
+    """n1, cut off, takes a mass cancel (every shard waits), then freezes past the request's
+    deadline; the client's retry is its first input when it resumes. Every shard's timeout lands in
+    the one fan-out (simulator seed 24 once got a shard's raw answer, sent on its own, when the
+    fan-out expired in the tick that made its shards answer)."""
+    net = ShardNet(n=3, k=3)
+    net.settle()
+    net.cut(["n1"], ["n2", "n3"])
+    mc = ClientSubmit("mass-p", CANCEL_ALL, "", "", 0, 0, 0, 0, 0, 1000)
+    net.submit("n1", mc)
+    net.down.add("n1")  # paused: no input, no timers, state kept
+    net.run(2_000 * MS)
+    net.down.discard("n1")
+    net.heal()
+    net.submit("n1", mc)  # the retry, past the fan-out's deadline
+    net.run(20 * MS)
+    got = [m for _t, m in net.replies.get(mc.req, ())]
+    assert len(got) == 1 and type(got[0]) is ClientReply, got
+    assert got[0].code in (E_TIMEOUT, E_NO_QUORUM) and "shard 0:" in got[0].message, got[0]
+    assert net.nodes["n1"].counters["fanouts_expired"] == 0
+
+
 def test_the_kill_switch_and_an_account_wide_limit_reach_every_shard() -> None:
     net = ShardNet()
     net.settle()
