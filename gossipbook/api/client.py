@@ -13,7 +13,10 @@ Rules that hold:
 - An exception raised inside ``async with Client(...)`` comes out as itself, never wrapped in an
   ``ExceptionGroup``; the methods raise the library's own exceptions (``gossipbook.errors``).
 - Each request goes to one node: the ``node`` argument, else the client's default node (the
-  ``node`` given to ``Client``, else the config's first). There is no silent fail-over.
+  ``node`` given to ``Client``, else the config's first). There is no silent fail-over, with one
+  exception: in strong mode with shards, a submit without ``node`` goes to the leader of its
+  shard once a node's reply named it (a ``LeaderHint``), and to the default node if that leader
+  does not answer two tries (same request id: at most one effect).
 - ``watch_my_trades`` and ``watch_order_book`` are pushed feeds: each holds a subscription (a lease
   it renews) at one node, which pushes sequenced snapshots and deltas (core/feeds.py); a lost push
   makes it ask for a fresh snapshot, so nothing is skipped silently. A fill is yielded when made,
