@@ -866,9 +866,6 @@ class Simulation:
         self.end_t = t
 
     def _finish_strong(self, t: int, bound: int) -> None:
-        if self.cfg.shards > 1:
-            shardsim.finish(self, t, bound)
-            return
         folds = {n: self.nodes[n].core.replica for n in self.ids if self.nodes[n].core is not None}
         self.strong_checker.final_state(folds, t)
         if self.cfg.risk:
@@ -876,7 +873,9 @@ class Simulation:
                 self.strong_checker.risk_check(f, n, t)
         digests = {n: f.digest() for n, f in folds.items()}
         detail = ""
-        if self.converged_t is None and folds:
+        if self.converged_t is None and folds and self.cfg.shards > 1:
+            detail = shardsim.stall_detail(self, folds)
+        elif self.converged_t is None and folds:
             detail = "; " + ", ".join(
                 f"{n}: {self.nodes[n].core.seq.role} term {self.nodes[n].core.seq.term} "
                 f"leader {self.nodes[n].core.seq.leader()} commit {self.nodes[n].core.seq.commit_index} "

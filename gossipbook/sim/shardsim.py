@@ -208,19 +208,9 @@ def settled(cores: list[Any]) -> bool:
     return True
 
 
-def finish(sim: Any, t: int, bound: int) -> None:
-    """``_finish_strong`` for a sharded run: each shard's checker holds its folds to its log."""
-    folds = {n: sim.nodes[n].core.replica for n in sim.ids if sim.nodes[n].core is not None}
-    sim.strong_checker.final_state(folds, t)
-    if sim.cfg.risk:
-        for n, f in folds.items():
-            sim.strong_checker.risk_check(f, n, t)
-    digests = {n: f.digest() for n, f in folds.items()}
-    detail = ""
-    if sim.converged_t is None and folds:
-        detail = "; " + ", ".join(
-            f"{n} shard {s}: {g.seq.role} term {g.seq.term} leader {g.seq.leader()} commit {g.seq.commit_index} "
-            f"folded {g.replica.index} waiting {len(g._waits)}"
-            for n in folds for s, g in enumerate(sim.nodes[n].core.groups))
-    sim.checker.liveness(sim.heal_t or t, sim.converged_t, sim.converged_t, bound, digests, False, t, detail)
-    sim.end_t = t
+def stall_detail(sim: Any, folds: dict[str, Any]) -> str:
+    """What ``_finish_strong`` says of a sharded run that did not converge: every shard of every node."""
+    return "; " + ", ".join(
+        f"{n} shard {s}: {g.seq.role} term {g.seq.term} leader {g.seq.leader()} commit {g.seq.commit_index} "
+        f"folded {g.replica.index} waiting {len(g._waits)}"
+        for n in folds for s, g in enumerate(sim.nodes[n].core.groups))
