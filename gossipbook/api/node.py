@@ -18,10 +18,14 @@ Rules that hold:
 - ``TradeFinal`` is derived: while anyone subscribes, the node remembers the trades it reported
   (at most ``MAX_PENDING_FINAL``, the oldest forgotten first) and asks the replica about every
   ~50 ms whether each is final yet (strong mode: a trade is final when reported).
+- Order-lifecycle events come from what this node folds: eventual mode per flush, strong mode per
+  committed entry, and with shards per committed entry of every group (each group folds only its
+  instruments; an order of shard s >= 1 is named ``"<leader>#<s>:<index>"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import weakref
 from collections import OrderedDict
@@ -36,11 +40,12 @@ from ..core.errors import UsageError
 from ..core.instrument import Venue
 from ..core.node import RequestRefused
 from ..core.ops import TradeExecuted, TradeRevised
+from ..core.shards import ShardedStrongCore
 from ..core.strong import StrongNodeCore
 from ..node.runner import NodeRunner
 from ..node.transport import FaultFilter
 from .cluster import ConfigLike, load_config, with_venue
-from .lifecycle import OrderRejected, OrderTracker
+from .lifecycle import OrderAccepted, OrderRejected, OrderTracker
 from .types import BookLevel, Missed, NodeStatus, OrderBook, TradeFinal
 
 #: trades remembered for ``TradeFinal`` at most (the oldest are forgotten, never reported final)
@@ -212,6 +217,8 @@ class Node:
         runner.on_event = self._on_event
         if isinstance(runner.core, StrongNodeCore):
             runner.core.on_fold = self._folded_strong(runner.core.on_fold)
+        elif isinstance(runner.core, ShardedStrongCore):  # every group's committed entries, with their shard
+            runner.core.on_shard_fold = self._folded_shard(runner.core.on_shard_fold)
         else:
             runner.on_ops = self._on_ops
         self._runner = runner
@@ -333,7 +340,11 @@ class Node:
             log.exception("node %s: event not delivered", self.node_id)
 
     def _resting(self, symbol: str, order_id: str) -> tuple[int, int] | None:
-        book = self.runner.core.replica.books.get(symbol)
+        core = self.runner.core
+        if type(core) is ShardedStrongCore:  # the symbol's own group (the merged view builds a dict per call)
+            book = core.groups[core.map.of_symbol(symbol)].replica.books.get(symbol)
+        else:
+            book = core.replica.books.get(symbol)
         o = book.order(order_id) if book is not None else None
         return None if o is None else (o[1], o[2])
 
@@ -358,6 +369,30 @@ class Node:
                     self._orders.clear()
                 elif op is not None and out is not None and out.code == 0:
                     self._offer_all(feeds, self._orders.step([op._replace(seq=index)], out.trades, self._resting))
+            except Exception:  # pragma: no cover - a bug here must not stop the node
+                self.handler_errors += 1
+                log.exception("node %s: lifecycle event not delivered", self.node_id)
+
+        return folded
+
+    def _folded_shard(self, chained: Any) -> Any:
+        """Strong mode with shards: each group's committed entries as its fold applies them. Shard
+        s >= 1 names a NEW ``"<leader>#<s>:<index>"`` (its trades are caused by that id), so the op
+        is handed to the tracker under that name; ``OrderAccepted.node`` stays the stamping node."""
+        def folded(shard: int, index: int, op: Any, out: Any) -> None:
+            if chained is not None:
+                chained(shard, index, op, out)
+            try:
+                feeds = list(self._feeds)
+                if not feeds:
+                    self._orders.clear()
+                elif op is not None and out is not None and out.code == 0:
+                    named = op._replace(origin=f"{op.origin}#{shard}", seq=index) if shard else op._replace(seq=index)
+                    evs = self._orders.step([named], out.trades, self._resting)
+                    if shard:
+                        evs = [dataclasses.replace(e, node=op.origin) if type(e) is OrderAccepted else e
+                               for e in evs]
+                    self._offer_all(feeds, evs)
             except Exception:  # pragma: no cover - a bug here must not stop the node
                 self.handler_errors += 1
                 log.exception("node %s: lifecycle event not delivered", self.node_id)
