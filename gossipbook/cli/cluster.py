@@ -27,6 +27,8 @@ from ..config import (
     write_private,
 )
 from ..core.errors import UsageError
+from .cluster_file import check_writable, drop_nodes, write_atomic
+from .orders import Rejected
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +86,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "this node holds dead; see docs/operations.md before using it")
     r.add_argument("--timeout", type=float, default=10.0, help="seconds to keep trying (default 10)")
     r.add_argument("--json", action="store_true", help="print the resulting configuration as JSON")
+    r.add_argument("--write", action="store_true",
+                   help="once the removal is acknowledged, drop the members' [[nodes]] entries from --config "
+                        "(every other line kept as it is; the file replaced atomically); checked before anything "
+                        "is sent, so an unwritable file changes nothing")
     r.set_defaults(func=run_remove)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
@@ -143,7 +149,7 @@ async def _member_request(cfg: Any, msg: Any, targets: list[str], timeout: float
     unreachable nodes are retried until ``timeout``. Returns ``(node, reply)``; ``Rejected`` otherwise."""
     from ..core.node import E_INVALID, E_NOT_READY, E_TIMEOUT, OK
     from ..node.client import Client, Unreachable, new_req
-    from .orders import EXIT_CODES, Rejected
+    from .orders import EXIT_CODES
 
     deadline = time.monotonic() + timeout
     last = "no member answered"
@@ -256,13 +262,37 @@ def run_remove(args: argparse.Namespace) -> int:
         raise UsageError(f"send the removal of {args.node} to another member (--node)")
     if not targets:
         raise UsageError(f"{cfg.path} names no other member to send this to")
+    path = Path(args.config)
+    if args.write:  # before anything is sent: a file we cannot edit is one line and changes nothing
+        check_writable(path)
+        drop_nodes(path.read_text(encoding="utf-8"), names, str(path))
     via, _rep = trio.run(_member_request, cfg, msg, targets, args.timeout)
     conf = trio.run(_config_of, cfg, via)
+    dropped = _write_removal(path, names) if args.write else None
     if args.json:
-        print(json.dumps({"removed": names, "via": via, "config": conf}, indent=2))
+        print(json.dumps({"removed": names, "via": via, "config": conf,
+                          **({"written": dropped} if dropped is not None else {})}, indent=2))
         return 0
     fences = ", ".join(f"{m}'s above seq {conf.get('fences', {}).get(m, '?')}" for m in names)
     roles = ", ".join(f"{m} {r}" for m, r in sorted(conf.get("roles", {}).items()))
     print(f"removed {', '.join(names)} through {via}: ops refused on every replica: {fences}; "
           f"configuration epoch {conf.get('epoch', '?')}: {roles}")
+    if dropped is not None:
+        rest = [m for m in names if m not in dropped]
+        print(f"{args.config}: dropped the [[nodes]] entr{'y' if len(dropped) == 1 else 'ies'} of "
+              f"{', '.join(dropped) or 'none'}" + (f" ({', '.join(rest)} not listed there)" if rest else ""),
+              file=sys.stderr)
     return 0
+
+
+def _write_removal(path: Path, names: list[str]) -> list[str]:
+    """Drop the removed members' entries from the file, as it is *now* (someone may have edited it
+    while the removal waited). The removal is committed whatever happens here, so a failure says so."""
+    try:
+        text, dropped = drop_nodes(path.read_text(encoding="utf-8"), names, str(path))
+        if dropped:
+            write_atomic(path, text)
+    except (OSError, ConfigError) as e:
+        raise Rejected(f"removed {', '.join(names)} from the cluster, but {path} was not updated "
+                       f"({getattr(e, 'strerror', None) or e}); remove the [[nodes]] entries by hand", 1) from None
+    return dropped
