@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
 from typing import Any
 
 import trio
 from rich.console import Console
 from rich.table import Table
 
-from ..config import ClusterConfig
+from ..config import ClusterConfig, ConfigError, NodeEntry, check_id, parse_addr
 from ..core.errors import UsageError
 from ..core.wire import ClientQuery
 from ..demo.snapshot import risk_fields
 from .common import add_config, config, print_json
+
+#: members learned from status answers (not in the file) that ``status`` asks too, at most
+MAX_LEARNED = 64
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +31,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-async def gather_status(cfg: ClusterConfig, timeout: float, what: str = "status") -> list[dict[str, Any]]:
+async def gather_status(cfg: ClusterConfig, timeout: float, what: str = "status",
+                        learn: bool = False) -> list[dict[str, Any]]:
     """Query every node concurrently; an unreachable node yields ``{"id", "reachable": False}``.
-    ``what="progress"`` asks only for op counts and version vectors (no digest: cheap to poll)."""
+    ``what="progress"`` asks only for op counts and version vectors (no digest: cheap to poll).
+    ``learn``: then also ask the members the answers' configurations name that the file does not
+    (added with ``cluster add-node`` and no ``--write``), marked ``"learned": True``."""
+    rows = await _ask(cfg, cfg.ids, timeout, what)
+    extra = learned_members(cfg, rows) if learn else []
+    if extra:
+        wider = dataclasses.replace(cfg, nodes=[*cfg.nodes, *extra])
+        rows += [{**r, "learned": True} for r in await _ask(wider, [e.id for e in extra], timeout, what)]
+    return rows
+
+
+def learned_members(cfg: ClusterConfig, rows: list[dict[str, Any]]) -> list[NodeEntry]:
+    """Members that status answers name (``config.addresses``: members added by an op) and the file
+    does not, at the address the newest configuration gives; removed ones left out. What a node says
+    is bounded like any peer input: at most ``MAX_LEARNED``, ids and IP-literal addresses checked
+    (no name lookups), of the file's address family; anything else is skipped."""
+    best: dict[str, tuple[int, str]] = {}
+    removed: set[str] = set()
+    for r in rows:
+        c = r.get("config") if r.get("reachable") else None
+        if not isinstance(c, dict) or not isinstance(c.get("addresses"), dict):
+            continue
+        epoch = c.get("epoch") if type(c.get("epoch")) is int else 0
+        removed |= {m for m, role in (c.get("roles") or {}).items() if role == "removed"}
+        for m, a in list(c["addresses"].items())[:MAX_LEARNED * 4]:
+            if isinstance(m, str) and isinstance(a, str) and (m not in best or epoch > best[m][0]):
+                best[m] = (epoch, a)
+    v6 = ":" in cfg.nodes[0].host
+    out: list[NodeEntry] = []
+    for m, (_e, a) in sorted(best.items()):
+        if m in cfg.ids or m in removed:
+            continue
+        try:
+            check_id(m, "member")
+            host, port = parse_addr(a, m)
+            if ipaddress.ip_address(host.strip("[]")).version != (6 if v6 else 4):
+                continue
+        except (ConfigError, ValueError):
+            continue
+        out.append(NodeEntry(m, host, port, None, True))
+        if len(out) >= MAX_LEARNED:
+            break
+    return out
+
+
+async def _ask(cfg: ClusterConfig, ids: list[str], timeout: float, what: str) -> list[dict[str, Any]]:
     from ..node.client import Client, Unreachable
 
     results: dict[str, dict[str, Any]] = {}
@@ -41,10 +92,10 @@ async def gather_status(cfg: ClusterConfig, timeout: float, what: str = "status"
             except Unreachable:
                 results[nid] = {"id": nid, "reachable": False}
         async with trio.open_nursery() as n:
-            for nid in cfg.ids:
+            for nid in ids:
                 n.start_soon(one, nid)
     return [{"id": r["id"], "reachable": r["reachable"], **{k: v for k, v in r.items() if k not in ("id", "reachable")}}
-            for r in (results[i] for i in cfg.ids)]
+            for r in (results[i] for i in ids)]
 
 
 def clock_cell(c: dict[str, Any] | None) -> str:
@@ -95,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config(args)
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    nodes = trio.run(gather_status, cfg, args.timeout)
+    nodes = trio.run(gather_status, cfg, args.timeout, "status", True)
     if args.json:
         print_json({"nodes": nodes})
         return 0 if all(n["reachable"] for n in nodes) else 3
@@ -108,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     digests = [n.get("digest") for n in nodes if n["reachable"]]
     for n in nodes:
         if not n["reachable"]:
-            t.add_row(n["id"], "[red]unreachable[/]", *[""] * (len(cols) + 4))
+            t.add_row(n["id"] + ("*" if n.get("learned") else ""), "[red]unreachable[/]", *[""] * (len(cols) + 4))
             continue
         same = digests.count(n["digest"]) == len(digests)
         members = " ".join(f"{m}:{s[0]}" for m, s in sorted(n["members"].items()))
@@ -124,11 +175,13 @@ def run(args: argparse.Namespace) -> int:
             cells = ["eventual", "", "", "", "", digest, str(n["ops"]), str(n["trades_final"] + n["trades_provisional"])]
         else:
             cells = [digest, str(n["ops"]), f"{n['trades_final']}/{n['trades_provisional']}", str(n["watermark"][0])]
-        t.add_row(n["id"], *cells, members, config_cell(n), clock_cell(n.get("clock")), peers, str(dropped),
+        t.add_row(n["id"] + ("*" if n.get("learned") else ""), *cells, members, config_cell(n), clock_cell(n.get("clock")), peers, str(dropped),
                   risk_cell(n))
     console = Console()
     console.print(t)
     line = config_line(nodes)
     if line:
         console.print(line)
+    if any(n.get("learned") for n in nodes):
+        console.print(f"* not in {cfg.path}: learned from the configuration the nodes hold")
     return 0 if all(n["reachable"] for n in nodes) else 3

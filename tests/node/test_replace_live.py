@@ -1,0 +1,76 @@
+"""Issue 20's operator surface with real processes on 127.0.0.1: ``cluster remove-node --write``
+edits cluster.toml (only the removed entry goes) and refuses bad input with one line and no change;
+``gossipbook status`` also asks a member added without ``--write`` (it learns it from the nodes'
+configuration)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import tomllib
+
+from gossipbook.bench.procs import free_ports
+
+from .harness import PY, cli
+
+
+def test_remove_write_edits_the_file_and_status_finds_an_added_node(make_cluster) -> None:  # noqa: ANN001
+    c = make_cluster(3)
+    cfg = c.config
+    cfg.write_text("# ops note: keep me\n" + cfg.read_text())
+    original = cfg.read_text()
+    c.start_all()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        # bad input: one line, non-zero, the file as it was, and nothing sent (epoch still 0)
+        cfg.chmod(0o400)
+        r = cli("cluster", "remove-node", "-c", str(cfg), "n2", "--write", "--timeout", "3", timeout=30)
+        assert r.returncode != 0 and "is not writable; nothing was changed" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        cfg.chmod(0o600)
+        r = cli("cluster", "remove-node", "-c", str(cfg), "n9", "--write", "--timeout", "3", timeout=30)
+        assert r.returncode != 0 and "not a member" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert cfg.read_text() == original
+        assert all(s["config"]["epoch"] == 0 for s in c.status())
+
+        # n4 added without --write: its config goes to a file of its own, cluster.toml stays as it is
+        port = free_ports(1)[0]
+        r = cli("cluster", "add-node", "-c", str(cfg), "--id", "n4", "--addr", f"127.0.0.1:{port}", timeout=30)
+        assert r.returncode == 0, r.stderr
+        n4 = c.tmp / "n4.toml"
+        n4.write_text(r.stdout)
+        n4.chmod(0o600)
+        log = open(c.tmp / "n4.log", "w")
+        procs.append(subprocess.Popen([PY, "-m", "gossipbook", "node", "-c", str(n4), "--id", "n4"], stdout=log,
+                                      stderr=subprocess.STDOUT, text=True, start_new_session=True))
+        log.close()
+        assert cfg.read_text() == original
+        r = cli("status", "-c", str(cfg), "--json", "--timeout", "2", timeout=30)
+        rows = {s["id"]: s for s in json.loads(r.stdout)["nodes"]}
+        assert sorted(rows) == ["n1", "n2", "n3", "n4"] and rows["n4"].get("learned") is True
+        assert "learned" not in rows["n1"]
+        r = cli("status", "-c", str(cfg), timeout=30)
+        assert "n4*" in r.stdout and "learned from the configuration" in r.stdout
+
+        # n3 killed and removed with --write: its entry, and only it, leaves the file
+        c.kill("n3")
+        r = cli("cluster", "remove-node", "-c", str(cfg), "n3", "--node", "n1", "--write", "--timeout", "20",
+                "--json", timeout=40)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["written"] == ["n3"] and out["config"]["roles"]["n3"] == "removed"
+        addr3 = tomllib.loads(original)["nodes"][2]["addr"]
+        entry = f'[[nodes]]\nid = "n3"\naddr = "{addr3}"\n\n'
+        assert entry in original
+        assert cfg.read_text() == original.replace(entry, "")
+        assert stat.S_IMODE(os.stat(cfg).st_mode) == 0o600
+        r = cli("status", "-c", str(cfg), "--json", "--timeout", "2", timeout=30)
+        rows = {s["id"]: s for s in json.loads(r.stdout)["nodes"]}
+        assert sorted(rows) == ["n1", "n2", "n4"] and r.returncode == 0, r.stdout
+        assert all(s["reachable"] and s["config"]["roles"]["n3"] == "removed" for s in rows.values())
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)
