@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgpack
+import msgspec
 
 from .book import Trade
 from .errors import WireError
@@ -529,6 +530,12 @@ ACCOUNT_TYPES |= frozenset({LeaderHint})
 _ACCOUNT_TYPE_NOS |= frozenset({31})
 _STAMP_LEN = 6  # ms since the epoch, big-endian: good until the year 10889
 _FIXED = len(HEADER) + 1 + _STAMP_LEN + 1  # magic, version, key id, stamp, principal length
+#: msgpack bytes of a message body. msgspec's encoder writes the same bytes as ``msgpack.packb(x,
+#: use_bin_type=True)`` for every type a message holds (tests/core/test_wire_msgspec.py checks
+#: each registered type) and is 4-5x faster on op arrays (docs/performance.md); it raises
+#: ``OverflowError`` / ``TypeError`` where packb does, which the shell counts as ``encode_error``.
+#: (It also packs a set, which packb refuses; no message holds one.)
+_pack: Callable[[Any], bytes] = msgspec.msgpack.Encoder().encode
 #: a frame stamped further than this from the receiver's clock is refused as ``stale``: a captured
 #: frame can be replayed to a restarted node (whose replay windows are empty) only within it
 DEFAULT_REPLAY_WINDOW_MS = 30_000
@@ -666,7 +673,11 @@ def encode(msg: Any, sender: str, counter: int, key: bytes, account: str | None 
         inner = msg.msg
         fields = [msg.shard, _TYPE_OF[type(inner)],  # (the kind is the inner message's, whatever ``kind`` says)
                   list(inner) if isinstance(inner, tuple) else [getattr(inner, f) for f in inner.__slots__]]
-    body = msgpack.packb([_TYPE_OF[type(msg)], sender, counter, *fields], use_bin_type=True)
+    return _seal(_pack([_TYPE_OF[type(msg)], sender, counter, *fields]), key, account, dst, label, stamp_ms)
+
+
+def _seal(body: bytes, key: bytes, account: str | None, dst: str, label: str, stamp_ms: int) -> bytes:
+    """The frame around an already packed ``body``: header, principal, and the MAC over both."""
     name = account.encode("ascii") if account else b""
     if len(name) > 255:
         raise ValueError(f"account name of {len(name)} bytes (at most 255)")
@@ -751,26 +762,58 @@ def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM, *, now
     return Frame(sender, counter, msg, account, kid, stamp_ms)
 
 
+def pack_ops(ops: Sequence[Op]) -> list[bytes]:
+    """Each op packed alone (msgpack bytes). A node pushing one batch to several peers packs it
+    once and hands the result to ``encode_packed_ops`` per peer (the MAC differs per peer, the ops'
+    bytes do not)."""
+    return [_pack(op) for op in ops]
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's array header for ``n`` items, as ``packb`` writes it (fixarray, array16, array32)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
 def encode_ops(ops: Sequence[Op], sender: str, counter: int, key: bytes, mtu: int = DEFAULT_MTU, *,
                dst: str = "", label: str = "", stamp_ms: int = 0) -> list[bytes]:
     """Pack ops into as few ``OpBatch`` frames as fit under ``mtu`` bytes each (in order)."""
+    return encode_packed_ops(pack_ops(ops), sender, counter, key, mtu, dst=dst, label=label, stamp_ms=stamp_ms)
+
+
+def encode_packed_ops(packed: Sequence[bytes], sender: str, counter: int, key: bytes, mtu: int = DEFAULT_MTU, *,
+                      dst: str = "", label: str = "", stamp_ms: int = 0) -> list[bytes]:
+    """``encode_ops`` for ops already packed by ``pack_ops``: the same frames, byte for byte.
+
+    A frame's body is ``[1, sender, counter, [op, ...]]``; it is assembled from its parts (array
+    header, type, sender, counter, the ops' array header and their bytes), which is what
+    ``packb`` of the whole would write, so no op is packed twice. The split by ``mtu`` is the one
+    this function always made: sized at the largest counter any frame here can carry (msgpack
+    widens ints at 2**7, 2**8, 2**16, 2**32, so a later frame's counter may be longer), +3 for the
+    ops array header, which may grow; an op larger than ``mtu`` alone still goes, in a frame of its own."""
+    overhead = _FIXED + len(_pack([1, sender, counter + max(len(packed) - 1, 0), []])) + TAG_LEN + 3
+    prefix = b"\x94\x01" + _pack(sender)
     frames: list[bytes] = []
-    bind = {"dst": dst, "label": label, "stamp_ms": stamp_ms}
-    # sized at the largest counter any frame here can carry (msgpack widens ints at 2**7, 2**8, 2**16,
-    # 2**32, so a later frame's counter may be longer); +3: the ops array header may grow
-    overhead = len(encode(OpBatch([]), sender, counter + max(len(ops) - 1, 0), key, **bind)) + 3
-    batch: list[Op] = []
-    size = overhead
-    packb = msgpack.packb
-    for op in ops:
-        s = len(packb(op, use_bin_type=True))
-        if batch and size + s > mtu:
-            frames.append(encode(OpBatch(batch), sender, counter + len(frames), key, **bind))
-            batch, size = [], overhead
-        batch.append(op)
+
+    def frame(part: Sequence[bytes]) -> bytes:
+        body = b"".join((prefix, _pack(counter + len(frames)), _array_header(len(part)), *part))
+        return _seal(body, key, None, dst, label, stamp_ms)
+
+    if not packed:
+        return frames
+    if overhead + sum(map(len, packed)) <= mtu or len(packed) == 1:  # (the usual case: one frame)
+        return [frame(packed)]
+    start, size = 0, overhead
+    for i, blob in enumerate(packed):
+        s = len(blob)
+        if i > start and size + s > mtu:
+            frames.append(frame(packed[start:i]))
+            start, size = i, overhead
         size += s
-    if batch:
-        frames.append(encode(OpBatch(batch), sender, counter + len(frames), key, **bind))
+    frames.append(frame(packed[start:]))
     return frames
 
 

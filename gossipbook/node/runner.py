@@ -43,8 +43,9 @@ from ..core.wire import (
     TimeWindowGuard,
     decode,
     encode,
-    encode_ops,
+    encode_packed_ops,
     key_id,
+    pack_ops,
 )
 from .transport import Addr, Endpoint, FaultFilter
 
@@ -428,11 +429,6 @@ class NodeRunner:
             outbox = self._persist_strong(outbox) if self.strong else self._persist(new_ops, outbox)
         elif self.strong:  # nothing survives a restart without a data dir: nothing to keep
             core.take_handed() if isinstance(core, StrongNodeCore) else core.take_persist_shards()  # type: ignore[union-attr]
-        audit = self.audit
-        if audit is not None and new_ops and core.accepting:  # (not accepting: the ops are queued again)
-            audit.ops(new_ops)
-        if self.fairness is not None and new_ops and core.accepting:
-            self.fairness.observe(new_ops, self.clock(), core.clock.bound)
         # ops go out first: a replica waits for them, a client reply or a heartbeat can wait the
         # few µs they take (and a client woken first competes with the peer for the CPU)
         ops_frames: list[tuple[bytes, Addr]] = []
@@ -444,6 +440,8 @@ class NodeRunner:
         now = self.clock()
         self.counter = max(self.counter, now)
         bind = {"label": keys.label, "stamp_ms": now // 1_000_000}
+        # an eager push is one list of ops for every peer (gossip.flush): packed once, MACed per peer
+        packed: dict[int, tuple[list[Any], list[bytes]]] = {}
         for dst, msg in outbox:
             try:
                 if isinstance(dst, Client):  # a reply, signed with the credential of the account asking
@@ -460,7 +458,10 @@ class NodeRunner:
                 if addr is None:
                     continue
                 if type(msg) is OpBatch:
-                    batch = encode_ops(msg.ops, self.node_id, self.counter + 1, key, self.mtu, dst=dst, **bind)
+                    p = packed.get(id(msg.ops))
+                    if p is None:
+                        p = packed[id(msg.ops)] = (msg.ops, pack_ops(msg.ops))  # (holds the list: its id stays its)
+                    batch = encode_packed_ops(p[1], self.node_id, self.counter + 1, key, self.mtu, dst=dst, **bind)
                     self.counter += len(batch)
                     ops_frames.extend((f, addr) for f in batch)
                 elif type(msg) is Summary:  # keeps its place before the repair that follows it
@@ -483,6 +484,12 @@ class NodeRunner:
             await self.endpoint.send_all(ops_frames + frames)  # type: ignore[union-attr]
         if timed:
             await self._send_timed(timed, key, bind)
+        # per-op shell work after the send: nothing sent waits for it (durability came first, in _persist)
+        audit = self.audit
+        if audit is not None and new_ops and core.accepting:  # (not accepting: the ops are queued again)
+            audit.ops(new_ops)
+        if self.fairness is not None and new_ops and core.accepting:
+            self.fairness.observe(new_ops, self.clock(), core.clock.bound)
         revised: list[TradeRevised] = []
         events = core.events()
         if not self.strong and core.replica.config.epoch != self._epoch:
