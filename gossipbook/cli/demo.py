@@ -18,8 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Start N real nodes on 127.0.0.1 (free ports, temp state removed on exit) and send a "
                     "seeded order flow into every node. With --partition the cluster is split (first half | "
                     "second half, or --split) and healed later; a live screen shows each replica's digest, "
-                    "books, links and events, and a summary says how long convergence took. Ctrl-C stops "
-                    "it cleanly at any time.")
+                    "books, links and events, and a summary says how long convergence took. With --replace "
+                    "the last node is killed for good, the operator removes it and adds a fresh one (the real "
+                    "cluster remove-node / add-node commands) while orders keep flowing. Ctrl-C stops it "
+                    "cleanly at any time.")
     p.add_argument("--nodes", type=int, default=4, help="how many nodes (2-8, default 4)")
     p.add_argument("--seed", type=int, default=1, help="seed of the order flow and the nodes (default 1)")
     p.add_argument("--rate", type=float, default=20.0, help="orders per second into each node (default 20)")
@@ -36,6 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds into the run when the partition heals (default 10)")
     p.add_argument("--mode", choices=("eventual", "strong"), default="eventual",
                    help="consistency mode (default eventual; strong needs the sequencer)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace a dead node: kill the last node for good (at 3 s), remove it with 'gossipbook "
+                        "cluster remove-node --write' (its role turns removed, the epoch goes up, provisional trades "
+                        "become final), add a fresh node with 'cluster add-node --write' and start it (learner, then "
+                        "voter, its digest catching up); ends by itself with the time until finality resumed and "
+                        "until the new node caught up (needs 3+ nodes, eventual mode; --duration caps it, default 45)")
     p.add_argument("--headless", action="store_true", help="no live screen: print events and a summary")
     p.add_argument("--json", action="store_true", help="print the result as JSON (implies --headless)")
     p.add_argument("--fix", type=int, default=None, metavar="PORT",
@@ -54,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = make_options(nodes=args.nodes, seed=args.seed, rate=args.rate, duration=args.duration,
                         partition=args.partition, split=args.split, partition_at=args.partition_at,
-                        heal_at=args.heal_at, mode=args.mode, fix_port=args.fix)
+                        heal_at=args.heal_at, mode=args.mode, fix_port=args.fix, replace=args.replace)
     out = Console()
     if opts.fix_port is not None:  # before the run: the screen (or the JSON on stdout) comes after
         from ..demo.scenario import fix_client_settings

@@ -57,6 +57,8 @@ from ..node.client import Client, Unreachable
 from ..node.runner import NodeRunner
 from ..node.transport import FaultFilter, PortInUse
 from ..workload.orders import OrderFlow
+from .replace import ReplaceFacts, facts_json
+from .replace import play as play_replace
 from .snapshot import DemoResult, DemoSnapshot, LogEvent, NodeView, clock_fields
 
 #: failure detection fast enough to watch (the timings ``tests/node`` uses)
@@ -70,6 +72,8 @@ SETTLE_S = 3.0  # after the flow stops, how long replicas get to agree before th
 REQUEST_TIMEOUT_S = 2.0
 FIX_COMP_ID = "GBX"  # the TargetCompID a FIX client sends to the demo's gateway
 FIX_DURATION = 600.0  # default --duration with --fix: time to connect a client
+DEFAULT_KILL_AT = 3.0  # --replace: when the last node is killed
+REPLACE_DURATION = 45.0  # --replace: at most this long by default (it ends once the new node caught up)
 
 
 def strong_mode_available() -> bool:
@@ -99,10 +103,22 @@ class DemoOptions:
     tick: float = 0.1  # snapshot period (the TUI's ~10 Hz)
     fix_port: int | None = None  # run a FIX gateway on 127.0.0.1:fix_port (0: any free port)
     fix_password: str = ""  # the FIX sessions' Password (554)
+    replace: bool = False  # kill the last node for good, remove it, add a fresh one (membership.py)
+    kill_at: float = DEFAULT_KILL_AT
 
     @property
     def ids(self) -> list[str]:
         return [f"n{i + 1}" for i in range(self.nodes)]
+
+    @property
+    def victim(self) -> str:
+        """``--replace``: the node killed for good and removed."""
+        return self.ids[-1]
+
+    @property
+    def newcomer(self) -> str:
+        """``--replace``: the fresh node added in its place (ids are never reused)."""
+        return f"n{self.nodes + 1}"
 
 
 def default_split(ids: list[str]) -> tuple[tuple[str, ...], ...]:
@@ -130,7 +146,8 @@ def parse_split(text: str, ids: list[str]) -> tuple[tuple[str, ...], ...]:
 
 def make_options(*, nodes: int = 4, seed: int = 1, rate: float = 20.0, duration: float | None = None,
                  partition: bool = False, split: str | None = None, partition_at: float | None = None,
-                 heal_at: float | None = None, mode: str = "eventual", fix_port: int | None = None) -> DemoOptions:
+                 heal_at: float | None = None, mode: str = "eventual", fix_port: int | None = None,
+                 replace: bool = False) -> DemoOptions:
     """Validate user choices into ``DemoOptions``; one clear ``UsageError`` line for each mistake.
 
     Timings left out scale with ``--duration`` (3 s and 10 s of a 16 s run by default).
@@ -148,6 +165,16 @@ def make_options(*, nodes: int = 4, seed: int = 1, rate: float = 20.0, duration:
         raise UsageError("--duration must be positive")
     if fix_port is not None and not 0 <= fix_port <= 65535:
         raise UsageError(f"--fix must be a TCP port from 1 to 65535 (0 picks a free one), not {fix_port}")
+    if replace:
+        if nodes < 3:
+            raise UsageError("--replace needs --nodes 3 or more (a removal needs other members to report)")
+        if partition or split or fix_port is not None or mode != "eventual":
+            raise UsageError("--replace runs on its own: not with --partition, --split, --fix or --mode strong "
+                             "(membership changes are eventual mode only)")
+        if duration is not None and duration < DEFAULT_KILL_AT + 10:
+            raise UsageError(f"--replace needs --duration of at least {DEFAULT_KILL_AT + 10:g} s (it ends by "
+                             f"itself once the new node caught up)")
+        duration = duration if duration is not None else REPLACE_DURATION
     dur = duration if duration is not None else max(DEFAULT_DURATION if fix_port is None else FIX_DURATION,
                                                     (heal_at or 0) + 6.0)
     scale = dur / DEFAULT_DURATION
@@ -166,7 +193,7 @@ def make_options(*, nodes: int = 4, seed: int = 1, rate: float = 20.0, duration:
             raise UsageError(f"--heal-at ({h_at:g} s) must come before the end of the run (--duration {dur:g} s)")
     return DemoOptions(nodes=nodes, seed=seed, rate=rate, duration=dur, partition=partition, split=sides,
                        partition_at=p_at, heal_at=h_at, mode=mode, fix_port=fix_port,
-                       fix_password=secrets.token_urlsafe(12) if fix_port is not None else "")
+                       fix_password=secrets.token_urlsafe(12) if fix_port is not None else "", replace=replace)
 
 
 def free_ports(n: int) -> list[int]:
@@ -263,6 +290,14 @@ class Scenario:
         self.fix_gateway: Any = None  # gossipbook.fix.gateway.Gateway with --fix
         self.fix_port: int | None = None  # the port it listens on
         self._fix_scope: trio.CancelScope | None = None
+        self._nodes: trio.Nursery | None = None  # where node tasks run (a node added later too)
+        #: the nodes the order flow sends to now (--replace: the killed one leaves, the new one joins)
+        self.flow_ids: list[str] = list(self.ids)
+        self.desk_of: dict[str, str] = dict(zip(self.ids, desks(len(self.ids)), strict=True))
+        self.cfg_of: dict[str, ClusterConfig] = {}  # a node's config when not ``cfg`` (the added node)
+        self.killed: str | None = None
+        self.added: str | None = None
+        self.replace = ReplaceFacts()
 
     # ---- time and log ------------------------------------------------------------------------------
     def now(self) -> float:
@@ -334,6 +369,7 @@ class Scenario:
 
     async def _start(self, nursery: trio.Nursery, tmp: Path) -> None:
         opts = self.opts
+        self._nodes = nursery
         for attempt in range(3):
             ports = free_ports(opts.nodes)
             extra = tuple(a for a, _ in fix_sessions(self.ids).values()) if opts.fix_port is not None else ()
@@ -366,7 +402,9 @@ class Scenario:
         if late:
             self.log("error", f"{', '.join(late)} not ready after 5 s (still syncing with peers); orders may be refused")
         self.log("info", f"{opts.nodes} nodes up on 127.0.0.1, {opts.rate:g} orders/s into each"
-                 + (f"; partition at {opts.partition_at:g} s, heal at {opts.heal_at:g} s" if opts.partition else ""))
+                 + (f"; partition at {opts.partition_at:g} s, heal at {opts.heal_at:g} s" if opts.partition else "")
+                 + (f"; {opts.victim} dies at {opts.kill_at:g} s, then is replaced by {opts.newcomer}"
+                    if opts.replace else ""))
         if opts.fix_port is not None:
             await self._start_fix(nursery, tmp)
 
@@ -417,7 +455,7 @@ class Scenario:
             self.final_equal = self.converged_now()
             self._sample()
             if self.final_equal:
-                self.log("converged", f"all {len(self.runners)} digests equal: {self._digest(self.ids[0])[:12]}")
+                self.log("converged", f"all {len(self.live_ids())} digests equal: {self._digest(self.ids[0])[:12]}")
             else:
                 self.log("diverged", f"DIGESTS DIFFER after {SETTLE_S:g} s of quiet")
             self.phase = "done"
@@ -433,6 +471,15 @@ class Scenario:
     async def _control(self) -> None:
         """The script: cut, heal, wait for convergence (then a short grace), or run out the clock."""
         opts = self.opts
+        if opts.replace:
+            with trio.move_on_at((self.t0 or 0.0) + opts.duration):
+                await play_replace(self)
+                if self.replace.complete:
+                    await trio.sleep(opts.grace)
+                    return
+            if not self.replace.complete:
+                self.log("diverged", f"--replace did not complete within {opts.duration:g} s")
+            return
         if not opts.partition:
             await self._sleep_until_t(opts.duration)
             return
@@ -454,6 +501,33 @@ class Scenario:
         self.log("diverged", f"not converged {opts.duration - opts.heal_at:.1f} s after the heal")
 
     # ---- faults ------------------------------------------------------------------------------------
+    def kill(self, nid: str) -> None:
+        """Kill ``nid`` for good, like a SIGKILL: everything it would still send (its goodbye
+        included) is dropped, its task is cancelled (socket closed), the flow stops sending to it."""
+        r = self.runners[nid]
+        assert r.faults is not None
+        r.faults.blocked.update(x.entry.addr for x in self.runners.values())
+        self.killed = nid
+        if nid in self.flow_ids:
+            self.flow_ids.remove(nid)
+        self._scopes[nid].cancel()
+
+    async def start_node(self, cfg: ClusterConfig, nid: str) -> None:
+        """Start one more node, from its own ``cfg`` (the file after ``cluster add-node --write``)."""
+        assert self._nodes is not None
+        i = len(self.runners)
+        r = NodeRunner(cfg, nid, faults=FaultFilter(seed=self.opts.seed * 100 + i), seed=self.opts.seed * 1000 + i,
+                       log=_quiet_logger(nid))
+        r.on_event = self._on_event(nid)
+        self.cfg_of[nid] = cfg
+        self.runners[nid] = r
+        self.added = nid
+        await self._nodes.start(self._serve, r)
+
+    def live_ids(self) -> list[str]:
+        """The nodes running now (every started one but a killed one)."""
+        return [n for n in self.runners if n != self.killed]
+
     def cut(self) -> None:
         """Partition: every node stops sending to the nodes on other sides (both directions)."""
         cfg = self.cfg
@@ -481,8 +555,8 @@ class Scenario:
         cfg = self.cfg
         if cfg is None:
             return frozenset()
-        by_addr = {cfg.node(n).addr: n for n in self.ids}
-        return frozenset((a, by_addr[addr]) for a, r in self.runners.items() if r.faults
+        by_addr = {r.entry.addr: n for n, r in self.runners.items()}
+        return frozenset((a, by_addr[addr]) for a, r in self.runners.items() if r.faults and a != self.killed
                          for addr in r.faults.blocked if addr in by_addr)
 
     # ---- order flow --------------------------------------------------------------------------------
@@ -495,11 +569,12 @@ class Scenario:
                     else inst.price_to_ticks("100"))
         open_orders: dict[str, list[tuple[str, int]]] = {nid: [] for nid in self.ids}
         limiter = trio.CapacityLimiter(64)
-        interval = 1.0 / (self.opts.rate * len(self.ids))
+        interval = 1.0 / (self.opts.rate * len(self.ids))  # the same total rate whichever nodes take it
         async with contextlib.AsyncExitStack() as stack:
             # one desk per node (its own account and client socket): desks trade with each other
             desk_of = {nid: await stack.enter_async_context(Client(cfg, retry_s=0.2, account=d))
                        for nid, d in zip(self.ids, desks(len(self.ids)), strict=True)}
+            late = await stack.enter_async_context(contextlib.AsyncExitStack())  # a node added later
             n = await stack.enter_async_context(trio.open_nursery())  # closed before the clients
             start, i = trio.current_time(), 0
             while True:
@@ -508,9 +583,12 @@ class Scenario:
                     start, i = trio.current_time(), 0
                     target = start
                 await trio.sleep_until(target)
-                nid = self.ids[i % len(self.ids)]
+                nid = self.flow_ids[i % len(self.flow_ids)]
                 i += 1
-                mine = open_orders[nid]
+                if nid not in desk_of:  # --replace: the new node, with the killed node's desk
+                    desk_of[nid] = await late.enter_async_context(
+                        Client(self.cfg_of.get(nid, cfg), retry_s=0.2, account=self.desk_of[nid]))
+                mine = open_orders.setdefault(nid, [])
                 o = flow.next(mine)
                 if o.kind in (CANCEL, AMEND):
                     mine[:] = [x for x in mine if x[0] != o.order_id]
@@ -551,7 +629,8 @@ class Scenario:
 
     def converged_now(self) -> bool:
         """Same op-set (version vector) and same digest on every replica, right now."""
-        seen = {(r.core.replica.digest(), tuple(sorted(r.core.replica.vv.items()))) for r in self.runners.values()}
+        seen = {(r.core.replica.digest(), tuple(sorted(r.core.replica.vv.items())))
+                for n, r in self.runners.items() if n != self.killed}
         return len(seen) == 1
 
     def _counter_sum(self, key: str) -> int:
@@ -561,7 +640,7 @@ class Scenario:
         """One timeline point; divergence and revised-trade news for the log."""
         if self.t0 is None or not self.runners:
             return
-        distinct = len({self._digest(n) for n in self.ids})
+        distinct = len({self._digest(n) for n in self.live_ids()})
         t = round(self.now(), 2)
         self.timeline.append((t, distinct))
         del self.timeline[:-4000]
@@ -571,7 +650,7 @@ class Scenario:
             if len(set(sides.values())) > 1:
                 self.diverged = True
                 self.log("diverged", f"replicas diverged: {distinct} distinct digests")
-        for nid in self.ids:
+        for nid in self.runners:
             new = self.revised_by_node[nid] - self._revised_logged[nid]
             if new > 0:
                 self._revised_logged[nid] = self.revised_by_node[nid]
@@ -590,7 +669,10 @@ class Scenario:
                 nxt = now + period / 2
             await trio.sleep_until(nxt)
 
-    def _node_view(self, nid: str, union: dict[str, int], symbol: str) -> NodeView:
+    def _node_view(self, nid: str, union: dict[str, int], symbol: str, roles: dict[str, str] | None = None
+                   ) -> NodeView:
+        """``roles``: each node's role as the cluster holds it (--replace: a killed node cannot say
+        it was removed); else each node's own."""
         r = self.runners[nid]
         st = r.core.status()
         vv = st["version_vector"]
@@ -608,22 +690,23 @@ class Scenario:
             digest=st["digest"], ops=st["ops"], lag=lag, watermark_age_ms=age,
             trades_final=st["trades_final"], trades_provisional=st["trades_provisional"],
             revised=self.revised_by_node[nid], members=dict(st["members"]), clock_offset_us=offset,
-            rtt_us=rtt, **clock_fields(st),
+            rtt_us=rtt, **{**clock_fields(st), **({"role": roles[nid]} if roles and nid in roles else {})},
             bids=tuple((lv.price, lv.qty) for lv in depth.bids) if depth else (),
             asks=tuple((lv.price, lv.qty) for lv in depth.asks) if depth else (),
-            orders=self.orders_by_node[nid], stopped=self._stopping)
+            orders=self.orders_by_node[nid], stopped=self._stopping, down=nid == self.killed)
 
     def snapshot(self) -> DemoSnapshot:
         opts = self.opts
         cfg = self.cfg
         union: dict[str, int] = {}
-        for r in self.runners.values():
+        for r in (self.runners[n] for n in self.live_ids()):
             for o, s in r.core.replica.vv.items():
                 if s > union.get(o, 0):
                     union[o] = s
         inst = cfg.instruments[0] if cfg else None
         symbol = inst.symbol if inst else ""
-        views = tuple(self._node_view(n, union, symbol) for n in self.ids) if self.runners else ()
+        roles = self.cluster_roles() if opts.replace else None
+        views = tuple(self._node_view(n, union, symbol, roles) for n in self.runners) if self.runners else ()
         trades = max((r.core.replica.trade_count for r in self.runners.values()), default=0)
         return DemoSnapshot(
             t=round(self.now(), 2), duration=opts.duration, phase=self.phase, mode=opts.mode, seed=opts.seed,
@@ -638,16 +721,25 @@ class Scenario:
             result=self.result(interrupted=self.phase == "interrupted") if self.phase in ("done", "interrupted")
             else None)
 
+    def cluster_roles(self) -> dict[str, str]:
+        """Every member's role in the newest configuration a running node holds."""
+        live = [self.runners[n].core for n in self.live_ids()]
+        if not live:
+            return {}
+        c = max(live, key=lambda c: c.replica.config.epoch)
+        return c.replica.config.roles(c.membership.states(), c.replica.heard())
+
     def result(self, interrupted: bool = False) -> DemoResult:
-        rs = self.runners
+        rs = {n: self.runners[n] for n in self.live_ids()}
         digests = {n: r.core.replica.digest() for n, r in rs.items()}
         vvs = {tuple(sorted(r.core.replica.vv.items())) for r in rs.values()}
         equal = len(set(digests.values())) == 1 and len(vvs) == 1
-        converged = equal and (not self.was_partitioned or self.converged_ms is not None) and not interrupted
+        converged = (equal and (not self.was_partitioned or self.converged_ms is not None) and not interrupted
+                     and (not self.opts.replace or self.replace.complete))
         dgrams = sum(r.endpoint.counters["dgrams_out"] for r in rs.values() if r.endpoint is not None)
         repaired = self._counter_sum("repair_ops")
         return DemoResult(
-            nodes=len(self.ids), node_ids=list(self.ids), mode=self.opts.mode, seed=self.opts.seed,
+            nodes=len(rs), node_ids=list(rs), mode=self.opts.mode, seed=self.opts.seed,
             partitioned=self.was_partitioned, split=[list(g) for g in self.groups] if self.opts.partition else None,
             diverged_during_partition=self.diverged, max_distinct_digests=self.max_distinct, converged=converged,
             convergence_ms_after_heal=self.converged_ms, digests=digests,
@@ -655,11 +747,12 @@ class Scenario:
             trades=max((r.core.replica.trade_count for r in rs.values()), default=0),
             trades_final=min((r.core.replica.trades_final() for r in rs.values()), default=0),
             revised_trades=sum(self.revised_by_node.values()),
-            revised_trades_by_node={n: self.revised_by_node[n] for n in self.ids},
+            revised_trades_by_node={n: self.revised_by_node[n] for n in self.runners},
             ops_exchanged={"pushed": self._counter_sum("pushed_ops"), "repaired": repaired,
                            "repaired_after_heal": repaired - self._repaired_at_heal if self.heal_t is not None else 0,
                            "datagrams": dgrams},
-            elapsed_s=round(self.now(), 2), interrupted=interrupted)
+            elapsed_s=round(self.now(), 2), interrupted=interrupted,
+            replaced=facts_json(self) if self.opts.replace and self.runners else None)
 
     def mark_interrupted(self) -> None:
         self.phase = "interrupted"

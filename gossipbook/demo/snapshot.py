@@ -19,7 +19,7 @@ from typing import Any
 
 #: event kinds the log knows how to draw
 EVENT_KINDS = ("info", "partition", "heal", "suspect", "dead", "alive", "left", "revised", "converged",
-               "diverged", "error")
+               "diverged", "error", "member")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,8 @@ class NodeView:
     # in it (voter / learner / leaving / removed)
     epoch: int = 0
     role: str = "voter"
+    #: killed for good by the demo (``--replace``): its process is gone, what it shows is frozen
+    down: bool = False
 
 
 def clock_fields(st: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +167,10 @@ class DemoResult:
     ops_exchanged: dict[str, int]  # pushed / repaired / repaired_after_heal / datagrams
     elapsed_s: float
     interrupted: bool = False
+    #: ``--replace``: what happened to the membership (``Scenario.replace_facts``): the killed and the
+    #: added node, the epoch and roles every remaining node holds, the fence, the time from the
+    #: removal until the trades provisional then were final everywhere, and the new node's catch-up
+    replaced: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,6 +183,7 @@ class DemoResult:
             "trades_final": self.trades_final, "revised_trades": self.revised_trades,
             "revised_trades_by_node": self.revised_trades_by_node, "ops_exchanged": self.ops_exchanged,
             "elapsed_s": self.elapsed_s, "interrupted": self.interrupted,
+            **({"replace": self.replaced} if self.replaced is not None else {}),
         }
 
     @property

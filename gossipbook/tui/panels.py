@@ -27,11 +27,14 @@ SPARK = "▁▂▃▄▅▆▇█"
 EVENT_STYLE = {"info": ("·", "dim"), "partition": ("✂", "bold red"), "heal": ("⚭", "bold green"),
                "suspect": ("?", "yellow"), "dead": ("†", "red"), "alive": ("●", "green"), "left": ("-", "dim"),
                "revised": ("↺", "magenta"), "converged": ("✔", "bold green"), "diverged": ("≠", "bold yellow"),
-               "error": ("!", "bold red")}
+               "error": ("!", "bold red"), "member": ("⇄", "bold cyan")}
 MEMBER_MARK = {"alive": ("●", "green"), "suspect": ("?", "yellow"), "dead": ("†", "red"), "left": ("-", "dim")}
 PHASE_STYLE = {"starting": "dim", "running": "bold cyan", "partitioned": "bold white on red",
                "healed": "bold black on yellow", "converged": "bold black on green", "draining": "bold cyan",
-               "done": "bold black on green", "interrupted": "bold white on red"}
+               "done": "bold black on green", "interrupted": "bold white on red",
+               # --replace
+               "killed": "bold white on red", "removing": "bold black on yellow", "removed": "bold black on yellow",
+               "adding": "bold black on yellow", "joining": "bold black on cyan", "caught up": "bold black on green"}
 
 
 class SideBySide:
@@ -123,6 +126,8 @@ def node_state(v: NodeView) -> tuple[str, str]:
     """A one-word state and its style: what an operator would want to know first."""
     if v.stopped:
         return "stopped", "dim"
+    if v.down:  # killed for good (demo --replace): dead until the operator removes it
+        return ("removed" if v.role == "removed" else "killed"), "bold red"
     if v.role != "voter":  # run-time membership: removed, leaving, or a learner still catching up
         return v.role, "bold red" if v.role == "removed" else "yellow"
     if v.clock_status not in (None, "unsynced") and not v.clock_takes_orders:
@@ -149,6 +154,10 @@ def header(s: DemoSnapshot) -> Text:
     r = s.result
     if s.partitioned and s.groups:
         phase = "PARTITIONED " + " | ".join(" ".join(g) for g in s.groups)
+    elif r is not None and not r.interrupted and r.replaced is not None:
+        x = r.replaced
+        phase, style = ((f"REPLACED {x['killed']} → {x['added']}", PHASE_STYLE["done"]) if r.converged
+                        else ("REPLACE INCOMPLETE", "bold white on red"))
     elif r is not None and not r.interrupted:
         if r.converged:
             phase = f"CONVERGED in {r.convergence_ms_after_heal:.0f} ms" if r.convergence_ms_after_heal else "CONVERGED"
@@ -467,6 +476,8 @@ def summary_lines(r: DemoResult) -> list[Text]:
                                                               "bold green" if ms is not None else "bold red")))
         lines.append(Text.assemble("diverged in partition ", ("yes" if r.diverged_during_partition else "no", "bold"),
                                    (f" (up to {r.max_distinct_digests} distinct digests)", "dim")))
+    if r.replaced is not None:
+        lines += replace_lines(r.replaced)
     x = r.ops_exchanged
     lines.append(Text.assemble("ops exchanged         ", (f"{x['pushed']}", "bold"), " pushed · ",
                                (f"{x['repaired']}", "bold"), " repaired",
@@ -481,6 +492,28 @@ def summary_lines(r: DemoResult) -> list[Text]:
                                (str(r.revised_trades), "magenta"), " revised by replay (all replicas)",
                                no_wrap=True, overflow="ellipsis"))
     return lines
+
+
+def replace_lines(x: dict[str, Any]) -> list[Text]:
+    """``--replace``'s facts, as the remaining nodes hold them: the killed node's role and the epoch
+    on each, how long finality took to resume after the removal, how long the new node took."""
+    def ms(v: float | None, what: str) -> tuple[str, str]:
+        return (f"{v / 1000:.2f} s" if v is not None else f"not {what} within the run",
+                "bold green" if v is not None else "bold red")
+
+    roles = set(x["killed_role"].values())
+    epochs = set(x["epochs"].values())
+    return [
+        Text.assemble("replaced              ", (x["killed"], "bold"), " killed → ",
+                      ("/".join(sorted(str(r) for r in roles)), "bold red" if roles == {"removed"} else "bold yellow"),
+                      " everywhere · epoch ", ("/".join(str(e) for e in sorted(epochs)), "bold"),
+                      " · ", (x["added"], "bold"), " added", no_wrap=True, overflow="ellipsis"),
+        Text.assemble("finality resumed      ", ms(x["finality_resumed_ms"], "resumed"), " after the removal (",
+                      str(x["provisional_at_removal"]), " provisional trades final)", no_wrap=True, overflow="ellipsis"),
+        Text.assemble(f"{x['added']} caught up          "[:22], ms(x["caught_up_ms"], "caught up"),
+                      " after it started (takes orders after ", ms(x["added_ready_ms"], "ready")[0], ")",
+                      no_wrap=True, overflow="ellipsis"),
+    ]
 
 
 def summary(r: DemoResult) -> Panel:
