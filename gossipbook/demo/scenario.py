@@ -298,6 +298,7 @@ class Scenario:
         self.killed: str | None = None
         self.added: str | None = None
         self.replace = ReplaceFacts()
+        self._replace_facts: dict[str, Any] | None = None  # frozen at the end of the run
 
     # ---- time and log ------------------------------------------------------------------------------
     def now(self) -> float:
@@ -459,6 +460,8 @@ class Scenario:
             else:
                 self.log("diverged", f"DIGESTS DIFFER after {SETTLE_S:g} s of quiet")
             self.phase = "done"
+            if self.opts.replace:  # as the nodes hold it now: stopping them makes each one "leaving"
+                self._replace_facts = facts_json(self)
             self._end_t = trio.current_time() - (self.t0 or 0.0)
             if publish is not None:
                 publish(self.snapshot())
@@ -752,7 +755,7 @@ class Scenario:
                            "repaired_after_heal": repaired - self._repaired_at_heal if self.heal_t is not None else 0,
                            "datagrams": dgrams},
             elapsed_s=round(self.now(), 2), interrupted=interrupted,
-            replaced=facts_json(self) if self.opts.replace and self.runners else None)
+            replaced=(self._replace_facts or facts_json(self)) if self.opts.replace and self.runners else None)
 
     def mark_interrupted(self) -> None:
         self.phase = "interrupted"

@@ -42,10 +42,35 @@ def test_headless_without_a_terminal_prints_events_and_a_summary() -> None:
     assert "all 2 digests equal" in r.stdout and "Traceback" not in r.stdout + r.stderr
 
 
+def test_replace_kills_removes_and_adds_a_node_while_orders_flow() -> None:
+    """--replace: n4 killed and removed (its role 'removed' and epoch 2 on every remaining node,
+    its entry gone from the demo's file), the trades provisional just before the removal final
+    within 2 s of it, n5 added and caught up: every live digest equal, n5's included."""
+    r = demo("--replace", "--json", "--nodes", "4", "--rate", "15", "--duration", "40", timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    x = out["replace"]
+    assert x["killed"] == "n4" and x["added"] == "n5" and x["complete"] is True, x
+    assert sorted(out["digests"]) == ["n1", "n2", "n3", "n5"]
+    assert out["all_digests_equal"] is True and out["converged"] is True
+    assert x["epochs"] == {"n1": 2, "n2": 2, "n3": 2, "n5": 2}  # one removal, one addition
+    assert set(x["killed_role"].values()) == {"removed"} and set(x["added_role"].values()) == {"voter"}
+    assert x["fence"] > 0 and x["removed_at_s"] > x["killed_at_s"]
+    assert x["provisional_at_removal"] > 0  # finality had stalled on the dead member ...
+    assert 0 <= x["finality_resumed_ms"] < 2000  # ... and resumed once it was removed
+    assert 0 < x["added_ready_ms"] <= x["caught_up_ms"] < 15000
+    assert [c["exit"] for c in x["commands"]] == [0, 0]
+    assert x["commands"][0]["command"].startswith("gossipbook cluster remove-node -c cluster.toml n4 --write")
+    assert out["trades_final"] == out["trades"] > 0 and out["orders"]["acked"] > 100
+    assert out["elapsed_s"] < 40 + 3.5  # ended by itself once n5 caught up
+
+
 @pytest.mark.parametrize("args, message", [
     (("--split", "n1,n2"), "--split 'n1,n2' must list at least two non-empty sides"),
     (("--nodes", "12"), "--nodes must be between 2 and 8"),
     (("--partition", "--partition-at", "5", "--heal-at", "2"), "must come after --partition-at"),
+    (("--replace", "--nodes", "2"), "--replace needs --nodes 3 or more"),
+    (("--replace", "--partition"), "--replace runs on its own"),
 ])
 def test_mistakes_are_one_line(args: tuple[str, ...], message: str) -> None:
     r = demo(*args, timeout=20)
