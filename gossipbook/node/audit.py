@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import msgspec
 
 from ..core.clockbound import FREE_RUNNING, SYNCED, UNSYNCED, ClockBound
 from ..core.ops import KIND_NAMES, Op, TradeExecuted, TradeRevised
@@ -65,6 +66,9 @@ STAMP, APPLY, TRADE, REVISE = 1, 2, 3, 4
 EVENT_NAMES = {STAMP: "stamp", APPLY: "apply", TRADE: "trade", REVISE: "revise"}
 STATUS_CODES = {UNSYNCED: 0, SYNCED: 1, FREE_RUNNING: 2}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
+#: a record's payload: msgspec writes the bytes ``msgpack.packb(x, use_bin_type=True)`` would, faster
+#: (the wire's encoder too: core/wire.py; tests/node/test_audit_batch.py compares)
+_pack = msgspec.msgpack.Encoder().encode
 HLC_MEMORY = 100_000  # op id -> HLC kept to stamp trades with their cause op's HLC
 BATCH_SYNC_NS = 100_000_000  # fsync = "batch": the audit file is fsynced at most this often
 FIELDS = ("op", "account", "hlc", "wall_ns", "utc", "bound_us", "event", "offset_ns", "clock", "detail")
@@ -188,7 +192,7 @@ class AuditLog:
         if self._size >= self.max_bytes:
             self._open(new=True)
             self.counters["audit_rotations"] += 1
-        payload = msgpack.packb([VERSION, rows], use_bin_type=True)
+        payload = _pack([VERSION, rows])
         rec = HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
         assert self._fd is not None
         try:
@@ -255,11 +259,6 @@ class AuditTrail:
         self.counters.setdefault("audit_rows_lost", 0)
         self.failed: str | None = None
 
-    def _remember(self, op: Op) -> None:
-        self._hlc[op.op_id] = (op.wall, op.logical)
-        if len(self._hlc) > HLC_MEMORY:
-            self._hlc.popitem(last=False)
-
     def _clock(self) -> list[Any]:
         wall = self.clock()
         r = self.bound.read(wall)
@@ -267,18 +266,27 @@ class AuditTrail:
 
     def ops(self, ops: Iterable[Op]) -> None:
         """Record ops that entered the op-set: ours are ``stamp``, a peer's ``apply``. Written, not
-        yet fsynced: ``events`` (called later in the same iteration) syncs."""
-        rows = []
+        yet fsynced: ``events`` (called later in the same iteration) syncs.
+
+        One record per call (a loop iteration's ops), the clock read once for all of them, and the
+        per-op work kept to building the row: the op id made once (it is a property that formats a
+        string), the HLC memory trimmed once per call, names bound outside the loop. This is on
+        every op's path before the sends (5.7 µs/op measured before this was tightened)."""
+        rows: list[list[Any]] = []
+        me, hlc, names = self.node_id, self._hlc, KIND_NAMES
         clock: list[Any] = []
         for op in ops:
             if not clock:
                 clock = self._clock()
-            self._remember(op)
-            ev = STAMP if op.origin == self.node_id else APPLY
-            detail = f"{KIND_NAMES.get(op.kind, '?')} {op.symbol} {op.qty}@{op.price}"
+            origin, wall, logical = op.origin, op.wall, op.logical
+            oid = f"{origin}:{op.seq}"
+            hlc[oid] = (wall, logical)
+            detail = f"{names.get(op.kind, '?')} {op.symbol} {op.qty}@{op.price}"
             if op.order_id:
                 detail += f" on {op.order_id}"
-            rows.append([ev, op.op_id, op.account, op.wall, op.logical, *clock, detail])
+            rows.append([STAMP if origin == me else APPLY, oid, op.account, wall, logical, *clock, detail])
+        while len(hlc) > HLC_MEMORY:
+            hlc.popitem(last=False)
         self._write(rows, sync=False)
 
     def events(self, events: Iterable[Any]) -> None:

@@ -429,6 +429,9 @@ class NodeRunner:
             outbox = self._persist_strong(outbox) if self.strong else self._persist(new_ops, outbox)
         elif self.strong:  # nothing survives a restart without a data dir: nothing to keep
             core.take_handed() if isinstance(core, StrongNodeCore) else core.take_persist_shards()  # type: ignore[union-attr]
+        audit = self.audit
+        if audit is not None and new_ops and core.accepting:  # (not accepting: the ops are queued again)
+            audit.ops(new_ops)  # before anything leaves: an acknowledged op always has its row (audit.py)
         # ops go out first: a replica waits for them, a client reply or a heartbeat can wait the
         # few µs they take (and a client woken first competes with the peer for the CPU)
         ops_frames: list[tuple[bytes, Addr]] = []
@@ -484,10 +487,7 @@ class NodeRunner:
             await self.endpoint.send_all(ops_frames + frames)  # type: ignore[union-attr]
         if timed:
             await self._send_timed(timed, key, bind)
-        # per-op shell work after the send: nothing sent waits for it (durability came first, in _persist)
-        audit = self.audit
-        if audit is not None and new_ops and core.accepting:  # (not accepting: the ops are queued again)
-            audit.ops(new_ops)
+        # the fairness meter after the send: nothing sent waits for it
         if self.fairness is not None and new_ops and core.accepting:
             self.fairness.observe(new_ops, self.clock(), core.clock.bound)
         revised: list[TradeRevised] = []
