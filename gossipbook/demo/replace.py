@@ -124,9 +124,13 @@ async def _watch_removal(sc: Scenario, victim: str) -> None:
         target = {n: sc.runners[n].core.replica.trade_count for n in _live(sc)}
         f.provisional_at_removal = max(t - sc.runners[n].core.replica.trades_final() for n, t in target.items())
         await trio.sleep(POLL_S)
-    f.removed_at = sc.now()
     stamp = next(n for n in _live(sc) if sc.runners[n].core.replica.config.removed(victim))
-    f.fence = sc.runners[stamp].core.replica.config.fences.get(victim)
+    conf = sc.runners[stamp].core.replica.config
+    f.fence = conf.fences.get(victim)
+    # the removal's time is its op's stamp (this poll may come a few ms after it was stamped)
+    op = next((o for o in conf.ops() if o.order_id == victim and o.side == 1), None)
+    late_s = max(0.0, (sc.runners[stamp].clock() - op.wall) / 1e9) if op is not None else 0.0
+    f.removed_at = round(sc.now() - min(late_s, 1.0), 3)
     sc.phase = "removed"
     k = f.provisional_at_removal
     sc.log("member", f"{victim} removed (held first by {stamp}; its ops above seq {f.fence} refused everywhere); "

@@ -221,4 +221,5 @@ class DemoSnapshot:
     result: DemoResult | None = None
 
     def distinct_digests(self) -> int:
-        return len({n.digest for n in self.nodes})
+        """Among running nodes (a killed node's digest stays where it died)."""
+        return len({n.digest for n in self.nodes if not n.down})

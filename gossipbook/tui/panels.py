@@ -167,7 +167,7 @@ def header(s: DemoSnapshot) -> Text:
         phase = f"CONVERGED in {s.converged_ms:.0f} ms"
     t.append(f" {phase} ", style)
     t.append(f" t {s.t:.1f}/{s.duration:g}s ", "cyan")
-    t.append(f" {s.mode} · {len(s.nodes)} nodes · seed {s.seed} · {s.rate:g}/s/node", "bold")
+    t.append(f" {s.mode} · {sum(1 for v in s.nodes if not v.down)} nodes · seed {s.seed} · {s.rate:g}/s/node", "bold")
     epoch = max((v.epoch for v in s.nodes), default=0)
     if epoch:
         t.append(f" · epoch {epoch}", "bold")
@@ -243,8 +243,8 @@ def link_matrix(s: DemoSnapshot) -> Panel:
             if b == v.id:
                 t.append(f"{'·':>{w + 1}}", "dim")
                 continue
-            belief = v.members.get(b, "alive")
-            mark, style = MEMBER_MARK.get(belief, ("?", "yellow"))
+            belief = v.members.get(b)
+            mark, style = MEMBER_MARK.get(belief, ("?", "yellow")) if belief else ("-", "dim")  # not a member there
             if (v.id, b) in s.blocked:
                 t.append(f"{'✕':>{w + 1}}", f"bold {style} on grey23")
             else:
@@ -498,7 +498,7 @@ def replace_lines(x: dict[str, Any]) -> list[Text]:
     """``--replace``'s facts, as the remaining nodes hold them: the killed node's role and the epoch
     on each, how long finality took to resume after the removal, how long the new node took."""
     def ms(v: float | None, what: str) -> tuple[str, str]:
-        return (f"{v / 1000:.2f} s" if v is not None else f"not {what} within the run",
+        return ((f"{v:.0f} ms" if v < 1000 else f"{v / 1000:.2f} s") if v is not None else f"not {what} within the run",
                 "bold green" if v is not None else "bold red")
 
     roles = set(x["killed_role"].values())
