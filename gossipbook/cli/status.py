@@ -23,8 +23,9 @@ MAX_LEARNED = 64
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show every node's state (digest, ops, members, clocks)",
-                       description="Ask every node of the cluster for its state. Unreachable nodes are "
-                                   "listed as such after --timeout.")
+                       description="Ask every node of the cluster for its state: the nodes the file lists, "
+                                   "then the members their configuration names that the file does not (added at "
+                                   "run time, marked *). Unreachable nodes are listed as such after --timeout.")
     add_config(p)
     p.add_argument("--timeout", type=float, default=1.5, help="seconds to wait for each node (default 1.5)")
     p.add_argument("--json", action="store_true", help="print JSON (keys documented in docs/operations.md)")
