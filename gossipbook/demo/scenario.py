@@ -1,4 +1,5 @@
-"""The demo scenario: N real nodes on 127.0.0.1 in one trio run, an order flow, a partition, a heal.
+"""The demo scenario: N real nodes on 127.0.0.1 in one trio run, an order flow, a partition, a heal
+(or, with ``replace``, a node killed for good and replaced: the script is ``replace.py``).
 
 Theory of operation
 -------------------
@@ -17,7 +18,9 @@ and digest ("converged in N ms"), waits a short grace, stops the flow, lets the 
 reports a ``DemoResult``.
 
 Rules that hold:
-- Every node task runs in one nursery; the run ends (normally, on error, or on Ctrl-C through the
+- A killed node (``kill``) stays on screen, frozen, but counts for nothing: not for convergence,
+  digests, the timeline or the result; the order flow goes only to ``flow_ids``.
+- Every node task runs in one nursery (a node added later too); the run ends (normally, on error, or on Ctrl-C through the
   caller's cancel scope) with every socket closed and the temp dir removed.
 - Views get immutable snapshots; no protocol logic lives outside the nodes.
 - With ``fix_port`` a FIX 4.4 gateway (``gossipbook.fix``) runs in the same nursery on
@@ -103,7 +106,7 @@ class DemoOptions:
     tick: float = 0.1  # snapshot period (the TUI's ~10 Hz)
     fix_port: int | None = None  # run a FIX gateway on 127.0.0.1:fix_port (0: any free port)
     fix_password: str = ""  # the FIX sessions' Password (554)
-    replace: bool = False  # kill the last node for good, remove it, add a fresh one (membership.py)
+    replace: bool = False  # kill the last node for good, remove it, add a fresh one (demo/replace.py)
     kill_at: float = DEFAULT_KILL_AT
 
     @property
