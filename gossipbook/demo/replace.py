@@ -57,6 +57,7 @@ class ReplaceFacts:
     voter_ms: float | None = None  # ... until every remaining node counted it a voter
     caught_up_ms: float | None = None  # ... until every live replica held the same op-set and digest
     commands: list[dict[str, Any]] = field(default_factory=list)  # each operator command and its exit code
+    steps: list[list[Any]] = field(default_factory=list)  # [t, text]: the narration, as logged
 
     @property
     def complete(self) -> bool:
@@ -66,7 +67,7 @@ class ReplaceFacts:
 async def operator(sc: Scenario, *args: str) -> int:
     """Run ``gossipbook ARGS`` as the operator would (a child process); its output becomes events."""
     shown = "gossipbook " + " ".join(a if a != sc.config_path else "cluster.toml" for a in args)
-    sc.log("member", f"operator: {shown}")
+    say(sc, "member", f"operator: {shown}")
     rc = -1
     with trio.move_on_after(COMMAND_TIMEOUT_S):
         p = await trio.run_process([sys.executable, "-m", "gossipbook", *args], capture_stdout=True,
@@ -74,11 +75,17 @@ async def operator(sc: Scenario, *args: str) -> int:
         rc = p.returncode
         for ln in (p.stdout + p.stderr).decode(errors="replace").splitlines():
             if ln.strip():
-                sc.log("member" if rc == 0 else "error", f"  {ln.strip()}")
+                say(sc, "member" if rc == 0 else "error", f"  {ln.strip()}")
     if rc == -1:
-        sc.log("error", f"  gave up after {COMMAND_TIMEOUT_S:g} s")
+        say(sc, "error", f"  gave up after {COMMAND_TIMEOUT_S:g} s")
     sc.replace.commands.append({"command": shown, "exit": rc})
     return rc
+
+
+def say(sc: Scenario, kind: str, text: str) -> None:
+    """One narration line: on the screen's event log, and in ``steps`` (``--json`` carries them)."""
+    sc.log(kind, text)
+    sc.replace.steps.append([round(sc.now(), 2), text])
 
 
 def _live(sc: Scenario) -> list[str]:
@@ -94,7 +101,7 @@ async def play(sc: Scenario) -> None:
     sc.kill(victim)
     f.killed_at = sc.now()
     sc.phase = "killed"
-    sc.log("dead", f"{victim} killed for good (no goodbye); finality waits for it: trades stay provisional")
+    say(sc, "dead", f"{victim} killed for good (no goodbye); finality waits for it: trades stay provisional")
     with trio.move_on_after(SEE_DEAD_S):
         while not all(sc.runners[n].core.membership.states().get(victim) == "dead" for n in _live(sc)):
             await trio.sleep(0.05)
@@ -106,7 +113,7 @@ async def play(sc: Scenario) -> None:
                             "--timeout", "20")
         if rc != 0:
             n.cancel_scope.cancel()
-            sc.log("error", f"the removal of {victim} failed; the run cannot go on")
+            say(sc, "error", f"the removal of {victim} failed; the run cannot go on")
             return
     if f.finality_ms is None:
         return
@@ -133,12 +140,12 @@ async def _watch_removal(sc: Scenario, victim: str) -> None:
     f.removed_at = round(sc.now() - min(late_s, 1.0), 3)
     sc.phase = "removed"
     k = f.provisional_at_removal
-    sc.log("member", f"{victim} removed (held first by {stamp}; its ops above seq {f.fence} refused everywhere); "
+    say(sc, "member", f"{victim} removed (held first by {stamp}; its ops above seq {f.fence} refused everywhere); "
                      f"{k} trade{'s' if k != 1 else ''} provisional just before")
     while not all(sc.runners[n].core.replica.trades_final() >= t for n, t in target.items()):
         await trio.sleep(POLL_S)
     f.finality_ms = round((sc.now() - f.removed_at) * 1000, 1)
-    sc.log("converged", f"finality resumed: every trade held at the removal is final on {', '.join(target)} "
+    say(sc, "converged", f"finality resumed: every trade held at the removal is final on {', '.join(target)} "
                         f"{f.finality_ms:.0f} ms after it")
 
 
@@ -151,20 +158,20 @@ async def _add(sc: Scenario, new: str) -> None:
     rc = await operator(sc, "cluster", "add-node", "-c", sc.config_path, "--id", new, "--addr",
                         f"127.0.0.1:{port}", "--write", "--timeout", "20")
     if rc != 0:
-        sc.log("error", f"the addition of {new} failed; the run cannot go on")
+        say(sc, "error", f"the addition of {new} failed; the run cannot go on")
         return
     cfg = load(sc.config_path)  # what the command wrote: the killed node gone, the new one with join = true
     await sc.start_node(cfg, new)
     f.started_at = sc.now()
     sc.phase = "joining"
-    sc.log("member", f"{new} started: a learner, it gets a snapshot and the ops since from the members")
+    say(sc, "member", f"{new} started: a learner, it gets a snapshot and the ops since from the members")
     r = sc.runners[new]
     while not r.core.ready:
         await trio.sleep(POLL_S)
     f.ready_ms = round((sc.now() - f.started_at) * 1000, 1)
     sc.flow_ids.append(new)
     sc.desk_of[new] = sc.desk_of[sc.opts.victim]
-    sc.log("member", f"{new} takes orders ({f.ready_ms:.0f} ms after it started); {sc.desk_of[new]} now trades "
+    say(sc, "member", f"{new} takes orders ({f.ready_ms:.0f} ms after it started); {sc.desk_of[new]} now trades "
                      f"through it")
 
     def voter_everywhere() -> bool:
@@ -177,12 +184,12 @@ async def _add(sc: Scenario, new: str) -> None:
     while not voter_everywhere():
         await trio.sleep(POLL_S)
     f.voter_ms = round((sc.now() - f.started_at) * 1000, 1)
-    sc.log("member", f"{new} is a voter on every node (learner → member, {f.voter_ms:.0f} ms after it started)")
+    say(sc, "member", f"{new} is a voter on every node (learner → member, {f.voter_ms:.0f} ms after it started)")
     while not sc.converged_now():
         await trio.sleep(POLL_S / 2)
     f.caught_up_ms = round((sc.now() - f.started_at) * 1000, 1)
     sc.phase = "caught up"
-    sc.log("converged", f"{new} caught up: the same op-set and digest as every other node, "
+    say(sc, "converged", f"{new} caught up: the same op-set and digest as every other node, "
                         f"{f.caught_up_ms:.0f} ms after it started")
 
 
@@ -200,7 +207,7 @@ def facts_json(sc: Scenario) -> dict[str, Any]:
             "fence": f.fence, "killed_at_s": f.killed_at, "removed_at_s": f.removed_at,
             "provisional_at_removal": f.provisional_at_removal, "finality_resumed_ms": f.finality_ms,
             "added_ready_ms": f.ready_ms, "added_voter_ms": f.voter_ms, "caught_up_ms": f.caught_up_ms,
-            "commands": list(f.commands)}
+            "commands": list(f.commands), "steps": list(f.steps)}
 
 
-__all__ = ["ReplaceFacts", "facts_json", "operator", "play"]
+__all__ = ["ReplaceFacts", "facts_json", "operator", "play", "say"]

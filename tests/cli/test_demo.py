@@ -62,6 +62,12 @@ def test_replace_kills_removes_and_adds_a_node_while_orders_flow() -> None:
     assert [c["exit"] for c in x["commands"]] == [0, 0]
     assert x["commands"][0]["command"].startswith("gossipbook cluster remove-node -c cluster.toml n4 --write")
     assert out["trades"] > 0 and out["orders"]["acked"] > 100  # (the last trades may still be provisional)
+    # a narration line for each step, in order
+    said = [text for _t, text in x["steps"] if not text.startswith("  ")]  # less the commands' own output
+    expect = ["n4 killed for good", "operator: gossipbook cluster remove-node", "n4 removed", "finality resumed",
+              "operator: gossipbook cluster add-node", "n5 started", "n5 takes orders", "n5 is a voter on every node",
+              "n5 caught up"]
+    assert [next((i for i, t in enumerate(said) if t.startswith(e)), None) for e in expect] == list(range(9)), said
     assert out["elapsed_s"] < 40 + 3.5  # ended by itself once n5 caught up
 
 
