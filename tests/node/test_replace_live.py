@@ -1,4 +1,4 @@
-"""Issue 20's operator surface with real processes on 127.0.0.1: ``cluster remove-node --write``
+"""Issue 20's operator surface with real node processes on 127.0.0.1 (the commands run in-process): ``cluster remove-node --write``
 edits cluster.toml (only the removed entry goes) and refuses bad input with one line and no change;
 ``gossipbook status`` also asks a member added without ``--write`` (it learns it from the nodes'
 configuration)."""
@@ -12,14 +12,16 @@ import subprocess
 import time
 import tomllib
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
 from gossipbook.bench.procs import free_ports
+from gossipbook.cli.main import main
 from gossipbook.cli.status import gather_status
 from gossipbook.config import load
 
-from .harness import PY, cli
+from .harness import PY
 
 
 def ask(cfg: Path) -> list[dict]:
@@ -27,7 +29,20 @@ def ask(cfg: Path) -> list[dict]:
     return trio.run(gather_status, load(cfg), 1.0, "status", True)
 
 
-def test_remove_write_edits_the_file_and_status_finds_an_added_node(make_cluster) -> None:  # noqa: ANN001
+class Out(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def test_remove_write_edits_the_file_and_status_finds_an_added_node(make_cluster, capsys) -> None:  # noqa: ANN001
+    def cli(*args: str, timeout: float = 0) -> Out:
+        """``gossipbook ARGS`` in this process (the same entry point; a process takes seconds to start here)."""
+        capsys.readouterr()
+        rc = main(list(args))
+        got = capsys.readouterr()
+        return Out(rc, got.out, got.err)
+
     c = make_cluster(3)
     cfg = c.config
     cfg.write_text("# ops note: keep me\n" + cfg.read_text())
