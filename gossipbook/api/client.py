@@ -13,10 +13,13 @@ Rules that hold:
 - An exception raised inside ``async with Client(...)`` comes out as itself, never wrapped in an
   ``ExceptionGroup``; the methods raise the library's own exceptions (``gossipbook.errors``).
 - Each request goes to one node: the ``node`` argument, else the client's default node (the
-  ``node`` given to ``Client``, else the config's first). There is no silent fail-over, with one
-  exception: in strong mode with shards, a submit without ``node`` goes to the leader of its
+  ``node`` given to ``Client``, else the config's first). There is no silent fail-over, with two
+  exceptions: in strong mode with shards, a submit without ``node`` goes to the leader of its
   shard once a node's reply named it (a ``LeaderHint``), and to the default node if that leader
-  does not answer two tries (same request id: at most one effect).
+  does not answer two tries (same request id: at most one effect); and with ``balance=True`` a
+  request without ``node`` goes to the node with the lowest measured latency x load (in eventual
+  mode a cancel or amend to the node that stamped the order), and moves, with the same request id,
+  to another node once that one misses two replies in a row (``core/balance.py``).
 - ``watch_my_trades`` and ``watch_order_book`` are pushed feeds: each holds a subscription (a lease
   it renews) at one node, which pushes sequenced snapshots and deltas (core/feeds.py); a lost push
   makes it ask for a fresh snapshot, so nothing is skipped silently. A fill is yielded when made,
@@ -128,10 +131,13 @@ class Client:
     ``account``: act for this account of the config (a ``cluster.toml`` holds every account's
     credential; default: the file's own account, or ``operator``). ``node``: the default node to
     send to (default: the config's first). ``timeout``: seconds a request may take by default.
+    ``balance``: send each request that names no ``node`` to the node with the lowest measured
+    latency and load instead of the default node, away from a node that stops answering (and back
+    once it answers again); see "Rules that hold" and ``spread()``.
     """
 
     def __init__(self, cfg: ClusterConfig | str | PathLike[str], *, account: str | None = None,
-                 node: str | None = None, timeout: float = 5.0) -> None:
+                 node: str | None = None, timeout: float = 5.0, balance: bool = False) -> None:
         self.cfg = load_config(cfg)
         self.venue: Venue = Venue.of(self.cfg.instruments)
         self.node = node or self.cfg.nodes[0].id
@@ -140,7 +146,11 @@ class Client:
             raise UsageError("timeout must be positive")
         self.timeout = timeout
         self._wire = _wire_client.Client(self.cfg, account=account)
+        self._wire.balancing = bool(balance)
         self.account: str = self._wire.account
+        #: the node that answered the last request
+        self.last_node: str = self.node
+        self._answered: dict[str, str] = {}  # request id -> the node that answered it (``_submit`` takes it)
         self._symbols: dict[str, str] = {}  # order id -> symbol, for the orders placed here
         self._open = False
 
@@ -164,34 +174,47 @@ class Client:
     async def _request(self, node: str | None, msg: Any, timeout: float | None) -> Any:
         if not self._open:
             raise UsageError("use the client inside 'async with Client(...) as client:'")
+        if node is not None:
+            self.cfg.node(node)
+        # where it goes: ``node`` if given; else a submit's shard leader a hint named (falling back
+        # to the default node), else the balancer's pick (``balance=True``), else the default node
+        # (``node/client.py``, "Routing": the one routing piece, shared with ``gossipbook load``)
         target = node or self.node
-        self.cfg.node(target)
-        # strong mode with shards: straight to the shard's leader a node's hint named (falling back
-        # to ``target`` if it does not answer); a ``node`` given explicitly is always used
-        lead = self._wire.leader_for(msg) if node is None and type(msg) is ClientSubmit else None
         try:
-            if lead is not None:
-                target, fallback = lead, target
-                rep = await self._wire.request(target, msg, msg.req, timeout or self.timeout, fallback=fallback)
-            else:
-                rep = await self._wire.request(target, msg, msg.req, timeout or self.timeout)
+            got = await self._wire.send(msg, self.node, timeout or self.timeout, node=node)
+            target = got.node
+            rep = got.reply
             if rep.code == E_ADDRESS and len(rep.message) == 16:
                 # an address check (a large reply to an unproven source): send the same request
                 # again with the node's cookie; the node strips it, so it is the same request
                 rep = await self._wire.request(target, msg._replace(req=f"{msg.req}#{rep.message}"), msg.req,
                                                timeout or self.timeout)
+            self.last_node = target
+            if len(self._answered) < 10_000:
+                self._answered[msg.req] = target
             return rep
         except _wire_client.Unreachable as e:
             err = Unreachable(str(e))
             err.node = target  # type: ignore[attr-defined]
             raise err from None
 
-    async def _submit(self, node: str | None, msg: ClientSubmit, timeout: float | None) -> Any:
-        rep = await self._request(node, msg, (timeout or self.timeout) + 1.0)
+    def spread(self) -> dict[str, dict[str, object]]:
+        """Per node, what this client's requests saw: ``sent`` / ``answered`` / ``missed`` tries,
+        ``p50_ms`` (median reply latency of its newest 512 answers), ``ewma_ms``, ``in_flight``,
+        ``avoidances`` and whether the balancer ``avoided`` it now (``core/balance.py``). Measured
+        whether or not ``balance`` is on."""
+        return self._wire.spread()
+
+    async def _submit(self, node: str | None, msg: ClientSubmit, timeout: float | None) -> tuple[Any, str]:
+        """The reply to ``msg`` and the node that gave it (an error reply raised as the library's own)."""
+        try:
+            rep = await self._request(node, msg, (timeout or self.timeout) + 1.0)
+        finally:
+            at = self._answered.pop(msg.req, node or self.node)
         if rep.code != 0:
-            raise from_reply(rep.code, rep.message, node=node or self.node, order_id=rep.order_id,
+            raise from_reply(rep.code, rep.message, node=at, order_id=rep.order_id,
                              level=LEVELS[rep.level] if 0 <= rep.level < 3 else None)
-        return rep
+        return rep, at
 
     def _reply_fills(self, inst: Instrument, order_id: str, side: Side, rows: Iterable[list[Any]],
                      final: bool) -> tuple[Fill, ...]:
@@ -249,7 +272,7 @@ class Client:
         t = timeout or self.timeout
         msg = ClientSubmit(request_id or _wire_client.new_req(), NEW, inst.symbol, "", _SIDE[side_e], ticks, lots, tif,
                            _WAIT[wait_e], int(t * 1000))
-        rep = await self._submit(node, msg, t)
+        rep, at = await self._submit(node, msg, t)
         level = LEVELS[rep.level]
         fills = self._reply_fills(inst, rep.order_id, side_e, rep.trades, level is AckLevel.FINAL)
         self._symbols[rep.order_id] = inst.symbol
@@ -268,7 +291,7 @@ class Client:
                      price=None if type_e is OrderType.MARKET else inst.ticks_to_price(ticks), amount=amt,
                      remaining=remaining if status == "open" else Decimal(0), type=type_e,
                      time_in_force=TimeInForce.IOC if type_e is OrderType.MARKET else tif_e, status=status,
-                     filled=filled, fills=fills, node=node or self.node, level=level)
+                     filled=filled, fills=fills, node=at, level=level)
 
     async def cancel_order(self, order_id: str, *, wait: AckLevel | str = AckLevel.ACCEPTED,
                            node: str | None = None, timeout: float | None = None) -> Ack:
@@ -280,8 +303,8 @@ class Client:
         t = timeout or self.timeout
         msg = ClientSubmit(_wire_client.new_req(), CANCEL, self._symbols.get(order_id, ""), order_id, 0, 0, 0, 0,
                            _WAIT[wait_e], int(t * 1000))
-        rep = await self._submit(node, msg, t)
-        return Ack(rep.order_id or order_id, node or self.node, LEVELS[rep.level], msg.req)
+        rep, at = await self._submit(node, msg, t)
+        return Ack(rep.order_id or order_id, at, LEVELS[rep.level], msg.req)
 
     async def cancel_all_orders(self, symbol: str | None = None, *, wait: AckLevel | str = AckLevel.ACCEPTED,
                                 node: str | None = None, timeout: float | None = None) -> Ack:
@@ -291,8 +314,8 @@ class Client:
         wait_e: AckLevel = _enum(AckLevel, wait, "wait")
         t = timeout or self.timeout
         msg = ClientSubmit(_wire_client.new_req(), CANCEL_ALL, sym, "", 0, 0, 0, 0, _WAIT[wait_e], int(t * 1000))
-        rep = await self._submit(node, msg, t)
-        return Ack(rep.order_id, node or self.node, LEVELS[rep.level], msg.req)
+        rep, at = await self._submit(node, msg, t)
+        return Ack(rep.order_id, at, LEVELS[rep.level], msg.req)
 
     async def amend_order(self, order_id: str, amount: Number, price: Number, *, symbol: str | None = None,
                           wait: AckLevel | str = AckLevel.ACCEPTED, node: str | None = None,
@@ -309,7 +332,7 @@ class Client:
         t = timeout or self.timeout
         msg = ClientSubmit(_wire_client.new_req(), AMEND, inst.symbol, order_id, 0, ticks, lots, 0, _WAIT[wait_e],
                            int(t * 1000))
-        rep = await self._submit(node, msg, t)
+        rep, at = await self._submit(node, msg, t)
         level = LEVELS[rep.level]
         side = Side.BUY
         fills = self._reply_fills(inst, order_id, side, rep.trades, level is AckLevel.FINAL)
@@ -358,8 +381,8 @@ class Client:
                              "max_notional or clear)")
         acks = []
         for msg, _what in reqs:
-            rep = await self._submit(node, msg, t)
-            acks.append(Ack(rep.order_id or account, node or self.node, LEVELS[rep.level], msg.req))
+            rep, at = await self._submit(node, msg, t)
+            acks.append(Ack(rep.order_id or account, at, LEVELS[rep.level], msg.req))
         return tuple(acks)
 
     async def disable_account(self, account: str, *, wait: AckLevel | str = AckLevel.ACCEPTED,
@@ -382,8 +405,8 @@ class Client:
         wait_e: AckLevel = _enum(AckLevel, wait, "wait")
         t = timeout or self.timeout
         msg = halt_request(account, disable, req=_wire_client.new_req(), wait=_WAIT[wait_e], timeout_ms=int(t * 1000))
-        rep = await self._submit(node, msg, t)
-        return Ack(rep.order_id or account, node or self.node, LEVELS[rep.level], msg.req)
+        rep, at = await self._submit(node, msg, t)
+        return Ack(rep.order_id or account, at, LEVELS[rep.level], msg.req)
 
     async def fetch_risk(self, account: str | None = None, *, node: str | None = None,
                          timeout: float | None = None) -> RiskReport:

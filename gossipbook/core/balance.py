@@ -155,6 +155,12 @@ class Balancer:
         n.misses = 0
         n.backoff_ns = 0
 
+    def gave_up(self, node: str) -> None:
+        """A try to ``node`` ended neither answered nor timed out (its caller was cancelled)."""
+        n = self.nodes.get(node)
+        if n is not None:
+            n.in_flight = max(0, n.in_flight - 1)
+
     def missed(self, node: str, now: int) -> None:
         """A try to ``node`` went unanswered (its retry interval passed)."""
         n = self.nodes.get(node)

@@ -12,6 +12,16 @@ each symbol is in) and ``leader_for`` names it, so the next request of that shar
 there. A hinted node that does not answer two tries in a row is forgotten and the request goes to
 the ``fallback`` node given to ``request``.
 
+Routing (``send``): the one place that decides where a request goes, for the library ``Client``
+and ``gossipbook load``: a node named by the caller; else the hinted leader of the request's
+shard; else, with ``balancing`` on, the node ``balancer`` picks (core/balance.py: measured latency
+and tries in flight, away from a node that misses its replies; in eventual mode a cancel or amend
+goes to the node that stamped the order, which surely holds it); else the caller's default node.
+Every try of every request feeds ``balancer`` (sent, answered with its latency, or unanswered
+within ``retry_s``), so ``spread()`` reports per node what this client saw, balancing or not. A
+routed request whose node the balancer starts to avoid moves to another node with the same
+request id (at most one effect: docs/consistency.md, "Request ids").
+
 Feeds: ``Client.subscribe`` makes a ``Subscription``, a lease on a pushed feed at one node
 (core/feeds.py). It is renewed while its owner keeps asking for updates (``next``), resynced when a
 push went missing, and ended with ``aclose`` (or when the client closes); a subscription its owner
@@ -22,17 +32,21 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import MutableMapping
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
 from ..config import ClusterConfig
+from ..core.balance import Balancer
 from ..core.errors import UsageError, WireError
 from ..core.feeds import FeedReceiver, FeedUpdate
 from ..core.node import E_ADDRESS
+from ..core.ops import AMEND, CANCEL, parse_order_id
 from ..core.wire import (
     ClientReply,
+    ClientSubmit,
     FeedAck,
     FeedDelta,
     FeedSnapshot,
@@ -63,6 +77,18 @@ def new_req() -> str:
     return secrets.token_hex(8)
 
 
+class Routed(NamedTuple):
+    """A reply and where it came from: ``node`` answered; ``how`` the request was sent there:
+    ``"given"`` (the caller named the node), ``"leader"`` (a hint named its shard's leader),
+    ``"origin"`` (the node that stamped the order), ``"balanced"`` (the balancer's pick) or
+    ``"default"``; ``moved``: the request went to another node than the first one."""
+
+    reply: Any
+    node: str
+    how: str
+    moved: bool
+
+
 class Client:
     """One client socket; use as ``async with Client(cfg) as c``."""
 
@@ -82,8 +108,13 @@ class Client:
         self._cookies: dict[str, str] = {}  # node id -> its address-check cookie for us
         self._subs: dict[tuple[str, str], Subscription] = {}  # (node id, sub id) -> an open subscription
         self._asked: dict[str, Any] = {}  # request id -> the request (a LeaderHint names it)
-        self.shard_leader: dict[int, str] = {}  # shard -> the node a LeaderHint named its leader
-        self.symbol_shard: dict[str, int] = {}  # symbol -> its shard, as hints showed
+        #: shard -> the node a LeaderHint named its leader; symbol -> its shard, as hints showed (several
+        #: clients of one program may share both, and ``balancer``: ``share_routing``)
+        self.shard_leader: MutableMapping[int, str] = {}
+        self.symbol_shard: MutableMapping[str, int] = {}
+        #: what every try to every node did (core/balance.py); ``send`` routes by it when ``balancing``
+        self.balancer = Balancer(cfg.ids)
+        self.balancing = False
 
     async def __aenter__(self) -> Client:
         host = self.cfg.nodes[0].host
@@ -145,6 +176,43 @@ class Client:
         if getattr(m, "symbol", "") and getattr(m, "kind", 0) in (1, 4, 5):  # NEW, CANCEL_ALL, LIMIT
             self.symbol_shard[m.symbol] = h.shard
 
+    def share_routing(self, other: Client) -> None:
+        """Use ``other``'s leader hints and balancer (one program's clients of several accounts
+        learn leaders and latencies together, and report one spread)."""
+        self.shard_leader, self.symbol_shard, self.balancer = other.shard_leader, other.symbol_shard, other.balancer
+
+    def spread(self) -> dict[str, dict[str, object]]:
+        """Per node, what this client's tries saw (``Balancer.spread``)."""
+        return self.balancer.spread(time.monotonic_ns())
+
+    def route(self, msg: Any, default: str) -> tuple[str, str]:
+        """Where ``msg`` goes first and why (see "Routing" in the module header)."""
+        now = time.monotonic_ns()
+        bal = self.balancer
+        if type(msg) is ClientSubmit:
+            lead = self.leader_for(msg)
+            if lead is not None and not bal.avoided(lead, now):
+                return lead, "leader"
+        if not self.balancing:
+            return default, "default"
+        if self.cfg.mode != "strong" and type(msg) is ClientSubmit and msg.kind in (CANCEL, AMEND):
+            p = parse_order_id(msg.order_id)
+            if p is not None and p[0] in bal.nodes and not bal.avoided(p[0], now):
+                return p[0], "origin"
+        return bal.pick(now), "balanced"
+
+    async def send(self, msg: Any, default: str, timeout: float = 3.0, node: str | None = None) -> Routed:
+        """Send ``msg`` (with its ``req``) where ``route`` says (``node``: there and only there) and
+        return the reply with where it came from. Raises ``Unreachable`` as ``request`` does."""
+        if node is not None:
+            return Routed(await self.request(node, msg, msg.req, timeout), node, "given", False)
+        target, how = self.route(msg, default)
+        fallback = default if how in ("leader", "origin") or not self.balancing else None
+        box: list[str] = []
+        rep = await self.request(target, msg, msg.req, timeout, fallback=fallback, move=self.balancing, where=box)
+        last = box[-1] if box else target
+        return Routed(rep, last, how, last != target)
+
     def leader_for(self, msg: Any) -> str | None:
         """The node a hint named leader of ``msg``'s shard (None: unknown, or not a sharded cluster)."""
         if not self.shard_leader:
@@ -176,7 +244,7 @@ class Client:
                                         label=self.cfg.name, stamp_ms=time.time_ns() // 1_000_000), node.addr)])
 
     async def request(self, node_id: str, make: Any, req: str, timeout: float = 3.0,
-                      fallback: str | None = None) -> Any:
+                      fallback: str | None = None, move: bool = False, where: list[str] | None = None) -> Any:
         """Send ``make`` (a message with ``req``) to ``node_id`` until a reply comes or ``timeout``.
 
         A node answers a source that has not shown it receives at its address with at most 3x the
@@ -184,28 +252,47 @@ class Client:
         ``message``): the request is sent again at once as ``<req>#<cookie>``, and that node's
         cookie goes with every later request to it (a retry: the node strips the cookie, so the
         request id stays ``req``). ``fallback``: after two unanswered tries, send there instead (and
-        forget the hints naming ``node_id``)."""
+        forget the hints naming ``node_id``). ``move``: once the balancer avoids the node (it missed
+        its replies), send to the node the balancer picks instead. ``where``: the node of each move
+        is appended to it (its last is the node that answered)."""
         assert self.ep is not None
         node = self.cfg.node(node_id)
         send, recv = trio.open_memory_channel[Any](8)
         self._waiters[req] = send
         self._asked[req] = make
-        checks = tries = 0
+        bal = self.balancer
+        checks = misses = 0
+        out: str | None = None  # a try sent and not yet answered or timed out
+        if where is not None:
+            where.append(node_id)
         try:
             with trio.move_on_after(timeout):
                 while True:
-                    tries += 1
-                    if fallback is not None and fallback != node_id and tries == 3:
-                        self.shard_leader = {s: n for s, n in self.shard_leader.items() if n != node_id}
-                        node_id, node = fallback, self.cfg.node(fallback)
+                    to: str | None = None
+                    if fallback is not None and fallback != node_id and misses >= 2:
+                        for s in [s for s, n in self.shard_leader.items() if n == node_id]:
+                            del self.shard_leader[s]
+                        to, fallback = fallback, None
+                    elif move and misses and bal.avoided(node_id, time.monotonic_ns()):
+                        to = bal.pick(time.monotonic_ns(), (node_id,))
+                    if to is not None and to != node_id:
+                        node_id, node, misses = to, self.cfg.node(to), 0
+                        if where is not None:
+                            where.append(node_id)
                     self.counter = max(self.counter + 1, time.time_ns())  # time-based (TimeWindowGuard)
                     cookie = self._cookies.get(node_id)
                     msg = make._replace(req=f"{req}#{cookie}") if cookie and len(req) <= 47 else make
+                    t_sent = time.monotonic_ns()
+                    bal.sent(node_id, t_sent)
+                    out = node_id
                     await self.ep.send_all([(encode(msg, self.id, self.counter, self._secret, self.account,
                                                     dst=node_id, label=self.cfg.name,
                                                     stamp_ms=time.time_ns() // 1_000_000), node.addr)])
                     with trio.move_on_after(self.retry_s):
                         rep = await recv.receive()
+                        t = time.monotonic_ns()
+                        bal.answered(node_id, t - t_sent, t)
+                        out = None
                         while rep.code == E_ADDRESS and checks < 4:
                             if rep.message != cookie:  # a fresh cookie: send again with it, now
                                 checks += 1
@@ -215,7 +302,12 @@ class Client:
                         else:
                             return rep
                         continue
+                    bal.missed(node_id, time.monotonic_ns())
+                    out = None
+                    misses += 1
         finally:
+            if out is not None:  # the deadline (or the caller) cut the last try short
+                bal.gave_up(out)
             del self._waiters[req]
             self._asked.pop(req, None)
         raise Unreachable(f"node {node_id} at {node.host}:{node.port} did not answer within {timeout:g} s "
