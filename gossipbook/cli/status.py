@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import time
 from typing import Any
 
 import trio
@@ -29,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config(p)
     p.add_argument("--timeout", type=float, default=1.5, help="seconds to wait for each node (default 1.5)")
     p.add_argument("--json", action="store_true", help="print JSON (keys documented in docs/operations.md)")
+    p.add_argument("--load", type=float, default=None, metavar="S",
+                   help="ask twice, S seconds apart, and add per-shard load (leader, term, commit, committed/s, "
+                        "waiting, HOT) and per-node requests/s (JSON: a 'load' object)")
     p.set_defaults(func=run)
 
 
@@ -147,9 +151,25 @@ def run(args: argparse.Namespace) -> int:
     cfg = config(args)
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    nodes = trio.run(gather_status, cfg, args.timeout, "status", True)
+    if args.load is not None and not 0.05 <= args.load <= 60:
+        raise UsageError("--load must be from 0.05 to 60 seconds")
+    load_view = None
+    if args.load is not None:  # two rounds: rates are differences (tui/load.py)
+        from ..tui import load as loadview
+
+        t0 = time.monotonic()
+        first = trio.run(gather_status, cfg, args.timeout, "status", True)
+        ta = time.monotonic()
+        time.sleep(max(0.0, args.load - (ta - t0)))
+        t1 = time.monotonic()
+        nodes = trio.run(gather_status, cfg, args.timeout, "status", True)
+        dt = ((t1 + time.monotonic()) - (t0 + ta)) / 2  # between the rounds' midpoints
+        load_view = loadview.load_rows(first, nodes, dt)
+    else:
+        nodes = trio.run(gather_status, cfg, args.timeout, "status", True)
     if args.json:
-        print_json({"nodes": nodes})
+        extra = {"load": loadview.as_json(*load_view, dt)} if load_view is not None else {}
+        print_json({"nodes": nodes, **extra})
         return 0 if all(n["reachable"] for n in nodes) else 3
     strong = any("term" in n for n in nodes)
     t = Table(title=f"cluster {cfg.path}" + (" (strong mode)" if strong else ""))
@@ -185,4 +205,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(line)
     if any(n.get("learned") for n in nodes):
         console.print(f"* not in {cfg.path}: learned from the configuration the nodes hold")
+    if load_view is not None:
+        if load_view[0]:
+            console.print(loadview.shard_table(load_view[0], f"shards, over {dt:.2f} s (HOT: >= "
+                                                             f"{loadview.HOT_FACTOR:g}x the mean committed/s)"))
+        console.print(loadview.node_table(load_view[1]))
     return 0 if all(n["reachable"] for n in nodes) else 3

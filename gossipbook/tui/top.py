@@ -24,6 +24,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from ..demo.snapshot import DemoSnapshot, LogEvent, NodeView, clock_fields
+from . import load as loadview
 from . import panels
 
 #: member states that mean "I cannot reach that node"
@@ -152,6 +153,7 @@ class TopState:
         self.events: list[LogEvent] = []
         self.timeline: list[tuple[float, int]] = []
         self.meta: dict[str, Any] = {}
+        self._last: tuple[float, list[dict[str, Any]]] | None = None  # the previous poll, for rates
 
     def log(self, t: float, kind: str, text: str) -> None:
         self.events.append(LogEvent(round(t, 1), kind, text))
@@ -184,6 +186,10 @@ class TopState:
         strong = [n for n in nodes if n.get("reachable") and n.get("role") == "leader"]
         self.meta = {"leader": strong[0]["id"] if strong else None,
                      "term": strong[0].get("term") if strong else None}
+        mono = time.monotonic() if now is None else now
+        prev = self._last
+        self.meta["load"] = loadview.load_rows(prev[1] if prev else None, nodes, mono - prev[0] if prev else 0.0)
+        self._last = (mono, list(nodes))
         return replace(snap, events=tuple(self.events), timeline=tuple(self.timeline))
 
     def _diff(self, t: float, prev: dict[str, dict[str, Any]], cur: dict[str, dict[str, Any]]) -> None:
@@ -292,6 +298,32 @@ def cluster_panel(s: DemoSnapshot) -> Panel:
                  padding=(0, 1))
 
 
+def load_panel(shards: Sequence[loadview.ShardLoad], nodes: Sequence[loadview.NodeLoad]) -> Panel:
+    """Per-shard and per-node load since the previous poll (``tui/load.py``), side by side."""
+    from rich import box
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 3))
+    parts = []
+    if shards:
+        st = loadview.shard_table(shards, "")
+        st.box, st.title, st.show_edge, st.padding = None, None, False, (0, 1)
+        parts.append(st)
+    nt = loadview.node_table(nodes, "")
+    nt.box, nt.title, nt.show_edge, nt.padding = None, None, False, (0, 1)
+    parts.append(nt)
+    grid.add_row(*parts)
+    hot = [str(r.shard) for r in shards if r.hot]
+    title = "load since the last poll" + (f" · HOT shard {', '.join(hot)}" if hot else "")
+    return Panel(grid, title=title, title_align="left", border_style="red" if hot else "blue", box=box.ROUNDED,
+                 padding=(0, 1))
+
+
+def load_height(shards: Sequence[loadview.ShardLoad], nodes: Sequence[loadview.NodeLoad]) -> int:
+    """Lines ``load_panel`` takes: its border, a header and the longer table."""
+    return 3 + max(len(shards), len(nodes))
+
+
 class TopView:
     """The whole screen; like the demo's ``DemoView``, slots are chosen from the size at render time."""
 
@@ -302,11 +334,13 @@ class TopView:
         self.reserve_lines = reserve_lines
         root = Layout(name="root")
         root.split_column(Layout(name="header", size=1), Layout(name="nodes", size=NODES_H),
-                          Layout(name="middle", size=MIDDLE_MIN_H), Layout(name="bottom", ratio=1))
+                          Layout(name="middle", size=MIDDLE_MIN_H), Layout(name="load", size=0),
+                          Layout(name="bottom", ratio=1))
         root["middle"].split_row(Layout(name="links", size=LINKS_W), Layout(name="events", ratio=1))
         root["header"].update(Text(" gossipbook top: asking every node…", "bold"))
-        for name in ("nodes", "links", "events", "bottom"):
+        for name in ("nodes", "links", "events", "bottom", "load"):
             root[name].update(Text(""))
+        root["load"].visible = False
         self.layout = root
 
     def update(self, snap: DemoSnapshot, meta: dict[str, Any] | None = None) -> None:
@@ -317,6 +351,9 @@ class TopView:
         lay["links"].update(panels.link_matrix(snap))
         lay["events"].update(panels.event_log(snap))
         lay["bottom"].update(cluster_panel(snap))
+        rows = self.meta.get("load")
+        if rows:
+            lay["load"].update(load_panel(*rows))
 
     def _plan(self, width: int, height: int) -> None:
         s = self.snap
@@ -340,6 +377,12 @@ class TopView:
             rest -= middle_h
             lay["events"].visible = width - LINKS_W >= 20
             lay["links"].size = LINKS_W if lay["events"].visible else None
+        rows = self.meta.get("load")
+        need = load_height(*rows) if rows else 0
+        lay["load"].visible = bool(need) and rest >= need + 3  # only where the cluster panel keeps 3 lines
+        if lay["load"].visible:
+            lay["load"].size = need
+            rest -= need
         lay["bottom"].visible = rest >= 3
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
