@@ -124,6 +124,22 @@ catch a broken protocol; never set them outside tests. Each is one condition in 
 - ``no-term-check``: messages from older terms are handled as if current (votes, appends, replies)
   -- ``_stale``, plus the pre-vote term tests in ``_on_request_vote`` / ``_on_vote_reply``.
 - ``commit-old-term``: commit by counting an entry of an older term (skips §5.4.2) -- ``_maybe_commit``.
+- ``joint-majority-skip``: the leader appends a configuration change while another is uncommitted
+  (skips the one-at-a-time rule that keeps old and new majorities overlapping) -- ``submit``.
+
+Membership (``strong_members.py`` says why each rule holds)
+-----------------------------------------------------------
+The configuration (voters, learners, removed) is part of the log: an entry whose value
+``conf_of`` parses as a ``ConfChange`` takes effect here as soon as it is appended, and every
+quorum (pre-votes, votes, commit, the quorum check) is a majority of the voters in force here. A
+learner gets appends and snapshots but never campaigns and never counts. ``submit`` of a change
+raises ``Refused`` while another change is uncommitted or before this leader has committed an
+entry of its term. Truncating a configuration entry reverts to the one before; ``compact`` stores
+the configuration as of its index with the snapshot (``strong_members.wrap``), and a restart
+restores it. A leader whose committed configuration no longer lists it as a voter sends
+``TimeoutNow`` to its most caught-up voter and steps down. Sequencer messages are taken from any
+id this node's configurations ever named, and (``admit``) from any id the shell vouches for: a
+node added after this one fell behind is a stranger here until the log names it, yet may lead.
 """
 
 from __future__ import annotations
@@ -135,6 +151,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from .errors import RemoteError, UsageError
+from .strong_members import Conf, ConfChange, Refused, unwrap, wrap
 
 MS = 1_000_000
 NEVER = 1 << 62  # a deadline that never comes (keeps next_deadline() an int for min())
@@ -142,7 +159,8 @@ MAX_TERM = 1 << 62  # no term held or sent exceeds it (the wire carries up to 2*
 MAX_TERM_JUMP = 1 << 32  # the furthest above our term a message's term may be (see "Bounds")
 MAX_INDEX = 1 << 62  # no log index from a peer may exceed it
 
-BREAKS = frozenset({"vote-any-log", "commit-without-majority", "no-term-check", "commit-old-term"})
+BREAKS = frozenset({"vote-any-log", "commit-without-majority", "no-term-check", "commit-old-term",
+                    "joint-majority-skip"})
 
 
 class Role(StrEnum):
@@ -488,23 +506,37 @@ def _validate(msg: Any) -> tuple[Entry, ...]:
     return tuple(out)
 
 
+def _conf_change(value: Any) -> ConfChange | None:
+    return value if type(value) is ConfChange else None
+
+
 # ---- the state machine --------------------------------------------------------------------------
 class Sequencer:
     """One node's replica of the sequenced log; feed it messages, ticks and submits, send its outbox."""
 
     def __init__(self, node_id: str, members: Iterable[str], rng: random.Random,
                  config: SequencerConfig | None = None, persisted: PersistentState | None = None,
-                 snapshot_check: Callable[[int, bytes], bool] | None = None) -> None:
+                 snapshot_check: Callable[[int, bytes], bool] | None = None,
+                 conf_of: Callable[[Any], ConfChange | None] | None = None, learner: bool = False,
+                 admit: Callable[[str], bool] | None = None) -> None:
+        """``members``: the initial configuration (all voters). ``learner``: this node joins a
+        running group (``node --join``): it starts as a learner of that configuration and never
+        campaigns until a committed-or-appended entry makes it a voter. ``conf_of``: which entry
+        values are configuration changes (default: ``ConfChange`` instances). ``admit``: ids whose
+        messages are taken though no configuration here names them (the shell authenticated them)."""
         self.node_id = node_id
         #: asked ``(last_index, data)`` when a leader's snapshot is complete, before it is adopted:
         #: False refuses it (see "Snapshots and compaction"); None adopts every snapshot
         self.snapshot_check = snapshot_check
-        self.members = tuple(sorted(set(members) | {node_id}))
-        self.peers = tuple(m for m in self.members if m != node_id)
         self.config = config or SequencerConfig()
         self.rng = rng
-        self.majority = len(self.members) // 2 + 1
         self._breaks = self.config.breaks
+        self._conf_of = conf_of or _conf_change
+        self._admit = admit
+        ids = frozenset(members) | {node_id}
+        self._initial = (Conf(ids - {node_id}, frozenset({node_id})) if learner and ids - {node_id}
+                         else Conf(ids))
+        self._known: set[str] = set(ids)
         p = persisted or PersistentState()
         if (min(p.term, p.snapshot_index, p.snapshot_term, p.commit_index) < 0
                 or p.term > MAX_TERM or max(p.snapshot_index, p.commit_index) > MAX_INDEX
@@ -514,7 +546,19 @@ class Sequencer:
         self.term = p.term
         self.voted_for = p.voted_for
         self._snap_index, self._snap_term, self._snapshot = p.snapshot_index, p.snapshot_term, p.snapshot
+        self._snap_conf, snap_data = unwrap(p.snapshot, self._initial)  # ValueError: the caller's to report
         self._log: list[Entry] = [Entry(e[0], e[1]) for e in p.entries]
+        #: (index, configuration) of each configuration entry in the log after the snapshot
+        self._confs: list[tuple[int, Conf]] = []
+        conf = self._snap_conf
+        for i, e in enumerate(self._log, self._snap_index + 1):
+            ch = self._conf_of(e.value) if e.value is not None else None
+            if ch is not None:
+                conf = conf.apply(ch, i)
+                self._confs.append((i, conf))
+        self.members: tuple[str, ...] = ()
+        self.peers: tuple[str, ...] = ()
+        self.majority = 1
         self.role = FOLLOWER
         self._leader: str | None = None
         self.commit_index = self._snap_index
@@ -538,9 +582,11 @@ class Sequencer:
             "elections": 0, "pre_votes": 0, "votes_granted": 0, "votes_refused_sticky": 0, "votes_misaddressed": 0,
             "became_leader": 0, "step_downs": 0, "appends_rejected": 0, "truncated": 0,
             "snapshots_sent": 0, "snapshots_installed": 0, "stale_messages": 0, "refused_bound": 0,
-            "bad_snapshots": 0, "snapshot_chunks_refused": 0, "transfers_sent": 0, "transfers_taken": 0}
+            "bad_snapshots": 0, "snapshot_chunks_refused": 0, "transfers_sent": 0, "transfers_taken": 0,
+            "conf_changes": 0, "conf_refused": 0, "conf_reverted": 0, "removed_step_downs": 0}
+        self._conf_changed()
         if self._snap_index:
-            self._events.append(SnapshotInstalled(self._snap_index, self._snap_term, self._snapshot))
+            self._events.append(SnapshotInstalled(self._snap_index, self._snap_term, snap_data))
         self._commit_to(min(p.commit_index, self.last_index))
 
     # ---- queries ----------------------------------------------------------------------------------
@@ -559,6 +605,31 @@ class Sequencer:
     def leader(self) -> str | None:
         """The leader as we know it (ourselves if leading), or None."""
         return self._leader
+
+    @property
+    def conf(self) -> Conf:
+        """The configuration in force here: the last configuration entry's in the log, else the snapshot's."""
+        return self._confs[-1][1] if self._confs else self._snap_conf
+
+    def conf_at(self, index: int) -> Conf:
+        """The configuration as of ``index`` (for a snapshot there; ``index`` >= the snapshot's)."""
+        conf = self._snap_conf
+        for i, c in self._confs:
+            if i > index:
+                break
+            conf = c
+        return conf
+
+    def conf_pending(self) -> bool:
+        """A configuration entry is appended here and not yet committed."""
+        return self.conf.index > self.commit_index
+
+    def is_voter(self) -> bool:
+        return self.node_id in self.conf.voters
+
+    def progress(self) -> dict[str, tuple[int, int]]:
+        """Leader: each follower's ``(match_index, last_ack)`` (learners included)."""
+        return {p: (pr.match_index, pr.last_ack) for p, pr in self._progress.items()}
 
     def term_at(self, index: int) -> int | None:
         """The term of the entry at ``index``; None if compacted away or beyond the log."""
@@ -581,7 +652,15 @@ class Sequencer:
             "commit_index": self.commit_index, "last_index": self.last_index,
             "snapshot_index": self._snap_index,
             "match_index": {p: pr.match_index for p, pr in sorted(self._progress.items())},
+            "conf": self.conf_status(),
         }
+
+    def conf_status(self) -> dict[str, Any]:
+        """The configuration in force: epoch, log index, committed or not, each id's role."""
+        conf, pending = self.conf, self.conf_pending()
+        prev = self.conf_at(conf.index - 1) if pending else None
+        return {"epoch": conf.epoch, "index": conf.index, "committed": not pending,
+                "roles": conf.roles(not pending, prev), "addresses": dict(conf.addrs)}
 
     def persistent_state(self) -> PersistentState:
         """Everything a restart needs (see the module header for when to store it)."""
@@ -605,7 +684,7 @@ class Sequencer:
             raise RemoteError(f"sequencer cannot handle {t.__name__}", reason="unknown_message")
         if src == self.node_id:
             return
-        if src not in self.peers:
+        if src not in self._known and (self._admit is None or not self._admit(src)):
             raise RemoteError(f"sequencer message from unknown node {src!r}", reason="unknown_member")
         entries = _validate(msg)
         limit = min(MAX_TERM, self.term + MAX_TERM_JUMP)
@@ -635,7 +714,9 @@ class Sequencer:
         if self.role is LEADER:
             if self._check_quorum(now) and now >= self._heartbeat_at:
                 self._heartbeat(now)
-                if self.config.preferred is not None:
+                if self._leaving():
+                    self._hand_over_leaving(now)
+                elif self.config.preferred is not None:
                     self._maybe_transfer(now)
         elif now >= self._election_at:
             self._election_timeout(now)
@@ -650,11 +731,30 @@ class Sequencer:
             self._check_quorum(now)
         if self.role is not LEADER:
             raise NotLeader(self._leader)
-        if self._handing_over(now):
+        if self._handing_over(now) or self._leaving():
             raise NotLeader(None)  # handing over (see "Leadership transfer"): the caller waits for the new one
+        ch = self._conf_of(entry)
+        if ch is not None:
+            self._check_change(ch)
         self._append(Entry(self.term, entry))
         self._maybe_commit()
         return self.last_index
+
+    def _check_change(self, ch: ConfChange) -> None:
+        """A leader's rules for appending a configuration change (``Refused`` says which broke)."""
+        conf = self.conf
+        why, transient = None, True
+        if self.term_at(self.commit_index) != self.term:
+            why = (f"the leader of term {self.term} has not committed an entry of its term yet; retry in a "
+                   f"moment")
+        elif self.conf_pending() and "joint-majority-skip" not in self._breaks:
+            why = (f"a configuration change is already in flight (epoch {conf.epoch}, log index {conf.index}); "
+                   f"retry once it commits")
+        else:
+            why, transient = conf.check(ch), False
+        if why is not None:
+            self.counters["conf_refused"] += 1
+            raise Refused(why, transient)
 
     def compact(self, upto_index: int, snapshot: bytes) -> None:
         """Drop the log up to ``upto_index`` (<= ``commit_index``); ``snapshot`` is the caller's
@@ -667,8 +767,11 @@ class Sequencer:
             return
         term = self.term_at(upto_index)
         assert term is not None
+        conf = self.conf_at(upto_index)
         del self._log[:upto_index - self._snap_index]
-        self._snap_index, self._snap_term, self._snapshot = upto_index, term, snapshot
+        self._snap_index, self._snap_term, self._snapshot = upto_index, term, wrap(conf, self._initial, snapshot)
+        self._snap_conf = conf
+        self._confs = [(i, c) for i, c in self._confs if i > upto_index]
         self._snap_dirty = True
 
     # ---- outputs ----------------------------------------------------------------------------------
@@ -707,21 +810,21 @@ class Sequencer:
 
     def _election_timeout(self, now: int) -> None:
         self._reset_election_timer(now)
-        if self.role is CANDIDATE and not self.config.pre_vote and self.term < MAX_TERM:
+        if self.role is CANDIDATE and not self.config.pre_vote and self.term < MAX_TERM and self._may_campaign():
             self._start_election(now)
             return
         if self.role is CANDIDATE or self._leader is not None:
             self._become(FOLLOWER, self.term, None)
-        if self.term >= MAX_TERM:
-            return  # a campaign would need term MAX_TERM + 1 (see "Bounds"): stay a follower
+        if self.term >= MAX_TERM or not self._may_campaign():
+            return  # a campaign would need term MAX_TERM + 1 (see "Bounds"), or we have no vote: stay a follower
         if not self.config.pre_vote:
             self._start_election(now)
             return
         self.counters["pre_votes"] += 1
         self._prevotes = {self.node_id}
-        for p in self.peers:
+        for p in self._voter_peers():
             self._send(p, RequestVote(self.term + 1, self.last_index, self.last_term, pre=True))
-        if len(self._prevotes) >= self.majority:
+        if self.conf.quorum(self._prevotes):
             self._start_election(now)
 
     def _start_election(self, now: int, forced: bool = False) -> None:
@@ -730,18 +833,32 @@ class Sequencer:
         self.voted_for = self.node_id
         self._votes = {self.node_id}
         self._reset_election_timer(now)
-        for p in self.peers:
+        for p in self._voter_peers():
             self._send(p, ForcedVote(self.term, self.last_index, self.last_term) if forced
                        else RequestVote(self.term, self.last_index, self.last_term))
-        if len(self._votes) >= self.majority:
+        if self.conf.quorum(self._votes):
             self._become_leader(now)
+
+    def _may_campaign(self) -> bool:
+        """A voter campaigns; so does a node whose vote only an *uncommitted* entry here took away.
+        Without that, a leader that appended its own removal and lost its majority before sending it
+        could deadlock the group: it holds the longest log, so the others' candidates never get its
+        vote, and it would never stand itself. It wins only with a majority of the configuration in
+        force (which does not count it), commits the removal and hands over."""
+        return self.is_voter() or self.node_id in self.conf_at(self.commit_index).voters
+
+    def _voter_peers(self) -> list[str]:
+        return sorted(self.conf.voters - {self.node_id})
 
     def _quorum_deadline(self) -> int:
         """When, hearing nothing more, the leader loses its majority."""
-        if self.majority <= 1:
+        conf = self.conf
+        need = conf.majority - (1 if self.node_id in conf.voters else 0)
+        if need <= 0:
             return NEVER
-        acks = sorted((pr.last_ack for pr in self._progress.values()), reverse=True)
-        return acks[self.majority - 2] + self.config.quorum_timeout_ns
+        acks = sorted((self._progress[v].last_ack if v in self._progress else 0
+                       for v in conf.voters if v != self.node_id), reverse=True)
+        return acks[need - 1] + self.config.quorum_timeout_ns
 
     def _check_quorum(self, now: int) -> bool:
         """Step down if a majority has been silent for quorum_timeout_ns; True if still leading."""
@@ -828,7 +945,7 @@ class Sequencer:
                     self._become(FOLLOWER, msg.term, None)
             elif self._prevotes is not None and (msg.term == self.term + 1 or "no-term-check" in self._breaks):
                 self._prevotes.add(src)
-                if len(self._prevotes) >= self.majority:
+                if self.conf.quorum(self._prevotes):
                     self._start_election(now)
             return
         if msg.term > self.term:
@@ -838,7 +955,7 @@ class Sequencer:
         if self._stale(msg.term) or self.role is not CANDIDATE or not msg.granted:
             return
         self._votes.add(src)
-        if len(self._votes) >= self.majority:
+        if self.conf.quorum(self._votes):
             self._become_leader(now)
 
     # ---- leadership transfer ----------------------------------------------------------------------
@@ -847,7 +964,7 @@ class Sequencer:
         node is answering (see "Leadership transfer")."""
         cfg = self.config
         target = cfg.preferred
-        if target == self.node_id or target not in self._progress:
+        if target == self.node_id or target not in self._progress or target not in self.conf.voters:
             return
         if self._handing_over(now):
             self._timeout_now(target)  # (a catch-up acknowledged since sends it from _on_append_reply)
@@ -871,7 +988,8 @@ class Sequencer:
 
     def _on_timeout_now(self, msg: TimeoutNow, src: str, now: int) -> None:
         """Campaign at once if our current leader asks us to (a stale or misdirected one is ignored)."""
-        if msg.term != self.term or src != self._leader or self.role is not FOLLOWER or self.term >= MAX_TERM:
+        if (msg.term != self.term or src != self._leader or self.role is not FOLLOWER or self.term >= MAX_TERM
+                or not self.is_voter()):
             self.counters["stale_messages"] += 1
             return
         self.counters["transfers_taken"] += 1
@@ -912,6 +1030,7 @@ class Sequencer:
                 self.counters["truncated"] += 1
                 del self._log[idx - self._snap_index - 1:]
                 self._dirty_from = min(self._dirty_from, idx)
+                self._truncate_confs(idx)
             for e2 in entries[i:]:
                 self._append(e2)
             break
@@ -950,20 +1069,28 @@ class Sequencer:
         if data is None:
             return
         self._snap_rx = None
+        try:
+            snap_conf, inner = unwrap(data, self._initial)
+        except ValueError:
+            snap_conf, inner = None, b""
         check = self.snapshot_check
-        if check is not None and not check(msg.last_index, data):
+        if snap_conf is None or (check is not None and not check(msg.last_index, inner)):
             self.counters["bad_snapshots"] += 1  # not adopted, not acknowledged: the leader resends
             return
         self.counters["snapshots_installed"] += 1
         if self.term_at(msg.last_index) == msg.last_term:
             del self._log[:msg.last_index - self._snap_index]  # keep what follows (Raft §7)
+            self._confs = [(i, c) for i, c in self._confs if i > msg.last_index]
         else:
             self._log = []
+            self._confs = []
             self._dirty_from = min(self._dirty_from, msg.last_index + 1)
         self._snap_index, self._snap_term, self._snapshot = msg.last_index, msg.last_term, data
+        self._snap_conf = snap_conf
         self._snap_dirty = True
         self.commit_index = msg.last_index
-        self._events.append(SnapshotInstalled(msg.last_index, msg.last_term, data))
+        self._conf_changed()
+        self._events.append(SnapshotInstalled(msg.last_index, msg.last_term, inner))
         self._send(src, AppendReply(self.term, True, msg.last_index))
 
     # ---- replication: leader side -----------------------------------------------------------------
@@ -972,7 +1099,7 @@ class Sequencer:
             self._become(FOLLOWER, msg.term, None)
             self._reset_election_timer(now)
             return
-        if self._stale(msg.term) or self.role is not LEADER:
+        if self._stale(msg.term) or self.role is not LEADER or src not in self._progress:
             return
         pr = self._progress[src]
         pr.last_ack = max(pr.last_ack, now)
@@ -990,6 +1117,8 @@ class Sequencer:
             self._maybe_commit()
             if src == self.config.preferred and self._handing_over(now):
                 self._timeout_now(src)
+            if self.role is LEADER and self._leaving():
+                self._hand_over_leaving(now)
         elif index >= pr.match_index and pr.snapshot_at is None:
             pr.next_index = max(pr.match_index + 1, min(msg.hint, index - 1) + 1)
             pr.probing, pr.probe_sent, pr.inflight = True, False, 0
@@ -998,9 +1127,11 @@ class Sequencer:
         if "commit-without-majority" in self._breaks:
             n = self.last_index
         else:
-            matches = sorted([self.last_index] + [pr.match_index for pr in self._progress.values()],
+            conf = self.conf
+            matches = sorted([self.last_index if v == self.node_id else
+                              (self._progress[v].match_index if v in self._progress else 0) for v in conf.voters],
                              reverse=True)
-            n = matches[self.majority - 1]
+            n = matches[conf.majority - 1]
         if n > self.commit_index and (self.term_at(n) == self.term or "commit-old-term" in self._breaks):
             self._commit_to(n)
 
@@ -1062,6 +1193,56 @@ class Sequencer:
     def _append(self, e: Entry) -> None:
         self._log.append(e)
         self._dirty_from = min(self._dirty_from, self.last_index)
+        ch = self._conf_of(e.value) if e.value is not None else None
+        if ch is not None:  # in force from now on, committed or not
+            self._confs.append((self.last_index, self.conf.apply(ch, self.last_index)))
+            self.counters["conf_changes"] += 1
+            self._conf_changed()
+
+    def _truncate_confs(self, idx: int) -> None:
+        """Entries from ``idx`` on left the log: their configurations go with them."""
+        if self._confs and self._confs[-1][0] >= idx:
+            self._confs = [(i, c) for i, c in self._confs if i < idx]
+            self.counters["conf_reverted"] += 1
+            self._conf_changed()
+
+    def _conf_changed(self) -> None:
+        """Follow the configuration in force: who we talk to, and (leader) whose progress we track."""
+        conf = self.conf
+        self._known |= conf.members | conf.removed
+        self.members = tuple(sorted(conf.members | {self.node_id}))
+        self.peers = tuple(m for m in self.members if m != self.node_id)
+        self.majority = conf.majority
+        if self.role is LEADER:
+            for p in self.peers:
+                if p not in self._progress:
+                    self._progress[p] = _Progress(next_index=self.last_index + 1, last_ack=self._now)
+            for p in [p for p in self._progress if p not in self.peers]:
+                del self._progress[p]
+
+    def _leaving(self) -> bool:
+        """A leader whose committed configuration has no vote for it: it hands over and steps down."""
+        return self.role is LEADER and self.node_id not in self.conf.voters and not self.conf_pending()
+
+    def _hand_over_leaving(self, now: int) -> None:
+        """Send ``TimeoutNow`` to the most caught-up voter once it holds our whole log, and step
+        down; one that never catches up is left to an ordinary election (we step down after an
+        election timeout all the same)."""
+        if not self._progress:
+            target = None
+        else:
+            target = max((pr.match_index, p) for p, pr in self._progress.items() if p in self.conf.voters)[1] \
+                if self.conf.voters & set(self._progress) else None
+        if self._transfer_at is None:
+            self._transfer_at = now
+        if target is not None and self._progress[target].match_index == self.last_index:
+            self.counters["transfers_sent"] += 1
+            self._send(target, TimeoutNow(self.term))
+        elif now - self._transfer_at < self.config.election_timeout_min_ns:
+            return
+        self.counters["removed_step_downs"] += 1
+        self._become(FOLLOWER, self.term, None)
+        self._reset_election_timer(now)
 
     def _commit_to(self, n: int) -> None:
         for i in range(self.commit_index + 1, n + 1):

@@ -373,6 +373,9 @@ class ShardedStrongCore:
             self.groups.append(g)
         for g in self.groups[1:]:
             g.membership = self.groups[0].membership
+        if shards.k > 1:  # (strong_members.py: one change would have to go through every group's log)
+            self.groups[0].members_fixed = (f"this cluster runs {shards.k} shards: strong-mode membership changes "
+                                            f"are for one group only (docs/operations.md, \"Strong mode\")")
         gate = self.gate = _client_gate(self.groups[0])  # one rate and one reply budget per client
         for g in self.groups[1:]:
             g.__dict__["_client_gate"] = gate

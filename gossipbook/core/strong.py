@@ -63,8 +63,10 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from . import strong_members
 from .book import BUY, FOK, GTC, IOC, MARKET, MATCHING_MODES, SELL, STP_MODES, STP_OFF, Book, Trade
 from .clocksync import ClockSync
+from .config_epoch import MEMBER, name_ok
 from .errors import (
     InvalidOrder,
     NotOwner,
@@ -83,6 +85,7 @@ from .node import (
     E_INVALID,
     E_NO_QUORUM,
     E_NOT_OWNER,
+    E_NOT_READY,
     E_STORAGE,
     E_TIMEOUT,
     E_UNKNOWN_INSTRUMENT,
@@ -306,6 +309,10 @@ class SequencedBooks:
             return Outcome(OK, "ok", oid, tuple(trades))
         if op.kind in RISK_KINDS:
             return self._fold_risk(index, op)
+        if op.kind == MEMBER:  # the sequencer applied it when it was appended (strong_members.py)
+            ch = strong_members.change_of(op)
+            what = f"{ch.kind} {ch.member}" if ch is not None else "nothing"
+            return Outcome(OK, f"configuration change committed: {what}", op.order_id)
         if op.kind == CANCEL_ALL:
             n = 0
             if op.account:
@@ -443,17 +450,20 @@ class StrongNodeCore:
                  rng: random.Random | None = None, config: StrongConfig | None = None,
                  persisted: PersistentState | None = None, incarnation: int = 0,
                  on_fold: Callable[[int, Op | None, Outcome | None], None] | None = None,
-                 handed: Iterable[str] = (), shard: int = 0, primary: StrongNodeCore | None = None) -> None:
+                 handed: Iterable[str] = (), shard: int = 0, primary: StrongNodeCore | None = None,
+                 joining: bool = False) -> None:
         """``shard`` / ``primary``: this core is sequencer group ``shard`` of a node that runs several
         (``shards.ShardedStrongCore``); ``primary`` (group 0) owns the node's membership, clock
-        samples, fills and HLC, which this group shares instead of running its own."""
+        samples, fills and HLC, which this group shares instead of running its own. ``members``:
+        the group's initial configuration (the file's nodes without ``join = true``); ``joining``:
+        this node was added at run time and starts as a learner of it (``strong_members.py``)."""
         self.node_id = node_id
         self.shard = shard
         #: called with every committed entry as it is folded, and its outcome (an audit trail; the
         #: simulator's checker reads the committed log through it)
         self.on_fold = on_fold
         self.config = config or StrongConfig()
-        members = sorted(set(members) | {node_id})
+        members = sorted(set(members) | ({node_id} if not joining else set()))
         self.peers = [m for m in members if m != node_id]
         self.rng = rng or random.Random(0)
         self.venue = venue or Venue()
@@ -461,7 +471,10 @@ class StrongNodeCore:
         self.gossip = _SequencerCounters(self.peers)
         # a snapshot from a leader is adopted (and acknowledged) only if the fold can install it
         self.seq = Sequencer(node_id, members, random.Random(self.rng.random()), self.config.sequencer, persisted,
-                             snapshot_check=self._snapshot_ok)
+                             snapshot_check=self._snapshot_ok, conf_of=strong_members.change_of,
+                             learner=joining, admit=name_ok)
+        #: why this node refuses membership changes, if it does (shards: ``ShardedStrongCore``)
+        self.members_fixed: str | None = None
         self.membership = Membership(node_id, self.peers, random.Random(self.rng.random()),
                                      self.config.membership, incarnation=incarnation, venue=self.venue)
         self.clock = ClockSync()
@@ -493,7 +506,7 @@ class StrongNodeCore:
         self.counters: dict[str, int] = {
             "client_submits": 0, "client_rejects": 0, "client_queries": 0, "client_retries": 0,
             "client_timeouts": 0, "no_quorum": 0, "forwards_out": 0, "forwards_in": 0,
-            "forward_retries": 0, "resubmitted": 0, "compactions": 0}
+            "forward_retries": 0, "resubmitted": 0, "compactions": 0, "promotions": 0}
         self._booting = True
         self._drain(0)  # a restart: rebuild the books from the persisted committed prefix
         self._booting = False
@@ -512,14 +525,14 @@ class StrongNodeCore:
             raise RemoteError(f"{t.__name__} under account {account}'s credential", reason="not_peer")
         elif t not in MEMBERSHIP_TYPES and src in self.membership.venue.refused:
             self.membership.venue.admit(src)  # venuecheck.py: raises RemoteError (venue_mismatch)
-        elif t in SEQUENCER_TYPES and src in self.peers:
+        elif t in SEQUENCER_TYPES and self._peer(src):
             if t is AppendEntries and msg.entries:
                 msg = AppendEntries(msg.term, msg.prev_index, msg.prev_term, msg.commit,
                                     tuple(Entry(e[0], e[1][0] if e[1] else None) for e in msg.entries))
             self.seq.receive(msg, src, now)  # RemoteError on a malformed message: the shell drops it
-        elif t is Forward and src in self.peers:
+        elif t is Forward and self._peer(src):
             self._on_forward(msg, src, now)
-        elif t is ForwardReply and src in self.peers:
+        elif t is ForwardReply and self._peer(src):
             self._on_forward_reply(msg, src, now)
         elif t in MEMBERSHIP_TYPES and src in self.peers:
             self.membership.receive(msg, src, now)
@@ -528,8 +541,43 @@ class StrongNodeCore:
             raise RemoteError(f"unexpected {t.__name__} from {src}", reason="unexpected")
         self._drain(now)  # a submit can commit at once (a cluster of one), a message can commit many
 
+    def _peer(self, src: str) -> bool:
+        """A node of the cluster: the file's, or one any configuration here names (an authenticated
+        peer that no configuration here names yet is left to the sequencer's ``admit``)."""
+        return src in self.peers or (src != self.node_id and name_ok(src))
+
+    @property
+    def removed(self) -> bool:
+        """This node's removal is committed here: it has no part in the group any more (the shell stops)."""
+        conf = self.seq.conf
+        return self.node_id in conf.removed and not self.seq.conf_pending()
+
+    def _promote(self, now: int) -> None:
+        """Leader: propose the promotion of a learner that has caught up (``strong_members.py`` says
+        why the bound is one pipeline window), one change at a time."""
+        seq = self.seq
+        if seq.role is not LEADER or seq.conf_pending() or not seq.conf.learners:
+            return
+        cfg = self.config.sequencer
+        prog = seq.progress()
+        ready = strong_members.caught_up({m: p[0] for m, p in prog.items()},
+                                         {m: now - p[1] <= 2 * cfg.heartbeat_ns for m, p in prog.items()},
+                                         seq.conf.learners, seq.commit_index, cfg.max_batch * cfg.max_inflight)
+        if not ready:
+            return
+        ch = strong_members.ConfChange(strong_members.PROMOTE, ready[0])
+        target, side = strong_members.op_fields(ch)
+        ts = self.hlc.now(max(now, self.replica.last_stamp.wall))
+        op = Op(ts.wall, ts.logical, self.node_id, seq.last_index + 1, MEMBER, "", target, side, 0, 0, 0, "", OPERATOR)
+        try:
+            seq.submit(op, now)
+        except UsageError:  # not yet (no commit in this term, handing over): the next tick tries again
+            return
+        self.counters["promotions"] += 1
+
     def tick(self, now: int) -> None:
         self._now = max(self._now, now)
+        self._promote(now)
         if self._own_membership:
             self.membership.tick(now)
             self._drain_membership()
@@ -786,6 +834,9 @@ class StrongNodeCore:
                 index = self.seq.submit(op, now)
             except NotLeader as e:
                 leader = e.leader_hint
+            except strong_members.Refused as e:  # a change that may go through later is "not ready" (retried)
+                self._answer(w, Outcome(E_NOT_READY if e.transient else E_INVALID, str(e), w.msg.order_id))
+                return
             except UsageError as e:
                 self._answer(w, Outcome(USAGE_CODES.get(type(e), E_BAD), str(e), w.msg.order_id))
                 return
@@ -845,6 +896,17 @@ class StrongNodeCore:
             if m.symbol:
                 self.venue.get(m.symbol)
             tif = GTC
+        elif m.kind == MEMBER:  # a configuration change (strong_members.py): the operator's, one at a time
+            if account != OPERATOR:
+                raise NotOwner(f"only the {OPERATOR} account changes membership (gossipbook cluster add-node / "
+                               f"remove-node with cluster.toml)")
+            if self.members_fixed:
+                raise strong_members.Refused(self.members_fixed)
+            ch = strong_members.request_change(m.order_id, m.side, self.seq.conf, self.node_id)
+            target, side = strong_members.op_fields(ch)
+            ts = self.hlc.now(max(now, self.replica.last_stamp.wall))
+            return Op(ts.wall, ts.logical, self.node_id, self.seq.last_index + 1, MEMBER, "", target, side, 0, 0, 0,
+                      m.req, account)
         elif m.kind in (LIMIT, HALT):  # risk (riskexact): the operator's; the fold checks again
             if account != OPERATOR:
                 raise RiskRefused(f"risk: only the {OPERATOR} account sets limits and uses the kill switch")
@@ -977,7 +1039,7 @@ class StrongNodeCore:
             "accepting": self.accepting, "resting_orders": sum(len(b) for b in r.books.values()),
             "ready": self.ready, "role": s["role"], "term": s["term"], "leader": s["leader"],
             "commit_index": s["commit_index"], "last_index": s["last_index"],
-            "snapshot_index": s["snapshot_index"],
+            "snapshot_index": s["snapshot_index"], "config": {**s["conf"], "fences": {}},
             **self.status_info,
         }
         if self.seq.role is LEADER:

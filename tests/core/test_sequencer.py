@@ -230,8 +230,11 @@ class Cluster:
 
     def __init__(self, n: int, seed: int, config: SequencerConfig = CFG, *, loss: float = 0.0,
                  dup: float = 0.0, delay: tuple[int, int] = (MS // 10, 3 * MS), check_every: int = 25,
-                 codec: bool = True) -> None:
+                 codec: bool = True, voters: int | None = None) -> None:
+        """``voters``: only the first this many nodes form the initial configuration; the others
+        start as learners of it (``Sequencer(learner=True)``: membership tests add them)."""
         self.ids = [f"n{k}" for k in range(n)]
+        self.initial = self.ids[:voters] if voters is not None else list(self.ids)
         self.seed = seed
         self.config = config
         self.rng = random.Random(seed)
@@ -262,8 +265,8 @@ class Cluster:
 
     def start(self, i: str) -> None:
         assert i not in self.up
-        node = Sequencer(i, self.ids, random.Random(self.rng.getrandbits(64)), self.config,
-                         persisted=self.disk[i])
+        node = Sequencer(i, self.initial, random.Random(self.rng.getrandbits(64)), self.config,
+                         persisted=self.disk[i], learner=i not in self.initial)
         self.nodes[i] = node
         self.up.add(i)
         self.checker.restarted(i)
@@ -652,11 +655,49 @@ def scenario_figure8(cfg: SequencerConfig) -> None:
     c.converge(2 * SEC)
 
 
+def scenario_two_changes_at_once(cfg: SequencerConfig) -> None:
+    """Voters n0 n1 n2, caught-up learners n3 n4. The leader n0 promotes both learners; with the
+    one-at-a-time rule the second promotion is refused (Refused) while the first is uncommitted.
+    Appends reach only n3 and n4: with both promotions in force n0 counts 3 of 5 and commits an
+    entry n1 and n2 never saw; n0 dies, and n1 + n2 (2 of their 3) elect n1, which commits another
+    entry at that index (State Machine Safety). With the rule, n0 holds 4 voters, needs 3, has 2."""
+    from gossipbook.core.strong_members import PROMOTE, ConfChange, Refused
+
+    c = Cluster(5, 7, cfg, voters=3)
+    assert c.run(3 * SEC, until=lambda: c.leader() is not None and c.nodes[c.leader()].commit_index >= 1)
+    lead = c.leader()
+    assert lead is not None
+    for m in ("n3", "n4"):
+        c.submit(ConfChange("learner", m, f"127.0.0.1:{9000 + int(m[1])}"), at=lead)
+        assert c.run(2 * SEC, until=lambda lead=lead: not c.nodes[lead].conf_pending())
+    c.submit(at=lead)
+    assert c.run(2 * SEC, until=lambda: all(c.nodes[i].commit_index == c.nodes[lead].last_index for i in c.ids))
+    old = [i for i in c.initial if i != lead]
+    c.drop = lambda src, dst, m: src == lead and dst in old and type(m) is AppendEntries
+    node = c.nodes[lead]
+    for m in ("n3", "n4"):
+        try:
+            c.submit(ConfChange(PROMOTE, m), at=lead)
+        except Refused:
+            pass  # the rule: one change at a time
+    c.submit(("after", 1), at=lead)
+    c.run(300 * MS)
+    c.crash(lead)
+    c.drop = lambda src, dst, m: dst == lead
+    c.partition(set(old), {"n3", "n4"})
+    assert c.run(3 * SEC, until=lambda: c.leader() in old) or node.conf_pending()
+    if c.leader() in old:
+        c.submit(("other", 1), at=c.leader())
+        c.run(500 * MS)
+    c.check()
+
+
 SCENARIOS = {
     "vote-any-log": scenario_vote_any_log,
     "commit-without-majority": scenario_commit_without_majority,
     "no-term-check": scenario_no_term_check,
     "commit-old-term": scenario_figure8,
+    "joint-majority-skip": scenario_two_changes_at_once,
 }
 
 
