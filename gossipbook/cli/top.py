@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Ask every node for its status every --interval seconds and draw the demo's "
                                    "screen: a panel per node, which links are cut (row sees column: suspect, "
                                    "dead or left while that node answers), whether the digests agree. A node "
-                                   "that does not answer is shown as down. Ctrl-C quits. Works with cluster.toml "
+                                   "that does not answer is shown as down; where the screen has room, each shard's "
+                                   "leader, rate and waiting requests (HOT: >= 2x the mean rate) and each node's "
+                                   "requests/s since the last poll. Ctrl-C quits. Works with cluster.toml "
                                    "or a client file.")
     add_config(p)
     p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between polls (default 1)")
