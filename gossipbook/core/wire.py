@@ -41,7 +41,7 @@ import hmac
 import reprlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgpack
 import msgspec
@@ -203,6 +203,24 @@ def OP_CHECK(v: Any) -> Op:  # noqa: N802 (a check, named like the others)
         return Op(*v)
     return _OP_FIELDS(v)  # type: ignore[no-any-return]
 VV = map_of(NODE_ID, uint(U64 >> 1), 1024)
+
+# The op batch's body -- [1, sender, counter, [op, ...]] -- as one msgspec type, so the most common
+# frame is unpacked and checked in one C call (~2x faster than unpackb and OP_CHECK per op). It
+# accepts exactly what the checks above accept (``ge=0`` is ``uint()``: msgpack carries no int past
+# U64; ``Literal`` is ``one_of``; lengths are in characters, as ``len``); whatever it refuses goes
+# the general way, which then names what is wrong (tests/core/test_wire_fast_decode.py compares).
+_U = Annotated[int, msgspec.Meta(ge=0)]
+_OP_TUPLE = tuple[_U, Annotated[int, msgspec.Meta(ge=0, le=1 << 32)],
+                  Annotated[str, msgspec.Meta(min_length=1, max_length=64)],
+                  Annotated[int, msgspec.Meta(ge=0, le=U64 >> 1)], Literal[1, 2, 3, 4, 5, 6, 7, 8, 9],
+                  Annotated[str, msgspec.Meta(max_length=32)], Annotated[str, msgspec.Meta(max_length=96)],
+                  Literal[0, 1], Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)],
+                  Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)], Literal[0, 1, 2, 3],
+                  Annotated[str, msgspec.Meta(max_length=64)], Annotated[str, msgspec.Meta(max_length=64)]]
+_decode_op_batch: Callable[[Any], Any] = msgspec.msgpack.Decoder(
+    tuple[Literal[1], Annotated[str, msgspec.Meta(min_length=1, max_length=64)], _U,
+          Annotated[list[_OP_TUPLE], msgspec.Meta(max_length=4096)]]).decode
+_OP_BATCH_HEAD = b"\x94\x01"  # a 4-item array whose first item is type 1: how every op batch body starts
 
 
 # ---- messages --------------------------------------------------------------------------------------
@@ -734,6 +752,13 @@ def decode(data: bytes, keys: Keys | bytes, max_size: int = MAX_DATAGRAM, *, now
     if now_ms is not None and abs(stamp_ms - now_ms) > keys.window_ms:
         raise WireError(f"frame stamped {(stamp_ms - now_ms) / 1e3:+.1f} s from this clock (window "
                         f"{keys.window_ms / 1e3:g} s): a replay, or a clock far off", reason="stale")
+    if account is None and data[start:start + 2] == _OP_BATCH_HEAD:
+        try:
+            _, sender, counter, ops = _decode_op_batch(mv[start:-TAG_LEN])
+        except Exception:  # (msgspec.MsgspecError) not a valid op batch: the general way names what is wrong
+            pass
+        else:
+            return Frame(sender, counter, OpBatch([Op(*o) for o in ops]), None, kid, stamp_ms)
     try:
         body = msgpack.unpackb(mv[start:-TAG_LEN], raw=False, use_list=True, strict_map_key=True,
                                max_str_len=65_536, max_bin_len=MAX_DATAGRAM, max_array_len=65_536,

@@ -83,23 +83,30 @@ class Intervals:
 
 
 ORIGINS = ["me", "p", "q", "r", "s"]
-INTERVAL = st.one_of(st.none(), st.tuples(st.integers(-200 * US, 200 * US), st.integers(0, 120 * US))
+# in units of ``scale`` ns: at 1 ns the interval ends often meet exactly (the walk's < and <= matter)
+INTERVAL = st.one_of(st.none(), st.tuples(st.integers(-200, 200), st.integers(0, 120))
                      .map(lambda m: (m[0] - m[1], m[0] + m[1])))
-STEP = st.tuples(st.sampled_from(ORIGINS), st.integers(-60 * US, 120 * US), st.sampled_from(["A", "B", "C"]),
+STEP = st.tuples(st.sampled_from(ORIGINS), st.integers(-60, 120), st.sampled_from(["A", "B", "C"]),
                  st.sampled_from([NEW, NEW, NEW, CANCEL]), st.integers(0, 9))
 CALL = st.tuples(st.lists(STEP, max_size=12), st.fixed_dictionaries({o: INTERVAL for o in ORIGINS[1:]}))
 
 
+def _scaled(iv: tuple[int, int] | None, scale: int) -> tuple[int, int] | None:
+    return None if iv is None else (iv[0] * scale, iv[1] * scale)
+
+
 @settings(max_examples=80, deadline=None)
-@given(calls=st.lists(CALL, max_size=10), recent=st.integers(1, 8), max_origins=st.integers(1, 5))
-def test_same_answers_as_the_one_by_one_meter(calls: list[Any], recent: int, max_origins: int) -> None:
+@given(calls=st.lists(CALL, max_size=10), recent=st.integers(1, 8), max_origins=st.integers(1, 5),
+       scale=st.sampled_from([1, 2, US]))
+def test_same_answers_as_the_one_by_one_meter(calls: list[Any], recent: int, max_origins: int, scale: int) -> None:
     fast, ref = FairnessMeter("me", recent, max_origins), OneByOne("me", recent, max_origins)
     wall = dict.fromkeys(ORIGINS, T0)
     seq = 0
     for steps, ivs in calls:
+        ivs = {o: _scaled(iv, scale) for o, iv in ivs.items()}
         ops = []
         for origin, dt, sym, kind, logical in steps:
-            wall[origin] += dt  # may step back: arrival order is not stamp order
+            wall[origin] += dt * scale  # may step back: arrival order is not stamp order
             seq += 1
             ops.append(Op(wall[origin], int(logical == 0), origin, seq, kind, sym, "", 0, 100, 1, 0, ""))
         fast.observe(ops, T0, Intervals(ivs))  # type: ignore[arg-type]
@@ -123,3 +130,17 @@ def test_a_dense_burst_is_counted_in_bulk_and_agrees() -> None:
         ref.observe(ops[i:i + 16], T0, ivs)
     assert fast.counters == ref.counters
     assert fast.counters["pairs"] > 20 * len(ops)  # dense indeed: ~33 pairs per order (each window 32 deep)
+
+
+def test_intervals_that_just_touch_are_a_pair_and_one_ns_apart_are_not() -> None:
+    """The walk's bounds are inclusive: a peer order (error 1 ns) 1 ns after or before ours touches
+    it, 2 ns does not; with our window ascending (bisection) and not (min / walk)."""
+    ivs = Intervals({"p": (0, 0)})  # placed at its stamp, error (0 + 1) // 2 + 1 = 1 ns
+    for mine, expect in (([0], 1), ([2], 1), ([-1], 0), ([3], 0), ([2, 0, 1], 3), ([0, 9, 3], 1), ([5, 0], 0), ([9, -2], 0)):
+        fast, ref = FairnessMeter("me"), OneByOne("me", 32, 256)
+        for i, dt in enumerate(mine):  # our orders, then the peer's at T0 + 1
+            for m in (fast, ref):
+                m.observe([Op(T0 + dt, 0, "me", i, NEW, "A", "", 0, 100, 1, 0, "")], T0, ivs)  # type: ignore[arg-type]
+        for m in (fast, ref):
+            m.observe([Op(T0 + 1, 0, "p", 1, NEW, "A", "", 0, 100, 1, 0, "")], T0, ivs)  # type: ignore[arg-type]
+        assert fast.counters == ref.counters and fast.counters["pairs"] == expect, (mine, fast.counters)
