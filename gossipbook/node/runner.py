@@ -445,46 +445,54 @@ class NodeRunner:
         bind = {"label": keys.label, "stamp_ms": now // 1_000_000}
         # an eager push is one list of ops for every peer (gossip.flush): packed once, MACed per peer
         packed: dict[int, tuple[list[Any], list[bytes]]] = {}
-        for dst, msg in outbox:
-            try:
-                if isinstance(dst, Client):  # a reply, signed with the credential of the account asking
-                    route = dst.addr
-                    acct_key = keys.signing_key(dst.account, route.key_id)
-                    if acct_key is None:
-                        self._drop("revoked_account_reply")
+        # peers' ops (and the summaries that precede repairs) are encoded and sent before anything
+        # else is encoded: a replica waits for them; replies and heartbeats are encoded after
+        first = [x for x in outbox if type(x[1]) is OpBatch or type(x[1]) is Summary]
+        rest = [x for x in outbox if not (type(x[1]) is OpBatch or type(x[1]) is Summary)] if first else outbox
+        stamped = False
+        for part in (first, rest):
+            for dst, msg in part:
+                try:
+                    if isinstance(dst, Client):  # a reply, signed with the credential of the account asking
+                        route = dst.addr
+                        acct_key = keys.signing_key(dst.account, route.key_id)
+                        if acct_key is None:
+                            self._drop("revoked_account_reply")
+                            continue
+                        self.counter += 1
+                        frames.append((encode(msg, self.node_id, self.counter, acct_key, dst.account, dst=route.sender,
+                                              **bind), route.addr))
                         continue
-                    self.counter += 1
-                    frames.append((encode(msg, self.node_id, self.counter, acct_key, dst.account, dst=route.sender,
-                                          **bind), route.addr))
-                    continue
-                addr = self.peer_addr.get(dst)
-                if addr is None:
-                    continue
-                if type(msg) is OpBatch:
-                    p = packed.get(id(msg.ops))
-                    if p is None:
-                        p = packed[id(msg.ops)] = (msg.ops, pack_ops(msg.ops))  # (holds the list: its id stays its)
-                    batch = encode_packed_ops(p[1], self.node_id, self.counter + 1, key, self.mtu, dst=dst, **bind)
-                    self.counter += len(batch)
-                    ops_frames.extend((f, addr) for f in batch)
-                elif type(msg) is Summary:  # keeps its place before the repair that follows it
-                    self.counter += 1
-                    ops_frames.append((encode(msg, self.node_id, self.counter, key, dst=dst, **bind), addr))
-                elif type(msg) is Probe or type(msg) is Ack:
-                    timed.append((dst, msg, addr))
-                else:
-                    self.counter += 1
-                    frames.append((encode(msg, self.node_id, self.counter, key, dst=dst, **bind), addr))
-            except (OverflowError, ValueError, TypeError) as e:  # a value msgpack cannot carry: one frame lost
-                self._drop("encode_error")
-                self.log.error("could not encode %s for %s: %s", type(msg).__name__, dst, e)
-        if ops_frames or frames:
-            if self.stages is not None and new_ops:
-                t = time.monotonic_ns()
-                for op in new_ops:
-                    if op.origin == self.node_id:
-                        self.stages[op.op_id] = [t]
-            await self.endpoint.send_all(ops_frames + frames)  # type: ignore[union-attr]
+                    addr = self.peer_addr.get(dst)
+                    if addr is None:
+                        continue
+                    if type(msg) is OpBatch:
+                        p = packed.get(id(msg.ops))
+                        if p is None:
+                            p = packed[id(msg.ops)] = (msg.ops, pack_ops(msg.ops))  # (holds the list: its id stays its)
+                        batch = encode_packed_ops(p[1], self.node_id, self.counter + 1, key, self.mtu, dst=dst, **bind)
+                        self.counter += len(batch)
+                        ops_frames.extend((f, addr) for f in batch)
+                    elif type(msg) is Summary:  # keeps its place before the repair that follows it
+                        self.counter += 1
+                        ops_frames.append((encode(msg, self.node_id, self.counter, key, dst=dst, **bind), addr))
+                    elif type(msg) is Probe or type(msg) is Ack:
+                        timed.append((dst, msg, addr))
+                    else:
+                        self.counter += 1
+                        frames.append((encode(msg, self.node_id, self.counter, key, dst=dst, **bind), addr))
+                except (OverflowError, ValueError, TypeError) as e:  # a value msgpack cannot carry: one frame lost
+                    self._drop("encode_error")
+                    self.log.error("could not encode %s for %s: %s", type(msg).__name__, dst, e)
+            sending = ops_frames if part is first else frames
+            if sending:
+                if not stamped and self.stages is not None and new_ops:
+                    t = time.monotonic_ns()
+                    for op in new_ops:
+                        if op.origin == self.node_id:
+                            self.stages[op.op_id] = [t]
+                stamped = True
+                await self.endpoint.send_all(sending)  # type: ignore[union-attr]
         if timed:
             await self._send_timed(timed, key, bind)
         # the fairness meter after the send: nothing sent waits for it
