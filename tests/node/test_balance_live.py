@@ -8,7 +8,6 @@ import dataclasses
 import os
 import signal
 import time
-from decimal import Decimal
 from typing import Any
 
 import trio
@@ -53,31 +52,36 @@ def _stop_resume(pid: int, sig: int) -> None:
 
 
 async def _paused_node_run(c: Cluster) -> dict[str, Any]:
-    """Orders one after another (two at a time) from a balancing client for ~12 s; n2 is paused
-    from 3 s to 6 s. Returns each order's (send time, node) and the client's spread."""
+    """Orders one after another (two at a time) from a balancing client; n2 is paused from 2 s to
+    4.5 s; the run ends once n2 answered 5 orders after SIGCONT, or 8 s after it. Returns each
+    order's (send time, node) and the client's spread."""
     cfg = load(c.config)
     pid = c.procs["n2"].pid
     log: list[tuple[float, str]] = []
     t0 = time.monotonic()
     paused = resumed = 0.0
+    done = trio.Event()
     async with g.Client(cfg, account="alice", balance=True, timeout=5.0) as alice:
         async def orders(k: int) -> None:
             i = 0
-            while time.monotonic() - t0 < 12.0:
+            while not done.is_set():
                 i += 1
                 t = time.monotonic() - t0
                 o = await alice.create_order("GBX", "buy" if k else "sell", "1", str(90 + (i % 5) if k else 110))
                 log.append((t, o.node))
+                if resumed and (sum(1 for t, n in log if n == "n2" and t > resumed) >= 5
+                                or time.monotonic() - t0 > resumed + 8.0):
+                    done.set()
                 await trio.sleep(0.01)
 
         try:
             async with trio.open_nursery() as n:
                 n.start_soon(orders, 0)
                 n.start_soon(orders, 1)
-                await trio.sleep(3.0)
+                await trio.sleep(2.0)
                 _stop_resume(pid, signal.SIGSTOP)
                 paused = time.monotonic() - t0
-                await trio.sleep(3.0)
+                await trio.sleep(2.5)
                 _stop_resume(pid, signal.SIGCONT)
                 resumed = time.monotonic() - t0
         finally:
@@ -98,10 +102,9 @@ def test_a_balancing_client_leaves_a_paused_node_and_comes_back_to_it(make_clust
     assert late and "n2" not in late, late
     assert sum(1 for t, _n in log if paused < t < resumed) > 20
     back = [t for t, n in log if n == "n2" and t > resumed]
-    # n2 answers again within its back-off (at most 4 s) and a probe interval
+    # n2 answers again within its back-off (at most 4 s) and a probe interval, and gets its share
     assert back and back[0] - resumed < 6.0, (back[:3], resumed)
-    assert sum(1 for t, n in log if n == "n2" and t > back[0]) >= 5
+    assert len(back) >= 5, back
     sp = r["spread"]
     assert sp["n2"]["avoidances"] >= 1 and sp["n2"]["missed"] >= 2 and sp["n1"]["missed"] == 0, sp
     assert all(sp[n]["p50_ms"] is not None for n in ("n1", "n2", "n3"))
-    assert Decimal(0) < Decimal(len(log))
