@@ -2,7 +2,8 @@
 
 A node pays, for every op that enters its op-set, the fold (the throughput floor: decode,
 authenticate, ``Replica.receive``) and, in the shell, the fairness meter (``FairnessMeter.observe``,
-eventual mode) and, with a data dir, an audit row (``AuditTrail.ops``). Profiles of whole nodes
+eventual mode) and, with a data dir, an audit row (``AuditTrail.ops``); for every op it stamps, the
+eager push's encoding (``push``: packed once, sealed for each of ``PEERS`` peers, as ``NodeRunner._flush`` does). Profiles of whole nodes
 mix these with the loop and the network; this measures each alone on the same op stream, rounds
 alternating so a slow minute hurts all alike, and reports µs per op (medians) and each as a share
 of the floor. The fairness meter is fed a clock bound that knows every peer (±40 µs), so every
@@ -24,13 +25,14 @@ from ..core.clockbound import ClockBound
 from ..core.fairness import FairnessMeter
 from ..core.ops import Op
 from ..core.replica import Replica
-from ..core.wire import decode, encode_ops
+from ..core.wire import decode, encode_ops, encode_packed_ops, pack_ops
 from ..node.audit import AuditLog, AuditTrail
 from ..node.gctune import tuned_gc
 from ..workload.history import make_history
 
 KEY = bytes(range(32))
 BATCH = 16  # ops per observe / audit call: about what one loop iteration of a busy node folds
+PEERS = 3  # a 4-node cluster: each stamped batch is pushed to three peers
 
 
 class _KnownPeers:
@@ -67,13 +69,22 @@ def _audit(batches: list[list[Op]], me: str, d: Path) -> AuditTrail:
     return trail
 
 
+def _push(batches: list[list[Op]]) -> int:
+    counter = 1
+    for b in batches:
+        packed = pack_ops(b)
+        for p in range(PEERS):
+            counter += len(encode_packed_ops(packed, "bench", counter, KEY, dst=f"p{p}", label="bench"))
+    return counter
+
+
 def run_features(n_ops: int = 20_000, rounds: int = 5) -> dict[str, Any]:
-    """µs per op of the floor, the fairness meter and audit rows (medians over ``rounds``)."""
+    """µs per op of the floor, the fairness meter, audit rows and the push's encoding (medians over ``rounds``)."""
     ops = sorted(make_history(n_ops, origins=4, seed=3, deliver_every=1))
     frames = encode_ops(ops, "bench", 1, KEY)
     batches = [ops[i:i + BATCH] for i in range(0, len(ops), BATCH)]
     me = ops[0].origin
-    samples: dict[str, list[float]] = {"floor": [], "fairness": [], "audit": []}
+    samples: dict[str, list[float]] = {"floor": [], "fairness": [], "audit": [], "push": []}
     counts: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gossipbook-features-") as tmp, tuned_gc():
         for r in range(rounds):
@@ -81,6 +92,7 @@ def run_features(n_ops: int = 20_000, rounds: int = 5) -> dict[str, Any]:
                 "floor": lambda: _floor(frames),
                 "fairness": lambda: _fairness(batches, me),
                 "audit": lambda r=r: _audit(batches, me, Path(tmp) / f"a{r}"),
+                "push": lambda: _push(batches),
             }
             for name, fn in runs.items():
                 t = time.perf_counter()
@@ -92,7 +104,7 @@ def run_features(n_ops: int = 20_000, rounds: int = 5) -> dict[str, Any]:
                     counts["audit_rows"] = out.counters["audit_rows"]
     med = {k: round(statistics.median(v), 3) for k, v in samples.items()}
     return {"ops": len(ops), "rounds": rounds, "us_per_op": med,
-            "share_of_floor": {k: round(med[k] / med["floor"], 3) for k in ("fairness", "audit")},
+            "share_of_floor": {k: round(med[k] / med["floor"], 3) for k in ("fairness", "audit", "push")},
             "samples": {k: [round(x, 3) for x in v] for k, v in samples.items()}, **counts}
 
 
