@@ -16,7 +16,7 @@ import gossipbook as g
 from gossipbook.cli.load import run_load, spread_lines
 from gossipbook.config import load
 
-from .harness import Cluster
+from .harness import Cluster, cli
 
 
 async def _load_on_two_shards(spread: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -86,12 +86,21 @@ async def _paused_node_run(c: Cluster) -> dict[str, Any]:
                 resumed = time.monotonic() - t0
         finally:
             _stop_resume(pid, signal.SIGCONT)
-        return {"log": log, "paused": paused, "resumed": resumed, "spread": alice.spread()}
+        # eventual mode: a cancel goes to the node that stamped the order (the one sure to hold it)
+        affinity = []
+        for i in range(6):
+            o = await alice.create_order("GBX", "sell", "1", str(120 + i))
+            ack = await alice.cancel_order(o.id)
+            affinity.append((o.id.split(":")[0], o.node, ack.node))
+        return {"log": log, "paused": paused, "resumed": resumed, "spread": alice.spread(), "affinity": affinity}
 
 
 def test_a_balancing_client_leaves_a_paused_node_and_comes_back_to_it(make_cluster) -> None:
     c = make_cluster(3)
     c.start_all()
+    out = cli("load", "-c", str(c.config), "--orders", "150", "--rate", "500", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "spread (latency)" in out.stdout and sum(f"{n}: " in out.stdout for n in c.ids) == 3, out.stdout
     r = trio.run(_paused_node_run, c)
     log, paused, resumed = r["log"], r["paused"], r["resumed"]
     before = {n for t, n in log if t < paused}
@@ -108,3 +117,5 @@ def test_a_balancing_client_leaves_a_paused_node_and_comes_back_to_it(make_clust
     sp = r["spread"]
     assert sp["n2"]["avoidances"] >= 1 and sp["n2"]["missed"] >= 2 and sp["n1"]["missed"] == 0, sp
     assert all(sp[n]["p50_ms"] is not None for n in ("n1", "n2", "n3"))
+    assert all(origin == placed == cancelled for origin, placed, cancelled in r["affinity"]), r["affinity"]
+    assert len({placed for _o, placed, _c in r["affinity"]}) >= 2  # placed on several nodes, each cancel followed
