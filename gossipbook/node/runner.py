@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import trio
 
+from .._compiled import compiled
 from ..config import OPERATOR, ClusterConfig, ConfigError, load
 from ..core.config_epoch import ConfigChanged
 from ..core.errors import RemoteError, UsageError, WireError
@@ -159,6 +160,7 @@ class NodeRunner:
         self.fault_control = False  # node --fault-control: accept "faults" queries (tests, benchmarks)
         self._compactions = 0
         self.core.status_info["addr"] = f"{self.entry.host}:{self.entry.port}"
+        self.core.status_info["compiled"] = compiled()  # the mypyc-compiled fold (setup.py) or pure Python
         #: eventual mode: orders whose time priority this node cannot prove (core/fairness.py)
         self.fairness: FairnessMeter | None = None if self.strong else FairnessMeter(node_id)
         #: kernel receive time (host ns) -> this node's clock, for clock-sync samples (None: unknown)
