@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._compiled import compiled as compiled
+from ._compiled import select as _select_build
+
 __version__ = "0.1.0"
+
+# the compiled fold or the pure-Python one (``_compiled.py``): decided before any core module loads
+_select_build()
 
 if TYPE_CHECKING:
     from .api import (

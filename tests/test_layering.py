@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "gossipbook"
 
 #: third-party distributions the core may import
-CORE_THIRD_PARTY = frozenset({"msgpack", "sortedcontainers"})
+CORE_THIRD_PARTY = frozenset({"msgpack", "sortedcontainers", "mypy_extensions"})  # (mypyc_attr: a compile hint)
 #: standard-library modules the core must not import: I/O, concurrency, the clock, the environment,
 #: and dynamic imports that would hide any of those from this test
 CORE_FORBIDDEN_STDLIB = frozenset({

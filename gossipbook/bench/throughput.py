@@ -18,6 +18,9 @@ from .procs import ProcCluster
 from .stats import rate
 
 KEY = bytes(range(32))
+#: the floor's replica must count the workload's origins as members: a replica refuses ops of
+#: non-members (``non_member_ops``), and a floor that folds nothing measures only decoding
+FLOOR_MEMBERS = ("floor", "n1", "n2", "n3", "n4")
 
 
 def floor_ops_per_s(n_ops: int) -> float:
@@ -28,9 +31,10 @@ def floor_ops_per_s(n_ops: int) -> float:
     from ..node.gctune import tuned_gc
 
     def run() -> int:
-        r = Replica("floor", members=["floor"])
+        r = Replica("floor", members=FLOOR_MEMBERS)
         for f in frames:
             r.receive(decode(f, KEY).msg.ops, 1 << 62)
+        assert r.counters["ops_applied"] == len(ops), r.counters  # every op folded, none refused
         return len(ops)
     with tuned_gc():  # the nodes run with it: the floor must too
         return rate(run, 3)
@@ -88,7 +92,8 @@ def _run_once(nodes: int, per_node: int, timeout_s: float, fsync: str | None) ->
             time.sleep(0.1)
         cpu1 = pc.cpu_seconds()
         wall1 = time.monotonic()
-        counters = [s.get("counters", {}) for s in trio.run(gather_status, pc.cfg, 1.0)]
+        statuses = trio.run(gather_status, pc.cfg, 1.0)
+        counters = [s.get("counters", {}) for s in statuses]
         traces = pc.stop()
     first = min(min(t.values()) for t in traces.values() if t)
     last = max(max(t.values()) for t in traces.values() if t)
@@ -98,7 +103,10 @@ def _run_once(nodes: int, per_node: int, timeout_s: float, fsync: str | None) ->
     bytes_out = sum(c.get("bytes_out", 0) for c in counters)
     cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     window = wall1 - wall0
+    built = {s.get("compiled") for s in statuses if s.get("reachable", True)}
     return {"nodes": nodes, "fsync": fsync, "ops": total, "complete": held >= total, "elapsed_s": round(elapsed, 3),
+            # whether the nodes folded with the compiled build (None: a node did not say)
+            "compiled": built.pop() if len(built) == 1 else None,
             "ops_per_s": round(total / elapsed) if elapsed else None,
             "cpu_us_per_op": round(cpu * 1e6 / (total * nodes), 2) if cpu is not None else None,
             "cores_busy": round(cpu / window, 2) if cpu is not None and window > 0 else None,

@@ -101,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
         for sec in sections:
             results[sec] = measure(sec, args.quick, args.repeats, args.nodes, args.ops,
                                    lambda s: status.update(f"bench {s}"))
+    from .._compiled import status as build_status
+
     results["meta"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
+                       **build_status(),  # compiled: true|false, and why (setup.py, gossipbook/_compiled.py)
                        "quick": args.quick, "repeats": args.repeats, "elapsed_s": round(time.perf_counter() - t0, 1)}
     if args.json:
         print(json.dumps(results, indent=2, default=str))

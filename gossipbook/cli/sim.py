@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -129,13 +130,18 @@ def _one(job: tuple[int, Any, str | None, str | None]) -> Any:
 
 
 def _results(seeds: list[int], cfg: Any, args: argparse.Namespace) -> Iterator[Any]:
+    from ..sim.breaks import needs_pure
+
     jobs = [(s, cfg, args.break_name, args.trace) for s in seeds]
-    if args.jobs == 1 or len(seeds) == 1 or args.trace:
+    pure = needs_pure(args.break_name)
+    if not pure and (args.jobs == 1 or len(seeds) == 1 or args.trace):
         yield from map(_one, jobs)
         return
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+    if pure:  # this break patches the compiled core: its seeds run pure, in fresh processes
+        os.environ["GOSSIPBOOK_PURE"] = "1"
+    with multiprocessing.get_context("spawn" if pure else "fork").Pool(1 if args.trace else args.jobs) as pool:
         yield from pool.imap(_one, jobs)
 
 

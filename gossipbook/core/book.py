@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
+from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedDict
 
 BUY, SELL = 0, 1
@@ -91,6 +92,7 @@ class Depth(NamedTuple):
     asks: list[Level]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled (setup.py), and still subclassable in Python
 class Book:
     """One instrument's book. Not thread-safe, not clock-aware: a pure fold target."""
 
@@ -231,8 +233,11 @@ class Book:
 
     def cancel_account(self, account: str) -> int:
         """Cancel every resting order of ``account`` (a mass cancel); returns how many."""
-        oids = [oid for oid, w in self._where.items() if w[2] == account]
-        oids.sort(key=lambda o: self._where[o][:2])  # a fixed order: the undo journal replays it exactly
+        where = self._where
+        oids = [oid for oid, w in where.items() if w[2] == account]
+        # a fixed order, (side, price) then priority, so the undo journal replays it exactly (the
+        # account, third in the key, is the same for all; no lambda: mypyc cannot compile one here)
+        oids.sort(key=where.__getitem__)
         for oid in oids:
             self.cancel(oid)
         return len(oids)
@@ -288,7 +293,7 @@ class Book:
                 (self._bids[-price] if side == BUY else self._asks[price])[oid] = qty
             else:  # left the front of its level, or cancelled from ``index``
                 i -= 6 if tag == _J_FILLED else 7
-                oid, qty, side, price, acct, index = journal[i:i + 6]
+                oid, qty, side, price, acct, index = journal[i:i + 6]  # type: ignore[assignment]
                 levels, key = (self._bids, -price) if side == BUY else (self._asks, price)  # type: ignore[operator]
                 lvl = levels.get(key)
                 if lvl is None:

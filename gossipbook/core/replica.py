@@ -55,9 +55,12 @@ Everything here is pure: time comes in as ``now`` (ns), nothing is read from the
 from __future__ import annotations
 
 import hashlib
+from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter
 
 from .book import BUY, FOK, GTC, IOC, MARKET, MATCHING_MODES, SELL, STP_MODES, STP_OFF, Book, Trade
 from .config_epoch import ADD as MEMBER_ADD
@@ -99,6 +102,9 @@ CHAIN0 = b"\0" * 16
 _J_BOOK = -4
 _CANCEL_RECORD = 7
 _INF = Timestamp(1 << 63, 0)
+#: the trades of an op that made none: one shared empty tuple, not an empty list per op (most ops
+#: trade nothing, and a list per op was a quarter of the objects the fold kept per op)
+_NO_TRADES: tuple[Trade, ...] = ()
 MIN_CHECKPOINT_INTERVAL = 64
 #: request ids: an op is a retry (a no-op) iff an op with its ``req_key`` folds at most this many
 #: positions below it. Stated to clients: a retry is recognised while fewer than about a million
@@ -152,6 +158,14 @@ class Snapshot:
 class _Checkpoint:
     pos: int  # number of (non-compacted) applied ops folded into ``books``
     books: dict[str, Book]
+
+
+#: (named, not lambdas: compiled by mypyc, a module-level function is a plain C call)
+_ORIGIN_SEQ = attrgetter("origin", "seq")
+
+
+def _rests(books: Mapping[str, Book], sym: str, oid: str) -> bool:
+    return oid in books[sym]
 
 
 def _cause_origin(t: Trade) -> str:
@@ -234,11 +248,14 @@ class Replica:
         #: the garbage collector to count and walk.
         self._journal: list[str | int] = []
         self._jbase = 0
-        self._marks: list[int] = []
+        #: per-op integers (journal marks, cumulative trade counts) live in int64 arrays: a list
+        #: would hold one int object per op (each above 256 is a fresh allocation)
+        self._marks: array[int] = array("q")
         self.books: dict[str, Book] = self._live({s: b.clone() for s, b in self._snap_books.items()})
         self._applied: list[Op] = []  # fold order, above the snapshot
-        self._op_trades: list[list[Trade]] = []
-        self._cum: list[int] = []  # cumulative trade count through each applied op
+        #: per applied op, its trades (``_NO_TRADES`` when it made none)
+        self._op_trades: list[list[Trade] | tuple[Trade, ...]] = []
+        self._cum: array[int] = array("q")  # cumulative trade count through each applied op
         self._chain: list[bytes] = []
         self._ckpts: list[_Checkpoint] = [_Checkpoint(0, self._clone_books(self._snap_books))]
         self._ck_next = 0  # position at which to consider the next checkpoint (0: at once)
@@ -249,6 +266,10 @@ class Replica:
         self._wm_others: Timestamp | None = None  # see ``_others_bound``; None: recompute
         #: ops added to the op-set since the shell last drained it (what storage must persist)
         self.new_ops: list[Op] = []
+        #: a wrapper of the fold's step (``_fold_op``) that every op goes through instead, or None:
+        #: how the simulator's checker watches each fold step (a compiled ``Replica`` cannot have a
+        #: method replaced on the instance)
+        self.fold_hook: Callable[[Mapping[str, Book], Op], list[Trade]] | None = None
         #: risk limits: the risk ops in force and this node's rights (``riskledger``)
         self.risk = RiskLedger(node_id, self.members, self.venue.instruments, risk or RiskConfig(), self.counters)
 
@@ -534,7 +555,7 @@ class Replica:
         w = self.watermark()
         books = self.books
         self.risk.sweep(self._applied, self._op_trades, self._ncompacted, self.final_count(), (w.wall, w.logical),
-                        lambda sym, oid: oid in books[sym])
+                        partial(_rests, books))
 
     def orders_of(self, account: str) -> list[tuple[str, str, int, int, int]]:
         """``account``'s resting orders: ``(order_id, symbol, side, price, remaining)``."""
@@ -660,7 +681,7 @@ class Replica:
         applied = self._applied
         fc = self.final_count() if applied and ops and min(ops) < applied[-1] else len(applied)
         fresh: list[Op] = []
-        for op in sorted(ops, key=lambda x: (x.origin, x.seq)):
+        for op in sorted(ops, key=_ORIGIN_SEQ):
             o = op.origin
             have = self.vv.get(o, 0)
             if op.seq <= have:
@@ -749,7 +770,7 @@ class Replica:
         live = self._req_live.get(key)
         i = bisect_left(live, op) if live else 0
         if i:
-            prev = self._ncompacted + bisect_left(self._applied, live[i - 1])
+            prev = self._ncompacted + bisect_left(self._applied, live[i - 1])  # type: ignore[index]
         else:
             last = self._req_last.get(key)
             if last is None:
@@ -932,10 +953,11 @@ class Replica:
         journal."""
         self._marks.append(self._jbase + len(self._journal))
         self._at = self._ncompacted + len(self._op_trades)
-        trades = self._fold_op(self.books, op)
+        hook = self.fold_hook
+        trades = self._fold_op(self.books, op) if hook is None else hook(self.books, op)
         prev_cum = self._cum[-1] if self._cum else self._snap_trades
         prev_chain = self._chain[-1] if self._chain else self._snap_chain
-        self._op_trades.append(trades)
+        self._op_trades.append(trades or _NO_TRADES)
         self._cum.append(prev_cum + len(trades))
         self._chain.append(_chain(prev_chain, trades) if trades else prev_chain)
         n = len(self._op_trades)
@@ -1204,7 +1226,10 @@ class Replica:
         c0 = self._ncompacted
         for i in range(ck.pos, k):
             self._at = c0 + i
-            self._fold_op(snap_books, applied[i])
+            if self.fold_hook is None:
+                self._fold_op(snap_books, applied[i])
+            else:
+                self.fold_hook(snap_books, applied[i])
         snap_trades = self._cum[k - 1]
         snap_chain = self._chain[k - 1]
         self.risk.compact(applied[:k], self._op_trades[:k])
@@ -1351,9 +1376,10 @@ class Replica:
         self._log = {o: [] for o in snap.base_vv}
         self._pending = {}
         self._snap_books = snap.to_books()
-        for s in self.venue.instruments:
-            self._snap_books.setdefault(s, Book(s))
-        self._snap_trades, self._snap_chain, self._snap_key = snap.trades, snap.chain, tuple(snap.last_key)
+        for sym in self.venue.instruments:
+            self._snap_books.setdefault(sym, Book(sym))
+        self._snap_trades, self._snap_chain = snap.trades, snap.chain
+        self._snap_key = tuple(snap.last_key)  # type: ignore[assignment]
         # request ids: the snapshot's, by the position of their last op (a compacted op is below
         # every op above the snapshot: its first op wins); ours are rebuilt as ``keep`` is admitted
         end = self._ncompacted = sum(snap.base_vv.values())
@@ -1374,9 +1400,9 @@ class Replica:
         self._fills = {o: f for o, f in {**self._fills, **snap.fills}.items() if o in firsts}
         self.risk.install(snap.risk, self._snap_books, end)
         self._journal.clear()
-        self._marks = []
+        self._marks = array("q")
         self.books = self._live(self._clone_books(self._snap_books))
-        self._applied, self._op_trades, self._cum, self._chain = [], [], [], []
+        self._applied, self._op_trades, self._cum, self._chain = [], [], array("q"), []
         self._ckpts = [_Checkpoint(0, self._clone_books(self._snap_books))]
         self._ck_next = 0
         self.counters["snapshots_installed"] += 1

@@ -94,6 +94,20 @@ SHARDED_BREAKS: dict[str, str] = {
 }
 
 
+#: breaks that patch methods of classes ``setup.py`` compiles: a compiled class calls its own methods
+#: directly, so these need the pure-Python core (``GOSSIPBOOK_PURE=1``); ``gossipbook sim`` runs
+#: their seeds in fresh processes with it set (``needs_pure``)
+PURE_BREAKS = frozenset({"no-replay", "wrong-tiebreak", "no-dedupe", "no-offset-check", "no-owner-check",
+                         "no-fence", "no-stp"})
+
+
+def needs_pure(name: str | None) -> bool:
+    """Whether break ``name`` cannot run in this process (it runs the compiled core)."""
+    from .._compiled import compiled
+
+    return name in PURE_BREAKS and compiled()
+
+
 def check_break(name: str | None, mode: str = "eventual") -> str | None:
     known = ({**STRONG_BREAKS, **{b: BREAKS[b] for b in BOTH_MODES}, **SHARDED_BREAKS} if mode == "strong"
              else BREAKS)
@@ -238,6 +252,9 @@ def broken(name: str | None) -> Iterator[None]:
         yield
         return
     check_break(name, "strong" if name in BOTH_MODES else "eventual")
+    if needs_pure(name):
+        raise UsageError(f"--break {name} patches the pure-Python core and this process runs the compiled "
+                         "one: run it with GOSSIPBOOK_PURE=1")
     R, G = replica_mod.Replica, gossip_mod.Gossip
     saved: list[tuple[Any, str, Any]] = []
 

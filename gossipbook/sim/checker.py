@@ -185,7 +185,7 @@ class Checker:
                            f"traded with itself (maker {tr.maker}, taker {tr.taker})")
 
     def watch_fold(self, node: str, replica: Any, clock: Callable[[], int]) -> None:
-        """Wrap ``replica``'s fold step (``Replica._fold_op``, on the instance only) to check each op
+        """Wrap ``replica``'s fold step (``Replica._fold_op``, through ``Replica.fold_hook``) to check each op
         as it folds, in every fold the replica runs (live, replay, compaction): a CANCEL/AMEND of an
         order resting under another account leaves it unchanged; after a CANCEL_ALL no order of its
         account rests in its scope. ``clock()``: the true time, for the evidence."""
@@ -229,7 +229,10 @@ class Checker:
                 return trades
             return orig(books, op)
 
-        replica._fold_op = fold_op
+        if hasattr(replica, "fold_hook"):  # a Replica (compiled or not): its hook for this
+            replica.fold_hook = fold_op
+        else:  # a stand-in fold step (tests)
+            replica._fold_op = fold_op
 
     # ---- risk -----------------------------------------------------------------------------------------
     def risk_stamped(self, node: str, op: Op, replica: Any) -> None:
