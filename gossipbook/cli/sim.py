@@ -84,9 +84,9 @@ def _config(args: argparse.Namespace) -> Any:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     check_break(args.break_name, args.mode)
-    if args.members and args.mode != "eventual":
-        raise UsageError("--members runs in eventual mode only (strong mode's membership changes are not "
-                         "built yet: docs/operations.md, \"Changing membership\")")
+    if args.members and args.shards != 1:
+        raise UsageError("--members with --shards: strong-mode membership changes are for one group only "
+                         "(docs/operations.md, \"Strong mode\")")
     if args.shards != 1 and (args.mode != "strong" or not 1 <= args.shards <= 64):
         raise UsageError("--shards is 1 to 64 sequencer groups, with --mode strong")
     if args.break_name == "shared-term" and args.shards < 2:

@@ -620,6 +620,10 @@ class Sequencer:
             conf = c
         return conf
 
+    def conf_indices(self) -> list[int]:
+        """The log indices of the configuration entries held after the snapshot (checkers read them)."""
+        return [i for i, _c in self._confs]
+
     def conf_pending(self) -> bool:
         """A configuration entry is appended here and not yet committed."""
         return self.conf.index > self.commit_index

@@ -556,8 +556,8 @@ class StrongNodeCore:
         """Leader: propose the promotion of a learner that has caught up (``strong_members.py`` says
         why the bound is one pipeline window), one change at a time."""
         seq = self.seq
-        if seq.role is not LEADER or seq.conf_pending() or not seq.conf.learners:
-            return
+        if seq.role is not LEADER or not seq.conf.learners:
+            return  # (a change in flight is the sequencer's to refuse: one rule, in one place)
         cfg = self.config.sequencer
         prog = seq.progress()
         ready = strong_members.caught_up({m: p[0] for m, p in prog.items()},
@@ -568,7 +568,9 @@ class StrongNodeCore:
         ch = strong_members.ConfChange(strong_members.PROMOTE, ready[0])
         target, side = strong_members.op_fields(ch)
         ts = self.hlc.now(max(now, self.replica.last_stamp.wall))
-        op = Op(ts.wall, ts.logical, self.node_id, seq.last_index + 1, MEMBER, "", target, side, 0, 0, 0, "", OPERATOR)
+        index = seq.last_index + 1  # (a request id of its own: the fold and the checkers key entries by it)
+        op = Op(ts.wall, ts.logical, self.node_id, index, MEMBER, "", target, side, 0, 0, 0,
+                f"promote-{ch.member}-{seq.term}-{index}"[:64], OPERATOR)
         try:
             seq.submit(op, now)
         except UsageError:  # not yet (no commit in this term, handing over): the next tick tries again

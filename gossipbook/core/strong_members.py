@@ -115,6 +115,8 @@ class Conf:
         if ch.kind not in KINDS or not name_ok(m):
             return f"bad configuration change {ch.kind} {m[:64]!r}"
         if m in self.removed:
+            if ch.kind == REMOVE:
+                return f"{m} is already removed (epoch {self.epoch})"
             return f"{m} was removed (epoch {self.epoch}) and ids are never reused; add the new host under another id"
         if ch.kind == LEARNER:
             if not addr_ok(ch.addr):

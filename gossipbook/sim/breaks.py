@@ -75,8 +75,8 @@ BREAKS: dict[str, str] = {
 }
 #: breaks that need the risk workload (the simulator turns it on for them)
 RISK_BREAKS: frozenset[str] = frozenset({"no-escrow", "no-risk-check"})
-#: breaks that need the membership nemesis (members.py)
-MEMBER_BREAKS: frozenset[str] = frozenset({"no-fence"})
+#: breaks that need the membership nemesis (members.py; strong_members.py for joint-majority-skip)
+MEMBER_BREAKS: frozenset[str] = frozenset({"no-fence", "joint-majority-skip"})
 #: breaks that patch the core in either mode
 BOTH_MODES: frozenset[str] = frozenset({"no-owner-check", "no-stp", "no-risk-check"})
 
@@ -86,6 +86,8 @@ STRONG_BREAKS: dict[str, str] = {
     "commit-without-majority": "the leader commits what it has without counting replicas",
     "no-term-check": "messages from older terms are handled as current (a deposed leader keeps going)",
     "commit-old-term": "the leader commits an older term's entry by counting it (Raft paper figure 8)",
+    "joint-majority-skip": "a leader appends a membership change while another is uncommitted (two at once; "
+                           "needs --members)",
 }
 #: strong mode with --shards: ``ShardedStrongCore(breaks=...)`` (core/shards.py), not the sequencer's
 SHARDED_BREAKS: dict[str, str] = {

@@ -73,6 +73,7 @@ from .members import MembersDriver, MembersNemesis
 from .nemesis import FAULTS, Action, FaultPlan, Schedule, leader_schedule, random_schedule
 from .network import LinkFaults, Network, partition_links
 from .strong_check import StrongChecker
+from .strong_members import StrongMembersDriver, StrongMembersNemesis
 from .workload import Request, Workload
 
 DELIVER, WAKE, NEMESIS, ARRIVAL, RETRY, CHECK, PHASE, ADMIN, MEMBERS = range(9)
@@ -217,9 +218,12 @@ class Simulation:
         #: killed for good leave it: ``gone``); ``file_ids`` what the original nodes' files list
         self.file_ids = list(self.ids)
         self.gone: set[str] = set()
-        self.members = (MembersDriver(MembersNemesis(streams["members"], self.ids, self.end_safety - T0,
-                                                     zombie="skew" not in self.plan.active()), MEMBERS)
-                        if cfg.members and cfg.mode == "eventual" else None)
+        self.members: Any = (MembersDriver(MembersNemesis(streams["members"], self.ids, self.end_safety - T0,
+                                                          zombie="skew" not in self.plan.active()), MEMBERS)
+                             if cfg.members and cfg.mode == "eventual" else None)
+        if cfg.members and cfg.mode == "strong":  # strong_members.py: changes through the sequencer's log
+            self.members = StrongMembersDriver(StrongMembersNemesis(streams["members"], self.ids,
+                                                                    self.end_safety - T0), MEMBERS)
         self.net.faults = LinkFaults(self.plan.loss, self.plan.dup, self.plan.reorder,
                                      self.plan.reorder_max_ms * MS)
         self._part_rng = streams["partition"]
@@ -372,11 +376,12 @@ class Simulation:
         def folded(index: int, op: Op | None, out: Any) -> None:
             sc.folded(node.id, index, op, out, self.now)
 
+        members, joining = (self.ids, False) if self.members is None else self.members.boot_args(node.id, self.file_ids)
         try:
-            node.core = StrongNodeCore(node.id, self.ids, self.venue, random.Random(self._core_rng.getrandbits(64)),
+            node.core = StrongNodeCore(node.id, members, self.venue, random.Random(self._core_rng.getrandbits(64)),
                                        self.strong_config, persisted=disk.seq,
                                        incarnation=max(disk.incarnation + 1, now // MS), on_fold=folded,
-                                       handed=disk.handed)
+                                       handed=disk.handed, joining=joining)
         except Exception as e:  # noqa: BLE001 - a core bug: report it, keep simulating
             self._core_error(node, t, e)
             return
@@ -410,7 +415,7 @@ class Simulation:
         now = node.clock.read(t)
         rep = core.replica
         strong = self.strong
-        if self.members is not None:
+        if self.members is not None and not strong:
             self.members.voters_at[node.id] = set(rep.voters())  # what an ack this step is judged by
         hlc = core.hlc if strong else rep.hlc
         before = (hlc.wall, hlc.logical)
@@ -528,6 +533,8 @@ class Simulation:
         if evs:
             sc.events(node.id, evs, t)
             self._hash_events(node.id, t, evs)
+        if self.members is not None:
+            self.members.after_flush(self, node, t)
         fold = core.replica
         if fold.index != node.folded_at:  # the digest costs a pass over the books: once per index
             node.folded_at = fold.index
@@ -880,6 +887,8 @@ class Simulation:
                 f"{n}: {self.nodes[n].core.seq.role} term {self.nodes[n].core.seq.term} "
                 f"leader {self.nodes[n].core.seq.leader()} commit {self.nodes[n].core.seq.commit_index} "
                 f"folded {f.index} waiting {len(self.nodes[n].core._waits)}" for n, f in folds.items())
+        if self.members is not None:
+            self.members.finish(self, t)
         self.checker.liveness(self.heal_t or t, self.converged_t, self.converged_t, bound, digests, False, t, detail)
         self.end_t = t
 

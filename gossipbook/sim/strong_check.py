@@ -29,8 +29,12 @@ and time that first folded it) and holds every replica to it:
   order placed at a lower index than a mass cancel of its account (in scope) it has folded
   (``mass_cancel_missed``).
 
-It shares ``Checker``'s violation registry (``checker.KINDS``), so results read the same in both
-modes. Plain data in, violations out: ``tests/sim/test_strong_check.py`` feeds it fabricated
+- at most one leader per term (``two_leaders``: every ``RoleChanged`` to leader is reported here),
+  across configuration changes too; membership changes add ``conf_two_pending``, ``conf_diverged``
+  (``strong_members.py``).
+
+It shares ``Checker``'s violation registry (``checker.KINDS``, to which it adds its own kinds), so
+results read the same in both modes. Plain data in, violations out: ``tests/sim/test_strong_check.py`` feeds it fabricated
 histories.
 """
 
@@ -42,9 +46,17 @@ from typing import Any
 
 from ..core.ops import AMEND, CANCEL, CANCEL_ALL, NEW, Op, TradeExecuted, parse_order_id
 from ..core.risk import COUNTER_NAMES, HALT, LIMIT, LONG, NOTIONAL, OPEN_BUY, OPEN_SELL, SHORT, counters_of
+from ..core.sequencer import LEADER, RoleChanged
 from ..core.wire import trade_row
-from .checker import Checker
+from .checker import KINDS, Checker
 from .clock import SEC, T0
+
+for _kind, _what in {
+    "two_leaders": "strong: two nodes led the same term (of one sequencer group)",
+    "conf_two_pending": "strong: a log gained a configuration entry while an earlier one was uncommitted there",
+    "conf_diverged": "strong: nodes of the cluster ended with different configurations",
+}.items():
+    KINDS.setdefault(_kind, _what)
 
 
 def _rows(trades: Iterable[Any]) -> list[list[Any]]:
@@ -78,6 +90,7 @@ class StrongChecker:
     digest_at: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (digest, node)
     live: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # node -> trade id -> row (this life)
     trades: dict[str, tuple[list[Any], str]] = field(default_factory=dict)  # trade id -> (row, node)
+    leaders: dict[int, str] = field(default_factory=dict)  # term -> the node that led it
     acks: dict[str, tuple[str, str, list[list[Any]], int]] = field(default_factory=dict)
     refused: dict[str, tuple[str, int]] = field(default_factory=dict)  # req -> (node, t): "no quorum"
     received: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # req -> (node, t) per copy
@@ -131,6 +144,11 @@ class StrongChecker:
     def events(self, node: str, evs: Iterable[Any], t: int) -> None:
         live = self.live.setdefault(node, {})
         for ev in evs:
+            if type(ev) is RoleChanged and ev.role is LEADER:  # (a shard's are ShardRoleChanged: its own terms)
+                other = self.leaders.setdefault(ev.term, node)
+                if other != node:
+                    self.violation("two_leaders", node, t, f"{node} and {other} both led term {ev.term}")
+                continue
             if type(ev) is not TradeExecuted:
                 continue
             self.base.self_trade(node, ev.trade, t)
