@@ -44,15 +44,15 @@ def _cli(args: list[str], pure: bool) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _py(code: str, pure: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+def _py(code: str, pure: bool = False, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], env=_env(pure, **env), capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=cwd)
 
 
 @needs_build
 @pytest.mark.parametrize("mode", ["eventual", "strong"])
 def test_the_compiled_and_pure_builds_give_the_same_trace_hashes(mode: str) -> None:
-    args = [*SIM, "--mode", mode, "--seeds", "2"]
+    args = [*SIM, "--mode", mode, "--seeds", "4"]
     procs = {pure: _cli(args, pure) for pure in (False, True)}  # both at once: 2 cores
     runs = {}
     for pure, p in procs.items():
@@ -60,7 +60,7 @@ def test_the_compiled_and_pure_builds_give_the_same_trace_hashes(mode: str) -> N
         assert p.returncode == 0, err[-2000:]
         runs[pure] = json.loads(out)
     hashes = {pure: [r["trace_hash"] for r in run["results"]] for pure, run in runs.items()}
-    assert len(hashes[False]) == 2 and all(hashes[False])
+    assert len(hashes[False]) == 4 and all(hashes[False])
     assert hashes[False] == hashes[True]
     # and they are different runs of the same thing, not one build twice
     assert runs[False]["results"][0]["counters"] == runs[True]["results"][0]["counters"]
@@ -82,7 +82,7 @@ def test_a_stale_build_is_not_used(tmp_path: Path) -> None:
     book.write_text(book.read_text() + "\nEDITED_AFTER_THE_BUILD = True\n")
     code = ("import gossipbook, gossipbook.core.book as b; from gossipbook.core.replica import Replica; "
             "r = Replica('n1'); print(gossipbook.compiled(), b.EDITED_AFTER_THE_BUILD, r.digest() != '')")
-    p = _py(code, PYTHONPATH=str(tmp_path))
+    p = _py(code, cwd=tmp_path, PYTHONPATH=str(tmp_path))  # (``-c`` puts the cwd first on sys.path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["False", "True", "True"]
     lines = p.stderr.strip().splitlines()
