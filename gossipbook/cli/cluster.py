@@ -273,8 +273,13 @@ def run_remove(args: argparse.Namespace) -> int:
         print(json.dumps({"removed": names, "via": via, "config": conf,
                           **({"written": dropped} if dropped is not None else {})}, indent=2))
         return 0
-    fences = ", ".join(f"{m}'s above seq {conf.get('fences', {}).get(m, '?')}" for m in names)
     roles = ", ".join(f"{m} {r}" for m, r in sorted(conf.get("roles", {}).items()))
+    if "index" in conf:  # strong mode: a configuration entry in the sequencer's log, no fences
+        print(f"removed {', '.join(names)} through {via}: configuration epoch {conf.get('epoch', '?')} (log index "
+              f"{conf['index']}): {roles}. Stop {', '.join(names)} now if it still runs (a removed follower "
+              f"is not told; a removed leader has handed over)")
+        return 0
+    fences = ", ".join(f"{m}'s above seq {conf.get('fences', {}).get(m, '?')}" for m in names)
     print(f"removed {', '.join(names)} through {via}: ops refused on every replica: {fences}; "
           f"configuration epoch {conf.get('epoch', '?')}: {roles}")
     if dropped is not None:

@@ -418,6 +418,7 @@ class _Progress:
     acked: bool = False  # a success since the last heartbeat
     sent_commit: int = 0  # the commit index we last told it
     snapshot_at: int | None = None  # when we last sent it the snapshot
+    heard: int = 0  # when it last answered us (``last_ack`` starts at "now" for the quorum check; this at 0)
 
 
 @dataclass(slots=True)
@@ -632,8 +633,9 @@ class Sequencer:
         return self.node_id in self.conf.voters
 
     def progress(self) -> dict[str, tuple[int, int]]:
-        """Leader: each follower's ``(match_index, last_ack)`` (learners included)."""
-        return {p: (pr.match_index, pr.last_ack) for p, pr in self._progress.items()}
+        """Leader: each follower's ``(match_index, when it last answered)`` (learners included; 0:
+        never, in this term)."""
+        return {p: (pr.match_index, pr.heard) for p, pr in self._progress.items()}
 
     def term_at(self, index: int) -> int | None:
         """The term of the entry at ``index``; None if compacted away or beyond the log."""
@@ -1107,6 +1109,7 @@ class Sequencer:
             return
         pr = self._progress[src]
         pr.last_ack = max(pr.last_ack, now)
+        pr.heard = max(pr.heard, now)
         index = min(msg.index, self.last_index)
         if msg.success:
             if index > pr.match_index:

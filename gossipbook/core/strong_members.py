@@ -262,8 +262,9 @@ def status(conf: Conf, committed: bool, prev: Conf | None, commit_index: int) ->
 
 def caught_up(match: Mapping[str, int], acked: Mapping[str, bool], learners: Iterable[str], commit: int,
               lag: int) -> list[str]:
-    """Learners within ``lag`` entries of ``commit`` that answered lately: ready to vote."""
-    return sorted(m for m in learners if acked.get(m) and match.get(m, 0) >= commit - lag)
+    """Learners that answered lately and hold the log to within ``lag`` entries of ``commit`` (and
+    hold something: a learner that never answered is never promoted, however short the log)."""
+    return sorted(m for m in learners if acked.get(m) and 0 < match.get(m, 0) and match[m] >= commit - lag)
 
 
 __all__ = ["KINDS", "LEARNER", "MAGIC", "PROMOTE", "REMOVE", "Conf", "ConfChange", "Refused", "caught_up",

@@ -109,6 +109,8 @@ class NodeRunner:
         rng = random.Random(seed if seed is not None else time.time_ns())
         incarnation = max(incarnation or 0, time.time_ns() // 1_000_000)
         self.strong = cfg.mode == "strong"
+        self._join = join or self.entry.join  # strong: an added node starts as a learner (strong_members.py)
+        self._strong_conf: tuple[int, bool] = (0, False)  # strong: the (epoch, committed) peer_addr follows
         # strong, per shard: deltas the disk refused (retried first), handed-over request ids not yet written
         self._seq_unwritten: list[list[PersistDelta]] = [[] for _ in range(max(1, len(cfg.shards)))]
         self._handed_unwritten: list[list[str]] = [[] for _ in range(max(1, len(cfg.shards)))]
@@ -203,9 +205,10 @@ class NodeRunner:
         elif cfg.shards:
             return self._sharded_core(rng, incarnation)
         conf = StrongConfig(max_offset_ns=cfg.max_offset_ns, membership=cfg.membership)
-        try:
-            return StrongNodeCore(self.node_id, cfg.ids, self.venue, rng, conf, persisted=persisted,
-                                  incarnation=incarnation, handed=st.handed if st is not None else ())
+        try:  # the initial configuration: the file's nodes less those added at run time (join = true)
+            return StrongNodeCore(self.node_id, [n.id for n in cfg.nodes if not n.join], self.venue, rng, conf,
+                                  persisted=persisted, incarnation=incarnation,
+                                  handed=st.handed if st is not None else (), joining=self._join)
         except ValueError as e:  # the sequencer refused what the disk holds
             raise UsageError(f"data dir {st.path if st else '?'}: {e}") from None
 
@@ -504,6 +507,8 @@ class NodeRunner:
         events = core.events()
         if not self.strong and core.replica.config.epoch != self._epoch:
             self._follow_config()
+        elif isinstance(core, StrongNodeCore) and (core.seq.conf.epoch, core.seq.conf_pending()) != self._strong_conf:
+            self._follow_strong_config(core)
         for ev in events:  # after sending: logging is slow, and nothing here waits for it
             if type(ev) is TradeRevised:
                 revised.append(ev)
@@ -635,6 +640,22 @@ class NodeRunner:
             self.peer_addr[m] = (host.strip("[]"), int(port))
         if self.core.replica.removed:
             raise UsageError(f"{self.node_id} was removed from the cluster (configuration epoch {cfg.epoch}); "
+                             f"it has stopped. Its data dir is of no further use to this cluster")
+
+    def _follow_strong_config(self, core: StrongNodeCore) -> None:
+        """Strong mode's ``_follow_config``: addresses from the sequencer's configuration; a node
+        whose removal is committed here stops (strong_members.py)."""
+        conf = core.seq.conf
+        self._strong_conf = (conf.epoch, core.seq.conf_pending())
+        self.log.info("configuration epoch %d (log index %d, %s): %s", conf.epoch, conf.index,
+                      "uncommitted" if self._strong_conf[1] else "committed",
+                      ", ".join(f"{m} {r}" for m, r in core.seq.conf_status()["roles"].items()))
+        for m, addr in conf.addrs:
+            if m != self.node_id and m in conf.members:
+                host, _, port = addr.rpartition(":")
+                self.peer_addr[m] = (host.strip("[]"), int(port))
+        if core.removed:
+            raise UsageError(f"{self.node_id} was removed from the cluster (configuration epoch {conf.epoch}); "
                              f"it has stopped. Its data dir is of no further use to this cluster")
 
     def _log_revisions(self, revised: list[TradeRevised]) -> None:
