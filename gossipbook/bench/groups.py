@@ -76,6 +76,11 @@ class GroupCluster(ProcCluster):
         self.cfg = load(self.config_path)
         self.symbols = symbols
 
+    def wait_ready(self, timeout: float = 90) -> None:
+        """K groups start at once: on a loaded 2-core box 16 processes take more than the 20 s
+        ``ProcCluster`` allows one cluster."""
+        super().wait_ready(timeout)
+
 
 def _progress(pcs: list[GroupCluster], per_group: int) -> bool:
     """Every node of every group holds its group's ``per_group`` ops and has none pending."""
