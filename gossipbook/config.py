@@ -31,7 +31,7 @@ from .core.gossip import GossipConfig
 from .core.hlc import DEFAULT_MAX_OFFSET_NS
 from .core.instrument import DEFAULT_INSTRUMENT, Instrument, Venue
 from .core.membership import MembershipConfig
-from .core.node import NodeConfig
+from .core.node import ClientLimits, NodeConfig
 from .core.risk import RiskConfig
 
 MODES = ("eventual", "strong")
@@ -160,8 +160,9 @@ class ClusterConfig:
         return ShardMap(self.shards or (tuple(i.symbol for i in self.instruments),))
 
     def node_config(self) -> NodeConfig:
+        # the client cookies' key: from the OS here, never from the core's seeded rng (``ClientLimits``)
         return NodeConfig(max_offset_ns=self.max_offset_ns, gossip=self.gossip, membership=self.membership,
-                          clock=self.clock, risk=self.risk)
+                          clock=self.clock, risk=self.risk, clients=ClientLimits(cookie_secret=secrets.token_bytes(32)))
 
 
 def parse_section(cls: type, raw: Any, where: str) -> Any:

@@ -20,12 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "gossipbook"
 
 #: third-party distributions the core may import
-CORE_THIRD_PARTY = frozenset({"msgpack", "sortedcontainers", "mypy_extensions"})  # (mypyc_attr: a compile hint)
+CORE_THIRD_PARTY = frozenset({"msgpack", "msgspec", "sortedcontainers", "mypy_extensions"})  # (mypyc_attr: a compile hint)
 #: standard-library modules the core must not import: I/O, concurrency, the clock, the environment,
 #: and dynamic imports that would hide any of those from this test
 CORE_FORBIDDEN_STDLIB = frozenset({
     "time", "socket", "asyncio", "threading", "os", "select", "selectors", "subprocess", "multiprocessing",
-    "concurrent", "signal", "ssl", "socketserver", "http", "urllib", "importlib", "_thread",
+    "concurrent", "signal", "ssl", "socketserver", "http", "urllib", "importlib", "_thread", "secrets",
 })
 #: what ``gossipbook.sim`` must not import (the simulator owns time and the network)
 SIM_FORBIDDEN = frozenset({"trio", "socket", "threading", "asyncio", "_thread", "selectors", "select"})

@@ -52,7 +52,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
-import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -171,7 +170,8 @@ class ClientLimits:
     max_parked_per_account: int = 5_000
     amplification: int = 3  # reply bytes per request byte to a source that has not echoed a cookie
     cookie_rotate_ns: int = 60_000_000_000  # a cookie is good for one to two of these
-    #: keys the cookies; empty: 32 random bytes per start (the only thing here not from the inputs)
+    #: keys the cookies; empty: 32 bytes drawn from the core's seeded ``rng`` (the simulator replays a
+    #: seed bit for bit), so the shell sets it from ``secrets`` (``config.py``, ``node/runner.py``)
     cookie_secret: bytes = b""
 
     def __post_init__(self) -> None:
@@ -217,13 +217,13 @@ class ClientGate:
     per account, a reply budget for an unproven source (address-check cookies), caps on parked
     waits. Counts into ``counters`` (the core's own dict)."""
 
-    def __init__(self, node_id: str, limits: ClientLimits, counters: dict[str, int]) -> None:
+    def __init__(self, node_id: str, limits: ClientLimits, counters: dict[str, int], rng: random.Random) -> None:
         self.node_id = node_id
         self.limits = limits
         self.counters = counters
         for k in CLIENT_COUNTERS:
             counters.setdefault(k, 0)
-        self._secret = limits.cookie_secret or secrets.token_bytes(32)
+        self._secret = limits.cookie_secret or rng.randbytes(32)
         self._buckets: dict[str, list[float]] = {}  # account -> [tokens, at (ns)]
         self.now = 0
 
@@ -390,7 +390,7 @@ class NodeCore:
         self.status_info: dict[str, Any] = {}
         self.counters: dict[str, int] = {"client_submits": 0, "client_rejects": 0, "client_queries": 0,
                                          "client_retries": 0, "client_timeouts": 0, "feed_requests": 0}
-        self.gate = ClientGate(node_id, self.config.clients, self.counters)
+        self.gate = ClientGate(node_id, self.config.clients, self.counters, self.rng)
         #: pushed feeds (core/feeds.py): fed the fold's events as ``events()`` hands them out
         self.feeds = Feeds(ReplicaSource(self.replica, self.fills), self.config.feeds, self.counters)
         self._feed_at = 0  # events in ``_events`` the feeds have seen

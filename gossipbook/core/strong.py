@@ -1101,7 +1101,7 @@ def _client_gate(core: StrongNodeCore) -> ClientGate:
     gate: ClientGate | None = core.__dict__.get("_client_gate")
     if gate is None:
         limits = getattr(core.config, "clients", None) or ClientLimits()
-        gate = core.__dict__["_client_gate"] = ClientGate(core.node_id, limits, core.counters)
+        gate = core.__dict__["_client_gate"] = ClientGate(core.node_id, limits, core.counters, core.rng)
         core._waits = _ParkedWaits(core._waits)
     return gate
 

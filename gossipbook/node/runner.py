@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -106,7 +107,7 @@ class NodeRunner:
         self.storage = storage
         self.mtu = mtu
         hlc_last, incarnation = (storage.recover_state() if storage else (None, None))
-        rng = random.Random(seed if seed is not None else time.time_ns())
+        rng = random.Random(seed if seed is not None else secrets.randbits(128))  # keys strong mode's cookies too
         incarnation = max(incarnation or 0, time.time_ns() // 1_000_000)
         self.strong = cfg.mode == "strong"
         self._join = join or self.entry.join  # strong: an added node starts as a learner (strong_members.py)
