@@ -55,9 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="add two clients trading under risk limits (and a kill switch); the checker holds "
                         "the converged view to the limits (risk_exceeded)")
     p.add_argument("--members", action="store_true",
-                   help="eventual mode: the nemesis also changes membership (a dead node removed, a node added, "
-                        "a dead host replaced, a cut-off node fenced with --force); the checker holds every "
-                        "removed member's later ops out (removed_op_applied)")
+                   help="the nemesis also changes membership. Eventual: a dead node removed, a node added, "
+                        "a dead host replaced, a cut-off node fenced with --force; the checker holds every "
+                        "removed member's later ops out (removed_op_applied). Strong (one group): learners "
+                        "added and promoted, a follower and the leader removed, a host replaced; one change "
+                        "at a time in every log (conf_two_pending), one leader per term")
     p.add_argument("--jobs", type=int, default=1, help="seeds to run in parallel processes (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--trace", metavar="FILE", default=None,
