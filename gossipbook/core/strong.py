@@ -475,6 +475,7 @@ class StrongNodeCore:
                              learner=joining, admit=name_ok)
         #: why this node refuses membership changes, if it does (shards: ``ShardedStrongCore``)
         self.members_fixed: str | None = None
+        self._conf_key = (0, 0)  # the (epoch, index) of the configuration ``peers`` and SWIM follow
         self.membership = Membership(node_id, self.peers, random.Random(self.rng.random()),
                                      self.config.membership, incarnation=incarnation, venue=self.venue)
         self.clock = ClockSync()
@@ -664,6 +665,9 @@ class StrongNodeCore:
                 break
             for ev in evs:
                 self._handle(ev, now)
+        conf = self.seq.conf
+        if (conf.epoch, conf.index) != self._conf_key:
+            self._follow_conf()
         r = self.replica
         if r.index - self.seq.snapshot_index >= self.config.compact_every and r.index == self.seq.commit_index:
             self.seq.compact(r.index, r.to_bytes())
@@ -703,6 +707,22 @@ class StrongNodeCore:
                 w.index = w.term = 0
                 self.counters["resubmitted"] += 1
                 self._route(w, now)
+
+    def _follow_conf(self) -> None:
+        """Peers (and SWIM's probe list, for ``status``) follow the sequencer's configuration in
+        force: an added learner is probed and its probes answered; a removed id, or one whose add was
+        truncated, is forgotten."""
+        conf = self.seq.conf
+        self._conf_key = (conf.epoch, conf.index)
+        want = conf.members - {self.node_id}
+        for m in [p for p in self.peers if p not in want]:
+            self.peers.remove(m)
+            if self._own_membership:
+                self.membership.remove_member(m)
+        for m in sorted(want - set(self.peers)):
+            self.peers.append(m)
+            if self._own_membership:
+                self.membership.add_member(m)
 
     def _snapshot_ok(self, index: int, data: bytes) -> bool:
         """Whether the fold can install this snapshot (the sequencer asks before adopting one)."""
