@@ -3,7 +3,7 @@
 ``python -m gossipbook.bench.groups --nodes 4 --groups 1,2`` runs, for each K, K eventual-mode
 clusters of ``--nodes`` node processes each at the same time on this host (each cluster its own
 name, peer key and loopback ports: nothing is shared but the machine), the bench's 4 instruments
-dealt round robin among them (``ShardMap.round_robin``; K = 1 is today's single cluster, the
+(``--instruments``) dealt round robin among them (``ShardMap.round_robin``; K = 1 is today's single cluster, the
 baseline, measured in the same run). It is the "one node process per instrument group" design of
 issue 21: a host that runs one node of every group puts K single-threaded processes on its cores,
 and an op costs only the processes of its own group.
@@ -45,8 +45,13 @@ from ..core.shards import ShardMap
 from .procs import ProcCluster, cluster_text
 from .split import timed_floor
 
-#: the bench's instruments (the default one's rules); K groups hold them round robin
+#: the bench's instruments by default (the default one's rules); K groups hold them round robin
 SYMBOLS = ("GBX", "GBX2", "GBX3", "GBX4")
+
+
+def symbols(n: int) -> tuple[str, ...]:
+    """``n`` instruments, ``GBX``, ``GBX2``, ... (``--instruments``: K can be at most ``n``)."""
+    return ("GBX",) + tuple(f"GBX{i}" for i in range(2, n + 1))
 CORES = (2, 4, 8, 16)
 
 
@@ -99,13 +104,13 @@ def _cpu(pcs: list[GroupCluster]) -> float | None:
 
 
 def run_groups(k: int, nodes: int = 4, ops: int = 3000, timeout_s: float = 60,
-               start_s: float | None = None) -> dict[str, Any]:
+               start_s: float | None = None, instruments: int = len(SYMBOLS)) -> dict[str, Any]:
     """K clusters of ``nodes`` side by side, every node stamping ``ops // k`` orders from the same
     instant, ``start_s`` after the processes are launched (default 3 s + 1 s per process; a start
     missed because the groups were not all ready is run again with twice the lead, and
     ``late_start`` says if it was missed again); what each group held, and the totals."""
     start_s = start_s if start_s is not None else 3.0 + 1.0 * nodes * k
-    smap = ShardMap.round_robin(SYMBOLS, k)
+    smap = ShardMap.round_robin(symbols(instruments), k)
     per_node = max(1, ops // k)
     per_group = per_node * nodes
     for lead in (start_s, 2 * start_s):  # a start missed (a loaded box) is run again, once, later
@@ -174,11 +179,12 @@ def estimate(cpu_1: float, cpu_k: float, k: int) -> dict[str, float]:
     return {f"C={c}": round(min(k, c) * cpu_1 / cpu_k, 2) for c in CORES}
 
 
-def run(ks: list[int], nodes: int = 4, ops: int = 3000, rounds: int = 1, timeout_s: float = 60) -> dict[str, Any]:
+def run(ks: list[int], nodes: int = 4, ops: int = 3000, rounds: int = 1, timeout_s: float = 60,
+        instruments: int = len(SYMBOLS)) -> dict[str, Any]:
     """``rounds`` passes over ``ks`` (alternating, so a change in the machine's load hits every K
     alike); per K the median of its rounds, its ratio to K = 1 and the estimate per core count."""
     floor = timed_floor(4000, 3)
-    runs = [run_groups(k, nodes, ops, timeout_s) for _ in range(rounds) for k in ks]
+    runs = [run_groups(k, nodes, ops, timeout_s, instruments=instruments) for _ in range(rounds) for k in ks]
     out: dict[str, Any] = {"floor_cpu_us_per_op": round(floor["decode_us_per_op"] + floor["fold_us_per_op"], 2),
                            "floor": floor, "runs": runs, "by_k": {}}
     for k in ks:
@@ -210,13 +216,14 @@ def table(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def parse_groups(text: str) -> list[int]:
+def parse_groups(text: str, instruments: int = len(SYMBOLS)) -> list[int]:
     try:
         ks = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise SystemExit(f"--groups wants numbers like 1,2, not {text!r}") from None
-    if not ks or not all(1 <= k <= len(SYMBOLS) for k in ks):
-        raise SystemExit(f"--groups: each K from 1 to {len(SYMBOLS)} (the bench trades {len(SYMBOLS)} instruments)")
+    if not ks or not all(1 <= k <= instruments for k in ks):
+        raise SystemExit(f"--groups: each K from 1 to {instruments} (the bench trades {instruments} instruments: "
+                         "raise --instruments)")
     return ks
 
 
@@ -227,11 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", type=int, default=3000, help="orders each node stamps, split over the K groups")
     p.add_argument("--rounds", type=int, default=1, help="passes over the K values, alternating (default 1)")
     p.add_argument("--timeout", type=float, default=60, help="seconds a K may run at most (default 60)")
+    p.add_argument("--instruments", type=int, default=len(SYMBOLS), help="instruments dealt to the groups (default 4)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    if not 2 <= a.nodes <= 8 or not 1 <= a.ops <= 1_000_000 or not 1 <= a.rounds <= 20 or not 0 < a.timeout <= 600:
-        raise SystemExit("--nodes 2-8, --ops 1-1000000, --rounds 1-20, --timeout up to 600 s")
-    res = run(parse_groups(a.groups), a.nodes, a.ops, a.rounds, a.timeout)
+    if (not 2 <= a.nodes <= 8 or not 1 <= a.ops <= 1_000_000 or not 1 <= a.rounds <= 20 or not 0 < a.timeout <= 600
+            or not 1 <= a.instruments <= 64):
+        raise SystemExit("--nodes 2-8, --ops 1-1000000, --rounds 1-20, --timeout up to 600 s, --instruments 1-64")
+    res = run(parse_groups(a.groups, a.instruments), a.nodes, a.ops, a.rounds, a.timeout, a.instruments)
     print(json.dumps(res, indent=2) if a.json else "\n".join(table(res)))
     return 0 if all(r["complete"] for r in res["runs"]) else 1
 

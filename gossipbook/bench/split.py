@@ -13,7 +13,9 @@ matching, and the replica's bookkeeping per op (which would split with the op-se
 instrument group kept its own). The rest (receive, decode, authenticate, dedupe, HLC, gossip,
 encode, send, timers) happens once per datagram or per node, whichever instrument an op is for.
 Which build folds (compiled with mypyc, or pure Python: ``GOSSIPBOOK_PURE=1``) is reported,
-since the compiled build shrinks exactly the per-instrument share.
+since the compiled build shrinks exactly the per-instrument share. cProfile sees a compiled
+module's methods as builtins: those of its classes are counted for their module's kind; its
+module-level functions still count for their callers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import cProfile
 import json
 import os
 import pstats
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,12 +57,40 @@ BENCH = ("gossipbook/workload/", "/random.py", "/json/")
 PROBE = ("digest", "status", "_query")
 
 
+def _compiled_classes() -> dict[str, str]:
+    """Class name -> kind, for the classes of the modules a compiled build compiles: cProfile shows
+    their methods as builtins (``<method 'receive' of 'Replica' objects>``), which would otherwise
+    count for their callers and hide the fold."""
+    from .._compiled import COMPILED, _source
+
+    out: dict[str, str] = {}
+    for mod in COMPILED:
+        kind = next((k for k, frags in KINDS.items() if any(_source(mod).endswith(f.rpartition("/")[2]) and
+                                                                 f.startswith("gossipbook/") for f in frags)), "other")
+        try:
+            text = Path(_source(mod)).read_text()
+        except OSError:
+            continue
+        out.update((m.group(1), kind) for m in re.finditer(r"^class (\w+)", text, re.M))
+    return out
+
+
+_CLASSES: dict[str, str] | None = None
+
+
 def _kind_of(func: tuple[str, int, str]) -> str | None:
     """The kind of a profiled function, or None for a builtin that counts for its callers."""
+    global _CLASSES
     path, _line, name = func
     if path == "~":
         if any(f in name for f in STARTUP_BUILTINS):
             return "startup"
+        m = re.search(r"of '(\w+)' objects", name)
+        if m:
+            if _CLASSES is None:
+                _CLASSES = _compiled_classes()
+            if m.group(1) in _CLASSES:
+                return _CLASSES[m.group(1)]
         for frag, kind in BUILTIN_KINDS:
             if frag in name and (kind != "idle" or "epoll" in name or "select" in name):
                 return kind
