@@ -299,30 +299,49 @@ class NodeRunner:
             await trio.sleep(0.001 if rate else 0)
 
     async def _loop(self) -> None:
+        """Wait for datagrams or the core's next deadline, whichever comes first; handle, tick, flush.
+
+        The wait runs in one cancel scope that lasts until a deadline passes, its deadline moved
+        only when the core's next deadline changes: a cancel scope per wakeup (``move_on_after``)
+        cost more than the wait itself (docs/performance.md). Nothing between two waits yields to
+        trio (``Endpoint.send_all`` shields its rare wait for a full buffer), so the scope's
+        cancellation can only land in the wait, never halfway through a flush."""
         core, ep = self.core, self.endpoint
         assert ep is not None
         core.tick(self.clock())
         await self._flush()
         while True:
-            now = self.clock()
-            wait_s = max(0.0, (core.next_deadline() - now) / 1e9)
-            burst: list[tuple[bytes, Addr]] = []
-            if wait_s > 0:
-                with trio.move_on_after(wait_s):
-                    burst = await ep.recv_burst()
-            else:  # a timer is due: still take what is queued, so input is never starved
-                await trio.lowlevel.checkpoint()
-                burst = ep.drain()
-            now = self.clock()
-            woke = time.monotonic_ns() if self.stages is not None else 0
-            stamps = ep.rx_stamps if ep.rx_timestamps and burst else [0] * len(burst)  # (set by that drain)
+            with trio.CancelScope() as timer:
+                set_for = None  # the core deadline (node clock, ns) the scope's deadline stands for
+                while True:
+                    now = self.clock()
+                    due = core.next_deadline()
+                    if due <= now:
+                        break  # a timer is due
+                    if due != set_for:
+                        timer.deadline = trio.current_time() + (due - now) / 1e9
+                        set_for = due
+                    await ep.wait_readable()
+                    await self._iteration(ep.drain())
+            # a deadline passed (or was due): still take what is queued, so input is never starved
+            await trio.lowlevel.checkpoint()
+            await self._iteration(ep.drain())
+
+    async def _iteration(self, burst: list[tuple[bytes, Addr]]) -> None:
+        """Handle one drained burst, tick if a deadline is due, flush."""
+        core, ep = self.core, self.endpoint
+        assert ep is not None
+        now = self.clock()
+        woke = time.monotonic_ns() if self.stages is not None else 0
+        if burst:
+            stamps = ep.rx_stamps if ep.rx_timestamps else [0] * len(burst)  # (set by that drain)
             for (data, addr), rx in zip(burst, stamps, strict=True):
                 self._handle(data, addr, now, rx)
-            if woke:
-                self._burst_at = (woke, time.monotonic_ns())
-            if now >= core.next_deadline():
-                core.tick(now)
-            await self._flush()
+        if woke:
+            self._burst_at = (woke, time.monotonic_ns())
+        if now >= core.next_deadline():
+            core.tick(now)
+        await self._flush()
 
     # ---- input -------------------------------------------------------------------------------------
     def _drop(self, reason: str) -> None:

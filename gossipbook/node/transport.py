@@ -171,10 +171,18 @@ class Endpoint:
         self.counters["bytes_out"] += len(data)
         return True
 
+    async def wait_readable(self) -> None:
+        """Until a datagram is queued (``drain`` then takes it)."""
+        await trio.lowlevel.wait_readable(self.sock)
+
     async def send_all(self, items: Iterable[tuple[bytes, Addr]]) -> None:
+        """Send each datagram; a full kernel buffer is waited on once (50 ms at most), then the
+        datagram is dropped and counted. Without a full buffer this never yields to trio. The wait
+        is shielded: a node's loop keeps one cancel scope across iterations whose deadline is its
+        next timer (``NodeRunner._loop``), and a timer falling due must not cut a flush in half."""
         for data, addr in items:
             if not self.send_now(data, addr):
-                with trio.move_on_after(0.05):
+                with trio.CancelScope(deadline=trio.current_time() + 0.05, shield=True):
                     await trio.lowlevel.wait_writable(self.sock)
                 if not self.send_now(data, addr):
                     self.counters["send_dropped_full"] += 1
