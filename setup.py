@@ -52,7 +52,8 @@ class BuildExt(build_ext):
         except Exception as e:  # no compiler, no headers, a mypyc error: pure Python it is
             for f in super().get_outputs():  # a half-built set would not import: none at all
                 Path(f).unlink(missing_ok=True)
-            _say(f"compiling failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            why = (str(e).splitlines() or [""])[0]
+            _say(f"compiling failed ({type(e).__name__}: {why[:120]}{'…' if len(why) > 120 else ''}); "
                  "installing pure Python")
             self.extensions = []
             return
