@@ -67,3 +67,13 @@ def test_split_counts_the_book_as_per_instrument_and_builtins_for_their_caller()
     assert s["share"]["book"] > 0.8, s
     assert s["per_instrument"] == s["share"]["book"] + s["share"].get("fold", 0)
     assert 1 < s["amdahl"]["C=2"] <= 2 and s["amdahl"]["C=2"] < s["amdahl"]["C=16"]
+
+
+def test_split_counts_a_compiled_classes_methods_for_their_module() -> None:
+    from gossipbook.bench.split import _kind_of
+
+    # how cProfile names a mypyc-compiled method: a builtin, which would otherwise go to its caller
+    assert _kind_of(("~", 0, "<method 'receive' of 'Replica' objects>")) == "fold"
+    assert _kind_of(("~", 0, "<method 'submit' of 'Book' objects>")) == "book"
+    assert _kind_of(("~", 0, "<method 'get' of 'dict' objects>")) is None  # counts for its caller
+    assert _kind_of(("~", 0, "<method 'poll' of 'select.epoll' objects>")) == "idle"
