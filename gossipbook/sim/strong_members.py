@@ -28,7 +28,7 @@ leader per term; ``lost_ack``: no acknowledged request lost, the operator's incl
   entry in that log is committed there (the one-at-a-time rule, seen from every log: a leader
   appends a change only once the previous one committed, and the message that carries the new one
   carries a commit index covering the old one). ``--break joint-majority-skip`` breaks it.
-- ``conf_diverged``: at the end, every node of the cluster holds one configuration;
+- ``conf_diverged``: at the end, every node of the cluster holds one committed configuration;
 - ``membership_stalled``: every command was acknowledged by the end of the liveness phase, and
   every added node became a voter.
 """
@@ -186,6 +186,7 @@ class StrongMembersDriver:
         self.voters_at: dict[str, set[str]] = {}  # (eventual mode's; unused here)
         #: node -> (its boot count, the configuration entries its log held after its last step)
         self.confs_seen: dict[str, tuple[int, set[int]]] = {}
+        self.committed_epoch = 0  # the latest configuration epoch a leader committed
 
     # ---- scheduling ---------------------------------------------------------------------------------
     def start(self, sim: Any, t0: int) -> None:
@@ -305,9 +306,11 @@ class StrongMembersDriver:
         return file_ids, node not in file_ids
 
     def expected_refusal(self, reason: str, sender: str) -> bool:
-        """An added node's failure-detector probes reach nodes whose (fixed) probe list lacks it;
-        a stopped node's last messages: dropped and counted, as the shell does."""
-        if sender in self.nem.added or sender in self.nem.removed:
+        """Membership changed under the message: an added node's probes reaching a node that does
+        not hold its learner entry yet, a node being removed (forgotten where its removal is
+        appended, before the operator stops it): dropped and counted, as the shell does."""
+        leaving = {c.node for c in self.nem.commands.values() if c.kind == REMOVE}
+        if sender in self.nem.added or sender in leaving:
             self.nem.counters["removed_messages"] += 1
             return True
         return False
@@ -324,8 +327,11 @@ class StrongMembersDriver:
         now = set(seq.conf_indices())
         last = self.confs_seen.get(node.id)
         self.confs_seen[node.id] = (node.boots, now)
-        if seq.role is LEADER and seq.conf.index <= seq.commit_index:
+        if seq.role is LEADER and seq.conf.index <= seq.commit_index and seq.conf.epoch > self.committed_epoch:
+            # a change committed since convergence was judged: judge it again, with the change
+            self.committed_epoch = seq.conf.epoch
             self.nem.promoted |= seq.conf.voters
+            sim.converged_t = None
         if last is None or last[0] != node.boots:
             return  # first look after a boot: a restart's commit index is only a hint
         seen = last[1]
@@ -339,7 +345,9 @@ class StrongMembersDriver:
     def finish(self, sim: Any, t: int) -> None:
         """``conf_diverged`` and ``membership_stalled`` (see the module header)."""
         cores = {n: sim.nodes[n].core for n in sim.ids if sim.nodes[n].core is not None}
-        confs = {n: (c.seq.conf.epoch, sorted(c.seq.conf.voters), sorted(c.seq.conf.learners)) for n, c in cores.items()}
+        # the committed configuration (a leader may have appended a promotion a moment ago)
+        at = {n: c.seq.conf_at(c.seq.commit_index) for n, c in cores.items()}
+        confs = {n: (c.epoch, sorted(c.voters), sorted(c.learners)) for n, c in at.items()}
         if len(set(map(repr, confs.values()))) > 1:
             sim.checker.violation("conf_diverged", "", t, "configurations at the end: "
                                   + "; ".join(f"{n} {v}" for n, v in sorted(confs.items())))
