@@ -950,7 +950,8 @@ class Sequencer:
                 if msg.term > self.term:
                     self._become(FOLLOWER, msg.term, None)
             elif self._prevotes is not None and (msg.term == self.term + 1 or "no-term-check" in self._breaks):
-                self._prevotes.add(src)
+                if src in self.conf.voters:  # (the set stays within the voters: bounded)
+                    self._prevotes.add(src)
                 if self.conf.quorum(self._prevotes):
                     self._start_election(now)
             return
@@ -960,7 +961,8 @@ class Sequencer:
             return
         if self._stale(msg.term) or self.role is not CANDIDATE or not msg.granted:
             return
-        self._votes.add(src)
+        if src in self.conf.voters:
+            self._votes.add(src)
         if self.conf.quorum(self._votes):
             self._become_leader(now)
 
@@ -1216,7 +1218,9 @@ class Sequencer:
     def _conf_changed(self) -> None:
         """Follow the configuration in force: who we talk to, and (leader) whose progress we track."""
         conf = self.conf
-        self._known |= conf.members | conf.removed
+        # ids whose messages we take: recomputed, not accumulated (a truncated entry's id is a
+        # stranger again, so a leader appending and losing adds cannot grow this without bound)
+        self._known = set(self._initial.members) | conf.members | conf.removed | self._snap_conf.members
         self.members = tuple(sorted(conf.members | {self.node_id}))
         self.peers = tuple(m for m in self.members if m != self.node_id)
         self.majority = conf.majority
