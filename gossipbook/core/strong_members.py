@@ -253,13 +253,6 @@ def request_change(target: str, side: int, conf: Conf, me: str) -> ConfChange:
     return ch
 
 
-def status(conf: Conf, committed: bool, prev: Conf | None, commit_index: int) -> dict[str, Any]:
-    """``status()["config"]`` in strong mode: the same keys as eventual mode's where they apply
-    (epoch, roles, addresses), plus the configuration's log index and whether it is committed."""
-    return {"epoch": conf.epoch, "index": conf.index, "committed": committed, "roles": conf.roles(committed, prev),
-            "addresses": dict(conf.addrs), "fences": {}, "commit_index": commit_index}
-
-
 def caught_up(match: Mapping[str, int], acked: Mapping[str, bool], learners: Iterable[str], commit: int,
               lag: int) -> list[str]:
     """Learners that answered lately and hold the log to within ``lag`` entries of ``commit`` (and
@@ -268,4 +261,4 @@ def caught_up(match: Mapping[str, int], acked: Mapping[str, bool], learners: Ite
 
 
 __all__ = ["KINDS", "LEARNER", "MAGIC", "PROMOTE", "REMOVE", "Conf", "ConfChange", "Refused", "caught_up",
-           "change_of", "op_fields", "request_change", "status", "unwrap", "wrap"]
+           "change_of", "op_fields", "request_change", "unwrap", "wrap"]
