@@ -232,6 +232,8 @@ def strict_eq(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(strict_eq(a[k], b[k]) for k in a)
     if dataclasses.is_dataclass(a):
         return all(strict_eq(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, float) and a != a:  # NaN (a corrupted inf in a reply's loosely typed trades)
+        return b != b
     return a == b
 
 
