@@ -19,8 +19,10 @@ and tries in flight, away from a node that misses its replies; in eventual mode 
 goes to the node that stamped the order, which surely holds it); else the caller's default node.
 Every try of every request feeds ``balancer`` (sent, answered with its latency, or unanswered
 within ``retry_s``), so ``spread()`` reports per node what this client saw, balancing or not. A
-routed request whose node the balancer starts to avoid moves to another node with the same
-request id (at most one effect: docs/consistency.md, "Request ids").
+routed query, or a strong-mode submit, whose node the balancer starts to avoid moves to another node
+with the same request id (the leader's fold deduplicates it). An eventual-mode submit never moves
+once sent: its copy at a second node would be a second op, a no-op in the fold whose reply names an
+order that never rests (docs/consistency.md, "Request ids"); new requests go elsewhere instead.
 
 Feeds: ``Client.subscribe`` makes a ``Subscription``, a lease on a pushed feed at one node
 (core/feeds.py). It is renewed while its owner keeps asking for updates (``next``), resynced when a
@@ -207,9 +209,14 @@ class Client:
         if node is not None:
             return Routed(await self.request(node, msg, msg.req, timeout), node, "given", False)
         target, how = self.route(msg, default)
-        fallback = default if how in ("leader", "origin") or not self.balancing else None
+        # a hinted leader that does not answer falls back to the default node (the leader dedupes);
+        # an order's origin does not (eventual mode: the copy would be a second op, as below)
+        fallback = default if how == "leader" or not self.balancing else None
         box: list[str] = []
-        rep = await self.request(target, msg, msg.req, timeout, fallback=fallback, move=self.balancing, where=box)
+        # an eventual-mode submit stays at its node: a copy at another node is a second op (a no-op in
+        # the fold, but its reply names an order that never rests; docs/consistency.md "Request ids")
+        move = self.balancing and (self.cfg.mode == "strong" or type(msg) is not ClientSubmit)
+        rep = await self.request(target, msg, msg.req, timeout, fallback=fallback, move=move, where=box)
         last = box[-1] if box else target
         return Routed(rep, last, how, last != target)
 

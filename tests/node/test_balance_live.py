@@ -52,9 +52,11 @@ def _stop_resume(pid: int, sig: int) -> None:
 
 
 async def _paused_node_run(c: Cluster) -> dict[str, Any]:
-    """Orders one after another (two at a time) from a balancing client; n2 is paused from 2 s to
+    """Orders one after another (six at a time) from a balancing client; n2 is paused from 2 s to
     4.5 s; the run ends once n2 answered 5 orders after SIGCONT, or 8 s after it. Returns each
-    order's (send time, node) and the client's spread."""
+    order's (send time, node) and the client's spread. An eventual-mode submit never moves once sent
+    (its copy elsewhere would be a second op): the orders waiting at n2 are answered when it resumes,
+    the other loops' new orders go elsewhere once n2 is avoided."""
     cfg = load(c.config)
     pid = c.procs["n2"].pid
     log: list[tuple[float, str]] = []
@@ -67,7 +69,8 @@ async def _paused_node_run(c: Cluster) -> dict[str, Any]:
             while not done.is_set():
                 i += 1
                 t = time.monotonic() - t0
-                o = await alice.create_order("GBX", "buy" if k else "sell", "1", str(90 + (i % 5) if k else 110))
+                o = await alice.create_order("GBX", "buy" if k % 2 else "sell", "1",
+                                             str(90 + (i % 5) if k % 2 else 110))
                 log.append((t, o.node))
                 if resumed and (sum(1 for t, n in log if n == "n2" and t > resumed) >= 5
                                 or time.monotonic() - t0 > resumed + 8.0):
@@ -76,8 +79,8 @@ async def _paused_node_run(c: Cluster) -> dict[str, Any]:
 
         try:
             async with trio.open_nursery() as n:
-                n.start_soon(orders, 0)
-                n.start_soon(orders, 1)
+                for k in range(6):
+                    n.start_soon(orders, k)
                 await trio.sleep(2.0)
                 _stop_resume(pid, signal.SIGSTOP)
                 paused = time.monotonic() - t0
@@ -89,7 +92,7 @@ async def _paused_node_run(c: Cluster) -> dict[str, Any]:
         # eventual mode: a cancel goes to the node that stamped the order (the one sure to hold it)
         affinity = []
         for i in range(6):
-            o = await alice.create_order("GBX", "sell", "1", str(120 + i))
+            o = await alice.create_order("GBX", "sell", "1", str(120 + i), node=f"n{i % 3 + 1}")
             ack = await alice.cancel_order(o.id)
             affinity.append((o.id.split(":")[0], o.node, ack.node))
         return {"log": log, "paused": paused, "resumed": resumed, "spread": alice.spread(), "affinity": affinity}
