@@ -266,16 +266,17 @@ class MembersNemesis:
                 "removed": {x: c.fence for x, c in self.removed.items()}, "added": list(self.added)}
 
 
-class MembersDriver:
-    """The simulator's side of the membership nemesis: it acts on a ``Simulation`` (``sim``) through
-    a few hooks there (``cluster.py``: ``members``, ``gone``, ``file_ids``), so that file stays a
-    driver of cores and this one holds everything about membership changes."""
+class NemesisDriver:
+    """What the eventual and strong membership drivers share: scheduling the nemesis' steps, the
+    operator's command (re)sent to a node through the simulated network, a node killed for good,
+    and a new node booted with links to every other. Subclasses say where a command goes
+    (``_target``), what a step does (``_step``) and how slow a new node's links are (``_link_ns``)."""
 
-    def __init__(self, nemesis: MembersNemesis, event_kind: int) -> None:
+    command: type  # the subclass' command class (what ``on_event`` resends)
+
+    def __init__(self, nemesis: Any, event_kind: int) -> None:
         self.nem = nemesis
         self.kind = event_kind  # the simulator's event code for membership events
-        self.voters_at: dict[str, set[str]] = {}  # node -> its voters as its current step began
-        self.judged: dict[tuple[str, str, int], tuple[int, list[str]]] = {}  # (node, op id, level) -> first verdict
 
     # ---- scheduling ---------------------------------------------------------------------------------
     def start(self, sim: Any, t0: int) -> None:
@@ -283,14 +284,83 @@ class MembersDriver:
             sim._push(t0 + s.at_ns, self.kind, s)
 
     def on_event(self, sim: Any, what: Any, t: int) -> None:
-        """A scheduled ``Step``, a ``Command`` to (re)send, or ``("boot", id)``."""
-        if isinstance(what, Command):
-            self._send(sim, what, t)
-            return
+        """A scheduled step, a command to (re)send, or ``("boot", id)``."""
         if isinstance(what, tuple):
             self._boot_new(sim, what[1], t)
+        elif isinstance(what, self.command):
+            self._send(sim, what, t)
+        else:
+            self._step(sim, what, t)
+
+    def _step(self, sim: Any, s: Any, t: int) -> None:
+        raise NotImplementedError
+
+    def _kill(self, sim: Any, x: str) -> None:
+        node = sim.nodes[x]
+        node.core = None
+        node.state = "down"
+        node.inbox = []
+        node.wake_gen += 1
+        node.wake_at = -1
+        sim.gone.add(x)
+        if x in sim.ids:
+            sim.ids.remove(x)
+
+    # ---- the operator's commands --------------------------------------------------------------------
+    def _target(self, sim: Any, c: Any) -> str | None:
+        raise NotImplementedError
+
+    def _send(self, sim: Any, c: Any, t: int) -> None:
+        if c.done_at is not None:
             return
-        s: Step = what
+        from ..core.wire import encode
+        from .cluster import DELIVER, account_key
+
+        node = self._target(sim, c)
+        if node is not None:
+            c.sent += 1
+            self.nem.counters["commands_sent"] += 1
+            data = encode(c.msg(), CLIENT, sim._client_counter(CLIENT), account_key(ACCOUNT), ACCOUNT)
+            for d in sim.net.route(CLIENT, node):
+                sim._push(t + d, DELIVER, node, data, CLIENT)
+        sim._push(t + RETRY_NS, self.kind, c)
+
+    def _link_ns(self) -> int:
+        raise NotImplementedError
+
+    def _boot_new(self, sim: Any, nid: str, t: int) -> None:
+        from .cluster import SimNode
+
+        if nid in sim.nodes:
+            return
+        clock = sim.plan.clocks(self.nem.rng, [nid], sim.cfg.max_offset_ns)[nid]
+        sim.nodes[nid] = SimNode(nid, clock)
+        net = sim.net
+        for other in list(sim.nodes):
+            if other != nid:
+                for link in ((nid, other), (other, nid)):
+                    net.base[link] = self._link_ns()
+        net.base_nodes = net.base_nodes | {nid}
+        sim.ids.append(nid)
+        sim.converged_t = sim.final_t = None  # the cluster grew: convergence is judged again, with it
+        sim._boot(sim.nodes[nid], t)
+
+
+class MembersDriver(NemesisDriver):
+    """The simulator's side of the membership nemesis: it acts on a ``Simulation`` (``sim``) through
+    a few hooks there (``cluster.py``: ``members``, ``gone``, ``file_ids``), so that file stays a
+    driver of cores and this one holds everything about membership changes."""
+
+    nem: MembersNemesis
+    command = Command
+
+    def __init__(self, nemesis: MembersNemesis, event_kind: int) -> None:
+        super().__init__(nemesis, event_kind)
+        self.voters_at: dict[str, set[str]] = {}  # node -> its voters as its current step began
+        self.judged: dict[tuple[str, str, int], tuple[int, list[str]]] = {}  # (node, op id, level) -> first verdict
+
+    # ---- scheduling ---------------------------------------------------------------------------------
+    def _step(self, sim: Any, s: Step, t: int) -> None:
         sim._trace(t, f"members: {s.kind} {s.node}{' --force' if s.force else ''} ({s.scenario})")
         if s.kind == "kill":
             self._kill(sim, s.node)
@@ -334,15 +404,7 @@ class MembersDriver:
             sim.net.blocked |= self.nem.cut
 
     def _kill(self, sim: Any, x: str) -> None:
-        node = sim.nodes[x]
-        node.core = None
-        node.state = "down"
-        node.inbox = []
-        node.wake_gen += 1
-        node.wake_at = -1
-        sim.gone.add(x)
-        if x in sim.ids:
-            sim.ids.remove(x)
+        super()._kill(sim, x)
         self._void_final(sim, x)
 
     @staticmethod
@@ -363,24 +425,13 @@ class MembersDriver:
         sim._final_acks[:] = [a for a in sim._final_acks if a[1] != x]
 
     # ---- the operator's commands --------------------------------------------------------------------
-    def _send(self, sim: Any, c: Command, t: int) -> None:
-        if c.done_at is not None:
-            return
-        from ..core.wire import encode
-        from .cluster import DELIVER, account_key
-
+    def _target(self, sim: Any, c: Command) -> str | None:
         node = self.nem.pick(c, sim._up())
         if node is not None and c.kind == REMOVE and not c.zombie:  # two dead at once: one command
             fenced = sim.nodes[node].core.replica.config.fences if sim.nodes[node].core is not None else {}
             c.together = tuple(sorted(g for g in sim.gone if g != c.node and g not in fenced
                                       and g not in self.nem.removed))
-        if node is not None:
-            c.sent += 1
-            self.nem.counters["commands_sent"] += 1
-            data = encode(c.msg(), CLIENT, sim._client_counter(CLIENT), account_key(ACCOUNT), ACCOUNT)
-            for d in sim.net.route(CLIENT, node):
-                sim._push(t + d, DELIVER, node, data, CLIENT)
-        sim._push(t + RETRY_NS, self.kind, c)
+        return node
 
     def on_frame(self, sim: Any, frame: Any, t: int) -> None:
         """A reply to the operator from node ``frame.sender``."""
@@ -398,24 +449,10 @@ class MembersDriver:
             delay = 0 if sim.heal_t is not None else self.nem.rng.randint(100 * MS, 1500 * MS)
             sim._push(t + delay, self.kind, ("boot", boot))
 
-    def _boot_new(self, sim: Any, nid: str, t: int) -> None:
-        from .cluster import SimNode
-
-        if nid in sim.nodes:
-            return
-        clock = sim.plan.clocks(self.nem.rng, [nid], sim.cfg.max_offset_ns)[nid]
-        sim.nodes[nid] = SimNode(nid, clock)
-        net = sim.net
-        for other in list(sim.nodes):
-            if other != nid:
-                for link in ((nid, other), (other, nid)):
-                    r = self.nem.rng.random()
-                    net.base[link] = (self.nem.rng.randint(50_000, MS) if r < 0.8
-                                      else self.nem.rng.randint(MS, 20 * MS))
-        net.base_nodes = net.base_nodes | {nid}
-        sim.ids.append(nid)
-        sim.converged_t = sim.final_t = None  # the cluster grew: convergence is judged again, with it
-        sim._boot(sim.nodes[nid], t)
+    def _link_ns(self) -> int:
+        """Most links fast, one in five slow (as the simulator draws the first nodes')."""
+        r = self.nem.rng.random()
+        return self.nem.rng.randint(50_000, MS) if r < 0.8 else self.nem.rng.randint(MS, 20 * MS)
 
     def holders(self, sim: Any, node: Any, op: Any, level: int) -> tuple[int, list[str]]:
         """``(disks holding op, voters)`` for a ``replicated`` ack from ``node``: the majority is of

@@ -44,11 +44,9 @@ from ..core.node import E_INVALID, E_NOT_READY, E_TIMEOUT, OK
 from ..core.sequencer import LEADER
 from ..core.wire import ClientReply, ClientSubmit
 from .clock import MS, SEC
+from .members import NemesisDriver
 
-CLIENT = "opsadmin"  # the operator's sender id (members.py's: the simulator routes its replies here)
-ACCOUNT = "operator"
 SCENARIOS = ("grow", "grow2", "shrink", "remove-leader", "replace")
-RETRY_NS = 400 * MS
 MIN_VOTERS = 3
 
 
@@ -177,30 +175,21 @@ class StrongMembersNemesis:
         return {"scenarios": self.scenarios, **self.counters, "removed": sorted(self.removed), "added": list(self.added)}
 
 
-class StrongMembersDriver:
+class StrongMembersDriver(NemesisDriver):
     """The simulator's side (``cluster.py`` calls these hooks, as it does ``members.MembersDriver``'s)."""
 
+    nem: StrongMembersNemesis
+    command = Command
+
     def __init__(self, nemesis: StrongMembersNemesis, event_kind: int) -> None:
-        self.nem = nemesis
-        self.kind = event_kind
+        super().__init__(nemesis, event_kind)
         self.voters_at: dict[str, set[str]] = {}  # (eventual mode's; unused here)
         #: node -> (its boot count, the configuration entries its log held after its last step)
         self.confs_seen: dict[str, tuple[int, set[int]]] = {}
         self.committed_epoch = 0  # the latest configuration epoch a leader committed
 
     # ---- scheduling ---------------------------------------------------------------------------------
-    def start(self, sim: Any, t0: int) -> None:
-        for s in self.nem.steps:
-            sim._push(t0 + s.at_ns, self.kind, s)
-
-    def on_event(self, sim: Any, what: Any, t: int) -> None:
-        if isinstance(what, Command):
-            self._send(sim, what, t)
-            return
-        if isinstance(what, tuple):
-            self._boot_new(sim, what[1], t)
-            return
-        s: Step = what
+    def _step(self, sim: Any, s: Step, t: int) -> None:
         if s.kind == "kill":
             sim._trace(t, f"members: kill {s.node} for good ({s.scenario})")
             self._kill(sim, s.node)
@@ -237,33 +226,10 @@ class StrongMembersDriver:
                 best = (core.seq.term, n)
         return best[1] if best else None
 
-    def _kill(self, sim: Any, x: str) -> None:
-        node = sim.nodes[x]
-        node.core = None
-        node.state = "down"
-        node.inbox = []
-        node.wake_gen += 1
-        node.wake_at = -1
-        sim.gone.add(x)
-        if x in sim.ids:
-            sim.ids.remove(x)
-
     # ---- commands -----------------------------------------------------------------------------------
-    def _send(self, sim: Any, c: Command, t: int) -> None:
-        if c.done_at is not None:
-            return
-        from ..core.wire import encode
-        from .cluster import DELIVER, account_key
-
+    def _target(self, sim: Any, c: Command) -> str | None:
         cands = sorted(n for n in sim._up() if n != c.node)
-        node = self.nem.rng.choice(cands) if cands else None
-        if node is not None:
-            c.sent += 1
-            self.nem.counters["commands_sent"] += 1
-            data = encode(c.msg(), CLIENT, sim._client_counter(CLIENT), account_key(ACCOUNT), ACCOUNT)
-            for d in sim.net.route(CLIENT, node):
-                sim._push(t + d, DELIVER, node, data, CLIENT)
-        sim._push(t + RETRY_NS, self.kind, c)
+        return self.nem.rng.choice(cands) if cands else None
 
     def on_frame(self, sim: Any, frame: Any, t: int) -> None:
         if type(frame.msg) is not ClientReply:
@@ -280,22 +246,8 @@ class StrongMembersDriver:
             self.nem.counters["stopped"] += 1
             self._kill(sim, c.node)
 
-    def _boot_new(self, sim: Any, nid: str, t: int) -> None:
-        from .cluster import SimNode
-
-        if nid in sim.nodes:
-            return
-        clock = sim.plan.clocks(self.nem.rng, [nid], sim.cfg.max_offset_ns)[nid]
-        sim.nodes[nid] = SimNode(nid, clock)
-        net = sim.net
-        for other in list(sim.nodes):
-            if other != nid:
-                for link in ((nid, other), (other, nid)):
-                    net.base[link] = self.nem.rng.randint(50_000, MS)
-        net.base_nodes = net.base_nodes | {nid}
-        sim.ids.append(nid)
-        sim.converged_t = sim.final_t = None
-        sim._boot(sim.nodes[nid], t)
+    def _link_ns(self) -> int:
+        return self.nem.rng.randint(50_000, MS)
 
     # ---- hooks --------------------------------------------------------------------------------------
     def for_clients(self, up: list[str]) -> list[str]:
