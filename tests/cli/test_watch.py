@@ -37,13 +37,22 @@ def _counters(c: Cluster) -> dict[str, Any]:
     return c.status()[0].get("counters", {})
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_watch_json_prints_fills_and_ctrl_c_ends_it(tmp_path: Path) -> None:
     c = Cluster(tmp_path, 1)
     try:
         c.start_all()
         alice, bob = (str(tmp_path / "clients" / f"{a}.toml") for a in ("alice", "bob"))
+        # the child starts with Ctrl-C's default disposition and unblocked, whatever this worker
+        # inherited (a process started with SIGINT ignored keeps ignoring it, as Unix wants for
+        # background jobs: twice in CI one xdist worker's watch never saw the signal)
+        inherited = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
         w = subprocess.Popen([PY, "-m", "gossipbook", "watch", "-c", alice, "--json"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
         try:
             out = _lines(w)
             deadline = time.monotonic() + 15
@@ -58,7 +67,11 @@ def test_watch_json_prints_fills_and_ctrl_c_ends_it(tmp_path: Path) -> None:
             assert float(fill["price"]) == 100 and fill["trade_id"].endswith("/0")
             assert fill["status"] == "final" and fill["final"] is True and fill["undone"] is False  # one node
             w.send_signal(signal.SIGINT)
-            assert w.wait(timeout=10) == 0
+            try:
+                assert w.wait(timeout=10) == 0
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"watch did not end on SIGINT (this worker's SIGINT handler and mask: "
+                                     f"{inherited})") from None
             assert "Traceback" not in w.stderr.read()  # type: ignore[union-attr]
             assert out.empty()  # exactly one line for one fill
             assert _counters(c)["feed_unsubscribes"] == 1  # the node was told, not left to the lease

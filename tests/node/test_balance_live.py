@@ -118,7 +118,10 @@ def test_a_balancing_client_leaves_a_paused_node_and_comes_back_to_it(make_clust
     assert back and back[0] - resumed < 6.0, (back[:3], resumed)
     assert len(back) >= 5, back
     sp = r["spread"]
-    assert sp["n2"]["avoidances"] >= 1 and sp["n2"]["missed"] >= 2 and sp["n1"]["missed"] == 0, sp
+    # n2 missed its replies and was avoided; the others, answering throughout, missed next to none
+    # (a loaded CI box delays a reply past the 0.25 s retry now and then: 2 of 667 once)
+    assert sp["n2"]["avoidances"] >= 1 and sp["n2"]["missed"] >= 2, sp
+    assert max(sp["n1"]["missed"], sp["n3"]["missed"]) * 3 < sp["n2"]["missed"], sp
     assert all(sp[n]["p50_ms"] is not None for n in ("n1", "n2", "n3"))
     assert all(origin == placed == cancelled for origin, placed, cancelled in r["affinity"]), r["affinity"]
     assert len({placed for _o, placed, _c in r["affinity"]}) >= 2  # placed on several nodes, each cancel followed
