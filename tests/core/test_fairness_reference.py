@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from gossipbook.core.fairness import ORDER_KINDS, FairnessMeter
 from gossipbook.core.ops import CANCEL, NEW, Op
 
+from .test_fairness import Intervals  # the stand-in clock bound
+
 US = 1_000
 T0 = 1_800_000_000 * 1_000_000_000
 
@@ -71,15 +73,6 @@ class OneByOne:
                                 y[3] = True
                                 c["tied_orders"] += 1
             mine.append(entry)
-
-
-class Intervals:
-    def __init__(self, iv: dict[str, tuple[int, int] | None]) -> None:
-        self.iv = iv
-
-    def peer_interval(self, peer: str, now: int) -> tuple[int, int, str] | None:
-        x = self.iv.get(peer)
-        return None if x is None else (x[0], x[1], "synced")
 
 
 ORIGINS = ["me", "p", "q", "r", "s"]
